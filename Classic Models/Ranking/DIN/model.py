@@ -1,0 +1,238 @@
+"""Deep Interest Network (DIN) and its base model (Embedding & MLP with sum/average pooling).
+
+Paper: Guorui Zhou, Xiaoqiang Zhu, Chengru Song, Ying Fan, Han Zhu, Xiao Ma, Yanghui Yan, Junqi Jin,
+       Han Li, Kun Gai. "Deep Interest Network for Click-Through Rate Prediction". KDD 2018.
+       https://arxiv.org/abs/1706.06978
+Official code: https://github.com/zhougr1993/DeepInterestNetwork (TensorFlow 1.x)
+
+This file stands alone: it needs only torch. Copy it into your project as is.
+
+Notation (same letters in the note, README.md §Maths):
+    B: batch size            L: behaviour-sequence length (0 = padding)
+    G: id fields per item    (e.g. goods id, category id; the paper uses goods/shop/category)
+    F: context (user/ad) fields, optional
+    D: embedding dim per field, so one item is a G*D vector
+    H: hidden width of the activation unit
+
+Inputs are plain tensors:
+    target:  (B, G) int64      the candidate ad / item, one id per item field
+    history: (B, L, G) int64   the user's behaviours, same fields as the target, 0 = padding
+    context: (B, F) int64      other one-hot fields (user profile, context), optional
+
+The model returns one logit per row; `torch.sigmoid(logit)` is the click probability.
+
+Pooling modes (note §Base model vs DIN):
+    pooling="attention"  DIN, Eq. (3): v_U(A) = sum_j a(e_j, v_A) e_j, weights NOT softmax-normalised
+    pooling="sum"        base model, Eq. (1) sum pooling
+    pooling="mean"       base model, Eq. (1) average pooling
+
+NOTE: the activation unit's input is [e_j, v_A, e_j - v_A, e_j * v_A] (as in the official code); the
+      paper's Fig. 2 draws an "out product" of e_j and v_A. The element-wise product and difference carry
+      the same pairwise information at O(D) instead of O(D^2) cost.
+NOTE: the output layer is one logit with a sigmoid instead of the paper's 2-way softmax; the two are
+      the same model (softmax over [z0, z1] = sigmoid(z1 - z0)).
+NOTE: Dice normalises over every (row, position) of the batch, padded positions included; their
+      attention weight is then masked to exactly 0, so padding never reaches the user vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Pooling = Literal["attention", "sum", "mean"]
+
+
+@dataclass
+class DINConfig:
+    item_vocab_sizes: tuple[int, ...]  # one per item field (goods id, category, ...), id 0 = padding
+    context_vocab_sizes: tuple[int, ...] = ()  # user/context fields; empty when there are none
+    dim: int = 16  # per-field embedding dim; the official Amazon code uses 64 per field on a GPU
+    pooling: Pooling = "attention"  # "attention" = DIN; "sum"/"mean" = the paper's base model
+    attention_hidden: tuple[int, ...] = (36,)  # paper Fig. 2: one hidden layer of 36 units
+    mlp_hidden: tuple[int, ...] = (200, 80)  # paper Fig. 2: 200 -> 80 -> output
+    activation: Literal["dice", "prelu"] = "dice"  # paper §4.3: Dice generalises PReLU
+    dice_eps: float = 1e-8  # paper Eq. (9): epsilon inside sqrt(Var[s] + eps)
+    mba_lambda: float = 0.0  # mini-batch aware L2 strength, Eq. (7); 0 switches it off
+    id_frequencies: list[torch.Tensor] | None = field(default=None, repr=False)
+    # ^ n_j of Eq. (6): occurrences of each id in the training set, one (V_g,) tensor per item field;
+    #   None = all 1 (plain L2 over the ids in the batch)
+
+
+class Dice(nn.Module):
+    """Data-adaptive activation, Eq. (9): f(s) = p(s) * s + (1 - p(s)) * alpha * s,
+    p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps)).
+
+    E[s] and Var[s] are the mini-batch statistics in training and their moving averages at test time
+    (paper §4.3), which is exactly what a BatchNorm without affine parameters keeps.
+    With E[s] = 0 and Var[s] = 0, p(s) is a hard step at 0 and Dice becomes PReLU, Eq. (8).
+    """
+
+    def __init__(self, width: int, *, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(width, eps=eps, affine=False)
+        self.alpha = nn.Parameter(torch.zeros(width))  # learnable slope of the "off" side
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        shape = s.shape
+        flat = s.reshape(-1, shape[-1])  # (N, W): every row/position is one sample for the stats
+        p = torch.sigmoid(self.norm(flat))  # Eq. (9)
+        out = p * flat + (1.0 - p) * self.alpha * flat
+        return out.reshape(shape)
+
+
+def _activation(kind: str, width: int, eps: float) -> nn.Module:
+    return Dice(width, eps=eps) if kind == "dice" else nn.PReLU(width)
+
+
+class MLP(nn.Sequential):
+    """Linear -> Dice/PReLU blocks, then a Linear to `out_dim` (no activation on the output)."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], out_dim: int, *, act: str,
+                 eps: float) -> None:
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_dim, width), _activation(act, width, eps)]
+            in_dim = width
+        layers.append(nn.Linear(in_dim, out_dim))
+        super().__init__(*layers)
+
+
+class DIN(nn.Module):
+    """Deep Interest Network (pooling="attention") or the base model (pooling="sum"/"mean").
+
+    Build with keywords, e.g. `DIN(item_vocab_sizes=(n_items + 1, n_cats + 1))`, or `DIN.from_config(c)`.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        cfg = DINConfig(**kwargs)
+        if not cfg.item_vocab_sizes or any(v < 2 for v in cfg.item_vocab_sizes):
+            raise ValueError(f"item_vocab_sizes needs >= 1 field of size >= 2 (id 0 = padding), "
+                             f"got {cfg.item_vocab_sizes}")
+        if any(v < 1 for v in cfg.context_vocab_sizes):
+            raise ValueError(f"context_vocab_sizes must be positive, got {cfg.context_vocab_sizes}")
+        if cfg.pooling not in ("attention", "sum", "mean"):
+            raise ValueError(f"pooling must be 'attention', 'sum' or 'mean', got {cfg.pooling!r}")
+        if cfg.activation not in ("dice", "prelu"):
+            raise ValueError(f"activation must be 'dice' or 'prelu', got {cfg.activation!r}")
+        if cfg.dim < 1 or cfg.mba_lambda < 0:
+            raise ValueError(f"need dim >= 1 and mba_lambda >= 0, got {cfg.dim}, {cfg.mba_lambda}")
+        self.config = cfg
+        G, D = len(cfg.item_vocab_sizes), cfg.dim
+        # Item-side tables are shared by the target and the behaviours (paper §4.2: same embedding).
+        self.item_embeddings = nn.ModuleList(
+            nn.Embedding(v, D, padding_idx=0) for v in cfg.item_vocab_sizes)
+        self.context_embeddings = nn.ModuleList(nn.Embedding(v, D) for v in cfg.context_vocab_sizes)
+        for table in [*self.item_embeddings, *self.context_embeddings]:
+            nn.init.normal_(table.weight, std=0.05)
+        for table in self.item_embeddings:
+            with torch.no_grad():
+                table.weight[0].zero_()
+        item_dim = G * D
+        if cfg.pooling == "attention":
+            # Activation unit, Fig. 2 (right): [e_j, v_A, e_j - v_A, e_j * v_A] -> MLP -> scalar
+            self.activation_unit = MLP(4 * item_dim, cfg.attention_hidden, 1,
+                                       act=cfg.activation, eps=cfg.dice_eps)
+        mlp_in = 2 * item_dim + len(cfg.context_vocab_sizes) * D
+        self.mlp = MLP(mlp_in, cfg.mlp_hidden, 1, act=cfg.activation, eps=cfg.dice_eps)
+        freqs = cfg.id_frequencies or [torch.ones(v) for v in cfg.item_vocab_sizes]
+        if len(freqs) != G or any(f.shape != (v,) for f, v in zip(freqs, cfg.item_vocab_sizes)):
+            raise ValueError("id_frequencies needs one (V_g,) tensor per item field")
+        for g, f in enumerate(freqs):
+            self.register_buffer(f"id_frequency_{g}", f.float().clamp_min(1.0), persistent=False)
+
+    @classmethod
+    def from_config(cls, config: DINConfig) -> DIN:
+        return cls(**vars(config))
+
+    # ----------------------------------------------------------------- embeddings
+    def embed_items(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (..., G) int64 -> (..., G*D): one item = the concatenation of its field embeddings."""
+        if ids.shape[-1] != len(self.item_embeddings):
+            raise ValueError(f"expected {len(self.item_embeddings)} item fields in the last dim, "
+                             f"got shape {tuple(ids.shape)}")
+        return torch.cat([table(ids[..., g]) for g, table in enumerate(self.item_embeddings)], -1)
+
+    # ----------------------------------------------------------------- Eq. (3)
+    def activation_weights(self, target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """Local activation unit a(e_j, v_A) of Eq. (3) for every behaviour.
+
+        Args:
+            target: (B, G) int64.  history: (B, L, G) int64, 0 = padding.
+        Returns:
+            (B, L) float weights; NOT softmax-normalised (paper §4.3: keeps the intensity of the
+            user's interest), exactly 0 at padded positions.
+        """
+        if self.config.pooling != "attention":
+            raise RuntimeError("activation_weights needs pooling='attention'")
+        B, L, _ = history.shape
+        behaviours = self.embed_items(history)  # (B, L, G*D)
+        candidate = self.embed_items(target).unsqueeze(1).expand(-1, L, -1)  # (B, L, G*D)
+        unit_in = torch.cat([behaviours, candidate, behaviours - candidate,
+                             behaviours * candidate], dim=-1)  # (B, L, 4*G*D)
+        weights = self.activation_unit(unit_in).squeeze(-1)  # (B, L)
+        return weights.masked_fill(history[..., 0] == 0, 0.0)
+
+    def user_interest(self, target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """The user's behaviour vector v_U: (B, G*D). Attention (Eq. 3) or sum/mean pooling (Eq. 1)."""
+        behaviours = self.embed_items(history)  # (B, L, G*D); padding rows are the zero vector
+        mask = (history[..., 0] != 0).float()  # (B, L)
+        if self.config.pooling == "attention":
+            w = self.activation_weights(target, history)  # (B, L)
+            return torch.einsum("bl,bld->bd", w, behaviours)  # Eq. (3): sum_j w_j e_j
+        pooled = (behaviours * mask.unsqueeze(-1)).sum(1)  # (B, G*D), Eq. (1) sum pooling
+        if self.config.pooling == "mean":
+            pooled = pooled / mask.sum(1, keepdim=True).clamp_min(1.0)
+        return pooled
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, target: torch.Tensor, history: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        """Args:
+            target: (B, G) int64 candidate item fields.
+            history: (B, L, G) int64 behaviour fields, 0 = padding (left or right, any order).
+            context: (B, F) int64 context/user fields, or None when the config has none.
+        Returns:
+            (B,) float logits.
+        """
+        if target.dim() != 2 or history.dim() != 3 or history.shape[0] != target.shape[0]:
+            raise ValueError(f"target must be (B, G) and history (B, L, G); got "
+                             f"{tuple(target.shape)} and {tuple(history.shape)}")
+        n_ctx = len(self.context_embeddings)
+        if (context is None) != (n_ctx == 0) or (context is not None and context.shape[1] != n_ctx):
+            raise ValueError(f"config has {n_ctx} context fields, got "
+                             f"{None if context is None else tuple(context.shape)}")
+        parts = [self.user_interest(target, history), self.embed_items(target)]  # 2 x (B, G*D)
+        if context is not None:
+            parts += [table(context[:, f]) for f, table in enumerate(self.context_embeddings)]
+        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)  # (B,)
+
+    # ----------------------------------------------------------------- Eqs. (2), (4)-(7)
+    def mba_regularization(self, target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """Mini-batch aware L2, Eq. (6): sum_j alpha_mj / n_j * ||w_j||^2 over item-field ids j that
+        appear in this mini-batch (alpha_mj = 1), so untouched rows of the huge tables cost nothing.
+        Context tables are left unregularised (they are small)."""
+        ids = torch.cat([target.unsqueeze(1), history], dim=1)  # (B, L+1, G)
+        total = target.new_zeros((), dtype=torch.float)
+        for g, table in enumerate(self.item_embeddings):
+            present = torch.unique(ids[..., g])
+            present = present[present != 0]  # (U,) ids seen in the batch; padding is not a feature
+            n_j = getattr(self, f"id_frequency_{g}")[present]  # (U,)
+            total = total + (table.weight[present].pow(2).sum(-1) / n_j).sum()
+        return total
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, *, target: torch.Tensor | None = None,
+             history: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. (2): mean negative log-likelihood, plus lambda * Eq. (6) when mba_lambda > 0
+        (then pass the batch's `target` and `history` so the regulariser knows which ids it saw)."""
+        nll = F.binary_cross_entropy_with_logits(logits, labels.float())
+        if self.config.mba_lambda == 0.0:
+            return nll
+        if target is None or history is None:
+            raise ValueError("mba_lambda > 0: pass target= and history= to loss()")
+        return nll + self.config.mba_lambda * self.mba_regularization(target, history)

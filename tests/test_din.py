@@ -1,0 +1,159 @@
+"""DIN (Zhou et al., KDD 2018): properties of the paper, checked on `Classic Models/Ranking/DIN/model.py`."""
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_model_module(stage: str, name: str):
+    path = ROOT / "Classic Models" / stage / name / "model.py"
+    spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+din = load_model_module("Ranking", "DIN")
+VOCAB = (50, 8)  # item id, category id
+
+
+def make_model(pooling="attention", **kw):
+    torch.manual_seed(0)
+    return din.DIN(item_vocab_sizes=VOCAB, dim=8, pooling=pooling, **kw)
+
+
+def random_batch(B=16, L=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = torch.randint(1, VOCAB[0], (B, L + 1), generator=g)
+    cats = items % (VOCAB[1] - 1) + 1
+    ids = torch.stack([items, cats], -1)  # (B, L+1, 2)
+    history, target = ids[:, :-1].clone(), ids[:, -1].clone()
+    history[:B // 2, :2] = 0  # left padding for half of the rows
+    return target, history
+
+
+def warm_up(model, target, history):
+    """One train-mode pass so Dice's running statistics are not the (0, 1) defaults."""
+    model.train()
+    with torch.no_grad():
+        model(target, history)
+    model.eval()
+
+
+def test_output_changes_with_target():
+    model = make_model()
+    target, history = random_batch()
+    warm_up(model, target, history)
+    other = target.clone()
+    other[:, 0] = (other[:, 0] % (VOCAB[0] - 1)) + 1  # a different candidate item
+    with torch.no_grad():
+        w1, w2 = model.activation_weights(target, history), model.activation_weights(other, history)
+        u1, u2 = model.user_interest(target, history), model.user_interest(other, history)
+    assert not torch.allclose(w1, w2), "activation weights must depend on the candidate (Eq. 3)"
+    assert not torch.allclose(u1, u2), "DIN's user vector must vary with the candidate"
+
+
+def test_base_model_user_vector_ignores_target_and_pools():
+    for pooling in ("sum", "mean"):
+        model = make_model(pooling)
+        target, history = random_batch()
+        other = target.flip(0)
+        with torch.no_grad():
+            u1, u2 = model.user_interest(target, history), model.user_interest(other, history)
+            emb = model.embed_items(history)  # (B, L, 2D)
+        assert torch.allclose(u1, u2), "the base model's user vector is the same for every candidate"
+        n = (history[..., 0] != 0).sum(1, keepdim=True).float()
+        expect = emb.sum(1) if pooling == "sum" else emb.sum(1) / n
+        assert torch.allclose(u1, expect, atol=1e-6)
+
+
+def test_weights_are_not_normalised():
+    """Duplicating every behaviour doubles DIN's user vector; a softmax would leave it unchanged."""
+    model = make_model()
+    target, history = random_batch()
+    warm_up(model, target, history)
+    with torch.no_grad():
+        w = model.activation_weights(target, history)
+        u = model.user_interest(target, history)
+        u2 = model.user_interest(target, torch.cat([history, history], 1))
+    assert not torch.allclose(w.sum(1), torch.ones(w.shape[0]), atol=1e-3)
+    assert torch.allclose(u2, 2 * u, atol=1e-5)
+
+
+def test_padding_gets_zero_weight_and_changes_nothing():
+    model = make_model()
+    target, history = random_batch()
+    warm_up(model, target, history)
+    padded = torch.cat([torch.zeros_like(history[:, :3]), history], 1)  # 3 more padded slots
+    with torch.no_grad():
+        w = model.activation_weights(target, padded)
+        assert (w[padded[..., 0] == 0] == 0).all()
+        assert torch.allclose(model(target, padded), model(target, history), atol=1e-6)
+
+
+def test_dice_adapts_its_rectification_point_and_reduces_to_prelu():
+    torch.manual_seed(0)
+    dice = din.Dice(4)
+    s = torch.randn(256, 4)
+    dice.alpha.data.fill_(0.25)
+    dice.train()
+    # Training: p(s) uses the batch mean/variance, so shifting every input by c shifts the
+    # rectification point with it: f(s + c) - f(s) is linear in the new inputs, not a fixed kink.
+    p = torch.sigmoid((s - s.mean(0)) / s.var(0, unbiased=False).add(1e-8).sqrt())
+    assert torch.allclose(dice(s), p * s + (1 - p) * 0.25 * s, atol=1e-5)  # Eq. (9)
+    # Inference with E[s] = 0 and Var[s] -> 0: p is a hard step at 0, i.e. PReLU (Eq. 8).
+    dice.eval()
+    dice.norm.running_mean.zero_()
+    dice.norm.running_var.zero_()
+    prelu = torch.where(s > 0, s, 0.25 * s)
+    assert torch.allclose(dice(s), prelu, atol=1e-4)
+
+
+def test_mini_batch_aware_regulariser_touches_only_batch_ids():
+    freqs = [torch.arange(VOCAB[0]).float() + 1, torch.full((VOCAB[1],), 4.0)]
+    model = make_model(mba_lambda=0.1, id_frequencies=freqs)
+    target, history = random_batch()
+    reg = model.mba_regularization(target, history)
+    reg.backward()
+    seen = torch.unique(torch.cat([target[:, 0], history[..., 0].flatten()]))
+    seen = seen[seen != 0]
+    w = model.item_embeddings[0].weight
+    expect_item = (w[seen].pow(2).sum(1) / freqs[0][seen]).sum()
+    touched = w.grad.abs().sum(1) != 0
+    assert touched[seen].all() and touched.sum() == len(seen)  # Eq. (6): alpha_mj = 0 rows untouched
+    cats = torch.unique(torch.cat([target[:, 1], history[..., 1].flatten()]))
+    cats = cats[cats != 0]
+    expect_cat = (model.item_embeddings[1].weight[cats].pow(2).sum(1) / 4.0).sum()
+    assert torch.allclose(reg, expect_item + expect_cat)
+
+
+@pytest.mark.parametrize("pooling", ["attention", "sum"])
+def test_overfits_a_tiny_batch(pooling):
+    model = make_model(pooling, mlp_hidden=(32,), attention_hidden=(16,))
+    target, history = random_batch(B=32, seed=1)
+    labels = torch.randint(0, 2, (32,), generator=torch.Generator().manual_seed(2)).float()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(300):
+        opt.zero_grad()
+        loss = model.loss(model(target, history), labels)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+
+
+def test_bad_arguments_fail_early():
+    with pytest.raises(ValueError):
+        din.DIN(item_vocab_sizes=(1,))
+    with pytest.raises(ValueError):
+        din.DIN(item_vocab_sizes=(10,), pooling="max")
+    model = make_model()
+    target, history = random_batch()
+    with pytest.raises(ValueError):
+        model(target[:, :1], history)
