@@ -1,0 +1,241 @@
+"""SASRec: Self-Attentive Sequential Recommendation.
+
+Paper: Wang-Cheng Kang, Julian McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018.
+https://arxiv.org/abs/1808.09781 -- official code (TensorFlow): https://github.com/kang205/SASRec
+
+This file stands alone: it needs only torch. Copy it into your project as is.
+
+Notation (the note, README.md, uses the same letters):
+    B: batch (users), L: history length (<= max_len), D: embedding dim, H: attention heads,
+    N: number of items (ids 1..N; id 0 is padding), S: number of sampled negatives.
+
+What the model does (note §2-§3):
+    Ê = E[s] * sqrt(D) + P                       Eq. (1)  input = item + learned position embeddings
+    S = SA(Ê) = softmax(Q Kᵀ / sqrt(D)) V         Eq. (2)-(3), causal: position t sees items <= t
+    F = FFN(S) = ReLU(S W1 + b1) W2 + b2          Eq. (4)
+    g(x) = x + Dropout(g(LayerNorm(x)))           Eq. (5)-(6), for g in {SA, FFN}, stacked n_blocks times
+    r_{i,t} = F_t · M_i                            Eq. (7), M = E (shared item embedding)
+    loss (paper): -Σ_t [log σ(r_{o_t,t}) + log(1 - σ(r_{j,t}))], one sampled negative j  Eq. (8)
+
+Two more objectives are selectable with `SASRecConfig.loss`:
+    "ce"          full softmax cross-entropy over all N items (RecBole's and the HSTU paper's
+                  stronger SASRec baseline; cheap at N = 12k),
+    "sampled_ce"  softmax over the positive and S negatives drawn uniformly (shared by the batch).
+
+NOTE (deviations, each listed in the note's "Deviations" section):
+- Positions are counted from the most recent item (the last real item always has position 0).
+  The official code left-pads to max_len and indexes positions by array slot, which is the same
+  labelling up to a constant; counting from the end makes the output independent of how much
+  padding a batch carries, which the tests check.
+- Padding keys are masked out of attention (the official code only zeroes padded inputs, so a
+  padded slot can still leak its LayerNorm bias into real positions).
+- The block follows the paper's Eq. (5)-(6) literally (pre-LayerNorm on the sub-layer input, residual
+  around it); the official TF code normalises only the queries. A final LayerNorm follows the last
+  block, as in the official code.
+- The paper draws a negative not in the user's history; the default sampler here draws uniformly from
+  all items and masks the rare hit on the positive (negligible at N = 12k).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSSES = ("bce", "ce", "sampled_ce")
+
+
+@dataclass
+class SASRecConfig:
+    n_items: int  # N: items are 1..N, 0 is padding
+    max_len: int = 50  # paper: 50 for Amazon Beauty (sparse data, short histories)
+    dim: int = 64  # paper: d = 50; 64 matches RecBole's run this repo compares with
+    n_blocks: int = 2  # paper: 2 blocks
+    n_heads: int = 1  # paper: one head ("multi-head did not help"); RecBole uses 2
+    ffn_dim: int = 0  # 0 -> dim, as the paper's square W1, W2
+    dropout: float = 0.5  # paper: 0.5 on the sparse Amazon sets, 0.2 on MovieLens
+    loss: str = "bce"  # "bce" (paper, Eq. 8), "ce" (full softmax), "sampled_ce"
+    n_negatives: int = 256  # S for "sampled_ce"
+    init_std: float = 0.02  # N(0, 0.02) init of embeddings / linears, as RecBole and BERT
+
+    def __post_init__(self) -> None:
+        if self.n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
+        if self.max_len < 1 or self.dim < 1 or self.n_blocks < 1:
+            raise ValueError("max_len, dim and n_blocks must be >= 1")
+        if self.dim % self.n_heads != 0:
+            raise ValueError(f"dim={self.dim} must be divisible by n_heads={self.n_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.n_negatives < 1:
+            raise ValueError(f"n_negatives must be >= 1, got {self.n_negatives}")
+        if self.ffn_dim == 0:
+            self.ffn_dim = self.dim
+
+
+class CausalSelfAttention(nn.Module):
+    """Eq. (2)-(3): scaled dot-product attention, each position sees itself and the past."""
+
+    def __init__(self, *, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.to_qkv = nn.Linear(dim, 3 * dim)  # W^Q, W^K, W^V in one matmul
+        self.out = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, D); allowed: (B, 1, L, L) bool, True where query t may attend key j."""
+        B, L, D = x.shape
+        q, k, v = self.to_qkv(x).chunk(3, dim=-1)  # 3 x (B, L, D)
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        # (B, H, L, D/H): softmax(q kᵀ / sqrt(D/H)) v with the causal + padding mask
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(a.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
+
+
+class PointWiseFFN(nn.Module):
+    """Eq. (4): the same two-layer ReLU network applied at every position."""
+
+    def __init__(self, *, dim: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, ffn_dim)
+        self.w2 = nn.Linear(ffn_dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.dropout(F.relu(self.w1(x))))  # (B, L, D)
+
+
+class SASRecBlock(nn.Module):
+    """Eq. (5)-(6): g(x) = x + Dropout(g(LayerNorm(x))) for the attention and the FFN."""
+
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(cfg.dim)
+        self.attention = CausalSelfAttention(dim=cfg.dim, n_heads=cfg.n_heads, dropout=cfg.dropout)
+        self.ffn_norm = nn.LayerNorm(cfg.dim)
+        self.ffn = PointWiseFFN(dim=cfg.dim, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.attn_norm(x), allowed))  # (B, L, D)
+        x = x + self.dropout(self.ffn(self.ffn_norm(x)))  # (B, L, D)
+        return x * real  # keep padded slots at zero between blocks
+
+
+class SASRec(nn.Module):
+    """SASRec encoder + the paper's loss. `forward(history)` -> hidden state per position."""
+
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.item_embedding = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)  # E = M
+        self.position_embedding = nn.Embedding(cfg.max_len, cfg.dim)  # P, learned
+        self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(SASRecBlock(cfg) for _ in range(cfg.n_blocks))
+        self.final_norm = nn.LayerNorm(cfg.dim)
+        self.apply(self._init)
+
+    def _init(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.cfg.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
+
+    def _check_history(self, history: torch.Tensor) -> None:
+        if history.dim() != 2 or history.dtype != torch.long:
+            raise ValueError(f"history must be (B, L) int64, got {tuple(history.shape)} {history.dtype}")
+        if history.shape[1] > self.cfg.max_len:
+            raise ValueError(f"history length {history.shape[1]} > max_len {self.cfg.max_len}")
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """Encode a batch of left-padded histories.
+
+        Args:
+            history: (B, L) int64 item ids, oldest first, 0 = padding (left padding expected).
+        Returns:
+            (B, L, D) float: F_t, the state after reading items 1..t (zero at padded slots).
+        """
+        self._check_history(history)
+        B, L = history.shape
+        real = (history != 0).unsqueeze(-1)  # (B, L, 1)
+        # Eq. (1): positions counted from the most recent slot (see NOTE), so padding does not shift them
+        positions = torch.arange(L - 1, -1, -1, device=history.device)  # (L,)
+        x = self.item_embedding(history) * math.sqrt(self.cfg.dim) + self.position_embedding(positions)
+        x = self.embed_dropout(x) * real  # (B, L, D)
+        causal = torch.ones(L, L, dtype=torch.bool, device=history.device).tril()  # (L, L)
+        eye = torch.eye(L, dtype=torch.bool, device=history.device)
+        # a query may attend a real key at or before it; padded queries attend only themselves
+        allowed = (causal & real.transpose(1, 2)) | eye  # (B, L, L)
+        allowed = allowed.unsqueeze(1)  # (B, 1, L, L), broadcast over heads
+        for block in self.blocks:
+            x = block(x, allowed, real)
+        return self.final_norm(x) * real  # (B, L, D)
+
+    def user_embedding(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, L) left-padded history -> (B, D): the state at the most recent item."""
+        return self.forward(history)[:, -1]  # left padding: the last slot is the newest item
+
+    def item_embeddings(self) -> torch.Tensor:
+        """(N + 1, D) the shared item matrix M = E (row 0 = padding)."""
+        return self.item_embedding.weight
+
+    def score(self, history: torch.Tensor) -> torch.Tensor:
+        """Eq. (7) for every item: (B, L) history -> (B, N + 1) scores; column 0 (padding) = -inf."""
+        scores = self.user_embedding(history) @ self.item_embeddings().T  # (B, D) @ (D, N+1)
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def loss(
+        self,
+        history: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Next-item loss at every position (SASRec trains all positions of a sequence at once).
+
+        Args:
+            history: (B, L) int64 inputs s_1..s_L (left-padded).
+            targets: (B, L) int64 the next item o_t at each position, 0 where there is no target.
+            negatives: optional. "bce": (B, L) one negative per position; "sampled_ce": (S,) shared
+                negatives. Drawn uniformly from 1..N when omitted.
+        Returns:
+            scalar loss averaged over positions with a target.
+        """
+        if targets.shape != history.shape:
+            raise ValueError(f"targets {tuple(targets.shape)} must match history {tuple(history.shape)}")
+        states = self.forward(history)  # (B, L, D)
+        has_target = targets != 0  # (B, L)
+        h = states[has_target]  # (T, D): only positions with a target
+        pos = targets[has_target]  # (T,)
+        E = self.item_embeddings()  # (N+1, D)
+        n_items = self.cfg.n_items
+        if self.cfg.loss == "bce":  # Eq. (8)
+            if negatives is None:
+                negatives = torch.randint(1, n_items + 1, history.shape, device=history.device)
+            neg = negatives[has_target]  # (T,)
+            pos_logit = (h * E[pos]).sum(-1)  # (T,)
+            neg_logit = (h * E[neg]).sum(-1)  # (T,)
+            keep = (neg != pos).float()  # a negative equal to the positive is not a negative
+            loss = F.softplus(-pos_logit) + keep * F.softplus(neg_logit)  # -log σ(r+) - log(1-σ(r-))
+            return loss.mean()
+        if self.cfg.loss == "ce":  # softmax over all N items
+            logits = h @ E[1:].T  # (T, D) @ (D, N) -> (T, N)
+            return F.cross_entropy(logits, pos - 1)
+        # sampled softmax: positive + S shared uniform negatives, accidental hits masked
+        if negatives is None:
+            negatives = torch.randint(1, n_items + 1, (self.cfg.n_negatives,), device=history.device)
+        pos_logit = (h * E[pos]).sum(-1, keepdim=True)  # (T, 1)
+        neg_logit = h @ E[negatives].T  # (T, D) @ (D, S) -> (T, S)
+        neg_logit = neg_logit.masked_fill(pos.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
+        logits = torch.cat([pos_logit, neg_logit], dim=1)  # (T, 1 + S)
+        return -F.log_softmax(logits, dim=1)[:, 0].mean()

@@ -1,0 +1,117 @@
+"""SASRec (Kang & McAuley, ICDM 2018): the paper's properties, checked on tiny cases."""
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load(folder: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look the module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+sasrec = _load("Classic Models/Recall/SASRec", "sasrec_model")
+
+
+def _model(loss: str = "bce", **kw) -> "sasrec.SASRec":
+    torch.manual_seed(0)
+    cfg = sasrec.SASRecConfig(n_items=30, max_len=12, dim=16, n_blocks=2, n_heads=2, loss=loss, **kw)
+    return sasrec.SASRec(cfg).eval()
+
+
+def test_config_fails_early_with_clear_messages():
+    with pytest.raises(ValueError, match="divisible"):
+        sasrec.SASRecConfig(n_items=10, dim=10, n_heads=3)
+    with pytest.raises(ValueError, match="loss"):
+        sasrec.SASRecConfig(n_items=10, loss="mse")
+    model = _model()
+    with pytest.raises(ValueError, match="max_len"):
+        model(torch.ones(1, 13, dtype=torch.long))
+
+
+def test_causal_output_at_t_ignores_later_items():
+    model = _model()
+    history = torch.tensor([[0, 0, 3, 7, 1, 9, 4, 2]])
+    base = model(history)
+    for t in range(2, 7):
+        changed = history.clone()
+        changed[0, t + 1 :] = torch.tensor([11, 12, 13, 14, 15, 16])[: 7 - t]
+        out = model(changed)
+        torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1])
+        assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])  # later positions do react
+
+
+def test_padding_does_not_change_real_positions():
+    model = _model()
+    items = torch.tensor([5, 8, 2, 9])
+    short = items.unsqueeze(0)  # (1, 4), no padding
+    padded = torch.cat([torch.zeros(6, dtype=torch.long), items]).unsqueeze(0)  # (1, 10)
+    torch.testing.assert_close(model(padded)[:, -4:], model(short), atol=1e-6, rtol=1e-5)
+    assert torch.all(model(padded)[:, :6] == 0)  # padded slots stay zero
+    # in a batch with a longer neighbour, the user's scores are those it gets alone
+    batch = torch.stack([padded[0], torch.arange(1, 11)])
+    torch.testing.assert_close(model.score(batch)[:1], model.score(padded), atol=1e-5, rtol=1e-5)
+
+
+def test_scores_are_dot_products_with_the_shared_item_embedding():
+    model = _model()
+    history = torch.tensor([[0, 1, 2, 3]])
+    scores = model.score(history)
+    assert scores.shape == (1, 31) and scores[0, 0] == float("-inf")
+    expected = model(history)[:, -1] @ model.item_embedding.weight[1:].T  # Eq. (7), M = E
+    torch.testing.assert_close(scores[:, 1:], expected)
+
+
+def test_bce_loss_is_eq8_with_one_negative_per_position():
+    model = _model("bce")
+    history = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    targets = torch.tensor([[0, 2, 3, 4], [5, 6, 7, 8]])
+    negatives = torch.tensor([[9, 9, 9, 9], [10, 11, 12, 13]])
+    states = model(history)
+    E = model.item_embedding.weight
+    mask = targets != 0
+    pos = (states * E[targets]).sum(-1)[mask]
+    neg = (states * E[negatives]).sum(-1)[mask]
+    expected = -(torch.log(torch.sigmoid(pos)) + torch.log(1 - torch.sigmoid(neg))).mean()
+    torch.testing.assert_close(model.loss(history, targets, negatives), expected)
+
+
+def test_full_softmax_loss_is_cross_entropy_over_all_items():
+    model = _model("ce")
+    history = torch.tensor([[0, 1, 2, 3]])
+    targets = torch.tensor([[0, 2, 3, 4]])
+    states = model(history)[0, 1:]  # (3, D)
+    logits = states @ model.item_embedding.weight[1:].T
+    torch.testing.assert_close(model.loss(history, targets), F.cross_entropy(logits, targets[0, 1:] - 1))
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce", "sampled_ce"])
+def test_overfits_a_tiny_set(loss):
+    """Every objective must memorise 8 short deterministic sequences (next item predicted exactly)."""
+    torch.manual_seed(0)
+    cfg = sasrec.SASRecConfig(
+        n_items=60, max_len=6, dim=32, n_blocks=2, n_heads=2, dropout=0.0, loss=loss, n_negatives=16
+    )
+    model = sasrec.SASRec(cfg)
+    g = torch.Generator().manual_seed(1)
+    seqs = (torch.randperm(60, generator=g)[:56] + 1).view(8, 7)  # disjoint, so each step is learnable
+    history, targets = seqs[:, :-1], seqs[:, 1:]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(600 if loss == "bce" else 300):  # one negative per step learns slower
+        opt.zero_grad()
+        model.loss(history, targets).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        states = model(history)  # (8, 6, D)
+        top1 = (states @ model.item_embedding.weight[1:].T).argmax(-1) + 1  # (8, 6)
+    assert (top1 == targets).float().mean() == 1.0
