@@ -1,0 +1,203 @@
+"""Properties of DPP fast greedy MAP (Chen, Zhang & Zhou, NeurIPS 2018) — see the DPP note."""
+
+import importlib.util
+import itertools
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str, rel: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses need the module registered
+    spec.loader.exec_module(module)
+    return module
+
+
+dpp = _load("dpp_model", "Classic Models/Re-ranking/DPP/model.py")
+
+
+def _random_kernel(gen: torch.Generator, n: int, d: int, theta: float = 0.6, ridge: float = 1e-2):
+    feats = torch.randn(1, n, d, generator=gen, dtype=torch.float64)
+    scores = torch.rand(1, n, generator=gen, dtype=torch.float64)
+    sim = dpp.similarity_matrix(feats, ridge=ridge)
+    return dpp.build_kernel(scores=scores, similarity=sim, theta=theta)
+
+
+def test_fast_greedy_equals_naive_logdet_greedy_on_many_random_kernels():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        n = int(torch.randint(3, 13, (1,), generator=gen))
+        d = int(torch.randint(2, 9, (1,), generator=gen))
+        k = int(torch.randint(1, n + 1, (1,), generator=gen))
+        L = _random_kernel(gen, n, d)
+        fast = dpp.greedy_map(L, max_length=k).selected[0]
+        naive = dpp.naive_greedy_map(L[0], max_length=k)
+        assert torch.equal(fast[fast >= 0], naive)
+
+
+def test_sliding_window_equals_naive_windowed_greedy():
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        n = int(torch.randint(5, 14, (1,), generator=gen))
+        k = int(torch.randint(4, n + 1, (1,), generator=gen))
+        w = int(torch.randint(2, 4, (1,), generator=gen))
+        L = _random_kernel(gen, n, 4)
+        fast = dpp.greedy_map(L, max_length=k, window_size=w).selected[0]
+        naive = dpp.naive_greedy_map(L[0], max_length=k, window_size=w)
+        assert torch.equal(fast[fast >= 0], naive)
+
+
+def test_window_lets_an_old_near_duplicate_come_back_but_plain_greedy_does_not():
+    # item 0 ~ item 1 (near-identical), items 2..6 orthogonal: with window w the DPP only asks
+    # each pick to differ from the w - 1 picks before it, so item 1 comes back after w - 1 others.
+    feats = torch.eye(6, dtype=torch.float64)
+    feats = torch.cat([feats[:1] + 1e-3 * feats[1:2], feats], dim=0).unsqueeze(0)  # item 0 ~ item 1
+    scores = torch.tensor([[1.0, 0.99, 0.5, 0.45, 0.4, 0.35, 0.3]], dtype=torch.float64)
+    L = dpp.build_kernel(scores=scores, similarity=dpp.similarity_matrix(feats), theta=0.8)
+    plain = dpp.greedy_map(L, max_length=5).selected[0].tolist()
+    w2 = dpp.greedy_map(L, max_length=5, window_size=2).selected[0].tolist()
+    w3 = dpp.greedy_map(L, max_length=5, window_size=3).selected[0].tolist()
+    assert plain == [0, 2, 3, 4, 5]  # the near-duplicate (item 1) of the first pick is shunned
+    assert w2[:3] == [0, 2, 1]  # w = 2: one other item in between is enough
+    assert w3[:4] == [0, 2, 3, 1]  # w = 3: two other items in between
+
+
+def test_incremental_cholesky_equals_torch_cholesky_of_selected_subkernel():
+    gen = torch.Generator().manual_seed(2)
+    feats = torch.randn(8, 25, 6, generator=gen, dtype=torch.float64)
+    scores = torch.rand(8, 25, generator=gen, dtype=torch.float64)
+    L = dpp.build_kernel(
+        scores=scores, similarity=dpp.similarity_matrix(feats, ridge=1e-2), theta=0.5
+    )
+    res = dpp.greedy_map(L, max_length=10)
+    for b in range(8):
+        Y = res.selected[b]
+        assert (Y >= 0).all()
+        expected = torch.linalg.cholesky(L[b][Y][:, Y])
+        torch.testing.assert_close(res.cholesky[b], expected, atol=1e-9, rtol=1e-9)
+        # Eq. (3): det(L_Y) is the product of the gains d_j^2
+        logdet = torch.linalg.slogdet(L[b][Y][:, Y])[1]
+        torch.testing.assert_close(res.log_gains[b].sum(), logdet)
+
+
+def test_identical_items_second_copy_never_picked_while_a_distinct_item_remains():
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(30):
+        base = torch.randn(6, 8, generator=gen, dtype=torch.float64)  # 6 linearly independent items
+        dup = int(torch.randint(0, 6, (1,), generator=gen))
+        feats = torch.cat([base, base[dup : dup + 1]], dim=0).unsqueeze(0)  # item 6 copies item dup
+        scores = torch.rand(1, 7, generator=gen, dtype=torch.float64)
+        scores[0, 6] = scores[0, dup]  # identical item, identical relevance
+        theta = float(torch.rand(1, generator=gen)) * 0.95
+        # the paper's kernel (no ridge): the copy adds nothing to det(S_Y), whatever its relevance
+        L = dpp.build_kernel(scores=scores, similarity=dpp.similarity_matrix(feats), theta=theta)
+        order = dpp.greedy_map(L, max_length=7).selected[0].tolist()
+        distinct = [i for i in range(6)]
+        assert sorted(order[:6]) == distinct, f"a copy came before a distinct item: {order}"
+        assert order[6] == -1  # then the stopping rule ends the list: the copy adds det 0
+
+
+def test_first_pick_and_second_pick_match_brute_force_determinants():
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(40):
+        L = _random_kernel(gen, 7, 4)[0]
+        order = dpp.greedy_map(L.unsqueeze(0), max_length=2).selected[0].tolist()
+        singles = [float(L[i, i]) for i in range(7)]
+        assert order[0] == max(range(7), key=lambda i: singles[i])
+        pairs = {j: float(torch.det(L[[order[0], j]][:, [order[0], j]])) for j in range(7)}
+        pairs.pop(order[0])
+        assert order[1] == max(pairs, key=pairs.get)
+
+
+def test_greedy_finds_the_brute_force_optimum_on_a_clustered_kernel():
+    # three tight clusters with different relevance: the max-det 3-set takes one item per cluster,
+    # the most relevant of each; greedy must find exactly that set (brute force over all 3-sets).
+    gen = torch.Generator().manual_seed(5)
+    centres = torch.eye(3, dtype=torch.float64)
+    feats = centres.repeat_interleave(3, dim=0) + 0.05 * torch.randn(9, 3, generator=gen, dtype=torch.float64)
+    scores = torch.rand(1, 9, generator=gen, dtype=torch.float64)
+    L = dpp.build_kernel(scores=scores, similarity=dpp.similarity_matrix(feats.unsqueeze(0)), theta=0.5)[0]
+    best = max(itertools.combinations(range(9), 3), key=lambda s: float(torch.det(L[list(s)][:, list(s)])))
+    greedy = dpp.greedy_map(L.unsqueeze(0), max_length=3).selected[0].tolist()
+    assert sorted(greedy) == sorted(best)
+    assert sorted(i // 3 for i in greedy) == [0, 1, 2]
+
+
+def test_stopping_rule_min_gain_one_stops_when_det_would_decrease():
+    gen = torch.Generator().manual_seed(6)
+    feats = torch.randn(4, 30, 3, generator=gen, dtype=torch.float64)
+    scores = torch.rand(4, 30, generator=gen, dtype=torch.float64)
+    L = dpp.build_kernel(scores=scores, similarity=dpp.similarity_matrix(feats, ridge=0.05), theta=0.7)
+    res = dpp.greedy_map(L, max_length=30, min_gain=1.0)
+    for b in range(4):
+        Y = res.selected[b][res.selected[b] >= 0]
+        assert 0 < len(Y) < 30
+        assert (res.log_gains[b, : len(Y)] >= 0.0).all()
+        # the best remaining item would have lowered det(L_Y)
+        logdet = torch.linalg.slogdet(L[b][Y][:, Y])[1]
+        rest = [i for i in range(30) if i not in Y.tolist()]
+        nxt = max(float(torch.linalg.slogdet(L[b][Y.tolist() + [i]][:, Y.tolist() + [i]])[1]) for i in rest)
+        assert nxt < float(logdet)
+
+
+def test_theta_knob_alpha_and_extremes():
+    assert dpp.relevance_weight(0.5) == pytest.approx(0.5)
+    assert dpp.relevance_weight(0.0) == 0.0
+    with pytest.raises(ValueError):
+        dpp.relevance_weight(1.0)
+    gen = torch.Generator().manual_seed(7)
+    feats = torch.randn(3, 20, 4, generator=gen)
+    scores = torch.rand(3, 20, generator=gen)
+    # theta -> 1: relevance dominates, the list is the relevance order
+    near_one = dpp.DPPReranker(theta=0.999, max_length=5, ridge=1e-2)
+    assert torch.equal(near_one(scores=scores, item_vectors=feats), scores.argsort(dim=1, descending=True)[:, :5])
+    # theta = 0: scores are ignored
+    zero = dpp.DPPReranker(theta=0.0, max_length=5, ridge=1e-2)
+    assert torch.equal(zero(scores=scores, item_vectors=feats), zero(scores=scores.flip(1), item_vectors=feats))
+
+
+def test_log_quality_form_picks_what_the_explicit_kernel_picks():
+    gen = torch.Generator().manual_seed(9)
+    feats = torch.randn(5, 40, 6, generator=gen, dtype=torch.float64)
+    scores = torch.rand(5, 40, generator=gen, dtype=torch.float64)
+    sim = dpp.similarity_matrix(feats, ridge=1e-3)
+    for theta in (0.0, 0.3, 0.7, 0.95):
+        L = dpp.build_kernel(scores=scores, similarity=sim, theta=theta)
+        explicit = dpp.greedy_map(L, max_length=10, window_size=4)
+        log_form = dpp.greedy_map(
+            sim, max_length=10, window_size=4, log_quality=2 * dpp.relevance_weight(theta) * scores
+        )
+        assert torch.equal(explicit.selected, log_form.selected)
+        torch.testing.assert_close(explicit.log_gains, log_form.log_gains)
+
+
+def test_batched_equals_one_list_at_a_time_and_padding_is_never_picked():
+    gen = torch.Generator().manual_seed(8)
+    feats = torch.randn(6, 15, 5, generator=gen)
+    scores = torch.rand(6, 15, generator=gen)
+    valid = torch.ones(6, 15, dtype=torch.bool)
+    valid[:, 12:] = False
+    scores[:, 12:] = 10.0  # padded candidates look the most relevant: they must still be skipped
+    model = dpp.DPPReranker(theta=0.6, max_length=8, window_size=3)
+    batched = model(scores=scores, item_vectors=feats, valid=valid)
+    for b in range(6):
+        one = model(scores=scores[b : b + 1, :12], item_vectors=feats[b : b + 1, :12])
+        assert torch.equal(batched[b], one[0])
+    assert (batched < 12).all()
+
+
+def test_bad_arguments_fail_early():
+    with pytest.raises(ValueError):
+        dpp.greedy_map(torch.zeros(3, 3), max_length=2)
+    with pytest.raises(ValueError):
+        dpp.greedy_map(torch.eye(3).unsqueeze(0), max_length=2, window_size=1)
+    with pytest.raises(TypeError):
+        dpp.DPPReranker(thetaa=0.5)
+    assert math.isclose(dpp.relevance_weight(0.9), 4.5)
