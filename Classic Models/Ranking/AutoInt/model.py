@@ -1,0 +1,215 @@
+"""AutoInt: Automatic Feature Interaction Learning via Self-Attentive Neural Networks.
+
+Song, Shi, Xiao, Duan, Xu, Zhang, Tang. CIKM 2019. https://arxiv.org/abs/1810.11921
+Official code: https://github.com/DeepGraphLearning/RecommenderSystems (featureRec/autoint, TF 1.x).
+
+This file stands alone: it needs only torch. Copy it into your project as is.
+
+Every field becomes one vector; multi-head self-attention over the set of field vectors lets each
+field pick which other fields to interact with, and stacking interacting layers builds higher-order
+combinations (note §2). Residual connections keep the lower-order terms. AutoInt+ adds a plain
+feed-forward network on the same embeddings and sums the two logits.
+
+Notation (the same in the note, README.md):
+    B: batch size     F: number of sparse fields     Fd: number of dense fields
+    M = F + Fd: number of fields     D: embedding dim (d in the paper)
+    A: attention dim per head (d' in the paper)     Hh: number of heads     H: DNN hidden width
+
+Inputs are plain tensors so the file can be used without any data pipeline:
+    sparse: (B, F) int64, field f takes ids in [0, field_dims[f]); id 0 = padding / unknown
+    dense:  (B, Fd) float, already normalised; omitted when Fd = 0
+
+NOTE: `scale_attention=True` divides the scores by sqrt(A) as in Transformers; the paper's
+    Eq. (5) is the plain inner product, which is the default here.
+NOTE: AutoInt+ combines the two parts by summing their logits; the paper says only that the
+    feed-forward network is "jointly trained" beside the interacting layers.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(kw_only=True)
+class AutoIntConfig:
+    field_dims: tuple[int, ...]  # vocabulary size of each sparse field, padding id 0 included
+    dense_dim: int = 0  # number of dense (float) fields, each embedded as v_m * x_m (Eq. (4))
+    embed_dim: int = 16  # paper §5.1: d = 16
+    num_layers: int = 3  # paper §5.1: 3 interacting layers
+    num_heads: int = 2  # paper §5.1: 2 heads
+    attention_dim: int = 32  # paper §5.1: d' = 32 per head
+    residual: bool = True  # Eq. (8); the paper's ablation shows it helps
+    scale_attention: bool = False  # Eq. (5) is an unscaled inner product
+    dnn_hidden: tuple[int, ...] = ()  # () = AutoInt; e.g. (200, 200) = AutoInt+ (paper §5.6)
+    dropout: float = 0.0  # on the AutoInt+ feed-forward network
+    batch_norm: bool = False
+    embed_init_std: float = 1e-2
+
+    def __post_init__(self) -> None:
+        self.field_dims = tuple(int(v) for v in self.field_dims)
+        if len(self.field_dims) + self.dense_dim < 1:
+            raise ValueError("AutoIntConfig needs at least one sparse or dense field")
+        if any(v < 2 for v in self.field_dims):
+            raise ValueError(
+                f"every field needs vocabulary size >= 2 (id 0 is padding), got {self.field_dims}"
+            )
+        for name in ("embed_dim", "num_layers", "num_heads", "attention_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.dense_dim < 0 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"bad dense_dim {self.dense_dim} or dropout {self.dropout}")
+        self.dnn_hidden = tuple(int(h) for h in self.dnn_hidden)
+        if any(h < 1 for h in self.dnn_hidden):
+            raise ValueError(f"dnn_hidden widths must be positive, got {self.dnn_hidden}")
+
+
+class FieldEmbedding(nn.Module):
+    """One table for all sparse fields (id v of field f at row offsets[f] + v) + one vector per
+    dense field scaled by its value, Eqs. (2) and (4)."""
+
+    def __init__(self, field_dims: tuple[int, ...], dense_dim: int, dim: int, init_std: float):
+        super().__init__()
+        offsets = [0]
+        for v in field_dims[:-1]:
+            offsets.append(offsets[-1] + v)
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
+        self.table = nn.Embedding(max(sum(field_dims), 1), dim)
+        self.dense = nn.Parameter(torch.empty(dense_dim, dim))
+        nn.init.normal_(self.table.weight, std=init_std)
+        nn.init.normal_(self.dense, std=init_std)
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None) -> torch.Tensor:
+        parts = []
+        if sparse.shape[1] > 0:
+            e = self.table(sparse + self.offsets)  # Eq. (2): e_i = V_i x_i, (B, F, D)
+            parts.append(e * (sparse > 0).unsqueeze(-1))  # padding id 0 -> zero vector
+        if dense is not None and dense.shape[1] > 0:
+            parts.append(dense.unsqueeze(-1) * self.dense)  # Eq. (4): e_m = v_m x_m, (B, Fd, D)
+        return torch.cat(parts, dim=1)  # (B, M, D)
+
+
+class MLP(nn.Module):
+    """Linear -> (BatchNorm) -> ReLU -> Dropout per hidden layer; no output layer."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], dropout: float, batch_norm: bool):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers.append(nn.Linear(in_dim, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+            in_dim = h
+        self.net = nn.Sequential(*layers)
+        self.out_dim = in_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def check_inputs(
+    sparse: torch.Tensor, dense: torch.Tensor | None, field_dims: tuple[int, ...], dense_dim: int
+) -> None:
+    """Fail early, with the expected shape and dtype in the message."""
+    if sparse.dim() != 2 or sparse.dtype != torch.long or sparse.shape[1] != len(field_dims):
+        raise ValueError(f"sparse must be (B, {len(field_dims)}) int64, got "
+                         f"{tuple(sparse.shape)} {sparse.dtype}")
+    if dense_dim > 0:
+        if dense is None or dense.dim() != 2 or dense.shape != (sparse.shape[0], dense_dim):
+            got = None if dense is None else tuple(dense.shape)
+            raise ValueError(f"dense must be (B, {dense_dim}) float, got {got}")
+        if not dense.is_floating_point():
+            raise ValueError(f"dense must be a float tensor, got {dense.dtype}")
+    elif dense is not None and dense.numel() > 0:
+        raise ValueError("model was built with dense_dim=0 but dense features were given")
+
+
+class InteractingLayer(nn.Module):
+    """One interacting layer: multi-head self-attention over fields + residual, Eqs. (5)-(8)."""
+
+    def __init__(self, in_dim: int, attention_dim: int, num_heads: int, residual: bool,
+                 scale: bool):
+        super().__init__()
+        self.heads, self.att_dim, self.scale = num_heads, attention_dim, scale
+        out = attention_dim * num_heads
+        self.W_query = nn.Linear(in_dim, out, bias=False)
+        self.W_key = nn.Linear(in_dim, out, bias=False)
+        self.W_value = nn.Linear(in_dim, out, bias=False)
+        self.W_res = nn.Linear(in_dim, out, bias=False) if residual else None
+        self.out_dim = out
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        """e: (B, M, D_in) field vectors. Returns (B, M, Hh * A)."""
+        B, M, _ = e.shape
+        Hh, A = self.heads, self.att_dim
+        q = self.W_query(e).view(B, M, Hh, A).transpose(1, 2)  # (B, Hh, M, A)
+        k = self.W_key(e).view(B, M, Hh, A).transpose(1, 2)  # (B, Hh, M, A)
+        v = self.W_value(e).view(B, M, Hh, A).transpose(1, 2)  # (B, Hh, M, A)
+        scores = q @ k.transpose(-1, -2)  # Eq. (5), psi = <W_Q e_m, W_K e_k>: (B, Hh, M, M)
+        if self.scale:
+            scores = scores / math.sqrt(A)
+        alpha = torch.softmax(scores, dim=-1)  # Eq. (5): over the fields k
+        heads = alpha @ v  # Eq. (6): (B, Hh, M, M) @ (B, Hh, M, A) -> (B, Hh, M, A)
+        out = heads.transpose(1, 2).reshape(B, M, Hh * A)  # Eq. (7): concat heads, (B, M, Hh*A)
+        if self.W_res is not None:
+            out = out + self.W_res(e)  # Eq. (8)
+        return torch.relu(out)  # Eq. (8): ReLU(e~_m + W_Res e_m)
+
+
+class AutoInt(nn.Module):
+    """Embedding -> interacting layers -> output layer (+ DNN for AutoInt+)."""
+
+    def __init__(self, config: AutoIntConfig):
+        super().__init__()
+        if not isinstance(config, AutoIntConfig):
+            raise TypeError(f"expected AutoIntConfig, got {type(config).__name__}")
+        self.config = c = config
+        M = len(c.field_dims) + c.dense_dim
+        self.embedding = FieldEmbedding(c.field_dims, c.dense_dim, c.embed_dim, c.embed_init_std)
+        layers, in_dim = [], c.embed_dim
+        for _ in range(c.num_layers):
+            layers.append(InteractingLayer(in_dim, c.attention_dim, c.num_heads, c.residual,
+                                           c.scale_attention))
+            in_dim = layers[-1].out_dim
+        self.layers = nn.ModuleList(layers)
+        self.output = nn.Linear(M * in_dim, 1)  # Eq. (9): w^T (e_1^Res ⊕ ... ⊕ e_M^Res) + b
+        if c.dnn_hidden:  # AutoInt+
+            self.dnn = MLP(M * c.embed_dim, c.dnn_hidden, c.dropout, c.batch_norm)
+            self.dnn_out = nn.Linear(self.dnn.out_dim, 1, bias=False)
+        else:
+            self.dnn = None
+
+    def interacting_layers(self, e: torch.Tensor) -> torch.Tensor:
+        """Stacked interacting layers. e: (B, M, D). Returns (B, M, Hh * A).
+
+        No position or field index enters here, so permuting the fields of e permutes the output
+        the same way (tests/test_autoint.py checks it); field identity comes from the embeddings.
+        """
+        for layer in self.layers:  # loop over the few layers, not over samples
+            e = layer(e)
+        return e
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. (9) before the sigmoid (+ the DNN logit for AutoInt+).
+
+        Args:
+            sparse: (B, F) int64, 0 = padding.
+            dense: (B, Fd) float or None when the model has no dense fields.
+        Returns:
+            (B,) float logits.
+        """
+        check_inputs(sparse, dense, self.config.field_dims, self.config.dense_dim)
+        e = self.embedding(sparse, dense)  # (B, M, D)
+        B = e.shape[0]
+        h = self.interacting_layers(e)  # (B, M, Hh * A)
+        logit = self.output(h.reshape(B, -1)).squeeze(-1)  # (B,)
+        if self.dnn is not None:
+            logit = logit + self.dnn_out(self.dnn(e.reshape(B, -1))).squeeze(-1)
+        return logit
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Eq. (10): log loss. Returns a scalar."""
+        return F.binary_cross_entropy_with_logits(logits, labels.float())

@@ -1,0 +1,191 @@
+"""DeepFM: A Factorization-Machine based Neural Network for CTR Prediction.
+
+Guo, Tang, Ye, Li, He. IJCAI 2017. https://arxiv.org/abs/1703.04247
+Official code: none released by the authors (the paper's numbers come from their internal code).
+
+This file stands alone: it needs only torch. Copy it into your project as is.
+
+DeepFM puts a factorization machine (FM) and a deep network side by side on ONE shared embedding
+(note §2): the FM part models first- and second-order feature interactions explicitly, the deep part
+models high-order interactions implicitly, and no hand-made cross features are needed (unlike the wide
+part of Wide & Deep).
+
+Notation (the same in the note, README.md):
+    B: batch size            F: number of sparse (categorical) fields
+    Fd: number of dense fields     N = F + Fd: number of fields seen by the FM
+    D: embedding dim (the FM's latent factor size k in the paper)
+    H: hidden width of a DNN layer
+
+Inputs are plain tensors so the file can be used without any data pipeline:
+    sparse: (B, F) int64, field f takes ids in [0, field_dims[f]); id 0 = padding / unknown
+    dense:  (B, Fd) float, already normalised (e.g. log or min-max); omitted when Fd = 0
+
+NOTE: dense fields enter the FM the way the FM paper treats real-valued features: field j has its own
+    vector v_j and first-order weight w_j, scaled by the value x_j. The DeepFM paper only describes
+    categorical fields (x_i in {0, 1}); for them this is exactly Eq. (2).
+NOTE: the paper uses dropout 0.5 and no batch norm; both are configurable here because small data
+    sets (Frappe) train better with the settings listed in the note's Results section.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(kw_only=True)
+class DeepFMConfig:
+    field_dims: tuple[int, ...]  # vocabulary size of each sparse field, padding id 0 included
+    dense_dim: int = 0  # number of dense (float) fields
+    embed_dim: int = 10  # paper §3.3: k = 10 for both data sets
+    hidden: tuple[int, ...] = (400, 400, 400)  # paper §3.3: "400-400-400" works best
+    dropout: float = 0.5  # paper §3.3: 0.5
+    batch_norm: bool = False  # not in the paper; helps on small data (see note)
+    embed_init_std: float = 1e-2  # small init keeps the FM term near 0 at the start
+
+    def __post_init__(self) -> None:
+        self.field_dims = tuple(int(v) for v in self.field_dims)
+        if len(self.field_dims) == 0 and self.dense_dim == 0:
+            raise ValueError("DeepFMConfig needs at least one sparse or dense field")
+        if any(v < 2 for v in self.field_dims):
+            raise ValueError(
+                f"every field needs vocabulary size >= 2 (id 0 is padding), got {self.field_dims}"
+            )
+        if self.dense_dim < 0 or self.embed_dim < 1:
+            raise ValueError(f"dense_dim >= 0 and embed_dim >= 1 expected, got {self.dense_dim}, "
+                             f"{self.embed_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        self.hidden = tuple(int(h) for h in self.hidden)
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
+
+
+class FieldEmbedding(nn.Module):
+    """One table for all sparse fields: id v of field f lives at row offsets[f] + v.
+
+    Also holds one vector per dense field, scaled by its value (FM's real-valued features).
+    """
+
+    def __init__(self, field_dims: tuple[int, ...], dense_dim: int, dim: int, init_std: float):
+        super().__init__()
+        offsets = [0]
+        for v in field_dims[:-1]:
+            offsets.append(offsets[-1] + v)
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
+        self.register_buffer("sizes", torch.tensor(field_dims, dtype=torch.long), persistent=False)
+        self.table = nn.Embedding(max(sum(field_dims), 1), dim)
+        self.dense = nn.Parameter(torch.empty(dense_dim, dim))
+        nn.init.normal_(self.table.weight, std=init_std)
+        nn.init.normal_(self.dense, std=init_std)
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None) -> torch.Tensor:
+        parts = []
+        if sparse.shape[1] > 0:
+            e = self.table(sparse + self.offsets)  # (B, F, D)
+            parts.append(e * (sparse > 0).unsqueeze(-1))  # padding id 0 -> zero vector
+        if dense is not None and dense.shape[1] > 0:
+            parts.append(dense.unsqueeze(-1) * self.dense)  # (B, Fd, 1) * (Fd, D) -> (B, Fd, D)
+        return torch.cat(parts, dim=1)  # (B, N, D)
+
+
+class MLP(nn.Module):
+    """Linear -> (BatchNorm) -> ReLU -> Dropout per hidden layer; no output layer."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], dropout: float, batch_norm: bool):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers.append(nn.Linear(in_dim, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+            in_dim = h
+        self.net = nn.Sequential(*layers)
+        self.out_dim = in_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def check_inputs(
+    sparse: torch.Tensor, dense: torch.Tensor | None, field_dims: tuple[int, ...], dense_dim: int
+) -> None:
+    """Fail early, with the expected shape and dtype in the message."""
+    if sparse.dim() != 2 or sparse.dtype != torch.long or sparse.shape[1] != len(field_dims):
+        raise ValueError(f"sparse must be (B, {len(field_dims)}) int64, got "
+                         f"{tuple(sparse.shape)} {sparse.dtype}")
+    if dense_dim > 0:
+        if dense is None or dense.dim() != 2 or dense.shape != (sparse.shape[0], dense_dim):
+            got = None if dense is None else tuple(dense.shape)
+            raise ValueError(f"dense must be (B, {dense_dim}) float, got {got}")
+        if not dense.is_floating_point():
+            raise ValueError(f"dense must be a float tensor, got {dense.dtype}")
+    elif dense is not None and dense.numel() > 0:
+        raise ValueError("model was built with dense_dim=0 but dense features were given")
+
+
+def fm_second_order(e: torch.Tensor) -> torch.Tensor:
+    """Eq. (2), second term, in O(N D): sum_{i<j} <v_i, v_j> x_i x_j.
+
+    Uses sum_{i<j} a_i a_j = 1/2 [(sum_i a_i)^2 - sum_i a_i^2] per factor (FM paper, Lemma 3.1).
+
+    Args:
+        e: (B, N, D) the field vectors already scaled by their values, e_i = v_i x_i.
+    Returns:
+        (B,) the pairwise interaction term.
+    """
+    square_of_sum = e.sum(dim=1).pow(2)  # (B, D)
+    sum_of_square = e.pow(2).sum(dim=1)  # (B, D)
+    return 0.5 * (square_of_sum - sum_of_square).sum(dim=1)  # (B,)
+
+
+class DeepFM(nn.Module):
+    """FM component + deep component on a shared embedding (note §3)."""
+
+    def __init__(self, config: DeepFMConfig):
+        super().__init__()
+        if not isinstance(config, DeepFMConfig):
+            raise TypeError(f"expected DeepFMConfig, got {type(config).__name__}")
+        self.config = c = config
+        n_fields = len(c.field_dims) + c.dense_dim
+        # Shared by the FM and the DNN: the paper's key difference from FNN / Wide & Deep.
+        self.embedding = FieldEmbedding(c.field_dims, c.dense_dim, c.embed_dim, c.embed_init_std)
+        # First-order weights w_i: a 1-dim "embedding" of every feature.
+        self.first_order = FieldEmbedding(c.field_dims, c.dense_dim, 1, c.embed_init_std)
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.dnn = MLP(n_fields * c.embed_dim, c.hidden, c.dropout, c.batch_norm)
+        self.dnn_out = nn.Linear(self.dnn.out_dim, 1)
+
+    def fm(self, e: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Eq. (2): y_FM = <w, x> + sum_{i<j} <V_i, V_j> x_i x_j, with the global bias.
+
+        Args: e (B, N, D) scaled field vectors; w (B, N, 1) scaled first-order weights.
+        Returns: (B,)
+        """
+        return self.bias + w.sum(dim=(1, 2)) + fm_second_order(e)
+
+    def deep(self, e: torch.Tensor) -> torch.Tensor:
+        """Eqs. (3)-(5): a^(0) = [e_1, ..., e_N] -> hidden layers -> one logit. Returns (B,)."""
+        B = e.shape[0]
+        a0 = e.reshape(B, -1)  # (B, N * D)
+        return self.dnn_out(self.dnn(a0)).squeeze(-1)  # (B,)
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. (1) before the sigmoid: y_FM + y_DNN.
+
+        Args:
+            sparse: (B, F) int64, 0 = padding.
+            dense: (B, Fd) float or None when the model has no dense fields.
+        Returns:
+            (B,) float logits; sigmoid gives the click probability.
+        """
+        check_inputs(sparse, dense, self.config.field_dims, self.config.dense_dim)
+        e = self.embedding(sparse, dense)  # (B, N, D)
+        w = self.first_order(sparse, dense)  # (B, N, 1)
+        return self.fm(e, w) + self.deep(e)  # (B,)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The paper's objective: log loss (binary cross-entropy) on the clicks. Returns a scalar."""
+        return F.binary_cross_entropy_with_logits(logits, labels.float())

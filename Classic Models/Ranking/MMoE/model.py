@@ -1,0 +1,193 @@
+"""Multi-gate Mixture-of-Experts (MMoE) and the Shared-Bottom multi-task model it is compared with.
+
+Paper: Jiaqi Ma, Zhe Zhao, Xinyang Yi, Jilin Chen, Lichan Hong, Ed H. Chi. "Modeling Task Relationships
+       in Multi-task Learning with Multi-gate Mixture-of-Experts". KDD 2018.
+       https://dl.acm.org/doi/10.1145/3219819.3220007
+Official code: none released (the note links the paper's figures and the synthetic generator).
+
+This file stands alone: it needs only torch. Copy it into your project as is.
+
+Notation (same letters in the note, README.md §Maths):
+    B: batch size     K: number of tasks     E: number of experts (the paper's n)
+    F: sparse fields  Fd: dense features     D: embedding dim per sparse field
+    X: width of the input vector x = [embeddings of the F fields, Fd dense values]
+    H: expert output width
+
+Inputs are plain tensors: `sparse (B, F) int64` (0 = padding/unknown) and/or `dense (B, Fd) float`.
+Outputs are `(B, K)` raw task outputs: a logit for a "binary" task, the prediction for "regression".
+
+    Shared-Bottom, Eq. (1):  y_k = h^k(f(x))
+    MMoE, Eqs. (5)-(7):      y_k = h^k(f^k(x)),  f^k(x) = sum_i g^k(x)_i f_i(x),  g^k(x) = softmax(W_gk x)
+
+NOTE: the paper's gate is linear without a bias (softmax(W_gk x)); we follow that. Experts and towers
+      are ReLU MLPs of configurable depth (the paper's synthetic experiment uses one layer each).
+NOTE: the joint loss is the (optionally weighted) sum of the task losses; the paper trains on the sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TaskType = Literal["binary", "regression"]
+
+
+@dataclass
+class MultiTaskConfig:
+    task_types: tuple[TaskType, ...] = ("regression", "regression")  # one entry per task (K)
+    sparse_vocab_sizes: tuple[int, ...] = ()  # per sparse field, code 0 = padding/unknown
+    dense_dim: int = 0  # number of dense features; the paper's synthetic x is 100 dense values
+    dim: int = 8  # embedding dim per sparse field
+    n_experts: int = 8  # paper §5 (synthetic): 8 experts
+    expert_hidden: tuple[int, ...] = (16,)  # paper §5: each expert one layer of 16 ReLU units
+    tower_hidden: tuple[int, ...] = (8,)  # paper §5: towers one hidden layer of 8 units
+    bottom_hidden: tuple[int, ...] = (126,)  # Shared-Bottom only: as many weights as MMoE at d=100
+    task_weights: tuple[float, ...] | None = field(default=None)  # loss weights; None = all 1
+
+
+def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int | None = None) -> nn.Sequential:
+    """Linear+ReLU per hidden width; then a plain Linear to out_dim when given."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    if out_dim is not None:
+        layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def _check(cfg: MultiTaskConfig) -> None:
+    if not cfg.task_types or any(t not in ("binary", "regression") for t in cfg.task_types):
+        raise ValueError(f"task_types must list 'binary'/'regression' per task, got {cfg.task_types}")
+    if not cfg.sparse_vocab_sizes and cfg.dense_dim <= 0:
+        raise ValueError("need sparse_vocab_sizes and/or dense_dim > 0 (the model has no input)")
+    if any(v < 1 for v in cfg.sparse_vocab_sizes) or cfg.dense_dim < 0 or cfg.dim < 1:
+        raise ValueError(f"bad input sizes: vocab {cfg.sparse_vocab_sizes}, dense {cfg.dense_dim}")
+    if cfg.n_experts < 1 or not cfg.expert_hidden:
+        raise ValueError(f"need n_experts >= 1 and >= 1 expert layer, got {cfg.n_experts}, "
+                         f"{cfg.expert_hidden}")
+    if cfg.task_weights is not None and len(cfg.task_weights) != len(cfg.task_types):
+        raise ValueError("task_weights needs one weight per task")
+
+
+class InputLayer(nn.Module):
+    """x = [emb(sparse_1), ..., emb(sparse_F), dense]: (B, X)."""
+
+    def __init__(self, cfg: MultiTaskConfig) -> None:
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(v, cfg.dim) for v in cfg.sparse_vocab_sizes)
+        self.dense_dim = cfg.dense_dim
+        self.out_dim = len(cfg.sparse_vocab_sizes) * cfg.dim + cfg.dense_dim
+
+    def forward(self, sparse: torch.Tensor | None, dense: torch.Tensor | None) -> torch.Tensor:
+        parts = []
+        if self.embeddings:
+            if sparse is None or sparse.dim() != 2 or sparse.shape[1] != len(self.embeddings):
+                raise ValueError(f"expected sparse (B, {len(self.embeddings)}) int64, got "
+                                 f"{None if sparse is None else tuple(sparse.shape)}")
+            parts += [table(sparse[:, f]) for f, table in enumerate(self.embeddings)]  # F x (B, D)
+        if self.dense_dim:
+            if dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_dim:
+                raise ValueError(f"expected dense (B, {self.dense_dim}) float, got "
+                                 f"{None if dense is None else tuple(dense.shape)}")
+            parts.append(dense)
+        return torch.cat(parts, dim=-1)  # (B, X)
+
+
+class _MultiTaskBase(nn.Module):
+    config: MultiTaskConfig
+
+    def multitask_loss(self, outputs: torch.Tensor, labels: torch.Tensor,
+                       mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum over tasks of w_k * L_k: BCE-with-logits for binary tasks, MSE for regression.
+
+        Args:
+            outputs, labels: (B, K).  mask: (B, K) bool, False where a task has no label for a row.
+        Returns:
+            (total scalar, per-task losses (K,)).
+        """
+        if outputs.shape != labels.shape:
+            raise ValueError(f"outputs {tuple(outputs.shape)} and labels {tuple(labels.shape)} differ")
+        labels = labels.float()
+        per_task = []
+        for k, kind in enumerate(self.config.task_types):
+            fn = F.binary_cross_entropy_with_logits if kind == "binary" else F.mse_loss
+            elementwise = fn(outputs[:, k], labels[:, k], reduction="none")  # (B,)
+            if mask is None:
+                per_task.append(elementwise.mean())
+            else:
+                m = mask[:, k].float()
+                per_task.append((elementwise * m).sum() / m.sum().clamp_min(1.0))
+        losses = torch.stack(per_task)  # (K,)
+        weights = losses.new_tensor(self.config.task_weights or [1.0] * len(per_task))
+        return (weights * losses).sum(), losses
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor,
+             mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The joint training objective: sum_k w_k L_k(y_k, label_k)."""
+        return self.multitask_loss(outputs, labels, mask)[0]
+
+    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Probabilities for binary tasks, values for regression tasks: (B, K)."""
+        binary = torch.tensor([t == "binary" for t in self.config.task_types], device=outputs.device)
+        return torch.where(binary, torch.sigmoid(outputs), outputs)
+
+
+class SharedBottom(_MultiTaskBase):
+    """Shared-Bottom, Eq. (1): one bottom network f shared by all tasks, a tower h^k per task."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        cfg = MultiTaskConfig(**kwargs)
+        _check(cfg)
+        self.config = cfg
+        self.inputs = InputLayer(cfg)
+        self.bottom = mlp(self.inputs.out_dim, cfg.bottom_hidden)  # f
+        self.towers = nn.ModuleList(mlp(cfg.bottom_hidden[-1], cfg.tower_hidden, 1)
+                                    for _ in cfg.task_types)  # h^k
+
+    def forward(self, sparse: torch.Tensor | None = None,
+                dense: torch.Tensor | None = None) -> torch.Tensor:
+        """Returns (B, K) task outputs."""
+        shared = self.bottom(self.inputs(sparse, dense))  # (B, H)
+        return torch.cat([tower(shared) for tower in self.towers], dim=-1)  # Eq. (1): (B, K)
+
+
+class MMoE(_MultiTaskBase):
+    """Multi-gate Mixture-of-Experts, Eqs. (5)-(7): E shared experts, one softmax gate per task."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        cfg = MultiTaskConfig(**kwargs)
+        _check(cfg)
+        self.config = cfg
+        self.inputs = InputLayer(cfg)
+        X, H = self.inputs.out_dim, cfg.expert_hidden[-1]
+        self.experts = nn.ModuleList(mlp(X, cfg.expert_hidden) for _ in range(cfg.n_experts))  # f_i
+        # Eq. (7): g^k(x) = softmax(W_gk x), a linear map without bias per task
+        self.gates = nn.ModuleList(nn.Linear(X, cfg.n_experts, bias=False) for _ in cfg.task_types)
+        self.towers = nn.ModuleList(mlp(H, cfg.tower_hidden, 1) for _ in cfg.task_types)  # h^k
+
+    def gate_weights(self, sparse: torch.Tensor | None = None,
+                     dense: torch.Tensor | None = None) -> torch.Tensor:
+        """g^k(x) for every task: (B, K, E); each row sums to 1 (Eq. 7)."""
+        x = self.inputs(sparse, dense)  # (B, X)
+        return torch.stack([torch.softmax(gate(x), dim=-1) for gate in self.gates], dim=1)
+
+    def forward(self, sparse: torch.Tensor | None = None, dense: torch.Tensor | None = None,
+                return_gates: bool = False):
+        """Returns (B, K) task outputs, and the (B, K, E) gate weights when return_gates."""
+        x = self.inputs(sparse, dense)  # (B, X)
+        experts = torch.stack([expert(x) for expert in self.experts], dim=1)  # f_i(x): (B, E, H)
+        gates = torch.stack([torch.softmax(gate(x), dim=-1) for gate in self.gates], 1)  # (B, K, E)
+        mixed = gates @ experts  # Eq. (6) f^k(x): (B, K, E) @ (B, E, H) -> (B, K, H)
+        out = torch.cat([tower(mixed[:, k]) for k, tower in enumerate(self.towers)], dim=-1)  # (B, K)
+        return (out, gates) if return_gates else out
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,267 @@
+"""HSTU: Hierarchical Sequential Transduction Units, a generative sequential recommender.
+
+Paper: Jiaqi Zhai, Lucy Liao, Xing Liu, Yueming Wang, Rui Li, Xuan Cao, Leon Gao, Zhaojie Gong,
+Fangda Gu, Michael He, Yinghai Lu, Yu Shi, "Actions Speak Louder than Words: Trillion-Parameter
+Sequential Transducers for Generative Recommendations", ICML 2024. https://arxiv.org/abs/2402.17152
+Official code: https://github.com/facebookresearch/generative-recommenders (research/ folder, the
+code behind the paper's public-data experiments, Section 4.1.1).
+
+This file stands alone: it needs only torch. Copy it into your project as is.
+
+Notation (the note, README.md, uses the same letters):
+    B: batch (users), L: history length (<= max_len), D: embedding dim, H: heads,
+    d_qk / d_v: per-head query-key / value dims, N: number of items (1..N; 0 is padding),
+    S: number of sampled negatives, τ: softmax temperature.
+
+One HSTU layer (note §3; equation numbers as in the paper):
+    U(X), V(X), Q(X), K(X) = Split(φ1(f1(X)))                       Eq. (1)  f1 linear, φ1 = SiLU
+    A(X) V(X) = φ2(Q(X) K(X)ᵀ + rab^{p,t}) V(X)                     Eq. (2)  φ2 = SiLU, no softmax,
+                                                                              divided by the length n
+    Y(X) = f2(Norm(A(X) V(X)) ⊙ U(X))                               Eq. (3)  f2 linear, Norm = LayerNorm
+with a residual X + Y(X) and a LayerNorm on the layer input, as the official code does.
+rab^{p,t} (relative attention bias) = b^p[i - j] + b^t[bucket(t_i - t_j)], bucket = ⌊ln|Δt| / 0.301⌋.
+
+Training (official research code): the output embedding and the item embeddings are L2-normalised and
+their dot product divided by τ = 0.05; loss = sampled softmax against S uniformly drawn negatives
+(`loss="sampled_softmax"`), or a full softmax over all N items (`loss="ce"`).
+
+NOTE (deviations, each listed in the note's "Deviations" section):
+- Dense, left-padded (B, L) tensors replace the official jagged tensors (fbgemm); padded keys are
+  masked. Absolute positions for the input embedding are counted from the most recent item, so the
+  amount of padding does not matter; the attention is divided by the fixed n = max_len, which is
+  what the official code divides by (its padded length), so outputs do not depend on padding either.
+- The S negatives are shared by all positions of a batch (one (T, D) @ (D, S) matmul) instead of drawn
+  per position; both are uniform samples, the shared form is several times cheaper on a CPU.
+- The query time of position i is the timestamp of item i+1 (the time of the request it serves), the
+  last position reusing its own, exactly as the official RelativeBucketedTimeAndPositionBasedBias.
+  When no timestamps are given the bias is positional only.
+- M-FALCON (batched inference over candidates) and stochastic length (training-time sequence
+  sparsification) are not implemented: note §5 explains them; at max_len = 50 they would not matter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSSES = ("sampled_softmax", "ce")
+
+
+@dataclass
+class HSTUConfig:
+    n_items: int  # N: items are 1..N, 0 is padding
+    max_len: int = 50  # official Amazon configs: 50
+    dim: int = 64  # official Amazon configs: item_embedding_dim 64
+    n_blocks: int = 4  # official amzn-books: 4 blocks
+    n_heads: int = 4  # official amzn-books: 4 heads
+    qk_dim: int = 16  # d_qk per head (official dqk = 16)
+    v_dim: int = 16  # d_v per head (official dv = 16)
+    dropout: float = 0.5  # official Amazon: 0.5 on the input embedding and before f2
+    n_time_buckets: int = 128  # official: 128 log buckets of |Δt|
+    time_bucket_divisor: float = 0.301  # official: bucket = floor(ln|Δt| / 0.301)
+    loss: str = "sampled_softmax"  # official: SampledSoftmaxLoss; "ce" = full softmax over N items
+    n_negatives: int = 512  # official amzn-books: 512 uniform ("local") negatives
+    temperature: float = 0.05  # official: τ = 0.05 on L2-normalised embeddings
+    eps: float = 1e-6  # LayerNorm / L2-norm epsilon (official 1e-6)
+
+    def __post_init__(self) -> None:
+        if self.n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
+        for name in ("max_len", "dim", "n_blocks", "n_heads", "qk_dim", "v_dim", "n_negatives"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+def time_buckets(delta: torch.Tensor, *, n_buckets: int, divisor: float) -> torch.Tensor:
+    """Log-bucket time differences: ⌊ln(max(|Δt|, 1)) / divisor⌋ clipped to [0, n_buckets]. int64."""
+    return (torch.log(delta.abs().clamp(min=1).double()) / divisor).long().clamp(0, n_buckets)
+
+
+class RelativeAttentionBias(nn.Module):
+    """rab^{p,t}: a learned scalar per relative position i - j plus one per log time bucket."""
+
+    def __init__(self, cfg: HSTUConfig) -> None:
+        super().__init__()
+        self.max_len = cfg.max_len
+        self.n_buckets = cfg.n_time_buckets
+        self.divisor = cfg.time_bucket_divisor
+        self.position_bias = nn.Parameter(torch.randn(2 * cfg.max_len - 1) * 0.02)  # b^p[j - i]
+        self.time_bias = nn.Parameter(torch.randn(cfg.n_time_buckets + 1) * 0.02)  # b^t[bucket]
+
+    def forward(self, L: int, timestamps: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """Returns (1 or B, L, L) float: bias for query i (row) and key j (column)."""
+        i = torch.arange(L, device=device)
+        rel = i.view(1, L) - i.view(L, 1) + self.max_len - 1  # (L, L): j - i shifted to >= 0
+        bias = self.position_bias[rel].unsqueeze(0)  # (1, L, L)
+        if timestamps is not None:
+            # query time = time of the next item (the request), last position keeps its own
+            query_time = torch.cat([timestamps[:, 1:], timestamps[:, -1:]], dim=1)  # (B, L)
+            delta = query_time.unsqueeze(2) - timestamps.unsqueeze(1)  # (B, L, L)
+            buckets = time_buckets(delta, n_buckets=self.n_buckets, divisor=self.divisor)
+            bias = bias + self.time_bias[buckets]  # (B, L, L)
+        return bias
+
+
+class HSTULayer(nn.Module):
+    """One HSTU layer, Eq. (1)-(3), with pointwise (SiLU) attention instead of softmax."""
+
+    def __init__(self, cfg: HSTUConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        H, dqk, dv = cfg.n_heads, cfg.qk_dim, cfg.v_dim
+        self.f1 = nn.Linear(cfg.dim, 2 * H * dv + 2 * H * dqk, bias=False)  # -> U, V, Q, K
+        self.f2 = nn.Linear(H * dv, cfg.dim)
+        self.rab = RelativeAttentionBias(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+        nn.init.normal_(self.f1.weight, std=0.02)  # official: N(0, 0.02) for the uvqk matrix
+        nn.init.xavier_uniform_(self.f2.weight)  # official: xavier for the output projection
+
+    def attention(
+        self,
+        x: torch.Tensor,
+        allowed: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Eq. (1)-(2). x: (B, L, D) layer input; allowed: (B, L, L) bool.
+
+        Returns U (B, L, H*d_v), A(X)V(X) (B, L, H*d_v) and the attention weights (B, H, L, L).
+        """
+        cfg = self.cfg
+        B, L, _ = x.shape
+        H, dqk, dv = cfg.n_heads, cfg.qk_dim, cfg.v_dim
+        normed = F.layer_norm(x, (cfg.dim,), eps=cfg.eps)  # (B, L, D)
+        u, v, q, k = F.silu(self.f1(normed)).split([H * dv, H * dv, H * dqk, H * dqk], dim=-1)  # Eq. (1)
+        q = q.view(B, L, H, dqk).transpose(1, 2)  # (B, H, L, d_qk)
+        k = k.view(B, L, H, dqk).transpose(1, 2)  # (B, H, L, d_qk)
+        v = v.view(B, L, H, dv).transpose(1, 2)  # (B, H, L, d_v)
+        logits = q @ k.transpose(-1, -2)  # (B, H, L, d_qk) @ (B, H, d_qk, L) -> (B, H, L, L)
+        logits = logits + self.rab(L, timestamps, x.device).unsqueeze(1)  # + rab^{p,t}
+        # Eq. (2): pointwise SiLU, divided by n (official: the padded length = max_len), no softmax
+        weights = F.silu(logits) / cfg.max_len * allowed.unsqueeze(1)  # (B, H, L, L)
+        av = weights @ v  # (B, H, L, L) @ (B, H, L, d_v) -> (B, H, L, d_v)
+        av = av.transpose(1, 2).reshape(B, L, H * dv)  # (B, L, H*d_v)
+        return u, av, weights
+
+    def forward(
+        self, x: torch.Tensor, allowed: torch.Tensor, timestamps: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        u, av, _ = self.attention(x, allowed, timestamps)
+        av = F.layer_norm(av, (av.shape[-1],), eps=self.cfg.eps)  # Norm(A(X)V(X))
+        return x + self.f2(self.dropout(av * u))  # Eq. (3) + residual, (B, L, D)
+
+
+class HSTU(nn.Module):
+    """HSTU encoder + the official sampled-softmax objective."""
+
+    def __init__(self, cfg: HSTUConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.item_embedding = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(cfg.max_len, cfg.dim)
+        self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(HSTULayer(cfg) for _ in range(cfg.n_blocks))
+        # official: truncated-normal-ish init with std sqrt(1/D) for the embeddings
+        nn.init.normal_(self.item_embedding.weight, std=math.sqrt(1.0 / cfg.dim))
+        nn.init.normal_(self.position_embedding.weight, std=math.sqrt(1.0 / cfg.dim))
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def _mask(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if history.dim() != 2 or history.dtype != torch.long:
+            raise ValueError(
+                f"history must be (B, L) int64, got {tuple(history.shape)} {history.dtype}"
+            )
+        L = history.shape[1]
+        if L > self.cfg.max_len:
+            raise ValueError(f"history length {L} > max_len {self.cfg.max_len}")
+        real = history != 0  # (B, L)
+        causal = torch.ones(L, L, dtype=torch.bool, device=history.device).tril()  # (L, L)
+        allowed = causal & real.unsqueeze(1)  # (B, L, L): key j real and j <= i
+        return real, allowed
+
+    def forward(self, history: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode left-padded histories.
+
+        Args:
+            history: (B, L) int64 item ids, oldest first, 0 = padding on the left.
+            timestamps: optional (B, L) int64 event times (any unit; seconds in the paper).
+        Returns:
+            (B, L, D) float, L2-normalised state after each item (zero at padded slots).
+        """
+        real, allowed = self._mask(history)
+        B, L = history.shape
+        if timestamps is not None and timestamps.shape != history.shape:
+            raise ValueError(f"timestamps {tuple(timestamps.shape)} must match history {(B, L)}")
+        positions = torch.arange(L - 1, -1, -1, device=history.device)  # counted from the newest
+        x = self.item_embedding(history) * math.sqrt(self.cfg.dim) + self.position_embedding(
+            positions
+        )  # (B, L, D)
+        x = self.embed_dropout(x) * real.unsqueeze(-1)
+        for layer in self.layers:
+            x = layer(x, allowed, timestamps) * real.unsqueeze(-1)  # (B, L, D)
+        return F.normalize(x, dim=-1, eps=self.cfg.eps)  # official L2NormEmbeddingPostprocessor
+
+    def item_embeddings(self) -> torch.Tensor:
+        """(N + 1, D) L2-normalised item embeddings (row 0 = padding, zero)."""
+        return F.normalize(self.item_embedding.weight, dim=-1, eps=self.cfg.eps)
+
+    def user_embedding(
+        self, history: torch.Tensor, timestamps: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L) -> (B, D): the state at the newest item (left padding: the last slot)."""
+        return self.forward(history, timestamps)[:, -1]
+
+    def score(self, history: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) -> (B, N + 1) cosine scores / τ for every item; column 0 (padding) = -inf."""
+        user = self.user_embedding(history, timestamps)  # (B, D)
+        scores = user @ self.item_embeddings().T / self.cfg.temperature  # (B, D) @ (D, N+1)
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def loss(
+        self,
+        history: torch.Tensor,
+        targets: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        negatives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Autoregressive next-item loss at every position.
+
+        Args:
+            history: (B, L) int64 inputs (left-padded).
+            targets: (B, L) int64 next item at each position, 0 where there is none.
+            timestamps: optional (B, L) int64 times of the history items.
+            negatives: optional (S,) int64 shared negatives for "sampled_softmax" (uniform if omitted).
+        Returns:
+            scalar, mean over positions with a target.
+        """
+        if targets.shape != history.shape:
+            raise ValueError(f"targets {tuple(targets.shape)} must match history {tuple(history.shape)}")
+        states = self.forward(history, timestamps)  # (B, L, D)
+        has_target = targets != 0
+        h = states[has_target]  # (T, D)
+        pos = targets[has_target]  # (T,)
+        E = self.item_embeddings()  # (N+1, D)
+        tau = self.cfg.temperature
+        if self.cfg.loss == "ce":
+            logits = h @ E[1:].T / tau  # (T, D) @ (D, N) -> (T, N)
+            return F.cross_entropy(logits, pos - 1)
+        if negatives is None:
+            negatives = torch.randint(
+                1, self.cfg.n_items + 1, (self.cfg.n_negatives,), device=history.device
+            )
+        pos_logit = (h * E[pos]).sum(-1, keepdim=True) / tau  # (T, 1)
+        neg_logit = h @ E[negatives].T / tau  # (T, D) @ (D, S) -> (T, S)
+        # official: a sampled negative equal to the positive is pushed out of the softmax
+        neg_logit = neg_logit.masked_fill(pos.unsqueeze(1) == negatives.unsqueeze(0), -5e4)
+        return -F.log_softmax(torch.cat([pos_logit, neg_logit], dim=1), dim=1)[:, 0].mean()

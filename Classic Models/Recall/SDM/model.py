@@ -1,0 +1,354 @@
+"""SDM: Sequential Deep Matching Model for Online Large-scale Recommender System.
+
+Fuyu Lv, Taiwei Jin, Changlong Yu, Fei Sun, Quan Lin, Keping Yang, Wilfred Ng. CIKM 2019.
+Paper: https://arxiv.org/abs/1909.00385 · official code (TF 1.4): https://github.com/alicogintel/SDM
+This file stands alone: it needs only torch. The note (README.md beside it) derives every
+equation referenced below as ``Eq. (n)``.
+
+A user's behaviour is cut into sessions (10-minute gaps, at most 50 actions; note §1). The latest
+session is the short-term behaviour S^u, encoded by an LSTM, multi-head self-attention and a
+user attention into s^u; the behaviour before it, L^u, is split by feature type (item id,
+category, brand, ...) and each type is pooled by a user attention, then a dense layer gives p^u.
+A gate decides, per dimension, how much of each enters the user vector o^u (note §3.5):
+
+    G = sigmoid(W1 e_u + W2 s + W3 p + b),   o = (1 - G) * p + G * s
+
+Items are scored by o^u . v_i and trained with a sampled softmax on the next item.
+The session split itself is data preparation (``Datasets/sessions.py``); this model takes the
+short-term and long-term item tensors.
+
+Notation: B batch, S short-term session length, T long-term length, D dim, F item feature types
+(item id first), A values per item of a feature, H heads, N items (id 0 = padding), M sampled
+negatives.
+
+NOTE (deviations, each also in the note's "Deviations"):
+- The user profile e_u is the concatenation of profile-feature embeddings mapped to D by a dense
+  tanh layer (the official code's ``user_fc_trans``), so any number of profile fields can feed
+  the D-dim dot-product attentions. On data without profile fields the user id is the profile.
+- Each item feature embedding has D dims (the paper writes d_f in §3.3 and d in §3.6); the long-
+  term attention for feature f reuses the short-term embedding table of f, as the paper says.
+- A multi-valued feature (e.g. Beauty's attribute ids) is mean-pooled into one vector per item
+  in Eq. (4); in the long-term split every value of every earlier item is one element of L_f^u.
+- Self-attention is followed by residual + layer norm and scaled by 1/sqrt(D/H), as in the
+  official code (the paper's Eq. (9) writes the unscaled product).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class SDMConfig:
+    n_items: int  # item ids are 1..n_items, 0 = padding
+    profile_sizes: dict[str, int] = field(default_factory=dict)  # e.g. {"user": n_users + 1}
+    dim: int = 64  # paper/official: 64 units
+    num_heads: int = 4  # official run flag num_heads=4
+    lstm_layers: int = 1  # official flag num_layers=1; more layers get residuals (paper §4.4)
+    dropout: float = 0.2  # official default dropout
+
+    def __post_init__(self) -> None:
+        if self.n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
+        if not self.profile_sizes:
+            raise ValueError("profile_sizes needs at least one field, e.g. {'user': n_users + 1}")
+        for name, size in self.profile_sizes.items():
+            if size < 2:
+                raise ValueError(
+                    f"profile field {name!r} needs size >= 2 (0 = unknown), got {size}"
+                )
+        if self.dim < 1 or self.dim % self.num_heads:
+            raise ValueError(
+                f"dim ({self.dim}) must be a positive multiple of num_heads ({self.num_heads})"
+            )
+        if self.lstm_layers < 1:
+            raise ValueError(f"lstm_layers must be >= 1, got {self.lstm_layers}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+    """Softmax over ``mask``-True entries; a row with no True entry gets all-zero weights."""
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # finite: no NaN anywhere
+    return torch.softmax(scores, dim=dim) * mask  # an all-masked row: uniform * 0 = 0
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Eqs. (7)-(10): H heads over the LSTM states, then residual + layer norm (official code)."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.to_out = nn.Linear(dim, dim)  # W^O of Eq. (7)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x: (B, S, D) float; mask: (B, S) bool, True = real action. Returns (B, S, D)."""
+        B, S, D = x.shape
+        H = self.num_heads
+        q, k, v = (
+            self.to_qkv(x).view(B, S, 3, H, D // H).permute(2, 0, 3, 1, 4)
+        )  # 3 x (B, H, S, D/H)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(D // H)  # (B, H, S, S), Eq. (9)
+        weights = masked_softmax(scores, mask[:, None, None, :])  # padded keys get weight 0
+        heads = weights @ v  # (B, H, S, S) @ (B, H, S, D/H) -> (B, H, S, D/H), Eq. (10)
+        out = self.to_out(heads.transpose(1, 2).reshape(B, S, D))  # (B, S, D), Eq. (7)
+        return self.norm(x + self.dropout(out))
+
+
+class SDM(nn.Module):
+    """Sequential Deep Matching: short-term session + long-term behaviour + gated fusion.
+
+    Args:
+        config: sizes and hyper-parameters (see ``SDMConfig``).
+        item_features: side features of items besides the id, name -> (N + 1, A) int64 table
+            of feature codes (A values per item; 0 = padding/unknown; row 0 is the padding
+            item). The order of the dict is the order of F after the item id.
+    """
+
+    def __init__(
+        self, config: SDMConfig, *, item_features: Mapping[str, Tensor] | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        D, N = config.dim, config.n_items
+        item_features = dict(item_features or {})
+        self.feature_names = ["item"] + list(item_features)
+        if "item" in item_features:
+            raise ValueError("'item' is the id feature; name side features differently")
+
+        # Eq. (4): one embedding table per item feature f; the id table is the first.
+        self.feature_embeddings = nn.ModuleDict({"item": nn.Embedding(N + 1, D, padding_idx=0)})
+        for name, table in item_features.items():
+            if table.dim() == 1:
+                table = table[:, None]
+            if table.dim() != 2 or table.shape[0] != N + 1 or table.dtype != torch.int64:
+                raise ValueError(
+                    f"item feature {name!r} must be an int64 (n_items + 1, A) table, got "
+                    f"{tuple(table.shape)} {table.dtype}"
+                )
+            self.register_buffer(f"table_{name}", table.clone(), persistent=False)
+            size = int(table.max()) + 1
+            self.feature_embeddings[name] = nn.Embedding(max(size, 2), D, padding_idx=0)
+
+        # Eq. (5): user profile e_u from its fields (NOTE: dense tanh to D, official user_fc_trans).
+        self.profile_embeddings = nn.ModuleDict(
+            {
+                name: nn.Embedding(size, D, padding_idx=0)
+                for name, size in config.profile_sizes.items()
+            }
+        )
+        self.profile_proj = nn.Linear(D * len(config.profile_sizes), D)
+
+        # Short-term: LSTM (Eq. (6)) -> multi-head self-attention (Eqs. (7)-(10)) -> user attention.
+        F_ = len(self.feature_names)
+        self.lstm = nn.ModuleList(
+            [
+                nn.LSTM(F_ * D if layer == 0 else D, D, batch_first=True)
+                for layer in range(config.lstm_layers)
+            ]
+        )
+        self.self_attention = MultiHeadSelfAttention(D, config.num_heads, config.dropout)
+        # Long-term: Eq. (14) dense layer over the concatenated per-feature poolings.
+        self.long_proj = nn.Linear(F_ * D, D)
+        # Gated fusion, Eq. (15): W1 e_u + W2 s + W3 p + b.
+        self.gate_user = nn.Linear(D, D, bias=True)  # W1 and b
+        self.gate_short = nn.Linear(D, D, bias=False)  # W2
+        self.gate_long = nn.Linear(D, D, bias=False)  # W3
+        # Item vectors v_i of Eq. (1): a separate output table, as the official ``nce_weights``.
+        self.item_vectors = nn.Embedding(N + 1, D)
+        self.dropout = nn.Dropout(config.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for emb in list(self.feature_embeddings.values()) + list(self.profile_embeddings.values()):
+            nn.init.normal_(emb.weight, std=0.05)
+            with torch.no_grad():
+                emb.weight[0].zero_()
+        nn.init.normal_(self.item_vectors.weight, std=0.05)
+
+    # ------------------------------------------------------------------ inputs
+    def _check(self, name: str, x: Tensor, ndim: int) -> None:
+        if x.dim() != ndim or x.dtype != torch.int64:
+            raise ValueError(
+                f"{name} must be an int64 tensor with {ndim} dims, got {tuple(x.shape)} {x.dtype}"
+            )
+
+    def feature_values(self, name: str, items: Tensor) -> Tensor:
+        """Codes of feature ``name`` for ``items`` (...,) -> (..., A); 0 stays 0 (padding)."""
+        if name == "item":
+            return items.unsqueeze(-1)
+        return getattr(self, f"table_{name}")[items]
+
+    def embed_items(self, items: Tensor) -> Tensor:
+        """Eq. (4): e_i = concat_f(e_i^f). items (B, S) int64 -> (B, S, F*D); padding -> 0."""
+        parts = []
+        for name in self.feature_names:
+            codes = self.feature_values(name, items)  # (B, S, A)
+            emb = self.feature_embeddings[name](codes)  # (B, S, A, D), padding rows are 0
+            count = (codes != 0).sum(-1, keepdim=True).clamp(min=1)  # (B, S, 1)
+            parts.append(emb.sum(-2) / count)  # (B, S, D): mean over the item's values
+        return torch.cat(parts, dim=-1)  # (B, S, F*D)
+
+    def user_profile(self, profile: Mapping[str, Tensor]) -> Tensor:
+        """Eq. (5): e_u from the profile fields, each (B,) int64 -> (B, D)."""
+        missing = set(self.profile_embeddings) - set(profile)
+        if missing:
+            raise ValueError(
+                f"profile misses fields {sorted(missing)}; expected {list(self.profile_embeddings)}"
+            )
+        parts = []
+        for name, emb in self.profile_embeddings.items():
+            self._check(f"profile[{name!r}]", profile[name], 1)
+            parts.append(emb(profile[name]))  # (B, D)
+        return torch.tanh(self.profile_proj(torch.cat(parts, dim=-1)))  # (B, D)
+
+    # ------------------------------------------------------------------ towers
+    def short_term(self, short: Tensor, e_u: Tensor) -> Tensor:
+        """Eqs. (6)-(11): latest session (B, S) left-padded -> s^u (B, D).
+
+        The LSTM reads the session right-aligned at the start, so left padding never enters its
+        state; padded positions are masked out of both attentions.
+        """
+        B, S = short.shape
+        mask = short != 0  # (B, S)
+        lengths = mask.sum(1)  # (B,)
+        pos = torch.arange(S, device=short.device)
+        idx = (pos[None, :] + (S - lengths)[:, None]).clamp(
+            max=S - 1
+        )  # (B, S): left- -> right-padded
+        right = short.gather(1, idx).masked_fill(pos[None, :] >= lengths[:, None], 0)  # (B, S)
+        right_mask = right != 0
+        x = self.dropout(self.embed_items(right))  # (B, S, F*D)
+        for layer, lstm in enumerate(self.lstm):
+            h, _ = lstm(x)  # (B, S, D), Eq. (6); trailing padding cannot reach earlier states
+            x = h if layer == 0 else x + h  # residual between stacked layers (paper §4.4)
+        x_hat = self.self_attention(x, right_mask)  # (B, S, D), Eqs. (7)-(10)
+        alpha = masked_softmax(
+            (x_hat @ e_u.unsqueeze(-1)).squeeze(-1), right_mask
+        )  # (B, S), Eq. (11)
+        return (alpha.unsqueeze(-1) * x_hat).sum(1)  # (B, D), Eq. (11)
+
+    def long_term(self, long: Tensor, e_u: Tensor) -> Tensor:
+        """Eqs. (12)-(14): behaviour before the session (B, T) left-padded -> p^u (B, D)."""
+        B, T = long.shape
+        pooled = []
+        for name in self.feature_names:
+            codes = self.feature_values(name, long).reshape(B, -1)  # (B, T*A): the subset L_f^u
+            g = self.dropout(self.feature_embeddings[name](codes))  # (B, T*A, D)
+            alpha = masked_softmax(
+                (g @ e_u.unsqueeze(-1)).squeeze(-1), codes != 0
+            )  # (B, T*A), Eq. (12)
+            pooled.append((alpha.unsqueeze(-1) * g).sum(1))  # (B, D): z_f^u, Eq. (12)
+        z = torch.cat(pooled, dim=-1)  # (B, F*D), Eq. (13)
+        return torch.tanh(self.long_proj(z))  # (B, D), Eq. (14)
+
+    def gate(self, e_u: Tensor, s: Tensor, p: Tensor) -> Tensor:
+        """Eq. (15): G = sigmoid(W1 e_u + W2 s + W3 p + b), (B, D) each -> (B, D) in (0, 1)."""
+        return torch.sigmoid(self.gate_user(e_u) + self.gate_short(s) + self.gate_long(p))
+
+    def user_tower(
+        self,
+        *,
+        profile: Mapping[str, Tensor],
+        short: Tensor,
+        long: Tensor,
+        force_gate: float | None = None,
+        return_gate: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """The user vector o^u of Eq. (16).
+
+        Args:
+            profile: field name -> (B,) int64 codes (e.g. {"user": user ids}).
+            short: (B, S) int64 latest session, left-padded (most recent last), 0 = padding.
+            long: (B, T) int64 behaviour before that session, left-padded, 0 = padding.
+            force_gate: replace G by this constant (1.0 -> o = s, 0.0 -> o = p); for analysis.
+            return_gate: also return G (B, D).
+
+        Returns:
+            o: (B, D) float [, G: (B, D)].
+        """
+        self._check("short", short, 2)
+        self._check("long", long, 2)
+        if short.shape[0] != long.shape[0]:
+            raise ValueError(
+                f"short and long must share the batch size, got {short.shape[0]} and {long.shape[0]}"
+            )
+        e_u = self.user_profile(profile)  # (B, D)
+        s = self.short_term(short, e_u)  # (B, D)
+        p = self.long_term(long, e_u)  # (B, D)
+        G = self.gate(e_u, s, p)  # (B, D)
+        if force_gate is not None:
+            G = torch.full_like(G, float(force_gate))
+        o = (1.0 - G) * p + G * s  # (B, D), Eq. (16)
+        return (o, G) if return_gate else o
+
+    forward = user_tower
+
+    def item_tower(self) -> Tensor:
+        """v_i for every item, (N + 1, D); row 0 is padding and must be excluded from rankings."""
+        return self.item_vectors.weight
+
+    def score(self, user_vec: Tensor) -> Tensor:
+        """Eq. (1): z_i = o^u . v_i over all items, (B, D) -> (B, N + 1); padding gets -inf."""
+        scores = user_vec @ self.item_tower().T  # (B, D) @ (D, N + 1) -> (B, N + 1)
+        scores[:, 0] = float("-inf")
+        return scores
+
+    # ------------------------------------------------------------------ objective
+    def loss(
+        self,
+        user_vec: Tensor,
+        target: Tensor,
+        negatives: Tensor,
+        *,
+        negative_log_q: Tensor | None = None,
+        target_log_q: Tensor | None = None,
+    ) -> Tensor:
+        """Eqs. (2)-(3) by sampled softmax: cross-entropy of the next item against M negatives.
+
+        As in TF's ``sampled_softmax_loss`` (used by the official code), logits are corrected
+        by -log Q(i) of the sampler and a negative equal to the target (an accidental hit)
+        is removed. With negatives = every other item and no correction this is the full
+        softmax cross-entropy of Eq. (3).
+
+        Args:
+            user_vec: (B, D) o^u.
+            target: (B,) int64 next item.
+            negatives: (M,) int64 shared by the batch, or (B, M) per example.
+            negative_log_q: log Q of each negative, same shape as ``negatives``.
+            target_log_q: (B,) log Q of each target.
+
+        Returns:
+            scalar mean loss.
+        """
+        self._check("target", target, 1)
+        if negatives.dtype != torch.int64 or negatives.dim() not in (1, 2):
+            raise ValueError(
+                f"negatives must be int64 (M,) or (B, M), got {tuple(negatives.shape)} {negatives.dtype}"
+            )
+        if (target == 0).any():
+            raise ValueError("target contains the padding id 0")
+        v_pos = self.item_vectors(target)  # (B, D)
+        pos = (user_vec * v_pos).sum(-1, keepdim=True)  # (B, 1)
+        if negatives.dim() == 1:
+            neg = user_vec @ self.item_vectors(negatives).T  # (B, D) @ (D, M) -> (B, M)
+            hit = negatives[None, :] == target[:, None]  # (B, M)
+        else:
+            neg = (self.item_vectors(negatives) @ user_vec.unsqueeze(-1)).squeeze(-1)  # (B, M)
+            hit = negatives == target[:, None]
+        if negative_log_q is not None:
+            neg = neg - negative_log_q
+        if target_log_q is not None:
+            pos = pos - target_log_q.unsqueeze(-1)
+        neg = neg.masked_fill(hit, float("-inf"))
+        logits = torch.cat([pos, neg], dim=1)  # (B, 1 + M): the target is class 0
+        return F.cross_entropy(logits, torch.zeros_like(target))

@@ -1,0 +1,209 @@
+"""YoutubeDNN candidate generation.
+
+Paper: Paul Covington, Jay Adams, Emre Sargin. "Deep Neural Networks for YouTube Recommendations".
+RecSys 2016. https://dl.acm.org/doi/10.1145/2959100.2959190
+Official code: none was released; the paper's Figure 3 and section 3 are the specification.
+
+This file stands alone: it needs only torch. Copy it into your project as is.
+
+What is here (the note's section numbers in brackets):
+- `user_tower()`: averaged bag embeddings of the watch history and of any other bag of ids (categories,
+  brands, ...), concatenated with user features and the example age, then a tower of ReLU layers whose
+  top layer is the user vector u (Figure 3) [note §3].
+- `item_tower()`: the softmax weights v_j, one row per item, which serve as item vectors for
+  nearest-neighbour serving [note §4].
+- `loss()`: sampled softmax with log-Q correction for the sampling distribution, the paper's way of
+  training the softmax of Eq. (1) over millions of classes [note §3.2].
+
+Notation: B batch, L history length, A bag length (e.g. attribute ids of the history), F user features,
+D embedding dim, M sampled negatives, N items (ids 1..N, 0 = padding).
+
+NOTE: the example age of the paper is "the age of the training example" in wall-clock time; data with no
+timestamps (positions only) can pass any normalised recency instead. The model only sees a float in
+[0, 1] per example, which is 0 at serving time as in the paper.
+NOTE: the paper's tower ends in a ReLU layer, so u >= 0. `final_relu=False` makes the last layer
+linear; it is off by default (paper setting) and the note reports which setting each result used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# B: batch, L: history length, A: bag length, F: user features, D: dim, M: negatives, N: items
+
+
+@dataclass
+class YoutubeDNNConfig:
+    n_items: int  # item ids are 1..n_items; 0 is padding
+    dim: int = 64  # D: size of item vectors and of the user vector u
+    # extra bags of ids pooled like the watch history: name -> vocabulary size (0 = padding)
+    bag_sizes: dict[str, int] = field(default_factory=dict)
+    # vocabulary size of each categorical user feature (paper: gender, geography, device, ...)
+    user_feature_sizes: tuple[int, ...] = ()
+    use_example_age: bool = True  # paper §3.3: removes the bias towards the past of the training window
+    hidden: tuple[int, ...] = (256, 128)  # paper's tower is "depth 1..4" up to 2048-1024-512-256
+    dropout: float = 0.0  # the paper names none; regularises small data
+    final_relu: bool = True  # paper: u is the output of the top ReLU layer
+
+
+def masked_mean(emb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Average of the embeddings of the non-padding ids ("bag" averaging of Figure 3).
+
+    Args:
+        emb: (B, L, D) float embeddings of `ids`.
+        ids: (B, L) int64, 0 = padding.
+    Returns:
+        (B, D); an all-padding row gives the zero vector.
+    """
+    mask = (ids != 0).unsqueeze(-1).to(emb.dtype)  # (B, L, 1)
+    total = (emb * mask).sum(dim=1)  # (B, D)
+    count = mask.sum(dim=1).clamp(min=1.0)  # (B, 1)
+    return total / count
+
+
+class YoutubeDNN(nn.Module):
+    """Deep candidate generation model (paper §3, Figure 3)."""
+
+    def __init__(self, *, config: YoutubeDNNConfig) -> None:
+        super().__init__()
+        if config.n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {config.n_items}")
+        if config.dim < 1:
+            raise ValueError(f"dim must be >= 1, got {config.dim}")
+        if not 0.0 <= config.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")
+        for name, size in config.bag_sizes.items():
+            if size < 2:
+                raise ValueError(f"bag {name!r} needs a vocabulary of >= 2 ids (0 = padding), got {size}")
+        self.config = config
+        D = config.dim
+        # "watch vector": embeddings of the history ids, averaged
+        self.history_embedding = nn.Embedding(config.n_items + 1, D, padding_idx=0)
+        self.bag_embeddings = nn.ModuleDict(
+            {name: nn.Embedding(size, D, padding_idx=0) for name, size in config.bag_sizes.items()}
+        )
+        self.user_feature_embeddings = nn.ModuleList(
+            nn.Embedding(size, D) for size in config.user_feature_sizes
+        )
+        n_in = D * (1 + len(config.bag_sizes) + len(config.user_feature_sizes))
+        n_in += int(config.use_example_age)
+        layers: list[nn.Module] = []
+        sizes = [n_in, *config.hidden, D]
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(a, b))
+            last = i == len(sizes) - 2
+            if not last or config.final_relu:
+                layers.append(nn.ReLU())
+            if not last and config.dropout > 0:
+                layers.append(nn.Dropout(config.dropout))
+        self.tower = nn.Sequential(*layers)
+        # softmax weights v_j of Eq. (1) = item vectors for serving; row 0 (padding) is never a class
+        self.item_embedding = nn.Embedding(config.n_items + 1, D, padding_idx=0)
+        nn.init.normal_(self.history_embedding.weight, std=0.1)
+        nn.init.normal_(self.item_embedding.weight, std=0.1)
+        for emb in [*self.bag_embeddings.values(), *self.user_feature_embeddings]:
+            nn.init.normal_(emb.weight, std=0.1)
+        with torch.no_grad():
+            self.history_embedding.weight[0].zero_()
+            self.item_embedding.weight[0].zero_()
+            for emb in self.bag_embeddings.values():
+                emb.weight[0].zero_()
+
+    def user_tower(
+        self,
+        *,
+        history: torch.Tensor,
+        bags: dict[str, torch.Tensor] | None = None,
+        user_features: torch.Tensor | None = None,
+        example_age: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """User vector u of Eq. (1).
+
+        Args:
+            history: (B, L) int64 item ids of earlier items, 0 = padding (any side).
+            bags: name -> (B, A) int64 ids of each bag in `config.bag_sizes` (e.g. the categories of the
+                history items), 0 = padding.
+            user_features: (B, F) int64 categorical user features, one column per `user_feature_sizes`.
+            example_age: (B,) float in [0, 1], age of the training example; None or 0 at serving.
+        Returns:
+            (B, D) float user vectors.
+        """
+        cfg = self.config
+        if history.dim() != 2:
+            raise ValueError(f"history must be (B, L), got shape {tuple(history.shape)}")
+        B, L = history.shape
+        bags = bags or {}
+        if set(bags) != set(cfg.bag_sizes):
+            raise ValueError(f"bags must have keys {sorted(cfg.bag_sizes)}, got {sorted(bags)}")
+        parts = [masked_mean(self.history_embedding(history), history)]  # (B, D)
+        for name in cfg.bag_sizes:  # config order, so the concatenation is fixed
+            ids = bags[name]
+            if ids.dim() != 2 or ids.shape[0] != B:
+                raise ValueError(f"bag {name!r} must be (B={B}, A), got {tuple(ids.shape)}")
+            parts.append(masked_mean(self.bag_embeddings[name](ids), ids))  # (B, D)
+        if cfg.user_feature_sizes:
+            if user_features is None or user_features.shape != (B, len(cfg.user_feature_sizes)):
+                raise ValueError(
+                    f"user_features must be (B={B}, F={len(cfg.user_feature_sizes)}) int64"
+                )
+            for f, emb in enumerate(self.user_feature_embeddings):
+                parts.append(emb(user_features[:, f]))  # (B, D)
+        if cfg.use_example_age:
+            if example_age is None:  # serving: "set to zero", the very end of the training window
+                example_age = history.new_zeros(B, dtype=parts[0].dtype)
+            parts.append(example_age.to(parts[0].dtype).reshape(B, 1))  # (B, 1)
+        return self.tower(torch.cat(parts, dim=-1))  # (B, D_in) -> (B, D)
+
+    def item_tower(self) -> torch.Tensor:
+        """Item vectors v_j: (N + 1, D), row 0 = padding (all zeros, never retrieved as a class)."""
+        return self.item_embedding.weight
+
+    def forward(self, **user_inputs: torch.Tensor) -> torch.Tensor:
+        """Scores of every item, u . v_j (the logits of Eq. (1)): (B, N + 1)."""
+        return self.user_tower(**user_inputs) @ self.item_tower().T  # (B, D) @ (D, N+1)
+
+    def loss(
+        self,
+        *,
+        user_vec: torch.Tensor,
+        target: torch.Tensor,
+        negatives: torch.Tensor,
+        log_q_target: torch.Tensor,
+        log_q_negatives: torch.Tensor,
+    ) -> torch.Tensor:
+        """Sampled softmax with log-Q correction (paper §3.2, after Jean et al. 2015).
+
+        The softmax of Eq. (1) over all N items is replaced by one over the true item and M items sampled
+        from a distribution Q shared by the batch. Each logit is corrected by subtracting log Q(j), the
+        log of the expected number of times item j enters the sample, so that frequently sampled items
+        are not over-penalised; the estimate is then consistent with the full softmax. A sampled item that
+        equals the row's target (an "accidental hit") is removed from that row.
+
+        Args:
+            user_vec: (B, D) from `user_tower`.
+            target: (B,) int64 next item, >= 1.
+            negatives: (M,) int64 sampled item ids, shared by the batch.
+            log_q_target: (B,) log expected count (or probability) of each target under Q.
+            log_q_negatives: (M,) the same for the negatives. A constant added to both cancels.
+        Returns:
+            scalar mean cross-entropy.
+        """
+        if target.dim() != 1 or target.shape[0] != user_vec.shape[0]:
+            raise ValueError("target must be (B,) and match user_vec's batch")
+        if negatives.dim() != 1:
+            raise ValueError(f"negatives must be (M,), got shape {tuple(negatives.shape)}")
+        if bool((target < 1).any()):
+            raise ValueError("target contains the padding id 0")
+        v_target = self.item_embedding(target)  # (B, D)
+        v_neg = self.item_embedding(negatives)  # (M, D)
+        pos_logit = (user_vec * v_target).sum(-1) - log_q_target  # (B,)
+        neg_logit = user_vec @ v_neg.T - log_q_negatives.unsqueeze(0)  # (B, D) @ (D, M) -> (B, M)
+        hit = target.unsqueeze(1) == negatives.unsqueeze(0)  # (B, M) accidental hits
+        neg_logit = neg_logit.masked_fill(hit, float("-inf"))
+        logits = torch.cat([pos_logit.unsqueeze(1), neg_logit], dim=1)  # (B, 1 + M)
+        zeros = torch.zeros_like(target)  # the true class sits in column 0
+        return F.cross_entropy(logits, zeros)

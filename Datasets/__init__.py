@@ -1,0 +1,76 @@
+"""Data layer: one `load(spec)` entry for every source, the canonical form and the split.
+
+Specs (the `--data` flag of every demo):
+    synthetic | synthetic:SEED          embedded synthetic default (Amazon 2018 schema)
+    amazon2018:REVIEWS[,META]           Amazon Review 2018 reviews json[.gz] (+ meta_*.json[.gz])
+    seqtxt:PATH                         'user item item ...' lines (+ *_item2attributes.json beside)
+    movielens:FOLDER                    ml-100k / ml-1m / ml-20m / ml-25m folder
+    libfm:PATH                          libFM CTR file or folder of *.libfm files
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .BaseDatasets import (
+    PAD,
+    CTRData,
+    CTRDataset,
+    DataError,
+    LoadReport,
+    LOOSplit,
+    RecallDataset,
+    RecData,
+    RerankDataset,
+    TensorDictDataset,
+    k_core,
+    leave_one_out,
+    make_rec_data,
+)
+
+SPECS = ("synthetic", "amazon2018", "seqtxt", "movielens", "libfm")
+
+
+def load(spec: str = "synthetic", strict: bool = False, verbose: bool = False) -> RecData | CTRData:
+    """Load a data set from a DESIGN.md `--data` spec. Raises DataError on a bad spec or path."""
+    if not isinstance(spec, str) or not spec:
+        raise DataError(f"data spec must be a non-empty string like 'synthetic' or 'seqtxt:PATH', got {spec!r}")
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind not in SPECS:
+        raise DataError(f"unknown data spec {spec!r}: expected one of "
+                        + ", ".join(f"'{s}:PATH'" if s != "synthetic" else "'synthetic'" for s in SPECS))
+    if kind == "synthetic":
+        from .synthetic import load_synthetic
+        try:
+            seed = int(arg) if arg else 0
+        except ValueError:
+            raise DataError(f"'synthetic:SEED' needs an integer seed, got {arg!r}") from None
+        data = load_synthetic(seed)
+    else:
+        if not arg:
+            raise DataError(f"data spec {spec!r} needs a path: '{kind}:PATH'")
+        first = arg.split(",")[0]
+        if not Path(first).exists():
+            raise DataError(f"{kind}: path does not exist: {first!r} (from spec {spec!r})")
+        if kind == "amazon2018":
+            from .amazon2018 import load_amazon2018
+            data = load_amazon2018(arg, strict=strict)
+        elif kind == "seqtxt":
+            from .seqtxt import load_seqtxt
+            data = load_seqtxt(arg, strict=strict)
+        elif kind == "movielens":
+            from .movielens import load_movielens
+            data = load_movielens(arg, strict=strict)
+        else:
+            from .libfm import load_libfm
+            data = load_libfm(arg, strict=strict)
+    if verbose or data.report.skipped:
+        print(f"[data] {data.report}")
+    return data
+
+
+__all__ = [
+    "PAD", "CTRData", "CTRDataset", "DataError", "LoadReport", "LOOSplit", "RecallDataset", "RecData",
+    "RerankDataset", "TensorDictDataset", "k_core", "leave_one_out", "load", "make_rec_data",
+]

@@ -1,0 +1,152 @@
+"""A small training loop: progress bar, early stopping on a validation metric, best-state restore,
+seeding, device auto-selection, and a clear error when the loss becomes NaN/inf."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def pick_device(arg: str = "auto") -> torch.device:
+    """'auto' -> cuda when available, else cpu. A named device that is unavailable is an error."""
+    if arg in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(arg)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {arg}: CUDA is not available on this machine (use cpu or auto)")
+    return dev
+
+
+def cpu_setup(threads: int | None = None) -> None:
+    """Flush denormals (tiny floats in embeddings/optimiser state slow CPUs a lot) and optionally
+    cap intra-op threads (env NUM_THREADS also works)."""
+    torch.set_flush_denormal(True)
+    threads = threads or (int(os.environ["NUM_THREADS"]) if os.environ.get("NUM_THREADS") else None)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)  # {"epoch", "loss", "train_seconds", metrics...}
+    best_epoch: int = -1
+    best_metric: float = -math.inf
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    stopped_early: bool = False
+
+    def curve(self, key: str) -> tuple[list[int], list[float]]:
+        pts = [(e["epoch"], e[key]) for e in self.epochs if key in e]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def fit(
+    model: torch.nn.Module,
+    train_step: Callable[[dict], torch.Tensor],
+    batches: Callable[[int], Iterable[dict]],
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    evaluate: Callable[[], dict] | None = None,
+    metric: str = "NDCG@10",
+    higher_is_better: bool = True,
+    patience: int = 3,
+    eval_every: int = 1,
+    grad_clip: float | None = None,
+    n_batches: Callable[[], int] | int | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    time_budget: float | None = None,
+) -> History:
+    """Train `model` for up to `epochs` epochs.
+
+    train_step(batch) -> scalar loss (the forward pass); the loop does zero_grad/backward/step.
+    batches(epoch) -> an iterable of batches for that epoch.
+    evaluate() -> validation metric dict, called every `eval_every` epochs; the best state by `metric`
+    is kept and restored at the end; training stops after `patience` evaluations without improvement.
+    time_budget: stop after this many training seconds (checked per epoch).
+    Raises FloatingPointError naming the epoch and step when the loss is NaN or inf.
+    """
+    hist = History()
+    best_state = None
+    bad_evals = 0
+    sign = 1.0 if higher_is_better else -1.0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        total, steps = 0.0, 0
+        it = batches(epoch)
+        nb = n_batches() if callable(n_batches) else n_batches
+        bar = tqdm(it, total=nb, desc=f"{desc} {epoch}/{epochs}", leave=False, disable=not progress,
+                   mininterval=1.0) if tqdm else it
+        for batch in bar:
+            loss = train_step(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {epoch}, step {steps + 1}: lower the learning "
+                    f"rate, check the inputs for NaN, or clip gradients (grad_clip)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            total += loss.item()
+            steps += 1
+            if tqdm and progress and steps % 20 == 0:
+                bar.set_postfix(loss=f"{total / steps:.4f}")
+        dt = time.perf_counter() - t0
+        hist.train_seconds += dt
+        rec = {"epoch": epoch, "loss": total / max(steps, 1), "train_seconds": dt}
+        if evaluate is not None and (epoch % eval_every == 0 or epoch == epochs):
+            model.eval()
+            t1 = time.perf_counter()
+            metrics = evaluate()
+            hist.eval_seconds += time.perf_counter() - t1
+            rec.update(metrics)
+            if metric not in metrics:
+                raise KeyError(f"evaluate() returned {list(metrics)}, which lacks the metric {metric!r}")
+            value = metrics[metric]
+            if best_state is None or sign * value > sign * hist.best_metric:
+                hist.best_metric, hist.best_epoch = value, epoch
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                bad_evals = 0
+            else:
+                bad_evals += 1
+        hist.epochs.append(rec)
+        if progress:
+            shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in rec.items()
+                     if k in ("loss", metric)}
+            print(f"epoch {epoch}: {shown} ({dt:.1f}s)", flush=True)
+        if evaluate is not None and bad_evals >= patience:
+            hist.stopped_early = True
+            break
+        if time_budget is not None and hist.train_seconds >= time_budget:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return hist

@@ -1,0 +1,183 @@
+"""HSTU (Zhai et al., ICML 2024): the paper's properties, checked on tiny cases."""
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load(folder: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look the module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+hstu = _load("Classic Models/Recall/HSTU", "hstu_model")
+
+
+def _model(**kw) -> "hstu.HSTU":
+    torch.manual_seed(0)
+    base = dict(n_items=30, max_len=12, dim=16, n_blocks=2, n_heads=2, qk_dim=8, v_dim=8)
+    base.update(kw)
+    model = hstu.HSTU(hstu.HSTUConfig(**base)).eval()
+    with torch.no_grad():  # non-trivial relative biases, so the tests exercise them
+        for layer in model.layers:
+            layer.rab.position_bias.normal_(std=0.5)
+            layer.rab.time_bias.normal_(std=0.5)
+    return model
+
+
+def test_config_fails_early_with_clear_messages():
+    with pytest.raises(ValueError, match="loss"):
+        hstu.HSTUConfig(n_items=10, loss="bce")
+    with pytest.raises(ValueError, match="temperature"):
+        hstu.HSTUConfig(n_items=10, temperature=0.0)
+    with pytest.raises(ValueError, match="max_len"):
+        _model()(torch.ones(1, 13, dtype=torch.long))
+
+
+def test_causal_output_at_t_ignores_later_items():
+    model = _model()
+    history = torch.tensor([[0, 0, 3, 7, 1, 9, 4, 2]])
+    base = model(history)
+    for t in range(2, 7):
+        changed = history.clone()
+        changed[0, t + 1 :] = torch.tensor([11, 12, 13, 14, 15, 16])[: 7 - t]
+        out = model(changed)
+        torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1])
+        assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])
+
+
+def test_padding_does_not_change_real_positions():
+    model = _model()
+    items = torch.tensor([5, 8, 2, 9])
+    ts = torch.tensor([10, 100, 5000, 90000])
+    short = model(items.unsqueeze(0), ts.unsqueeze(0))
+    padded_items = torch.cat([torch.zeros(6, dtype=torch.long), items]).unsqueeze(0)
+    padded_ts = torch.cat([torch.zeros(6, dtype=torch.long), ts]).unsqueeze(0)
+    padded = model(padded_items, padded_ts)
+    torch.testing.assert_close(padded[:, -4:], short, atol=1e-6, rtol=1e-5)
+    assert torch.all(padded[:, :6] == 0)
+
+
+def test_attention_weights_are_not_normalised():
+    """Eq. (2) has no softmax: a row of weights need not sum to 1 (its sum carries intensity)."""
+    model = _model()
+    layer = model.layers[0]
+    history = torch.tensor([[0, 0, 3, 7, 1, 9, 4, 2, 6, 5]])
+    real, allowed = model._mask(history)
+    x = torch.randn(1, 10, 16) * real.unsqueeze(-1)
+    _, _, weights = layer.attention(x, allowed)
+    row_sums = weights.sum(-1)[0, :, 2:]  # (H, real queries)
+    assert not torch.allclose(row_sums, torch.ones_like(row_sums), atol=0.1)
+    assert (row_sums.max() - row_sums.min()) > 1e-3  # rows differ in total mass
+    assert (weights < 0).any()  # SiLU lets a weight go (slightly) negative, softmax never does
+
+
+def test_repeated_engagement_changes_the_output_unlike_softmax():
+    """Softmax attention over [a, a] equals attention over [a]; HSTU's pointwise attention does not,
+    which is how it keeps the *intensity* of engagement (note §2)."""
+    torch.manual_seed(0)
+    layer = hstu.HSTULayer(hstu.HSTUConfig(n_items=5, max_len=4, dim=8, n_heads=1, qk_dim=4, v_dim=4))
+    a = torch.randn(8)
+    once = torch.stack([torch.zeros(8), torch.zeros(8), torch.zeros(8), a]).unsqueeze(0)
+    twice = torch.stack([torch.zeros(8), torch.zeros(8), a, a]).unsqueeze(0)
+    m1 = torch.tensor([[0, 0, 0, 1]]).bool()
+    m2 = torch.tensor([[0, 0, 1, 1]]).bool()
+    allow1 = torch.ones(4, 4).bool().tril() & m1.unsqueeze(1)
+    allow2 = torch.ones(4, 4).bool().tril() & m2.unsqueeze(1)
+    with torch.no_grad():
+        layer.rab.position_bias.zero_()  # same bias for both keys, as in the softmax argument
+        layer.f1.weight.normal_()  # O(1) projections so the difference is far above rounding
+        _, av1, _ = layer.attention(once, allow1)
+        _, av2, _ = layer.attention(twice, allow2)
+    assert not torch.allclose(av1[0, -1], av2[0, -1], rtol=0.1)
+    torch.testing.assert_close(av2[0, -1], 2 * av1[0, -1])  # exactly twice the mass
+
+
+def test_layer_matches_the_formula_recomputed_step_by_step_in_float64():
+    model = _model(dim=8, n_heads=2, qk_dim=3, v_dim=4, max_len=6).double()
+    layer = model.layers[0]
+    cfg = model.cfg
+    history = torch.tensor([[0, 0, 4, 1, 7, 3]])
+    ts = torch.tensor([[0, 0, 100, 130, 4000, 4001]])
+    real, allowed = model._mask(history)
+    torch.manual_seed(3)
+    x = torch.randn(1, 6, 8, dtype=torch.float64) * real.unsqueeze(-1)
+    out = layer(x, allowed, ts)[0]
+
+    H, dqk, dv, n = cfg.n_heads, cfg.qk_dim, cfg.v_dim, cfg.max_len
+    W1, W2, b2 = layer.f1.weight, layer.f2.weight, layer.f2.bias
+    pos_b, time_b = layer.rab.position_bias, layer.rab.time_bias
+    query_time = [130, 4000, 4001, 4001]  # time of the next item; the last keeps its own
+    expected = torch.zeros(6, 8, dtype=torch.float64)
+    for i in range(2, 6):  # real positions only
+        def proj(j):
+            xj = x[0, j]
+            xn = (xj - xj.mean()) / torch.sqrt(xj.var(unbiased=False) + cfg.eps)
+            h = F.silu(W1 @ xn)  # Eq. (1)
+            return h[: H * dv], h[H * dv : 2 * H * dv], h[2 * H * dv : 2 * H * dv + H * dqk], h[2 * H * dv + H * dqk :]
+        u_i, _, q_i, _ = proj(i)
+        av = torch.zeros(H * dv, dtype=torch.float64)
+        for h in range(H):
+            for j in range(2, i + 1):  # causal, real keys
+                _, v_j, _, k_j = proj(j)
+                dt = abs(query_time[i - 2] - int(ts[0, j]))
+                bucket = min(int(torch.log(torch.tensor(float(max(dt, 1)), dtype=torch.float64)) / 0.301), 128)
+                logit = q_i[h * dqk : (h + 1) * dqk] @ k_j[h * dqk : (h + 1) * dqk]
+                logit = logit + pos_b[j - i + n - 1] + time_b[bucket]  # rab^{p,t}
+                w = F.silu(logit) / n  # Eq. (2): pointwise, divided by n
+                av[h * dv : (h + 1) * dv] += w * v_j[h * dv : (h + 1) * dv]
+        av_n = (av - av.mean()) / torch.sqrt(av.var(unbiased=False) + cfg.eps)
+        expected[i] = x[0, i] + W2 @ (av_n * u_i) + b2  # Eq. (3) + residual
+    torch.testing.assert_close(out[2:], expected[2:], rtol=1e-10, atol=1e-10)
+
+
+def test_time_buckets_are_monotone_in_abs_delta_and_clipped():
+    deltas = torch.cat([torch.arange(0, 2000), torch.logspace(3, 12, 500).long()])
+    b = hstu.time_buckets(deltas, n_buckets=128, divisor=0.301)
+    assert torch.all(b[1:] >= b[:-1])  # non-decreasing in |Δt|
+    assert torch.equal(b, hstu.time_buckets(-deltas, n_buckets=128, divisor=0.301))  # sign-free
+    assert b.min() == 0 and b.max() <= 128
+    assert hstu.time_buckets(torch.tensor([10**60 // 10**40]), n_buckets=5, divisor=0.301) == 5
+    assert len(torch.unique(b)) > 20  # buckets actually separate short and long gaps
+
+
+@pytest.mark.parametrize("loss", ["sampled_softmax", "ce"])
+def test_overfits_a_tiny_set(loss):
+    torch.manual_seed(0)
+    cfg = hstu.HSTUConfig(
+        n_items=60, max_len=6, dim=32, n_blocks=2, n_heads=2, qk_dim=16, v_dim=16,
+        dropout=0.0, loss=loss, n_negatives=16,
+    )
+    model = hstu.HSTU(cfg)
+    g = torch.Generator().manual_seed(1)
+    seqs = (torch.randperm(60, generator=g)[:56] + 1).view(8, 7)  # disjoint, each step learnable
+    history, targets = seqs[:, :-1], seqs[:, 1:]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        model.loss(history, targets).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        top1 = (model(history) @ model.item_embeddings()[1:].T).argmax(-1) + 1  # (8, 6)
+    assert (top1 == targets).float().mean() == 1.0
+
+
+def test_score_is_cosine_over_temperature():
+    model = _model()
+    history = torch.tensor([[0, 1, 2, 3]])
+    scores = model.score(history)
+    user = model(history)[:, -1]
+    assert torch.allclose(user.norm(dim=-1), torch.ones(1))
+    expected = user @ F.normalize(model.item_embedding.weight[1:], dim=-1).T / model.cfg.temperature
+    torch.testing.assert_close(scores[:, 1:], expected)
+    assert scores[0, 0] == float("-inf")

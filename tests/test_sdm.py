@@ -1,0 +1,280 @@
+"""SDM (Lv et al., CIKM 2019): the paper's properties, checked on tiny cases.
+
+- the gate G of Eq. (15) lies in (0, 1) and fuses as o = (1 - G) * p + G * s (Eq. (16)):
+  G = 1 leaves only the short-term vector (long-term inputs cannot matter), G = 0 only the
+  long-term one;
+- the session rule of §3.1 (same session while the gap is under 10 minutes, at most 50 actions)
+  on hand-made timestamps, and the no-clock fallback;
+- padding (id 0) changes nothing; the model overfits a tiny batch; the sampled softmax equals the
+  full softmax when the sample is the whole corpus.
+"""
+
+import importlib.util
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from Datasets.sessions import latest_session_mask, session_ids, split_latest_session
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load(folder: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look the module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+sdm = _load("Classic Models/Recall/SDM", "sdm_model")
+
+N_ITEMS, N_USERS = 40, 6
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: a second thread only adds contention on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(dropout: float = 0.0, lstm_layers: int = 1) -> "sdm.SDM":
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    category = torch.randint(1, 5, (N_ITEMS + 1, 1), generator=g)
+    attributes = torch.randint(0, 9, (N_ITEMS + 1, 3), generator=g)  # multi-valued, 0 = none
+    category[0] = 0
+    attributes[0] = 0
+    cfg = sdm.SDMConfig(
+        n_items=N_ITEMS,
+        profile_sizes={"user": N_USERS + 1},
+        dim=16,
+        num_heads=2,
+        dropout=dropout,
+        lstm_layers=lstm_layers,
+    )
+    return sdm.SDM(cfg, item_features={"category": category, "attribute": attributes}).eval()
+
+
+def _batch(B: int = 5, S: int = 6, T: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    short = torch.randint(1, N_ITEMS + 1, (B, S), generator=g)
+    long = torch.randint(1, N_ITEMS + 1, (B, T), generator=g)
+    short[0, :3] = 0  # left padding of various lengths
+    long[1, :5] = 0
+    long[2, :] = 0  # a user with no long-term behaviour
+    user = torch.randint(1, N_USERS + 1, (B,), generator=g)
+    return {"user": user}, short, long
+
+
+# ----------------------------------------------------------------------------- gate
+
+
+def test_gate_lies_strictly_between_zero_and_one():
+    model = _model()
+    profile, short, long = _batch(B=16, seed=3)
+    with torch.no_grad():
+        _, G = model(profile=profile, short=short, long=long, return_gate=True)
+    assert G.shape == (16, 16)
+    assert (G > 0).all() and (G < 1).all()
+    assert G.std() > 1e-3  # a real, input-dependent gate, not a constant
+
+
+def test_fusion_follows_eq16_gate_weights_short_term():
+    """o = (1 - G) * p + G * s: the gate multiplies the SHORT-term vector s (paper Eq. (16))."""
+    model = _model()
+    profile, short, long = _batch()
+    with torch.no_grad():
+        o, G = model(profile=profile, short=short, long=long, return_gate=True)
+        e_u = model.user_profile(profile)
+        s = model.short_term(short, e_u)
+        p = model.long_term(long, e_u)
+        torch.testing.assert_close(G, model.gate(e_u, s, p))
+        torch.testing.assert_close(o, (1 - G) * p + G * s)
+        torch.testing.assert_close(
+            model(profile=profile, short=short, long=long, force_gate=1.0), s
+        )
+        torch.testing.assert_close(
+            model(profile=profile, short=short, long=long, force_gate=0.0), p
+        )
+
+
+def test_gate_one_ignores_long_term_and_gate_zero_ignores_short_term():
+    model = _model()
+    profile, short, long = _batch()
+    _, other_short, other_long = _batch(seed=7)
+    with torch.no_grad():
+        run = lambda s, lg, gate=None: model(profile=profile, short=s, long=lg, force_gate=gate)  # noqa: E731
+        # G = 1: long-term inputs cannot move o ...
+        torch.testing.assert_close(run(short, long, 1.0), run(short, other_long, 1.0))
+        # ... G = 0: short-term inputs cannot move o.
+        torch.testing.assert_close(run(short, long, 0.0), run(other_short, long, 0.0))
+        # With the learned gate both matter (so the two checks above are not vacuous).
+        assert not torch.allclose(run(short, long), run(short, other_long))
+        assert not torch.allclose(run(short, long), run(other_short, long))
+
+
+# ----------------------------------------------------------------------------- sessions
+
+
+def test_session_rule_ten_minute_gap_and_fifty_actions():
+    # user 1: gaps 300 s, 599 s (same session), 600 s (new), then 60 actions 1 s apart after a day
+    t1 = [0, 300, 899, 1499] + [100_000 + i for i in range(60)]
+    # user 2: starts a new session even with a 0 s gap from user 1's last action
+    t2 = [100_059, 100_100]
+    user = np.array([1] * len(t1) + [2] * len(t2))
+    ts = np.array(t1 + t2)
+    sid = session_ids(user, ts)
+    assert list(sid[:4]) == [0, 0, 0, 1]  # 599 s keeps the session, 600 s breaks it
+    assert (sid[4:54] == 2).all() and (sid[54:64] == 3).all()  # 60 actions -> 50 + 10
+    assert list(sid[64:]) == [4, 4]  # a new user opens a new session
+
+
+def test_latest_session_split_on_hand_made_timestamps():
+    # left-padded histories (most recent last); times in seconds
+    items = torch.tensor(
+        [
+            [0, 0, 11, 12, 13, 14],  # gaps 100, 700, 30: latest session = [13, 14]
+            [0, 21, 22, 23, 24, 25],  # gaps 599 x4: one session = all five
+            [31, 32, 33, 34, 35, 36],  # last gap 600 exactly: latest session = [36]
+        ]
+    )
+    ts = torch.tensor(
+        [
+            [0, 0, 1000, 1100, 1800, 1830],
+            [0, 0, 599, 1198, 1797, 2396],
+            [0, 10, 20, 30, 40, 640],
+        ]
+    )
+    short, long = split_latest_session(items, ts)
+    assert short.tolist() == [[0, 0, 0, 0, 13, 14], [0, 21, 22, 23, 24, 25], [0, 0, 0, 0, 0, 36]]
+    assert long.tolist() == [[0, 0, 0, 0, 11, 12], [0, 0, 0, 0, 0, 0], [0, 31, 32, 33, 34, 35]]
+    # the 50-action cap: 60 actions 1 s apart -> the latest session is the last 10
+    items60 = torch.arange(1, 61)[None]
+    short60, long60 = split_latest_session(items60, torch.arange(60)[None])
+    assert (short60[0, -10:] == torch.arange(51, 61)).all() and (short60[0, :-10] == 0).all()
+    assert (long60[0, -50:] == torch.arange(1, 51)).all()
+    # the paper's 7-day window on the long-term part
+    _, long_w = split_latest_session(items, ts, long_window_seconds=615)
+    assert long_w.tolist()[0] == [0] * 6  # 11 and 12 lie more than 615 s before 13
+    assert long_w.tolist()[2] == [0, 0, 0, 0, 34, 35]  # 34 is 610 s before 36, 33 is 620 s
+
+
+def test_no_clock_fallback_takes_the_last_n_actions():
+    items = torch.tensor([[0, 0, 1, 2, 3, 4, 5], [0, 0, 0, 0, 0, 8, 9]])
+    short, long = split_latest_session(items, last_n=3)
+    assert short.tolist() == [[3, 4, 5], [0, 8, 9]]
+    assert long.tolist() == [[0, 0, 0, 0, 0, 1, 2], [0, 0, 0, 0, 0, 0, 0]]
+
+
+def test_vectorised_split_matches_a_plain_python_reference():
+    rng = np.random.default_rng(0)
+    B, L = 200, 30
+    lengths = rng.integers(0, L + 1, B)
+    gaps = rng.choice([1, 300, 599, 600, 5000], size=(B, L), p=[0.6, 0.1, 0.1, 0.1, 0.1])
+    ts = np.cumsum(gaps, axis=1)
+    items = rng.integers(1, 99, (B, L))
+    for b in range(B):
+        items[b, : L - lengths[b]] = 0
+    mask = latest_session_mask(torch.tensor(items), torch.tensor(ts), max_session=7).numpy()
+    for b in range(B):  # reference: walk the row, applying the two rules
+        start, count = None, 0
+        for j in range(L - lengths[b], L):
+            if start is None or ts[b, j] - ts[b, j - 1] >= 600 or count == 7:
+                start, count = j, 0
+            count += 1
+        expected = np.zeros(L, dtype=bool)
+        if start is not None:
+            expected[start:] = True
+        assert (mask[b] == expected).all(), b
+
+
+# ----------------------------------------------------------------------------- padding
+
+
+def test_padding_changes_nothing():
+    model = _model(lstm_layers=2)
+    profile, short, long = _batch()
+    with torch.no_grad():
+        o = model(profile=profile, short=short, long=long)
+        pad = lambda x, k: torch.cat([torch.zeros(x.shape[0], k, dtype=x.dtype), x], 1)  # noqa: E731
+        o_padded = model(profile=profile, short=pad(short, 4), long=pad(long, 9))
+    torch.testing.assert_close(o, o_padded)
+    # padding rows of every embedding are zero and the padding item is never recommended
+    for emb in model.feature_embeddings.values():
+        assert (emb.weight[0] == 0).all()
+    assert torch.isinf(model.score(o)[:, 0]).all()
+    with pytest.raises(ValueError, match="padding"):
+        model.loss(o, torch.tensor([0, 1, 2, 3, 4]), torch.arange(1, N_ITEMS + 1))
+
+
+def test_empty_long_term_gives_zero_pooling_not_nan():
+    model = _model()
+    profile, short, _ = _batch()
+    with torch.no_grad():
+        e_u = model.user_profile(profile)
+        p = model.long_term(torch.zeros(5, 8, dtype=torch.long), e_u)
+    torch.testing.assert_close(p, torch.tanh(model.long_proj.bias).expand(5, -1))
+
+
+def test_bad_inputs_fail_early():
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        sdm.SDMConfig(n_items=5, profile_sizes={"user": 3}, dim=10, num_heads=4)
+    with pytest.raises(ValueError, match="profile_sizes"):
+        sdm.SDMConfig(n_items=5)
+    model = _model()
+    profile, short, long = _batch()
+    with pytest.raises(ValueError, match="short"):
+        model(profile=profile, short=short.float(), long=long)
+    with pytest.raises(ValueError, match="misses"):
+        model(profile={}, short=short, long=long)
+
+
+# ----------------------------------------------------------------------------- objective
+
+
+def test_sampled_softmax_with_whole_corpus_equals_full_softmax():
+    model = _model()
+    profile, short, long = _batch()
+    target = torch.tensor([3, 7, 1, 40, 22])
+    with torch.no_grad():
+        o = model(profile=profile, short=short, long=long)
+        sampled = model.loss(o, target, torch.arange(1, N_ITEMS + 1))
+        full = F.cross_entropy(model.score(o)[:, 1:], target - 1)
+        # a constant log Q (uniform sampler) shifts every logit equally: no change
+        uniform = model.loss(
+            o,
+            target,
+            torch.arange(1, N_ITEMS + 1),
+            negative_log_q=torch.full((N_ITEMS,), -3.0),
+            target_log_q=torch.full((5,), -3.0),
+        )
+    torch.testing.assert_close(sampled, full)
+    torch.testing.assert_close(uniform, full)
+
+
+def test_overfits_a_tiny_batch():
+    model = _model().train()
+    profile, short, long = _batch(B=8, seed=5)
+    target = torch.randint(1, N_ITEMS + 1, (8,), generator=torch.Generator().manual_seed(9))
+    negatives = torch.arange(1, N_ITEMS + 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(150):
+        loss = model.loss(model(profile=profile, short=short, long=long), target, negatives)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
+    model.eval()
+    with torch.no_grad():
+        top1 = model.score(model(profile=profile, short=short, long=long)).argmax(1)
+    assert (top1 == target).all()

@@ -1,0 +1,160 @@
+"""Properties of YoutubeDNN (Covington et al., RecSys 2016) that the paper implies.
+
+- sampled softmax with log-Q correction is the full softmax cross-entropy of Eq. (1) when the "sample" is
+  the whole corpus, and the correction removes most of the bias of a popularity-skewed sample;
+- padding (id 0) changes neither the user vector nor the scores; a padding target is refused;
+- the example age is a real input and serving (no age) equals age 0;
+- the model overfits a tiny batch.
+"""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_model_module(stage: str, name: str):
+    path = ROOT / "Classic Models" / stage / name / "model.py"
+    spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+ytd = load_model_module("Recall", "YoutubeDNN")
+N_ITEMS, N_CATS = 30, 7
+
+
+def make_model(**kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = ytd.YoutubeDNNConfig(
+        n_items=N_ITEMS, dim=8, bag_sizes={"category": N_CATS}, user_feature_sizes=(3,),
+        hidden=(16,), **kw,
+    )
+    return ytd.YoutubeDNN(config=cfg)
+
+
+def inputs(history, cats, age=None):
+    B = history.shape[0]
+    return dict(history=history, bags={"category": cats},
+                user_features=(torch.arange(B) % 3).unsqueeze(1), example_age=age)
+
+
+def test_sampled_softmax_equals_full_softmax_on_whole_corpus():
+    model = make_model()
+    g = torch.Generator().manual_seed(1)
+    u = torch.randn(5, 8, generator=g)
+    target = torch.tensor([1, 7, 30, 12, 7])
+    corpus = torch.arange(1, N_ITEMS + 1)  # the sample is every item once: inclusion probability 1
+    full = F.cross_entropy(u @ model.item_tower()[1:].T, target - 1)  # softmax of Eq. (1)
+    for log_q in (0.0, math.log(1.0 / N_ITEMS)):  # any constant Q cancels
+        sampled = model.loss(
+            user_vec=u, target=target, negatives=corpus,
+            log_q_target=torch.full((5,), log_q), log_q_negatives=torch.full((N_ITEMS,), log_q),
+        )
+        torch.testing.assert_close(sampled, full)
+
+
+def test_log_q_correction_undoes_sampling_frequency():
+    """An item drawn c times, each copy corrected by log c (its expected count), weighs as one copy.
+
+    This is what the correction is for: a popular item that Q draws often must not be penalised more in
+    the softmax's denominator than a rare one.
+    """
+    model = make_model()
+    u = torch.randn(3, 8, generator=torch.Generator().manual_seed(2))
+    target = torch.tensor([1, 2, 3])
+    once = model.loss(user_vec=u, target=target, negatives=torch.tensor([5, 9]),
+                      log_q_target=torch.zeros(3), log_q_negatives=torch.zeros(2))
+    drawn = torch.tensor([5, 5, 5, 9, 9])  # 5 drawn three times, 9 twice
+    log_counts = torch.log(torch.tensor([3.0, 3.0, 3.0, 2.0, 2.0]))
+    corrected = model.loss(user_vec=u, target=target, negatives=drawn,
+                           log_q_target=torch.zeros(3), log_q_negatives=log_counts)
+    raw = model.loss(user_vec=u, target=target, negatives=drawn,
+                     log_q_target=torch.zeros(3), log_q_negatives=torch.zeros(5))
+    torch.testing.assert_close(corrected, once)
+    assert raw > once + 0.1
+
+
+def test_accidental_hits_are_removed():
+    model = make_model()
+    u = torch.randn(2, 8)
+    target = torch.tensor([3, 4])
+    with_hit = model.loss(user_vec=u, target=target, negatives=torch.tensor([3, 5]),
+                          log_q_target=torch.zeros(2), log_q_negatives=torch.zeros(2))
+    # row 0 sees only negative 5, row 1 sees 3 and 5
+    v = model.item_tower()
+    row0 = F.cross_entropy(torch.stack([u[0] @ v[3], u[0] @ v[5]]).unsqueeze(0), torch.tensor([0]))
+    row1 = F.cross_entropy(torch.stack([u[1] @ v[4], u[1] @ v[3], u[1] @ v[5]]).unsqueeze(0),
+                           torch.tensor([0]))
+    torch.testing.assert_close(with_hit, (row0 + row1) / 2)
+
+
+def test_padding_does_not_change_user_vector():
+    model = make_model().eval()
+    hist = torch.tensor([[0, 0, 4, 9, 2], [0, 0, 0, 0, 11]])
+    cats = torch.tensor([[0, 1, 3, 3], [0, 0, 0, 2]])
+    age = torch.tensor([0.2, 0.9])
+    u = model.user_tower(**inputs(hist, cats, age))
+    more_pad = torch.cat([torch.zeros(2, 6, dtype=torch.long), hist], dim=1)
+    right_pad = torch.cat([hist, torch.zeros(2, 3, dtype=torch.long)], dim=1)
+    cats_pad = torch.cat([cats, torch.zeros(2, 5, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(model.user_tower(**inputs(more_pad, cats_pad, age)), u)
+    torch.testing.assert_close(model.user_tower(**inputs(right_pad, cats, age)), u)
+    with torch.no_grad():  # even a non-zero padding row must not leak in
+        model.history_embedding.weight[0].normal_()
+        model.bag_embeddings["category"].weight[0].normal_()
+    torch.testing.assert_close(model.user_tower(**inputs(more_pad, cats_pad, age)), u)
+    with pytest.raises(ValueError, match="padding"):
+        model.loss(user_vec=u, target=torch.tensor([0, 1]), negatives=torch.tensor([2]),
+                   log_q_target=torch.zeros(2), log_q_negatives=torch.zeros(1))
+    assert torch.count_nonzero(make_model().item_tower()[0]) == 0
+
+
+def test_example_age_is_used_and_zero_at_serving():
+    model = make_model().eval()
+    hist = torch.tensor([[0, 4, 9, 2]])
+    cats = torch.tensor([[1, 3]])
+    serving = model.user_tower(**inputs(hist, cats, None))
+    torch.testing.assert_close(serving, model.user_tower(**inputs(hist, cats, torch.zeros(1))))
+    old = model.user_tower(**inputs(hist, cats, torch.ones(1)))
+    assert not torch.allclose(serving, old)
+
+
+def test_inputs_are_checked():
+    model = make_model()
+    with pytest.raises(ValueError, match="bags"):
+        model.user_tower(history=torch.ones(2, 3, dtype=torch.long), bags={},
+                         user_features=torch.zeros(2, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="n_items"):
+        ytd.YoutubeDNN(config=ytd.YoutubeDNNConfig(n_items=0))
+
+
+def test_overfits_tiny_batch():
+    torch.manual_seed(0)
+    model = make_model()
+    hist = torch.randint(0, N_ITEMS + 1, (16, 6))
+    cats = torch.randint(0, N_CATS, (16, 4))
+    target = torch.randint(1, N_ITEMS + 1, (16,))
+    age = torch.rand(16)
+    corpus = torch.arange(1, N_ITEMS + 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    losses = []
+    for _ in range(200):
+        u = model.user_tower(**inputs(hist, cats, age))
+        loss = model.loss(user_vec=u, target=target, negatives=corpus,
+                          log_q_target=torch.zeros(16), log_q_negatives=torch.zeros(N_ITEMS))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0], losses[::40]
+    scores = model(**inputs(hist, cats, age))  # (B, N+1)
+    assert (scores[:, 1:].argmax(1) + 1 == target).float().mean() > 0.9
