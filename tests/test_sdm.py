@@ -111,7 +111,10 @@ def test_gate_one_ignores_long_term_and_gate_zero_ignores_short_term():
     profile, short, long = _batch()
     _, other_short, other_long = _batch(seed=7)
     with torch.no_grad():
-        run = lambda s, lg, gate=None: model(profile=profile, short=s, long=lg, force_gate=gate)  # noqa: E731
+
+        def run(s, lg, gate=None):
+            return model(profile=profile, short=s, long=lg, force_gate=gate)
+
         # G = 1: long-term inputs cannot move o ...
         torch.testing.assert_close(run(short, long, 1.0), run(short, other_long, 1.0))
         # ... G = 0: short-term inputs cannot move o.
@@ -204,7 +207,10 @@ def test_padding_changes_nothing():
     profile, short, long = _batch()
     with torch.no_grad():
         o = model(profile=profile, short=short, long=long)
-        pad = lambda x, k: torch.cat([torch.zeros(x.shape[0], k, dtype=x.dtype), x], 1)  # noqa: E731
+
+        def pad(x, k):
+            return torch.cat([torch.zeros(x.shape[0], k, dtype=x.dtype), x], 1)
+
         o_padded = model(profile=profile, short=pad(short, 4), long=pad(long, 9))
     torch.testing.assert_close(o, o_padded)
     # padding rows of every embedding are zero and the padding item is never recommended

@@ -1,7 +1,8 @@
 """SDM: Sequential Deep Matching Model for Online Large-scale Recommender System.
 
 Fuyu Lv, Taiwei Jin, Changlong Yu, Fei Sun, Quan Lin, Keping Yang, Wilfred Ng. CIKM 2019.
-Paper: https://arxiv.org/abs/1909.00385 · official code (TF 1.4): https://github.com/alicogintel/SDM
+Paper: https://arxiv.org/abs/1909.00385
+Official code (TF 1.4): https://github.com/alicogintel/SDM
 This file stands alone: it needs only torch. The note (README.md beside it) derives every
 equation referenced below as ``Eq. (n)``.
 
@@ -280,7 +281,8 @@ class SDM(nn.Module):
         self._check("long", long, 2)
         if short.shape[0] != long.shape[0]:
             raise ValueError(
-                f"short and long must share the batch size, got {short.shape[0]} and {long.shape[0]}"
+                "short and long must share the batch size, got "
+                f"{short.shape[0]} and {long.shape[0]}"
             )
         e_u = self.user_profile(profile)  # (B, D)
         s = self.short_term(short, e_u)  # (B, D)
@@ -333,7 +335,8 @@ class SDM(nn.Module):
         self._check("target", target, 1)
         if negatives.dtype != torch.int64 or negatives.dim() not in (1, 2):
             raise ValueError(
-                f"negatives must be int64 (M,) or (B, M), got {tuple(negatives.shape)} {negatives.dtype}"
+                "negatives must be int64 (M,) or (B, M), got "
+                f"{tuple(negatives.shape)} {negatives.dtype}"
             )
         if (target == 0).any():
             raise ValueError("target contains the padding id 0")
