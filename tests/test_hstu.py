@@ -141,12 +141,12 @@ def test_layer_matches_the_formula_recomputed_step_by_step_in_float64():
 
 
 def test_time_buckets_are_monotone_in_abs_delta_and_clipped():
-    deltas = torch.cat([torch.arange(0, 2000), torch.logspace(3, 12, 500).long()])
+    deltas = torch.cat([torch.arange(0, 2000), torch.logspace(3, 12, 500).long()]).sort().values
     b = hstu.time_buckets(deltas, n_buckets=128, divisor=0.301)
     assert torch.all(b[1:] >= b[:-1])  # non-decreasing in |Δt|
     assert torch.equal(b, hstu.time_buckets(-deltas, n_buckets=128, divisor=0.301))  # sign-free
     assert b.min() == 0 and b.max() <= 128
-    assert hstu.time_buckets(torch.tensor([10**60 // 10**40]), n_buckets=5, divisor=0.301) == 5
+    assert hstu.time_buckets(torch.tensor([10**12]), n_buckets=5, divisor=0.301) == 5  # clipped
     assert len(torch.unique(b)) > 20  # buckets actually separate short and long gaps
 
 
