@@ -1,0 +1,33 @@
+"""Shared test helpers: the real-data folder and importing model files from folders with spaces."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = (ROOT.parent / "shared" / "data").resolve()
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data; skips the test with a printed reason when it is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data not available: {p} is absent (see ../shared/data/README.md)")
+    return p
+
+
+def load_module(relpath: str, name: str | None = None):
+    """Import a module by path relative to the repo root (model folders contain spaces)."""
+    path = ROOT / relpath
+    name = name or "m_" + "_".join(path.with_suffix("").parts[-2:]).replace(" ", "_").replace("-", "_")
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
