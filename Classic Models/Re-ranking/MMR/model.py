@@ -1,0 +1,155 @@
+"""MMR: Maximal Marginal Relevance re-ranking.
+
+Paper: Jaime Carbonell, Jade Goldstein. "The Use of MMR, Diversity-Based Reranking for Reordering
+Documents and Producing Summaries". SIGIR 1998.
+Link: https://doi.org/10.1145/290941.291025
+Official code: none (the paper gives the formula).
+
+This file stands alone: it needs only torch. Copy it into your project as is.
+
+What it does (note §2): build the list one slot at a time; each slot takes the candidate with the
+best trade-off between its relevance and its redundancy with what is already selected:
+
+    Eq. (1)  MMR = argmax_{D_i in R \\ S} [ lambda * Sim1(D_i, Q) - (1 - lambda) * max_{D_j in S} Sim2(D_i, D_j) ]
+
+R: the ranked candidate list, S: the items already selected, Sim1: relevance to the query (here:
+the first-stage ranker's score), Sim2: item-item similarity (here: cosine of item feature vectors).
+lambda = 1 is the relevance order; lambda = 0 is "maximal diversity".
+
+Notation (shapes):
+    B: number of lists (users) in the batch     N: candidates per list
+    D: item feature dim                          k: items to select (max_length)
+
+Vectorised: one pass per selected slot over all B lists and N candidates at once; the running
+max_{j in S} Sim2(i, j) is kept as a (B, N) tensor and updated with the row of the new pick, so a
+list costs O(N k) after the (B, N, N) similarity is formed (O(N^2 D)).
+
+NOTE (deviations, each also listed in the note):
+    * First slot: with S empty the max term is taken as 0, so slot 1 is the most relevant candidate
+      for every lambda > 0; at lambda = 0 every candidate ties and we also take the most relevant
+      one (the paper leaves the empty-set case open).
+    * Relevance is the ranker's score; put it on the scale of Sim2 (e.g. min-max to [0, 1] per list)
+      or lambda loses its meaning. The demo does this.
+    * No training objective: MMR is a selection rule, so there is no `loss(...)`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class MMRConfig:
+    lam: float = 0.7  # lambda in Eq. (1): 1 = relevance only, 0 = diversity only
+    max_length: int = 10  # k: length of the re-ranked list (we report @10)
+
+
+def cosine_similarity(item_vectors: torch.Tensor) -> torch.Tensor:
+    """Sim2: (B, N, D) -> (B, N, N) cosine similarity (zero vectors give 0)."""
+    if item_vectors.dim() != 3:
+        raise ValueError(f"item_vectors must be (B, N, D), got {tuple(item_vectors.shape)}")
+    f = nn.functional.normalize(item_vectors, dim=-1)  # (B, N, D)
+    return f @ f.transpose(1, 2)  # (B, N, D) @ (B, D, N) -> (B, N, N)
+
+
+def mmr_select(
+    *,
+    relevance: torch.Tensor,
+    similarity: torch.Tensor,
+    lam: float,
+    max_length: int,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Greedy MMR selection, Eq. (1), batched.
+
+    Args:
+        relevance: (B, N) float Sim1 of each candidate.
+        similarity: (B, N, N) float Sim2 between candidates.
+        lam: lambda in [0, 1].
+        max_length: k >= 1 (capped at the number of valid candidates; the rest is -1).
+        valid: (B, N) bool, False for padded candidates (never selected).
+    Returns:
+        (B, k) int64 positions into the candidate list, in selection order; -1 when a list runs out.
+    """
+    if relevance.dim() != 2 or similarity.shape != relevance.shape + relevance.shape[-1:]:
+        raise ValueError(
+            f"expected relevance (B, N) and similarity (B, N, N), got {tuple(relevance.shape)} "
+            f"and {tuple(similarity.shape)}"
+        )
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must be in [0, 1], got {lam}")
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    B, N = relevance.shape
+    k = min(max_length, N)
+    rows = torch.arange(B, device=relevance.device)
+    available = torch.ones(B, N, dtype=torch.bool, device=relevance.device)
+    if valid is not None:
+        available &= valid
+    max_sim = relevance.new_zeros(B, N)  # max_{j in S} Sim2(i, j); 0 while S is empty (NOTE)
+    selected = torch.full((B, k), -1, dtype=torch.long, device=relevance.device)
+    for t in range(k):
+        if t == 0:
+            objective = relevance.clone()  # empty S: slot 1 is the most relevant (NOTE)
+        else:
+            objective = lam * relevance - (1.0 - lam) * max_sim  # Eq. (1)   (B, N)
+        objective = objective.masked_fill(~available, -math.inf)
+        j = objective.argmax(dim=1)  # (B,)
+        ok = available[rows, j]  # False when a list has no candidate left
+        selected[:, t] = torch.where(ok, j, -1)
+        available[rows, j] = False
+        new_row = similarity[rows, j]  # (B, N) Sim2(i, new pick)
+        max_sim = new_row if t == 0 else torch.maximum(max_sim, new_row)
+    return selected
+
+
+class MMRReranker(nn.Module):
+    """Re-rank B candidate lists with MMR (Eq. (1)); Sim2 = cosine of item feature vectors.
+
+    No parameters: lambda is the only knob. forward() returns positions into the candidate list.
+    """
+
+    def __init__(self, config: MMRConfig | None = None, **overrides) -> None:
+        super().__init__()
+        config = config or MMRConfig()
+        for name, value in overrides.items():
+            if not hasattr(config, name):
+                raise TypeError(f"unknown MMRConfig field {name!r}")
+            setattr(config, name, value)
+        if not 0.0 <= config.lam <= 1.0:
+            raise ValueError(f"lam must be in [0, 1], got {config.lam}")
+        if config.max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {config.max_length}")
+        self.config = config
+
+    def forward(
+        self,
+        *,
+        scores: torch.Tensor,
+        item_vectors: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Args:
+            scores: (B, N) float relevance Sim1 (on the scale of cosine similarity, e.g. [0, 1]).
+            item_vectors: (B, N, D) float item features for Sim2.
+            valid: (B, N) bool, False = padded candidate.
+        Returns:
+            (B, k) int64 positions into the candidate list, -1 when a list runs out of candidates.
+        """
+        if scores.dim() != 2 or item_vectors.dim() != 3 or item_vectors.shape[:2] != scores.shape:
+            raise ValueError(
+                f"expected scores (B, N) and item_vectors (B, N, D), got {tuple(scores.shape)} and "
+                f"{tuple(item_vectors.shape)}"
+            )
+        sim = cosine_similarity(item_vectors.to(scores.dtype))  # (B, N, N)
+        return mmr_select(
+            relevance=scores,
+            similarity=sim,
+            lam=self.config.lam,
+            max_length=self.config.max_length,
+            valid=valid,
+        )

@@ -1,0 +1,99 @@
+"""Properties of MMR (Carbonell & Goldstein, SIGIR 1998) — see the MMR note."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str, rel: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses need the module registered
+    spec.loader.exec_module(module)
+    return module
+
+
+mmr = _load("mmr_model", "Classic Models/Re-ranking/MMR/model.py")
+
+
+def _reference_mmr(rel: list[float], sim: list[list[float]], lam: float, k: int) -> list[int]:
+    """Eq. (1) written literally, one list, plain Python."""
+    chosen: list[int] = [max(range(len(rel)), key=lambda i: rel[i])]
+    while len(chosen) < min(k, len(rel)):
+        rest = [i for i in range(len(rel)) if i not in chosen]
+        chosen.append(
+            max(rest, key=lambda i: lam * rel[i] - (1 - lam) * max(sim[i][j] for j in chosen))
+        )
+    return chosen
+
+
+def test_lambda_one_returns_the_relevance_order():
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(16, 30, generator=gen)
+    feats = torch.randn(16, 30, 8, generator=gen)
+    out = mmr.MMRReranker(lam=1.0, max_length=10)(scores=scores, item_vectors=feats)
+    assert torch.equal(out, scores.argsort(dim=1, descending=True)[:, :10])
+
+
+def test_lambda_zero_second_pick_is_least_similar_to_the_first():
+    gen = torch.Generator().manual_seed(1)
+    scores = torch.rand(32, 20, generator=gen)
+    feats = torch.randn(32, 20, 6, generator=gen)
+    out = mmr.MMRReranker(lam=0.0, max_length=3)(scores=scores, item_vectors=feats)
+    sim = mmr.cosine_similarity(feats)
+    first = out[:, 0]
+    assert torch.equal(first, scores.argmax(dim=1))  # empty S: the most relevant (NOTE)
+    row = sim[torch.arange(32), first].clone()  # (B, N)
+    row[torch.arange(32), first] = float("inf")
+    assert torch.equal(out[:, 1], row.argmin(dim=1))
+
+
+def test_batched_selection_equals_literal_equation_on_random_lists():
+    gen = torch.Generator().manual_seed(2)
+    scores = torch.rand(20, 12, generator=gen, dtype=torch.float64)
+    feats = torch.randn(20, 12, 4, generator=gen, dtype=torch.float64)
+    sim = mmr.cosine_similarity(feats)
+    for lam in (0.0, 0.3, 0.5, 0.8, 1.0):
+        out = mmr.mmr_select(relevance=scores, similarity=sim, lam=lam, max_length=8)
+        for b in range(20):
+            ref = _reference_mmr(scores[b].tolist(), sim[b].tolist(), lam, 8)
+            assert out[b].tolist() == ref, (lam, b)
+
+
+def test_near_duplicate_of_the_first_pick_is_pushed_down():
+    # item 1 is item 0 with a tiny change and almost the same relevance
+    feats = torch.eye(5).unsqueeze(0).clone()
+    feats[0, 1] = feats[0, 0] + 0.01 * feats[0, 4]
+    scores = torch.tensor([[1.0, 0.99, 0.6, 0.5, 0.4]])
+    plain = mmr.MMRReranker(lam=1.0, max_length=5)(scores=scores, item_vectors=feats)[0].tolist()
+    diverse = mmr.MMRReranker(lam=0.5, max_length=5)(scores=scores, item_vectors=feats)[0].tolist()
+    assert plain[:2] == [0, 1]
+    assert diverse[:4] == [0, 2, 3, 4] and diverse[4] == 1
+
+
+def test_padding_is_never_selected_and_short_lists_end_with_minus_one():
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.rand(4, 10, generator=gen)
+    scores[:, 6:] = 5.0  # padded candidates look best: they must still be skipped
+    valid = torch.ones(4, 10, dtype=torch.bool)
+    valid[:, 6:] = False
+    sim = mmr.cosine_similarity(torch.randn(4, 10, 3, generator=gen))
+    out = mmr.mmr_select(relevance=scores, similarity=sim, lam=0.6, max_length=8, valid=valid)
+    assert (out[:, :6] >= 0).all() and (out[:, :6] < 6).all()
+    assert (out[:, 6:] == -1).all()
+    assert all(len(set(r[:6].tolist())) == 6 for r in out)  # no repeats
+
+
+def test_bad_arguments_fail_early():
+    with pytest.raises(ValueError):
+        mmr.MMRReranker(lam=1.5)
+    with pytest.raises(TypeError):
+        mmr.MMRReranker(lambda_=0.5)
+    with pytest.raises(ValueError):
+        mmr.mmr_select(relevance=torch.rand(2, 5), similarity=torch.rand(2, 5, 4), lam=0.5,
+                       max_length=3)
