@@ -26,15 +26,15 @@ from .BaseDatasets import LOOSplit, RecData, TensorDictDataset
 
 
 def item_field_table(data: RecData, n_attributes: int = 3) -> torch.Tensor:
-    """(n_items+1, 1 + n_attributes) int64: column 0 = item id, then the item's first attribute ids
-    (categories/brand for seqtxt, category+brand codes for Amazon 2018), 0 = padding/missing.
+    """(n_items+1, G) int64, G <= 1 + n_attributes: column 0 = item id, then the item's first attribute
+    ids (categories/brand for seqtxt, category+brand codes for Amazon 2018), 0 = padding/missing;
+    attribute slots that no item fills are dropped.
     Row 0 is all zeros, so indexing it with a padded history keeps padding at 0."""
     ids = np.arange(data.n_items + 1, dtype=np.int64)[:, None]
     if n_attributes == 0:
         return torch.from_numpy(ids)
     attrs = data.item_attributes(max_per_item=n_attributes)  # (n_items+1, <=A)
-    if attrs.shape[1] < n_attributes:
-        attrs = np.pad(attrs, ((0, 0), (0, n_attributes - attrs.shape[1])))
+    attrs = attrs[:, attrs.any(axis=0)]  # drop slots no item fills (fewer attributes than asked)
     table = np.concatenate([ids, attrs], axis=1)
     table[0] = 0
     return torch.from_numpy(table)

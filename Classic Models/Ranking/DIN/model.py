@@ -31,8 +31,8 @@ NOTE: the activation unit's input is [e_j, v_A, e_j - v_A, e_j * v_A] (as in the
       the same pairwise information at O(D) instead of O(D^2) cost.
 NOTE: the output layer is one logit with a sigmoid instead of the paper's 2-way softmax; the two are
       the same model (softmax over [z0, z1] = sigmoid(z1 - z0)).
-NOTE: Dice normalises over every (row, position) of the batch, padded positions included; their
-      attention weight is then masked to exactly 0, so padding never reaches the user vector.
+NOTE: the activation unit runs only on real (non-padding) behaviours, so Dice's batch statistics are
+      those of real behaviours, and padded positions get weight exactly 0.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class DINConfig:
     dim: int = 16  # per-field embedding dim; the official Amazon code uses 64 per field on a GPU
     pooling: Pooling = "attention"  # "attention" = DIN; "sum"/"mean" = the paper's base model
     attention_hidden: tuple[int, ...] = (36,)  # paper Fig. 2: one hidden layer of 36 units
+    attention_init_bias: float = 1.0  # weights start near 1 = the base model's sum pooling
     mlp_hidden: tuple[int, ...] = (200, 80)  # paper Fig. 2: 200 -> 80 -> output
     activation: Literal["dice", "prelu"] = "dice"  # paper §4.3: Dice generalises PReLU
     dice_eps: float = 1e-8  # paper Eq. (9): epsilon inside sqrt(Var[s] + eps)
@@ -138,6 +139,10 @@ class DIN(nn.Module):
             # Activation unit, Fig. 2 (right): [e_j, v_A, e_j - v_A, e_j * v_A] -> MLP -> scalar
             self.activation_unit = MLP(4 * item_dim, cfg.attention_hidden, 1,
                                        act=cfg.activation, eps=cfg.dice_eps)
+            # Start every weight near 1, i.e. as the sum-pooling base model, and let training learn
+            # how far each behaviour should be activated up or down (a zero start would hide the
+            # behaviours from the MLP early in training).
+            nn.init.constant_(self.activation_unit[-1].bias, cfg.attention_init_bias)
         mlp_in = 2 * item_dim + len(cfg.context_vocab_sizes) * D
         self.mlp = MLP(mlp_in, cfg.mlp_hidden, 1, act=cfg.activation, eps=cfg.dice_eps)
         freqs = cfg.id_frequencies or [torch.ones(v) for v in cfg.item_vocab_sizes]
@@ -171,12 +176,16 @@ class DIN(nn.Module):
         if self.config.pooling != "attention":
             raise RuntimeError("activation_weights needs pooling='attention'")
         B, L, _ = history.shape
-        behaviours = self.embed_items(history)  # (B, L, G*D)
-        candidate = self.embed_items(target).unsqueeze(1).expand(-1, L, -1)  # (B, L, G*D)
+        valid = history[..., 0] != 0  # (B, L)
+        rows, cols = valid.nonzero(as_tuple=True)  # (N,) each: only real behaviours are scored
+        behaviours = self.embed_items(history[rows, cols])  # (N, G*D)
+        candidate = self.embed_items(target[rows])  # (N, G*D)
         unit_in = torch.cat([behaviours, candidate, behaviours - candidate,
-                             behaviours * candidate], dim=-1)  # (B, L, 4*G*D)
-        weights = self.activation_unit(unit_in).squeeze(-1)  # (B, L)
-        return weights.masked_fill(history[..., 0] == 0, 0.0)
+                             behaviours * candidate], dim=-1)  # (N, 4*G*D)
+        scores = self.activation_unit(unit_in).squeeze(-1)  # (N,)
+        weights = scores.new_zeros(B, L)
+        weights[rows, cols] = scores  # (B, L), exactly 0 at padding
+        return weights
 
     def user_interest(self, target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """The user's behaviour vector v_U: (B, G*D). Attention (Eq. 3) or sum/mean pooling (Eq. 1)."""
