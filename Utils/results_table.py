@@ -1,0 +1,142 @@
+"""Build the top README's results overview from the demos' stored RESULT json files.
+
+Every real-data run a note reports is saved by its demo (`--out assets/<Model>/results/<name>.json`).
+This script turns those files into the README table between the markers
+
+    <!-- results:start -->  ...  <!-- results:end -->
+
+so the overview cannot drift from what the commands printed. `tests/test_results_table.py` fails when
+the README and the stored results disagree.
+
+    python -m Utils.results_table          # rewrite the README section
+    python -m Utils.results_table --check  # exit 1 if it is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+STAGES = ("Recall", "Ranking", "Re-ranking")
+
+# The papers' own numbers on the same public data, quoted in the issues / ../shared/data/README.md.
+PAPER = {
+    ("SASRec", "Beauty"): "R@10 0.0605 · N@10 0.0318 (TIGER paper, Table 1)",
+    ("HSTU", "Beauty"): "— (paper reports no Beauty number; compare with SASRec)",
+    ("TIGER", "Beauty"): "R@10 0.0648 · N@10 0.0384 (paper, Table 1)",
+    ("YoutubeDNN", "Beauty"): "— (no Beauty number; target: Caser R@10 0.0347 · N@10 0.0176)",
+    ("MIND", "Beauty"): "— (no Beauty number; target: Caser R@10 0.0347 · N@10 0.0176)",
+    ("SDM", "Beauty"): "— (no Beauty number; target: Caser R@10 0.0347 · N@10 0.0176)",
+    ("DeepFM", "frappe"): "AUC 0.9842 (BARS Frappe_x1, 3.5× more training data)",
+    ("DCNv2", "frappe"): "AUC 0.9845 (BARS Frappe_x1)",
+    ("AutoInt", "frappe"): "AUC 0.9848 (AutoInt+, BARS Frappe_x1)",
+    ("WideDeep", "frappe"): "AUC 0.9841 (BARS Frappe_x1)",
+}
+
+
+def _folder_of(model_dir: str) -> Path | None:
+    for stage in STAGES:
+        p = ROOT / "Classic Models" / stage / model_dir
+        if p.is_dir():
+            return p
+    return None
+
+
+def _headline(metrics: dict) -> str:
+    if "Recall@10" in metrics and "ILD@10" not in metrics:
+        keys = ["Recall@10", "NDCG@10", "Recall@50"]
+    elif "AUC" in metrics:
+        keys = ["AUC", "GAUC", "LogLoss"]
+    else:
+        keys = ["NDCG@10", "ILD@10", "Recall@10"]
+    short = {"Recall": "R", "NDCG": "N"}
+    parts = []
+    for k in keys:
+        if k in metrics and metrics[k] is not None:
+            name = k
+            for a, b in short.items():
+                name = name.replace(a + "@", b + "@")
+            parts.append(f"{name} {metrics[k]:.4f}")
+    return " · ".join(parts)
+
+
+def _baseline(res: dict) -> str:
+    b = res.get("baseline") or {}
+    if not isinstance(b, dict) or not b.get("metrics"):
+        return ""
+    return f"{b.get('name', 'baseline')}: {_headline(b['metrics'])}"
+
+
+def collect(root: Path = ROOT) -> list[dict]:
+    rows = []
+    for f in sorted((root / "assets").glob("*/results/*.json")):
+        try:
+            res = json.loads(f.read_text())
+        except (json.JSONDecodeError, OSError):
+            continue
+        if not isinstance(res, dict) or "metrics" not in res or "model" not in res:
+            continue
+        data = str(res.get("data", ""))
+        if data.startswith("synthetic") or not isinstance(res["metrics"], dict):
+            continue
+        model_dir = f.parent.parent.name
+        rows.append({"dir": model_dir, "file": f.relative_to(root).as_posix(), "res": res})
+    return rows
+
+
+def render(root: Path = ROOT) -> str:
+    lines = [
+        "| Model | Data | This repo (test split) | Baseline, same split | Paper | Note | Raw result |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = collect(root)
+    if not rows:
+        lines.append("| — | | no real-data results stored yet | | | | |")
+    for r in rows:
+        res = r["res"]
+        data = str(res.get("data", ""))
+        data_name = Path(data.split(":", 1)[-1]).stem or data
+        paper = next((v for (m, d), v in PAPER.items() if m == r["dir"] and d.lower() in data.lower()), "")
+        folder = _folder_of(r["dir"])
+        note = ""
+        if folder is not None:
+            rel = folder.relative_to(root).as_posix().replace(" ", "%20")
+            note = f"[note]({rel}/README.md#results)"
+        lines.append(
+            f"| {res['model']} | {data_name} | {_headline(res['metrics'])} | {_baseline(res)} | "
+            f"{paper} | {note} | [json]({r['file'].replace(' ', '%20')}) |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path = ROOT / "README.md", check: bool = False) -> bool:
+    """Rewrite the section; with check=True only report whether it is current. Returns current?"""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme}: markers {START} / {END} not found")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{render(readme.parent)}\n{END}{tail}"
+    if check:
+        return new == text
+    if new != text:
+        readme.write_text(new)
+    return True
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="results overview in README.md from assets/*/results/*.json")
+    p.add_argument("--check", action="store_true")
+    a = p.parse_args(argv)
+    ok = update_readme(check=a.check)
+    if a.check and not ok:
+        print("README results section is stale: run `python -m Utils.results_table`", file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
