@@ -1,0 +1,215 @@
+"""Progressive Layered Extraction (PLE) and its single-level form, Customized Gate Control (CGC).
+
+Paper: Hongyan Tang, Junning Liu, Ming Zhao, Xudong Gong. "Progressive Layered Extraction (PLE): A
+       Novel Multi-Task Learning (MTL) Model for Personalized Recommendations". RecSys 2020.
+       https://dl.acm.org/doi/10.1145/3383313.3412236
+Official code: none released by the authors.
+
+This file stands alone: it needs only torch. Copy it into your project as is.
+
+Notation (same letters in the note, README.md §Maths):
+    B: batch size        K: number of tasks
+    m_k: task-specific experts per task (`n_task_experts`)    m_s: shared experts (`n_shared_experts`)
+    N: number of extraction levels (`n_levels`; N = 1 is CGC)
+    F: sparse fields     Fd: dense features     D: embedding dim     X: input width     H: expert width
+
+Inputs are plain tensors: `sparse (B, F) int64` (0 = padding/unknown) and/or `dense (B, Fd) float`.
+Outputs are `(B, K)` raw task outputs: a logit for a "binary" task, the prediction for "regression".
+
+    CGC, Eqs. (2)-(4):  g^k(x) = w^k(x) S^k(x),  w^k(x) = softmax(W_g^k x),
+                        S^k(x) = [E_(k,1) .. E_(k,m_k), E_(s,1) .. E_(s,m_s)]
+    PLE, Eqs. (5)-(6):  g^{k,j}(x) = w^{k,j}(g^{k,j-1}(x)) S^{k,j}(x),   y^k = t^k(g^{k,N}(x))
+    loss, Eqs. (7)-(9): L = sum_k w_k L_k,  w_k^(t) = w_{k,0} * gamma_k^t,
+                        L_k = mean of task k's loss over the samples in its sample space (delta = 1)
+
+In every level but the last, a shared gate mixes *all* experts (every task's and the shared ones) into
+the input of the next level's shared experts; the task gates only see their own and the shared experts.
+
+NOTE: gates are linear without bias + softmax, as in the paper's formula. Experts and towers are ReLU
+      MLPs of configurable depth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TaskType = Literal["binary", "regression"]
+
+
+@dataclass
+class PLEConfig:
+    task_types: tuple[TaskType, ...] = ("regression", "regression")  # one entry per task (K)
+    sparse_vocab_sizes: tuple[int, ...] = ()  # per sparse field, code 0 = padding/unknown
+    dense_dim: int = 0  # number of dense features
+    dim: int = 8  # embedding dim per sparse field
+    n_levels: int = 2  # N extraction levels; 1 = CGC. Paper's Tencent video runs use 2
+    n_task_experts: int = 2  # m_k, task-specific experts per task per level
+    n_shared_experts: int = 2  # m_s, shared experts per level
+    expert_hidden: tuple[int, ...] = (16,)  # each expert's layers; the last width is H
+    tower_hidden: tuple[int, ...] = (8,)  # t^k hidden layers
+    task_weights: tuple[float, ...] | None = None  # w_{k,0} of Eq. (8); None = all 1
+    weight_decay_rates: tuple[float, ...] | None = None  # gamma_k of Eq. (8); None = all 1
+
+
+def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int | None = None) -> nn.Sequential:
+    """Linear+ReLU per hidden width; then a plain Linear to out_dim when given."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    if out_dim is not None:
+        layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class InputLayer(nn.Module):
+    """x = [emb(sparse_1), ..., emb(sparse_F), dense]: (B, X)."""
+
+    def __init__(self, cfg: PLEConfig) -> None:
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(v, cfg.dim) for v in cfg.sparse_vocab_sizes)
+        self.dense_dim = cfg.dense_dim
+        self.out_dim = len(cfg.sparse_vocab_sizes) * cfg.dim + cfg.dense_dim
+
+    def forward(self, sparse: torch.Tensor | None, dense: torch.Tensor | None) -> torch.Tensor:
+        parts = []
+        if self.embeddings:
+            if sparse is None or sparse.dim() != 2 or sparse.shape[1] != len(self.embeddings):
+                raise ValueError(f"expected sparse (B, {len(self.embeddings)}) int64, got "
+                                 f"{None if sparse is None else tuple(sparse.shape)}")
+            parts += [table(sparse[:, f]) for f, table in enumerate(self.embeddings)]  # F x (B, D)
+        if self.dense_dim:
+            if dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_dim:
+                raise ValueError(f"expected dense (B, {self.dense_dim}) float, got "
+                                 f"{None if dense is None else tuple(dense.shape)}")
+            parts.append(dense)
+        return torch.cat(parts, dim=-1)  # (B, X)
+
+
+class ExtractionLayer(nn.Module):
+    """One level of PLE (a CGC block). Takes K task inputs and one shared input, returns K task
+    outputs g^{k,j} and, unless it is the last level, the shared output for the next level."""
+
+    def __init__(self, in_dim: int, cfg: PLEConfig, *, last: bool) -> None:
+        super().__init__()
+        K, m_k, m_s = len(cfg.task_types), cfg.n_task_experts, cfg.n_shared_experts
+        self.task_experts = nn.ModuleList(  # E_(k, i)
+            nn.ModuleList(mlp(in_dim, cfg.expert_hidden) for _ in range(m_k)) for _ in range(K))
+        self.shared_experts = nn.ModuleList(mlp(in_dim, cfg.expert_hidden) for _ in range(m_s))
+        # Eq. (3)/(5): w^{k,j} = softmax(W x) over the task's own experts and the shared ones
+        self.task_gates = nn.ModuleList(nn.Linear(in_dim, m_k + m_s, bias=False) for _ in range(K))
+        # the shared gate of a non-final level selects over every expert of the level
+        self.shared_gate = None if last else nn.Linear(in_dim, K * m_k + m_s, bias=False)
+
+    def forward(self, task_inputs: list[torch.Tensor], shared_input: torch.Tensor):
+        """task_inputs: K tensors (B, X_in); shared_input: (B, X_in).
+        Returns (task outputs: K x (B, H), shared output (B, H) or None, gate weights dict)."""
+        shared = torch.stack([e(shared_input) for e in self.shared_experts], 1)  # (B, m_s, H)
+        outs, gates, all_task = [], [], []
+        for k, (experts, gate) in enumerate(zip(self.task_experts, self.task_gates)):
+            own = torch.stack([e(task_inputs[k]) for e in experts], 1)  # (B, m_k, H)
+            all_task.append(own)
+            selected = torch.cat([own, shared], dim=1)  # S^{k,j}, Eq. (4): (B, m_k + m_s, H)
+            w = torch.softmax(gate(task_inputs[k]), dim=-1)  # (B, m_k + m_s)
+            gates.append(w)
+            outs.append(torch.einsum("be,beh->bh", w, selected))  # Eq. (2)/(5): (B, H)
+        shared_out, shared_w = None, None
+        if self.shared_gate is not None:
+            every = torch.cat([*all_task, shared], dim=1)  # (B, K*m_k + m_s, H)
+            shared_w = torch.softmax(self.shared_gate(shared_input), dim=-1)  # (B, K*m_k + m_s)
+            shared_out = torch.einsum("be,beh->bh", shared_w, every)  # (B, H)
+        return outs, shared_out, {"task": gates, "shared": shared_w}
+
+
+class PLE(nn.Module):
+    """PLE: `n_levels` stacked extraction layers, then a tower t^k per task. n_levels=1 is CGC."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        cfg = PLEConfig(**kwargs)
+        K = len(cfg.task_types)
+        if not cfg.task_types or any(t not in ("binary", "regression") for t in cfg.task_types):
+            raise ValueError(f"task_types must list 'binary'/'regression' per task, "
+                             f"got {cfg.task_types}")
+        if not cfg.sparse_vocab_sizes and cfg.dense_dim <= 0:
+            raise ValueError("need sparse_vocab_sizes and/or dense_dim > 0 (the model has no input)")
+        if cfg.n_levels < 1 or cfg.n_task_experts < 0 or cfg.n_shared_experts < 0:
+            raise ValueError(f"need n_levels >= 1 and non-negative expert counts, got "
+                             f"{cfg.n_levels}, {cfg.n_task_experts}, {cfg.n_shared_experts}")
+        if cfg.n_task_experts + cfg.n_shared_experts < 1 or not cfg.expert_hidden:
+            raise ValueError("each task needs at least one expert with at least one layer")
+        for name in ("task_weights", "weight_decay_rates"):
+            value = getattr(cfg, name)
+            if value is not None and len(value) != K:
+                raise ValueError(f"{name} needs one value per task ({K}), got {value}")
+        self.config = cfg
+        self.inputs = InputLayer(cfg)
+        H = cfg.expert_hidden[-1]
+        self.levels = nn.ModuleList(
+            ExtractionLayer(self.inputs.out_dim if j == 0 else H, cfg, last=j == cfg.n_levels - 1)
+            for j in range(cfg.n_levels))
+        self.towers = nn.ModuleList(mlp(H, cfg.tower_hidden, 1) for _ in cfg.task_types)  # t^k
+
+    def forward(self, sparse: torch.Tensor | None = None, dense: torch.Tensor | None = None,
+                return_gates: bool = False):
+        """Returns (B, K) task outputs; with return_gates also a list (one dict per level) with
+        "task": K tensors (B, m_k + m_s) and "shared": (B, K*m_k + m_s) or None."""
+        x = self.inputs(sparse, dense)  # (B, X)
+        task_inputs, shared_input = [x] * len(self.towers), x  # level 1 reads x everywhere
+        all_gates = []
+        for level in self.levels:
+            task_inputs, shared_input, gates = level(task_inputs, shared_input)  # Eq. (5)
+            all_gates.append(gates)
+        out = torch.cat([t(h) for t, h in zip(self.towers, task_inputs)], dim=-1)  # Eq. (6): (B, K)
+        return (out, all_gates) if return_gates else out
+
+    # ----------------------------------------------------------------- Eqs. (7)-(9)
+    def loss_weights(self, step: int = 0) -> torch.Tensor:
+        """Eq. (8): w_k^(t) = w_{k,0} * gamma_k^t, (K,)."""
+        K = len(self.config.task_types)
+        w0 = torch.tensor(self.config.task_weights or [1.0] * K)
+        gamma = torch.tensor(self.config.weight_decay_rates or [1.0] * K)
+        return w0 * gamma.pow(step)
+
+    def multitask_loss(self, outputs: torch.Tensor, labels: torch.Tensor,
+                       mask: torch.Tensor | None = None,
+                       step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. (7) with Eq. (9)'s per-task sample spaces.
+
+        Args:
+            outputs, labels: (B, K).  mask: (B, K) bool delta_k^i — False where sample i lies outside
+            task k's sample space (e.g. conversion labels only exist for clicked rows); None = all.
+            step: training step t for Eq. (8)'s weight schedule.
+        Returns:
+            (total scalar, per-task losses (K,)).
+        """
+        if outputs.shape != labels.shape:
+            raise ValueError(f"outputs {tuple(outputs.shape)} and labels {tuple(labels.shape)} differ")
+        labels = labels.float()
+        per_task = []
+        for k, kind in enumerate(self.config.task_types):
+            fn = F.binary_cross_entropy_with_logits if kind == "binary" else F.mse_loss
+            elementwise = fn(outputs[:, k], labels[:, k], reduction="none")  # (B,)
+            delta = outputs.new_ones(len(outputs)) if mask is None else mask[:, k].float()
+            per_task.append((elementwise * delta).sum() / delta.sum().clamp_min(1.0))  # Eq. (9)
+        losses = torch.stack(per_task)  # (K,)
+        return (self.loss_weights(step).to(losses) * losses).sum(), losses
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
+             step: int = 0) -> torch.Tensor:
+        """The joint objective of Eq. (7)."""
+        return self.multitask_loss(outputs, labels, mask, step)[0]
+
+    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Probabilities for binary tasks, values for regression tasks: (B, K)."""
+        binary = torch.tensor([t == "binary" for t in self.config.task_types], device=outputs.device)
+        return torch.where(binary, torch.sigmoid(outputs), outputs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
