@@ -1,0 +1,258 @@
+# %% [markdown]
+# # YoutubeDNN candidate generation — demo
+#
+# Train the deep candidate generation model of Covington et al. (RecSys 2016) on next-item examples,
+# evaluate it by full ranking (leave-one-out, seen items excluded) beside popularity, then serve it:
+# exact top-K versus a faiss HNSW index over the item vectors (recall of the ANN and query latency).
+#
+# CPU command (synthetic default, about 20 s on 2 cores):
+#
+#     .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py"
+#
+# Beauty (the note's Results; about 10 min on one thread of a loaded 2-core machine):
+#
+#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py" \
+#         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --epochs 40 \
+#         --out assets/YoutubeDNN/results/beauty.json
+
+# %%
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import Datasets
+from Utils.evaluation import Timer, evaluate_full_ranking, popularity_metrics
+from Utils.io import add_common_args, print_result
+from Utils.retrieval import FaissIndex, recall_vs_exact, topk
+from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_model_module():
+    spec = importlib.util.spec_from_file_location("youtubednn_model", HERE / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ytd = load_model_module()
+
+# %%
+parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=30, lr=1e-3,
+                         batch_size=256)
+parser.add_argument("--dim", type=int, default=64)
+parser.add_argument("--hidden", default="256,128", help="tower widths below the D-wide top layer")
+parser.add_argument("--dropout", type=float, default=0.0)
+parser.add_argument("--weight-decay", type=float, default=0.0)
+parser.add_argument("--max-len", type=int, default=50, help="history items fed to the model")
+parser.add_argument("--max-per-user", type=int, default=50,
+                    help="cap on training examples per user (paper: heavy users must not dominate)")
+parser.add_argument("--negatives", type=int, default=1024, help="M items sampled per batch")
+parser.add_argument("--neg-alpha", type=float, default=0.75,
+                    help="sampling distribution Q ~ (count + 1)^alpha (0 = uniform)")
+parser.add_argument("--no-logq", action="store_true", help="ablation: drop the log-Q correction")
+parser.add_argument("--no-age", action="store_true", help="ablation: drop the example-age feature")
+parser.add_argument("--linear-top", action="store_true", help="make the tower's top layer linear")
+parser.add_argument("--keywords", action="store_true",
+                    help="seqtxt: add the items' keyword tokens as one more bag (like the search bag)")
+parser.add_argument("--patience", type=int, default=3)
+parser.add_argument("--eval-every", type=int, default=1)
+parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+parser.add_argument("--ann", default="hnsw", choices=["hnsw", "ivf"])
+args = parser.parse_args()
+
+cpu_setup(args.threads)
+set_seed(args.seed)
+device = pick_device(args.device)
+
+# %% [markdown]
+# ## Data: leave-one-out split, next-item training examples, bags of ids per item
+
+# %%
+data = Datasets.load(args.data, verbose=True)
+split = Datasets.leave_one_out(data)
+print(split)
+N = split.n_items
+
+# Each bag is an (N+1, A) table of ids per item; a user's bag is the ids of all history items.
+bag_tables: dict[str, np.ndarray] = {}
+if "attributes" in data.items:  # seqtxt: category + brand attribute ids
+    bag_tables["attributes"] = data.item_attributes(8)
+for name in ("category", "brand"):
+    if name in data.items:
+        bag_tables[name] = data.item_feature(name)[:, None]
+if args.keywords and "keywords" in data.items:
+    vocab: dict[str, int] = {}
+    rows = [[vocab.setdefault(t, len(vocab) + 1) for t in toks] for toks in data.items["keywords"]]
+    width = max(1, max(len(r) for r in rows))
+    kw = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        kw[i, : len(r)] = r
+    bag_tables["keywords"] = kw
+bag_tables_t = {k: torch.from_numpy(v) for k, v in bag_tables.items()}
+bag_sizes = {k: int(v.max()) + 1 for k, v in bag_tables.items()}
+
+user_table = None
+if data.users is not None and len(data.users.columns):  # categorical user features, 0 = unknown
+    cols = []
+    for c in data.users.columns:
+        codes, _ = pd.factorize(data.users[c].iloc[1:].astype(str), sort=True)
+        cols.append(np.concatenate([[0], codes + 1]).astype(np.int64))  # row 0 = padding user
+    user_table = torch.from_numpy(np.stack(cols, axis=1))
+user_sizes = tuple(int(user_table[:, f].max()) + 1 for f in range(user_table.shape[1])) if (
+    user_table is not None) else ()
+
+examples = split.next_item_examples(args.max_len, max_per_user=args.max_per_user, seed=args.seed)
+# Example age in [0, 1]: how long before the end of the training window the example happened.
+# With timestamps it is wall-clock time (the paper); with positions only, the steps before the end
+# of the user's own training sequence. Serving and evaluation use 0 (the end of the window).
+if data.has_timestamps:
+    t_end, t_start = split.train_timestamps.max(), split.train_timestamps.min()
+    age = (t_end - examples["target_ts"].numpy()) / max(1, t_end - t_start)
+else:
+    last_pos = np.diff(split.train_offsets)[examples["row"].numpy()] - 1
+    steps = last_pos - examples["target_ts"].numpy()
+    age = steps / max(1, steps.max())
+examples["example_age"] = torch.from_numpy(age.astype(np.float32))
+train_set = Datasets.TensorDictDataset(examples)
+n_all = int(np.clip(np.diff(split.train_offsets) - 1, 0, None).sum())
+print(f"{len(train_set):,} next-item examples (of {n_all:,} before the cap of {args.max_per_user}"
+      f" per user), bags {bag_sizes}, user features {user_sizes}")
+
+# Sampling distribution Q for the sampled softmax: smoothed unigram counts to the power alpha.
+counts = torch.from_numpy(split.item_counts()).double()
+q = (counts + 1.0) ** args.neg_alpha
+q[0] = 0.0
+q = (q / q.sum()).float()
+log_expected = torch.log(args.negatives * q.clamp(min=1e-30))  # log of each item's expected count
+
+
+def user_inputs(history, users=None, example_age=None):
+    history = history.to(device)
+    bags = {k: t.to(device)[history].flatten(1) for k, t in bag_tables_t.items()}  # (B, L*A)
+    feats = user_table.to(device)[users] if user_table is not None else None
+    return dict(history=history, bags=bags, user_features=feats, example_age=example_age)
+
+
+# %% [markdown]
+# ## Model and training (sampled softmax with log-Q correction)
+
+# %%
+config = ytd.YoutubeDNNConfig(
+    n_items=N, dim=args.dim, bag_sizes=bag_sizes, user_feature_sizes=user_sizes,
+    use_example_age=not args.no_age, hidden=tuple(int(h) for h in args.hidden.split(",") if h),
+    dropout=args.dropout, final_relu=not args.linear_top,
+)
+model = ytd.YoutubeDNN(config=config).to(device)
+optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+gen = torch.Generator().manual_seed(args.seed)
+q_dev, log_expected_dev = q.to(device), log_expected.to(device)
+print(model)
+
+
+def train_step(batch):
+    u = model.user_tower(**user_inputs(batch["history"], batch["user"],
+                                       batch["example_age"].to(device)))
+    target = batch["target"].to(device)
+    neg = torch.multinomial(q, args.negatives, replacement=True, generator=gen).to(device)
+    if args.no_logq:
+        lq_t, lq_n = torch.zeros_like(target, dtype=u.dtype), torch.zeros(len(neg), device=device)
+    else:
+        lq_t, lq_n = log_expected_dev[target], log_expected_dev[neg]
+    return model.loss(user_vec=u, target=target, negatives=neg, log_q_target=lq_t,
+                      log_q_negatives=lq_n)
+
+
+def score_fn(batch):
+    u = model.user_tower(**user_inputs(batch["history"], batch["user"]))  # example age 0
+    return u @ model.item_tower().T  # (b, D) @ (D, N+1)
+
+
+def evaluate():
+    return evaluate_full_ranking(score_fn, split, "valid", max_len=args.max_len, device=device)
+
+
+history = fit(
+    model, train_step, lambda epoch: train_set.batches(args.batch_size, generator=gen), optimizer,
+    args.epochs, evaluate, metric="NDCG@10", patience=args.patience, eval_every=args.eval_every,
+    n_batches=train_set.num_batches(args.batch_size), desc="YoutubeDNN",
+)
+samples_per_s = len(train_set) * len(history.epochs) / max(history.train_seconds, 1e-9)
+print(f"trained {len(history.epochs)} epochs in {history.train_seconds:.1f}s "
+      f"({samples_per_s:,.0f} samples/s), best validation epoch {history.best_epoch}")
+
+# %% [markdown]
+# ## Test: full ranking beside popularity (same split, same protocol)
+
+# %%
+model.eval()
+with Timer() as t_eval:
+    test_metrics = evaluate_full_ranking(score_fn, split, "test", max_len=args.max_len, device=device)
+valid_metrics = evaluate()
+pop = popularity_metrics(split, "test")
+print("test      ", {k: round(v, 4) for k, v in test_metrics.items()})
+print("popularity", {k: round(v, 4) for k, v in pop.items()})
+
+# %% [markdown]
+# ## Serving: item vectors in a faiss index; ANN recall against exact top-K, query latency
+
+# %%
+K = 50
+with torch.no_grad():
+    hist_t, _ = split.history("test", args.max_len)
+    user_rows = torch.from_numpy(split.users)
+    user_vecs = torch.cat([model.user_tower(**user_inputs(torch.from_numpy(hist_t[s:s + 4096]),
+                                                          user_rows[s:s + 4096]))
+                           for s in range(0, len(hist_t), 4096)]).cpu()
+    item_vecs = model.item_tower().detach().cpu()
+with Timer() as t_exact:
+    exact_ids, _ = topk(user_vecs, item_vecs, K)
+with Timer() as t_build:
+    index = FaissIndex(item_vecs, kind=args.ann, threads=args.threads)
+with Timer() as t_ann:
+    ann_ids, _ = index.search(user_vecs, K)
+ann = {
+    "index": args.ann, "k": K, "queries": len(user_vecs),
+    "recall_vs_exact": recall_vs_exact(ann_ids, exact_ids.numpy()),
+    "exact_ms_per_query": 1000 * t_exact.seconds / len(user_vecs),
+    "ann_ms_per_query": 1000 * t_ann.seconds / len(user_vecs),
+    "ann_build_seconds": t_build.seconds,
+}
+print(f"ANN ({args.ann}) recall@{K} vs exact: {ann['recall_vs_exact']:.4f}; latency per query: "
+      f"exact {ann['exact_ms_per_query']:.3f} ms, ANN {ann['ann_ms_per_query']:.3f} ms "
+      f"(batched over {len(user_vecs):,} users)")
+
+# %% [markdown]
+# ## One user: history and top recommendations (seen items excluded)
+
+# %%
+row = int(np.argmax(np.diff(split.train_offsets) >= 5))
+offs, seen = split.seen("test")
+ids, scores = topk(user_vecs[row:row + 1], item_vecs, 10, exclude=(offs, seen), exclude_rows=[row])
+print(f"user {split.users[row]} history (most recent last):")
+for i in hist_t[row][hist_t[row] > 0][-8:]:
+    print("   ", data.item_text(int(i)))
+print(f"held-out test item: {data.item_text(int(split.test_items[row]))}")
+print("top-10 recommendations:")
+for i, s in zip(ids[0].tolist(), scores[0].tolist()):
+    mark = "  <- test item" if i == split.test_items[row] else ""
+    print(f"   {s:7.3f}  {data.item_text(i)}{mark}")
+
+# %%
+print_result(
+    model="YoutubeDNN", data=args.data,
+    protocol=f"leave-one-out, full ranking over {N} items, seen items excluded, test split",
+    metrics=test_metrics, baseline={"name": "popularity", "metrics": pop},
+    train_seconds=history.train_seconds, eval_seconds=t_eval.seconds, epochs=len(history.epochs),
+    params=count_params(model), out=args.out, valid_metrics=valid_metrics,
+    best_epoch=history.best_epoch, samples_per_second=samples_per_s, train_examples=len(train_set),
+    ann=ann, config={k: v for k, v in vars(args).items() if k != "out"},
+    threads=torch.get_num_threads(),
+)
