@@ -213,3 +213,35 @@ def simulate_clicks(data, lists: dict[str, np.ndarray], *, seed: int = 0, group_
     prob = 1.0 / (1.0 + np.exp(-logit))
     clicks = (np.random.default_rng(seed).random((U, N)) < prob).astype(np.float32)
     return clicks, prob.astype(np.float32)
+
+
+def describe_item(data, i: int, width: int = 60) -> str:
+    """`data.item_text(i)` plus the first keyword tokens when the source has them (Beauty)."""
+    text = data.item_text(int(i))
+    if "keywords" in data.items and 0 < i <= data.n_items:
+        kw = data.items["keywords"].iloc[int(i)]
+        if isinstance(kw, list) and kw:
+            text += " ~ " + " ".join(str(t).replace("\u2581", "") for t in kw[:4])
+    return text[:width]
+
+
+def similarity_features(kind: str, data, scorer: HistoryScorer) -> torch.Tensor:
+    """(n_items+1, F) float32 item features whose cosine is the re-rankers' item similarity:
+    'category' (multi-hot categories/attributes, what ILD measures), 'embedding' (the ranker's output
+    item embeddings) or 'mixed' (both, normalised and concatenated: cosine = their mean)."""
+    cat = nn.functional.normalize(category_features(data), dim=1)
+    emb = nn.functional.normalize(scorer.item_vectors().detach().float(), dim=1)
+    if kind == "category":
+        return cat
+    if kind == "embedding":
+        return emb
+    if kind == "mixed":
+        return torch.cat([cat, emb], dim=1)
+    raise ValueError(f"similarity kind must be 'category', 'embedding' or 'mixed', got {kind!r}")
+
+
+def minmax_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Per-list min-max of (U, N) ranker scores to [0, 1], so a re-ranker's knob (lambda, theta) means
+    the same for every list and data set."""
+    lo, hi = scores.min(1, keepdim=True).values, scores.max(1, keepdim=True).values
+    return (scores - lo) / (hi - lo).clamp_min(1e-12)

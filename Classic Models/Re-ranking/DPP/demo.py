@@ -57,28 +57,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def item_features(kind: str, data, scorer) -> torch.Tensor:
-    """(n_items+1, F) features whose cosine is the similarity S."""
-    cat = torch.nn.functional.normalize(RL.category_features(data), dim=1)
-    emb = torch.nn.functional.normalize(scorer.item_vectors().detach(), dim=1)
-    if kind == "category":
-        return cat
-    if kind == "embedding":
-        return emb
-    return torch.cat([cat, emb], dim=1)  # S = (cosine_cat + cosine_emb) / 2 after normalising
-
-
-def minmax(scores: torch.Tensor) -> torch.Tensor:
-    """Per-list min-max to [0, 1], so theta means the same for every list and data set."""
-    lo, hi = scores.min(1, keepdim=True).values, scores.max(1, keepdim=True).values
-    return (scores - lo) / (hi - lo).clamp_min(1e-12)
-
-
 def rerank(dpp, lists, feats, *, theta, k, window, chunk, ridge=1e-3):
     """Positions (U, k) chosen by the DPP for every list, in chunks of `chunk` lists."""
     model = dpp.DPPReranker(theta=theta, max_length=k, window_size=window, ridge=ridge)
     items = torch.from_numpy(lists["items"])
-    scores = minmax(torch.from_numpy(lists["init_scores"]).double())
+    scores = RL.minmax_scores(torch.from_numpy(lists["init_scores"]).double())
     out = []
     for s in range(0, len(items), chunk):
         out.append(model(scores=scores[s : s + chunk], item_vectors=feats[items[s : s + chunk]]))
@@ -101,7 +84,7 @@ def main(argv=None):
     lists = RL.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
     ranker_seconds = time.perf_counter() - t0
     cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
-    feats = item_features(args.similarity, data, scorer).double()
+    feats = RL.similarity_features(args.similarity, data, scorer)  # float32; S cast to float64
     U = len(lists["items"])
     ones = np.ones(U)
 
@@ -122,13 +105,13 @@ def main(argv=None):
     hist = [i for i in lists["history"][u] if i > 0][-5:]
     print(f"\nuser {lists['user'][u]} — last items of the history:")
     for i in hist:
-        print("   ", data.item_text(int(i)))
-    print(f"held-out item: {data.item_text(int(lists['target'][u]))}")
+        print("   ", RL.describe_item(data, int(i)))
+    print(f"held-out item: {RL.describe_item(data, int(lists['target'][u]))}")
     print(f"\ninitial top-{args.k}  |  DPP top-{args.k} (theta={args.theta})")
     for r in range(args.k):
-        a = data.item_text(int(lists["items"][u, r]))
+        a = RL.describe_item(data, int(lists["items"][u, r]))
         p = positions[u, r]
-        b = data.item_text(int(lists["items"][u, p])) if p >= 0 else "-"
+        b = RL.describe_item(data, int(lists["items"][u, p])) if p >= 0 else "-"
         print(f"  {r + 1:2d}. {a[:55]:55s} | {b[:55]}")
 
     # %% trade-off sweep

@@ -321,7 +321,7 @@ class DPPReranker(nn.Module):
     ) -> torch.Tensor:
         """(B, N) scores + (B, N, D) features -> (B, N, N) kernel L' of Eq. (7)."""
         cfg = self.config
-        sim = similarity_matrix(item_vectors.to(cfg.dtype), ridge=cfg.ridge)  # (B, N, N)
+        sim = similarity_matrix(item_vectors, ridge=cfg.ridge).to(cfg.dtype)  # (B, N, N)
         return build_kernel(scores=scores, similarity=sim, theta=cfg.theta)
 
     def forward(
@@ -344,7 +344,8 @@ class DPPReranker(nn.Module):
                 f"{tuple(item_vectors.shape)}"
             )
         cfg = self.config
-        sim = similarity_matrix(item_vectors.to(cfg.dtype), ridge=cfg.ridge)  # (B, N, N) S
+        # S in the features' dtype (float32 is plenty for a cosine), the greedy in cfg.dtype
+        sim = similarity_matrix(item_vectors, ridge=cfg.ridge).to(cfg.dtype)  # (B, N, N) S
         # Eq. (7) in log space: log q_i^2 = 2 alpha r_i (see greedy_map), never exp(alpha r)
         log_quality = 2.0 * relevance_weight(cfg.theta) * scores.to(cfg.dtype)  # (B, N)
         result = greedy_map(

@@ -1,0 +1,158 @@
+"""PRM: Personalized Re-ranking Model.
+
+Paper: Changhua Pei, Yi Zhang, Yongfeng Zhang, Fei Sun, Xiao Lin, Hanxiao Sun, Jian Wu, Peng Jiang,
+Junfeng Ge, Wenwu Ou, Dan Pei. "Personalized Re-ranking for Recommendation". RecSys 2019.
+Link: https://arxiv.org/abs/1904.06813
+Official code: none released with the paper (LibRerank, by other authors, re-implements it).
+
+This file stands alone: it needs only torch. Copy it into your project as is.
+
+What it does (note §2): a ranker scores items one at a time, so it cannot see that an item's appeal
+depends on the other items shown with it. PRM reads the ranker's whole initial list at once with a
+Transformer encoder and rescores every item in the context of the others:
+
+    Eq. (1)  E' = [x_i ; pv_i]                      item features + personalised vector
+    Eq. (2)  E'' = E' + PE                           learnable embedding of the initial rank
+    Eq. (3)  E = E'' W^E + b^E                       project to d_model
+    Eq. (4)  Attention(Q, K, V) = softmax(Q K^T / sqrt(d)) V, multi-head
+    Eq. (5)  S' = LayerNorm(S + Dropout(MH(S))),  F = LayerNorm(S' + Dropout(FFN(S')))   per block
+    Eq. (6)  Score(i) = softmax_i(F^(N_x) W^F + b^F)                                 over the list
+    Eq. (7)  L = - sum_lists sum_i y_i log Score(i)                                 click labels
+
+Notation (shapes):
+    B: lists in the batch    N: items per list (initial ranking order)
+    F: item feature dim      P: personalised-vector dim      D: d_model      H: heads
+
+NOTE (deviations, each also listed in the note):
+    * pv_i comes from whatever pre-trained model you have; the paper uses the hidden layer before the
+      sigmoid of a pre-trained CTR model over the user's history. The demo uses u (.) v_i (element-wise
+      product of the user and item vectors of the first-stage ranker), whose sum is the ranker's score.
+    * Padding: lists may be shorter than N; padded slots are masked out of attention and the softmax.
+    * Lists without any click carry no signal under Eq. (7) and are skipped in the mean.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class PRMConfig:
+    feature_dim: int  # F: x_i, the item features the ranker used
+    pv_dim: int = 0  # P: personalised vector; 0 gives the paper's PRM-BASE (no personalisation)
+    max_len: int = 50  # N: longest list; size of the position-embedding table
+    d_model: int = 64  # D: width of the encoder
+    n_heads: int = 4  # H: attention heads (D must be divisible by H)
+    n_blocks: int = 2  # N_x: encoder blocks (the paper finds a few blocks enough)
+    ffn_dim: int = 128  # hidden width of the position-wise FFN
+    dropout: float = 0.1
+    use_position: bool = True  # Eq. (2); False makes PRM permutation-equivariant over the list
+
+
+class EncoderBlock(nn.Module):
+    """Eq. (4)-(5): multi-head self-attention and FFN, each with residual + LayerNorm (post-LN)."""
+
+    def __init__(self, d_model: int, n_heads: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, d_model))
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, s: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """s: (B, N, D); pad: (B, N) bool, True = padded slot (ignored as a key)."""
+        att, _ = self.attention(s, s, s, key_padding_mask=pad, need_weights=False)  # (B, N, D)
+        s = self.norm1(s + self.drop(att))  # Eq. (5), first half
+        return self.norm2(s + self.drop(self.ffn(s)))  # Eq. (5), second half
+
+
+class PRM(nn.Module):
+    """Personalized Re-ranking Model: Transformer over the initial list, softmax over positions."""
+
+    def __init__(self, config: PRMConfig | None = None, **overrides) -> None:
+        super().__init__()
+        if config is None:
+            if "feature_dim" not in overrides:
+                raise TypeError("PRM needs feature_dim (the size of x_i), e.g. PRM(feature_dim=32)")
+            config = PRMConfig(feature_dim=overrides.pop("feature_dim"))
+        for name, value in overrides.items():
+            if not hasattr(config, name):
+                raise TypeError(f"unknown PRMConfig field {name!r}")
+            setattr(config, name, value)
+        if config.feature_dim < 1 or config.pv_dim < 0 or config.max_len < 1:
+            raise ValueError(f"feature_dim >= 1, pv_dim >= 0, max_len >= 1 expected, got {config}")
+        if config.d_model % config.n_heads:
+            raise ValueError(f"d_model={config.d_model} must be divisible by n_heads={config.n_heads}")
+        self.config = config
+        width = config.feature_dim + config.pv_dim
+        # Eq. (2): PE has the width of [x_i; pv_i] and is added before the projection, as in the paper
+        self.position = nn.Embedding(config.max_len, width) if config.use_position else None
+        self.input_proj = nn.Linear(width, config.d_model)  # Eq. (3)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(config.d_model, config.n_heads, config.ffn_dim, config.dropout)
+            for _ in range(config.n_blocks)
+        )
+        self.output = nn.Linear(config.d_model, 1)  # Eq. (6): W^F, b^F
+        if self.position is not None:
+            nn.init.normal_(self.position.weight, std=0.1)
+
+    def forward(
+        self,
+        *,
+        features: torch.Tensor,
+        pv: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Args:
+            features: (B, N, F) float x_i, items in the initial ranking order.
+            pv: (B, N, P) float personalised vectors, or None when pv_dim = 0.
+            mask: (B, N) bool, True = real item (default: all real).
+        Returns:
+            logits (B, N): Score(i) = softmax over the list of these (Eq. (6)); -inf at padding.
+        """
+        cfg = self.config
+        if features.dim() != 3 or features.shape[-1] != cfg.feature_dim:
+            raise ValueError(f"features must be (B, N, {cfg.feature_dim}), got {tuple(features.shape)}")
+        B, N, _ = features.shape
+        if N > cfg.max_len:
+            raise ValueError(f"list length {N} exceeds max_len={cfg.max_len}")
+        if cfg.pv_dim:
+            if pv is None or pv.shape != (B, N, cfg.pv_dim):
+                got = None if pv is None else tuple(pv.shape)
+                raise ValueError(f"pv must be (B, N, {cfg.pv_dim}) = {(B, N, cfg.pv_dim)}, got {got}")
+            e = torch.cat([features, pv], dim=-1)  # Eq. (1)   (B, N, F + P)
+        else:
+            e = features
+        if self.position is not None:
+            e = e + self.position(torch.arange(N, device=e.device))  # Eq. (2)   (B, N, F + P)
+        s = self.input_proj(e)  # Eq. (3)   (B, N, D)
+        pad = torch.zeros(B, N, dtype=torch.bool, device=e.device) if mask is None else ~mask
+        for block in self.blocks:
+            s = block(s, pad)  # Eq. (4)-(5)   (B, N, D)
+        logits = self.output(s).squeeze(-1)  # (B, N)
+        return logits.masked_fill(pad, -math.inf)
+
+    @staticmethod
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Eq. (7): -sum_i y_i log softmax_i(logits), averaged over lists with at least one click.
+
+        Args:
+            logits: (B, N) from forward (-inf at padding).
+            labels: (B, N) float clicks in {0, 1} (0 at padding).
+        """
+        log_p = torch.log_softmax(logits, dim=-1)  # (B, N)
+        per_list = -(labels * log_p.masked_fill(labels == 0, 0.0)).sum(-1)  # (B,)
+        has_click = labels.sum(-1) > 0
+        if not bool(has_click.any()):
+            return logits.new_zeros(()) * logits.masked_fill(~torch.isfinite(logits), 0).sum()
+        return per_list[has_click].mean()
+
+    @torch.no_grad()
+    def rerank(self, **inputs) -> torch.Tensor:
+        """(B, N) positions into the initial list, best first (padding last)."""
+        return self.forward(**inputs).argsort(dim=-1, descending=True, stable=True)

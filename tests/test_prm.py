@@ -1,0 +1,117 @@
+"""Properties of PRM (Pei et al., RecSys 2019) — see the PRM note."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str, rel: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses need the module registered
+    spec.loader.exec_module(module)
+    return module
+
+
+prm = _load("prm_model", "Classic Models/Re-ranking/PRM/model.py")
+
+
+def _inputs(gen, B=4, N=12, F=6, P=5):
+    return (torch.randn(B, N, F, generator=gen), torch.randn(B, N, P, generator=gen))
+
+
+def test_without_position_embeddings_prm_is_permutation_equivariant():
+    torch.manual_seed(0)
+    model = prm.PRM(feature_dim=6, pv_dim=5, max_len=12, use_position=False).eval()
+    gen = torch.Generator().manual_seed(1)
+    x, pv = _inputs(gen)
+    perm = torch.randperm(12, generator=gen)
+    out = model(features=x, pv=pv)
+    out_perm = model(features=x[:, perm], pv=pv[:, perm])
+    torch.testing.assert_close(out_perm, out[:, perm], atol=1e-5, rtol=1e-5)
+
+
+def test_with_position_embeddings_prm_is_not_permutation_equivariant():
+    torch.manual_seed(0)
+    model = prm.PRM(feature_dim=6, pv_dim=5, max_len=12, use_position=True).eval()
+    gen = torch.Generator().manual_seed(1)
+    x, pv = _inputs(gen)
+    perm = torch.randperm(12, generator=gen)
+    out = model(features=x, pv=pv)
+    out_perm = model(features=x[:, perm], pv=pv[:, perm])
+    assert (out_perm - out[:, perm]).abs().max() > 1e-3
+
+
+def test_score_of_an_item_depends_on_the_other_items_in_the_list():
+    # the point of PRM over a pointwise ranker: change item 5, and item 0's score moves
+    torch.manual_seed(0)
+    model = prm.PRM(feature_dim=6, pv_dim=5, max_len=12).eval()
+    gen = torch.Generator().manual_seed(2)
+    x, pv = _inputs(gen, B=1)
+    base = model(features=x, pv=pv)
+    x2 = x.clone()
+    x2[0, 5] += 3.0
+    assert (model(features=x2, pv=pv)[0, 0] - base[0, 0]).abs() > 1e-4
+
+
+def test_padding_does_not_change_real_items_and_gets_no_probability():
+    torch.manual_seed(0)
+    model = prm.PRM(feature_dim=6, pv_dim=5, max_len=12).eval()
+    gen = torch.Generator().manual_seed(3)
+    x, pv = _inputs(gen, B=2, N=8)
+    short = model(features=x, pv=pv)
+    x_pad = torch.cat([x, torch.randn(2, 4, 6, generator=gen)], dim=1)
+    pv_pad = torch.cat([pv, torch.randn(2, 4, 5, generator=gen)], dim=1)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[:, 8:] = False
+    padded = model(features=x_pad, pv=pv_pad, mask=mask)
+    torch.testing.assert_close(padded[:, :8], short, atol=1e-5, rtol=1e-5)
+    assert torch.softmax(padded, dim=-1)[:, 8:].sum() == 0
+    assert (model.rerank(features=x_pad, pv=pv_pad, mask=mask)[:, 8:] >= 8).all()
+
+
+def test_loss_is_listwise_softmax_cross_entropy_and_learns_a_within_list_rule():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    labels = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])  # second list: no click, skipped
+    expected = -torch.log_softmax(logits[0], -1)[1]
+    torch.testing.assert_close(prm.PRM.loss(logits, labels), expected)
+    # planted rule: the clicked item is the one whose feature 0 is unique within the list; no single
+    # item reveals it, so only a list-aware model can learn it. Without position embeddings.
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(4)
+    B, N = 128, 6
+    x = torch.zeros(B, N, 3)
+    common = torch.randint(0, 2, (B,), generator=gen).float()
+    x[:, :, 0] = common[:, None]
+    odd = torch.randint(0, N, (B,), generator=gen)
+    x[torch.arange(B), odd, 0] = 1 - common
+    x[:, :, 1:] = torch.randn(B, N, 2, generator=gen)
+    y = torch.zeros(B, N)
+    y[torch.arange(B), odd] = 1.0
+    model = prm.PRM(feature_dim=3, max_len=N, d_model=16, n_heads=2, n_blocks=1, ffn_dim=32,
+                    dropout=0.0, use_position=False)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(120):
+        loss = prm.PRM.loss(model(features=x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    acc = (model(features=x).argmax(-1) == odd).float().mean()
+    assert acc > 0.95, f"PRM failed to learn the within-list rule: top-1 accuracy {acc:.2f}"
+
+
+def test_bad_arguments_fail_early():
+    with pytest.raises(TypeError):
+        prm.PRM()
+    with pytest.raises(ValueError):
+        prm.PRM(feature_dim=6, d_model=30, n_heads=4)
+    model = prm.PRM(feature_dim=6, pv_dim=5, max_len=4)
+    with pytest.raises(ValueError):
+        model(features=torch.randn(1, 5, 6), pv=torch.randn(1, 5, 5))
+    with pytest.raises(ValueError):
+        model(features=torch.randn(1, 3, 6))
