@@ -19,6 +19,15 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a loaded 2-core machine thrashes with more."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def load_model_module(stage: str, name: str):
     path = ROOT / "Classic Models" / stage / name / "model.py"
     spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)

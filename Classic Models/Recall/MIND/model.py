@@ -1,0 +1,276 @@
+"""MIND: Multi-Interest Network with Dynamic routing.
+
+Paper: Chao Li, Zhiyuan Liu, Mengmeng Wu, Yuchi Xu, Pipei Huang, Huan Zhao, Guoliang Kang, Qiwei Chen,
+Wei Li, Dik Lun Lee. "Multi-Interest Network with Dynamic Routing for Recommendation at Tmall".
+CIKM 2019. https://arxiv.org/abs/1904.08030
+Official code: none was released; Algorithm 1 and section 3 of the paper are the specification.
+
+This file stands alone: it needs only torch. Copy it into your project as is.
+
+What is here (the note's section numbers in brackets):
+- `item_embedding()`: Eq. (2), e_i = f_item(F_i), the mean of the id embedding and the side-feature
+  embeddings of an item (the "pooling layer") [note §2].
+- `b2i_routing()`: Algorithm 1, behaviour-to-interest dynamic routing with one shared bilinear map S,
+  routing logits drawn at random once and never learned, squash (Eq. (7)), a fixed number of iterations,
+  and the dynamic interest count K'_u of Eq. (8) [note §3].
+- `user_tower()`: interest capsules concatenated with the user-profile embedding, then ReLU layers per
+  interest ("H layers"), giving V_u = (v_u^1 .. v_u^K) of Eq. (1) [note §4].
+- `label_aware_attention()`: Eq. (9), the training-time attention of the target over the interests with
+  power p [note §5].
+- `loss()`: Eq. (10)-(11), sampled softmax of the attended user vector, with log-Q correction [note §6].
+- `score_items()`: Eq. (3), f_score = max_k e_i . v_u^k, the merge of per-interest retrieval [note §7].
+
+Notation: B batch, L history length, K interests (max), K'_u interests of user u, D dim, S side features
+per item, F user-profile features, M sampled negatives, N items (ids 1..N, 0 = padding).
+
+NOTE: Eq. (9) writes softmax(pow(V_u^T e_i, p)). An element-wise power of raw dot products is undefined
+for negative scores at non-integer p and not monotone at even p, so here the power is applied to the
+softmax's numerators: w_k ∝ (exp(v_k . e_i))^p = exp(p v_k . e_i). It keeps the paper's two limits
+(p -> 0: equal attention; p -> inf: hard attention on the best-matching interest).
+NOTE: K'_u = max(1, min(K, floor(log2 |I_u|))); the paper does not say how log2 is rounded.
+NOTE: capsules beyond K'_u are masked (zero routing weight, excluded from attention and serving).
+NOTE: the fixed routing logits are tied to a behaviour's distance from the most recent one (histories are
+left-padded), so extra padding cannot shift them; this makes "padding changes no capsule" exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# B: batch, L: history length, K: interests, D: dim, S: side features per item, M: negatives, N: items
+
+
+@dataclass
+class MINDConfig:
+    n_items: int  # item ids are 1..n_items; 0 is padding
+    dim: int = 64  # D: embedding, capsule and user-vector size
+    n_side_ids: int = 0  # vocabulary of item side-feature ids (category, brand, ...; 0 = padding)
+    user_feature_sizes: tuple[int, ...] = ()  # vocabulary of each user-profile feature (P_u)
+    max_len: int = 50  # longest history; sizes the fixed routing logits
+    n_interests: int = 4  # K, the most interests per user (paper: K = 3-5 on Amazon Books / Tmall)
+    routing_iters: int = 3  # r in Algorithm 1 (paper: 3)
+    dynamic_k: bool = True  # Eq. (8): fewer interests for users with few behaviours
+    pow_p: float = 2.0  # p of Eq. (9); larger p -> closer to hard attention
+    routing_sigma: float = 1.0  # std of the random routing logits b_ij ~ N(0, sigma^2)
+    hidden: tuple[int, ...] = (256,)  # H layers between capsule and user vector (paper: "several ReLU")
+    final_relu: bool = True  # paper: the user vectors come out of ReLU layers
+    seed: int = 0  # draws the fixed routing logits, so serving is deterministic
+
+
+def squash(z: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """Eq. (7): squash(z) = |z|^2 / (1 + |z|^2) * z / |z|; keeps the direction, maps length into [0, 1)."""
+    n2 = (z * z).sum(dim=-1, keepdim=True)  # (..., 1)
+    return z * (n2 / (1.0 + n2)) / torch.sqrt(n2 + eps)
+
+
+def interest_count(n_behaviours: torch.Tensor, max_interests: int) -> torch.Tensor:
+    """Eq. (8): K'_u = max(1, min(K, floor(log2 |I_u|))). (B,) int64 counts -> (B,) int64."""
+    log2 = torch.log2(n_behaviours.clamp(min=1).to(torch.float64)).floor().long()
+    return log2.clamp(min=1, max=max_interests)
+
+
+class MIND(nn.Module):
+    """Multi-interest recall model (paper §3, Figure 2)."""
+
+    def __init__(self, *, config: MINDConfig, item_side_ids: torch.Tensor | None = None) -> None:
+        """
+        Args:
+            config: see MINDConfig.
+            item_side_ids: (N + 1, S) int64 side-feature ids of every item in 1..n_side_ids-1, 0 = none;
+                required when config.n_side_ids > 0. Row 0 (padding item) is ignored.
+        """
+        super().__init__()
+        c = config
+        if c.n_items < 1 or c.dim < 1 or c.max_len < 1:
+            raise ValueError(f"n_items, dim and max_len must be >= 1, got {c.n_items}, {c.dim}, {c.max_len}")
+        if c.n_interests < 1:
+            raise ValueError(f"n_interests must be >= 1, got {c.n_interests}")
+        if c.routing_iters < 1:
+            raise ValueError(f"routing_iters must be >= 1, got {c.routing_iters}")
+        if c.pow_p < 0:
+            raise ValueError(f"pow_p must be >= 0, got {c.pow_p}")
+        if c.n_side_ids > 0:
+            if item_side_ids is None or item_side_ids.dim() != 2 or item_side_ids.shape[0] != c.n_items + 1:
+                raise ValueError(f"item_side_ids must be (n_items + 1 = {c.n_items + 1}, S) int64")
+            if int(item_side_ids.max()) >= c.n_side_ids or int(item_side_ids.min()) < 0:
+                raise ValueError(f"item_side_ids must lie in 0..{c.n_side_ids - 1}")
+        elif item_side_ids is not None:
+            raise ValueError("item_side_ids given but config.n_side_ids is 0")
+        self.config = c
+        D = c.dim
+        self.id_embedding = nn.Embedding(c.n_items + 1, D, padding_idx=0)
+        self.side_embedding = nn.Embedding(c.n_side_ids, D, padding_idx=0) if c.n_side_ids else None
+        side = item_side_ids if item_side_ids is not None else torch.zeros(c.n_items + 1, 0)
+        self.register_buffer("item_side_ids", side.long().clone(), persistent=False)
+        self.user_feature_embeddings = nn.ModuleList(nn.Embedding(n, D) for n in c.user_feature_sizes)
+        # one bilinear map S shared by every (behaviour, interest) pair: B2I routing, §3.3.2
+        self.bilinear = nn.Parameter(torch.randn(D, D) / math.sqrt(D))
+        # routing logits b_ij ~ N(0, sigma^2), drawn once, never learned; column -1 = latest behaviour
+        g = torch.Generator().manual_seed(c.seed)
+        logits = torch.randn(c.n_interests, c.max_len, generator=g) * c.routing_sigma
+        self.register_buffer("routing_logits", logits)  # (K, max_len)
+        layers: list[nn.Module] = []
+        sizes = [D * (1 + len(c.user_feature_sizes)), *c.hidden, D]
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(sizes) - 2 or c.final_relu:
+                layers.append(nn.ReLU())
+        self.h_layers = nn.Sequential(*layers)
+        for emb in [self.id_embedding, self.side_embedding, *self.user_feature_embeddings]:
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.1)
+                if emb.padding_idx is not None:
+                    with torch.no_grad():
+                        emb.weight[emb.padding_idx].zero_()
+
+    # ---- Eq. (2): item embedding ---------------------------------------------------------------
+    def item_embedding(self, items: torch.Tensor) -> torch.Tensor:
+        """e_i = mean of the id embedding and the item's non-padding side-feature embeddings.
+
+        items: (...) int64 item ids; returns (..., D). Padding items give arbitrary vectors: mask them.
+        """
+        e = self.id_embedding(items)  # (..., D)
+        if self.side_embedding is None:
+            return e
+        side = self.item_side_ids[items]  # (..., S)
+        present = (side != 0).unsqueeze(-1).to(e.dtype)  # (..., S, 1)
+        total = e + (self.side_embedding(side) * present).sum(dim=-2)  # (..., D)
+        return total / (1.0 + present.sum(dim=-2))
+
+    def item_tower(self) -> torch.Tensor:
+        """Item vectors for serving: (N + 1, D), row 0 = padding (zeroed)."""
+        ids = torch.arange(self.config.n_items + 1, device=self.id_embedding.weight.device)
+        vec = self.item_embedding(ids)
+        return torch.cat([torch.zeros_like(vec[:1]), vec[1:]])
+
+    # ---- Algorithm 1: B2I dynamic routing --------------------------------------------------------
+    def b2i_routing(
+        self, behaviours: torch.Tensor, mask: torch.Tensor, n_interests: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Behaviour-to-interest dynamic routing.
+
+        Args:
+            behaviours: (B, L, D) behaviour embeddings e_i (left-padded: the latest behaviour is last).
+            mask: (B, L) bool, True for real behaviours.
+            n_interests: (B,) int64 K'_u in 1..K.
+        Returns:
+            capsules (B, K, D), zero beyond K'_u; weights (B, L, K) w_ij of the last iteration (each
+            real behaviour's row sums to 1 over its user's K'_u interests, padding rows are 0).
+        """
+        B, L, D = behaviours.shape
+        K = self.config.n_interests
+        if L > self.config.max_len:
+            raise ValueError(f"history length {L} exceeds config.max_len={self.config.max_len}")
+        low = behaviours @ self.bilinear  # S e_i: (B, L, D) @ (D, D) -> (B, L, D)
+        logits = self.routing_logits[:, -L:].unsqueeze(0).expand(B, K, L)  # b_ij: (B, K, L)
+        active = torch.arange(K, device=behaviours.device).unsqueeze(0) < n_interests.unsqueeze(1)  # (B, K)
+        real = mask.unsqueeze(1).to(behaviours.dtype)  # (B, 1, L)
+        for it in range(self.config.routing_iters):
+            # Eq. (6): softmax over interests for each behaviour; inactive interests get no weight
+            w = torch.softmax(logits.masked_fill(~active.unsqueeze(2), float("-inf")), dim=1)  # (B, K, L)
+            w = w * real  # padded behaviours route nowhere
+            z = w @ low  # Eq. (5): (B, K, L) @ (B, L, D) -> (B, K, D)
+            capsules = squash(z)  # Eq. (7)
+            if it < self.config.routing_iters - 1:
+                # Eq. (4): b_ij += u_j^T S e_i
+                logits = logits + capsules @ low.transpose(1, 2)  # (B, K, D) @ (B, D, L) -> (B, K, L)
+        capsules = capsules * active.unsqueeze(-1).to(capsules.dtype)  # (B, K, D)
+        return capsules, w.transpose(1, 2)  # (B, K, D), (B, L, K)
+
+    # ---- Eq. (1): user representation ------------------------------------------------------------
+    def user_tower(
+        self, *, history: torch.Tensor, user_features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """V_u = f_user(I_u, P_u).
+
+        Args:
+            history: (B, L) int64 behaviour item ids, left-padded with 0 (latest last), L <= max_len.
+            user_features: (B, F) int64 user-profile ids, one column per config.user_feature_sizes.
+        Returns:
+            interests (B, K, D) user vectors v_u^k; active (B, K) bool, True for the first K'_u.
+        """
+        c = self.config
+        if history.dim() != 2:
+            raise ValueError(f"history must be (B, L), got shape {tuple(history.shape)}")
+        B, L = history.shape
+        mask = history != 0  # (B, L)
+        n_int = (
+            interest_count(mask.sum(1), c.n_interests) if c.dynamic_k
+            else torch.full((B,), c.n_interests, dtype=torch.long, device=history.device)
+        )
+        behaviours = self.item_embedding(history) * mask.unsqueeze(-1)  # (B, L, D)
+        capsules, _ = self.b2i_routing(behaviours, mask, n_int)  # (B, K, D)
+        parts = [capsules]
+        if c.user_feature_sizes:
+            if user_features is None or user_features.shape != (B, len(c.user_feature_sizes)):
+                raise ValueError(f"user_features must be (B={B}, F={len(c.user_feature_sizes)}) int64")
+            profile = torch.cat([emb(user_features[:, f]) for f, emb in
+                                 enumerate(self.user_feature_embeddings)], dim=-1)  # (B, F*D)
+            parts.append(profile.unsqueeze(1).expand(B, c.n_interests, profile.shape[-1]))
+        interests = self.h_layers(torch.cat(parts, dim=-1))  # (B, K, D(1+F)) -> (B, K, D)
+        active = torch.arange(c.n_interests, device=history.device).unsqueeze(0) < n_int.unsqueeze(1)
+        return interests, active
+
+    # ---- Eq. (9): label-aware attention -----------------------------------------------------------
+    def label_aware_attention(
+        self, interests: torch.Tensor, active: torch.Tensor, target_vec: torch.Tensor,
+        p: float | None = None,
+    ) -> torch.Tensor:
+        """v_u = V_u softmax(pow(V_u^T e_i, p)) (see the NOTE on pow in the module docstring).
+
+        interests (B, K, D), active (B, K) bool, target_vec (B, D) = e_i of the label item -> (B, D).
+        """
+        p = self.config.pow_p if p is None else p
+        scores = (interests @ target_vec.unsqueeze(-1)).squeeze(-1)  # (B, K, D) @ (B, D, 1) -> (B, K)
+        scores = (p * scores).masked_fill(~active, float("-inf"))
+        attn = torch.softmax(scores, dim=-1)  # (B, K)
+        return (attn.unsqueeze(1) @ interests).squeeze(1)  # (B, 1, K) @ (B, K, D) -> (B, D)
+
+    # ---- Eq. (10)-(11): training objective -------------------------------------------------------
+    def loss(
+        self,
+        *,
+        interests: torch.Tensor,
+        active: torch.Tensor,
+        target: torch.Tensor,
+        negatives: torch.Tensor,
+        log_q_target: torch.Tensor,
+        log_q_negatives: torch.Tensor,
+    ) -> torch.Tensor:
+        """Sampled softmax of Pr(i|u) = exp(v_u . e_i) / sum_j exp(v_u . e_j), with log-Q correction.
+
+        Args:
+            interests, active: from `user_tower`.
+            target: (B,) int64 label items (>= 1).
+            negatives: (M,) int64 items sampled from Q, shared by the batch.
+            log_q_target, log_q_negatives: (B,), (M,) log expected count of each item under Q.
+        Returns:
+            scalar mean cross-entropy (the negative of Eq. (11) per example).
+        """
+        if bool((target < 1).any()):
+            raise ValueError("target contains the padding id 0")
+        e_target = self.item_embedding(target)  # (B, D)
+        v_u = self.label_aware_attention(interests, active, e_target)  # (B, D)
+        e_neg = self.item_embedding(negatives)  # (M, D)
+        pos = (v_u * e_target).sum(-1) - log_q_target  # (B,)
+        neg = v_u @ e_neg.T - log_q_negatives.unsqueeze(0)  # (B, D) @ (D, M) -> (B, M)
+        neg = neg.masked_fill(target.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
+        logits = torch.cat([pos.unsqueeze(1), neg], dim=1)  # (B, 1 + M)
+        return F.cross_entropy(logits, torch.zeros_like(target))
+
+    # ---- Eq. (3): serving ------------------------------------------------------------------------
+    @staticmethod
+    def score_items(interests: torch.Tensor, active: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
+        """f_score(V_u, e_i) = max over the user's active interests of e_i . v_u^k.
+
+        interests (B, K, D), active (B, K), item_vecs (N + 1, D) -> (B, N + 1). Equals retrieving the top
+        items of every interest and merging the lists by score.
+        """
+        scores = interests @ item_vecs.T  # (B, K, D) @ (D, N+1) -> (B, K, N+1)
+        scores = scores.masked_fill(~active.unsqueeze(-1), float("-inf"))
+        return scores.max(dim=1).values  # (B, N+1)

@@ -1,0 +1,201 @@
+"""Properties of MIND (Li et al., CIKM 2019) that the paper implies.
+
+- B2I routing (Algorithm 1): for every real behaviour the routing weights over the user's interests sum
+  to 1; padded behaviours get zero weight and change no capsule; the iterations are really used; the
+  routing logits are fixed (not parameters);
+- Eq. (8): K'_u = max(1, min(K, log2 |I_u|)), and interests beyond K'_u are inactive;
+- Eq. (9): label-aware attention tends to the hard max over interests as p grows, to the mean as p -> 0;
+- Eq. (3): the served score is the max over interests; dynamic K off runs;
+- the model overfits a tiny batch.
+"""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a loaded 2-core machine thrashes with more."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def load_model_module(stage: str, name: str):
+    path = ROOT / "Classic Models" / stage / name / "model.py"
+    spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+mind = load_model_module("Recall", "MIND")
+N_ITEMS, N_SIDE, MAX_LEN = 40, 9, 12
+
+
+def make_model(**kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    side = torch.randint(0, N_SIDE, (N_ITEMS + 1, 2))
+    side[0] = 0
+    cfg = mind.MINDConfig(n_items=N_ITEMS, dim=8, n_side_ids=N_SIDE, user_feature_sizes=(3,),
+                          max_len=MAX_LEN, n_interests=4, hidden=(16,), **kw)
+    return mind.MIND(config=cfg, item_side_ids=side)
+
+
+def history_batch() -> torch.Tensor:
+    return torch.tensor([
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5],  # 1 behaviour  -> K' = 1
+        [0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 9, 2],  # 4 behaviours -> K' = 2
+        [0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8],  # 8 behaviours -> K' = 3
+        [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22],  # 12 -> K' = min(4, 3) = 3
+    ])
+
+
+def routed(model, history):
+    mask = history != 0
+    k = mind.interest_count(mask.sum(1), model.config.n_interests)
+    behaviours = model.item_embedding(history) * mask.unsqueeze(-1)
+    return model.b2i_routing(behaviours, mask, k)
+
+
+def test_interest_count_formula():
+    n = torch.tensor([0, 1, 2, 3, 4, 7, 8, 15, 16, 1000])
+    expected = [max(1, min(4, math.floor(math.log2(max(int(x), 1))))) for x in n]
+    assert mind.interest_count(n, 4).tolist() == expected == [1, 1, 1, 1, 2, 2, 3, 3, 4, 4]
+    _, active = make_model().user_tower(history=history_batch(), user_features=torch.zeros(4, 1).long())
+    assert active.sum(1).tolist() == [1, 2, 3, 3]
+
+
+def test_routing_weights_sum_to_one_and_padding_gets_none():
+    model = make_model()
+    hist = history_batch()
+    capsules, w = routed(model, hist)  # (B, K, D), (B, L, K)
+    real = hist != 0
+    k = mind.interest_count(real.sum(1), 4)
+    torch.testing.assert_close(w.sum(-1)[real], torch.ones(int(real.sum())))
+    assert torch.all(w[~real] == 0)
+    for b in range(len(hist)):  # no weight on inactive interests, and their capsules are zero
+        assert torch.all(w[b, :, k[b]:] == 0)
+        assert torch.all(capsules[b, k[b]:] == 0)
+    assert torch.all(capsules.norm(dim=-1) < 1)  # squash keeps lengths below 1
+
+
+def test_padding_leaves_capsules_and_user_vectors_unchanged():
+    model = make_model()
+    hist = history_batch()[:3, -6:]  # (3, 6): shorter window, same real behaviours for rows 0-1
+    feats = torch.tensor([[0], [1], [2]])
+    caps, _ = routed(model, hist)
+    V, active = model.user_tower(history=hist, user_features=feats)
+    longer = torch.cat([torch.zeros(3, 6, dtype=torch.long), hist], dim=1)  # (3, 12)
+    caps2, w2 = routed(model, longer)
+    V2, active2 = model.user_tower(history=longer, user_features=feats)
+    torch.testing.assert_close(caps2, caps)
+    torch.testing.assert_close(V2, V)
+    assert torch.equal(active, active2) and torch.all(w2[:, :6] == 0)
+    with torch.no_grad():  # a non-zero padding embedding must not leak in either
+        model.id_embedding.weight[0].normal_()
+        model.side_embedding.weight[0].normal_()
+    torch.testing.assert_close(model.user_tower(history=longer, user_features=feats)[0], V)
+
+
+def test_routing_logits_are_fixed_and_iterations_are_used():
+    model = make_model()
+    names = [n for n, _ in model.named_parameters()]
+    assert "routing_logits" not in names and "routing_logits" in dict(model.named_buffers())
+    assert "bilinear" in names  # the shared map S is learned
+    hist = history_batch()
+    before = model.routing_logits.clone()
+    caps = {r: None for r in (1, 2, 3)}
+    for r in caps:
+        model.config.routing_iters = r
+        caps[r], _ = routed(model, hist)
+    assert not torch.allclose(caps[1], caps[2]) and not torch.allclose(caps[2], caps[3])
+    assert torch.equal(model.routing_logits, before)
+    # one iteration = squash of the weighted sum with the fixed random logits (Eq. 5-7)
+    model.config.routing_iters = 1
+    mask = hist[3:] != 0
+    e = model.item_embedding(hist[3:]) * mask.unsqueeze(-1)  # (1, L, D)
+    w = torch.softmax(model.routing_logits[:3], dim=0)  # (3, L): K' = 3 for this row
+    z = w @ (e[0] @ model.bilinear)  # (3, D)
+    torch.testing.assert_close(routed(model, hist[3:])[0][0, :3], mind.squash(z))
+
+
+def test_label_aware_attention_limits():
+    model = make_model()
+    g = torch.Generator().manual_seed(5)
+    V = torch.randn(6, 4, 8, generator=g)
+    target = torch.randn(6, 8, generator=g)
+    active = torch.tensor([[True] * 4] * 4 + [[True, True, False, False]] * 2)
+    scores = (V @ target.unsqueeze(-1)).squeeze(-1).masked_fill(~active, float("-inf"))
+    best = V[torch.arange(6), scores.argmax(1)]  # hard max over active interests
+    hard = model.label_aware_attention(V, active, target, p=1e4)
+    torch.testing.assert_close(hard, best)
+    soft = model.label_aware_attention(V, active, target, p=0.0)  # equal attention
+    mean = (V * active.unsqueeze(-1)).sum(1) / active.sum(1, keepdim=True)
+    torch.testing.assert_close(soft, mean)
+    errs = [(model.label_aware_attention(V, active, target, p=p) - best).norm().item()
+            for p in (0.5, 2.0, 8.0, 32.0)]
+    assert errs == sorted(errs, reverse=True)  # larger p, closer to the hard max
+
+
+def test_dynamic_k_off_runs_and_serving_is_max_over_interests():
+    model = make_model(dynamic_k=False)
+    hist = history_batch()
+    V, active = model.user_tower(history=hist, user_features=torch.zeros(4, 1).long())
+    assert V.shape == (4, 4, 8) and bool(active.all())
+    items = model.item_tower()  # (N+1, D)
+    assert torch.count_nonzero(items[0]) == 0
+    scores = model.score_items(V, active, items)  # (B, N+1)
+    per_interest = torch.einsum("bkd,nd->bkn", V, items)
+    torch.testing.assert_close(scores, per_interest.max(1).values)
+    loss = model.loss(interests=V, active=active, target=torch.tensor([1, 2, 3, 4]),
+                      negatives=torch.arange(5, 20), log_q_target=torch.zeros(4),
+                      log_q_negatives=torch.zeros(15))
+    assert torch.isfinite(loss)
+    # serving with dynamic K: inactive interests never decide the score
+    model2 = make_model()
+    V2, active2 = model2.user_tower(history=hist, user_features=torch.zeros(4, 1).long())
+    s2 = model2.score_items(V2, active2, model2.item_tower())
+    torch.testing.assert_close(s2[0], V2[0, 0] @ model2.item_tower().T)
+
+
+def test_inputs_are_checked():
+    with pytest.raises(ValueError, match="item_side_ids"):
+        mind.MIND(config=mind.MINDConfig(n_items=5, n_side_ids=3))
+    model = make_model()
+    with pytest.raises(ValueError, match="max_len"):
+        model.user_tower(history=torch.ones(1, MAX_LEN + 1, dtype=torch.long),
+                         user_features=torch.zeros(1, 1).long())
+    with pytest.raises(ValueError, match="padding"):
+        V, a = model.user_tower(history=history_batch(), user_features=torch.zeros(4, 1).long())
+        model.loss(interests=V, active=a, target=torch.tensor([0, 1, 2, 3]), negatives=torch.arange(1, 5),
+                   log_q_target=torch.zeros(4), log_q_negatives=torch.zeros(4))
+
+
+def test_overfits_tiny_batch():
+    torch.manual_seed(0)
+    model = make_model()
+    hist = torch.randint(0, N_ITEMS + 1, (16, MAX_LEN))
+    feats = torch.randint(0, 3, (16, 1))
+    target = torch.randint(1, N_ITEMS + 1, (16,))
+    corpus = torch.arange(1, N_ITEMS + 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    losses = []
+    for _ in range(80):
+        V, active = model.user_tower(history=hist, user_features=feats)
+        loss = model.loss(interests=V, active=active, target=target, negatives=corpus,
+                          log_q_target=torch.zeros(16), log_q_negatives=torch.zeros(N_ITEMS))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0], losses[::20]
