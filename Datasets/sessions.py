@@ -84,6 +84,19 @@ def _left_pack(items: torch.Tensor, keep: torch.Tensor, width: int) -> torch.Ten
     return torch.cat([packed.new_zeros(B, width - L), packed], dim=1)
 
 
+def trim_left_padding(items: torch.Tensor, min_width: int = 1) -> torch.Tensor:
+    """Drop the leading columns that are padding (0) in every row of a left-padded (B, L) batch.
+
+    Keeps at least ``min_width`` columns. A batch of short sessions then costs what its longest
+    session costs, not ``max_session`` steps.
+    """
+    nonzero_cols = (items != 0).any(dim=0)  # (L,)
+    if not bool(nonzero_cols.any()):
+        return items[:, items.shape[1] - min_width :]
+    first = int(nonzero_cols.float().argmax())
+    return items[:, min(first, items.shape[1] - min_width) :]
+
+
 def latest_session_mask(
     items: torch.Tensor,
     timestamps: torch.Tensor | None = None,

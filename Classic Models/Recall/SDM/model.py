@@ -53,6 +53,9 @@ class SDMConfig:
     num_heads: int = 4  # official run flag num_heads=4
     lstm_layers: int = 1  # official flag num_layers=1; more layers get residuals (paper §4.4)
     dropout: float = 0.2  # official default dropout
+    # A long-term feature with at most this many values (category, brand, ...) is pooled from the
+    # count of each value instead of one row per occurrence: the same Eq. (12), far fewer rows.
+    count_pooling_max_vocab: int = 4096
 
     def __post_init__(self) -> None:
         if self.n_items < 1:
@@ -244,13 +247,31 @@ class SDM(nn.Module):
         pooled = []
         for name in self.feature_names:
             codes = self.feature_values(name, long).reshape(B, -1)  # (B, T*A): the subset L_f^u
-            g = self.dropout(self.feature_embeddings[name](codes))  # (B, T*A, D)
-            alpha = masked_softmax(
-                (g @ e_u.unsqueeze(-1)).squeeze(-1), codes != 0
-            )  # (B, T*A), Eq. (12)
+            emb = self.feature_embeddings[name]
+            if emb.num_embeddings <= self.config.count_pooling_max_vocab:
+                pooled.append(self._pool_by_counts(codes, emb.weight, e_u))
+                continue
+            g = emb(codes)  # (B, T*A, D): one row per element g_k of L_f^u
+            alpha = masked_softmax((g @ e_u.unsqueeze(-1)).squeeze(-1), codes != 0)  # Eq. (12)
+            alpha = self.dropout(alpha)  # dropout on attention weights, as the official code
             pooled.append((alpha.unsqueeze(-1) * g).sum(1))  # (B, D): z_f^u, Eq. (12)
         z = torch.cat(pooled, dim=-1)  # (B, F*D), Eq. (13)
         return torch.tanh(self.long_proj(z))  # (B, D), Eq. (14)
+
+    def _pool_by_counts(self, codes: Tensor, table: Tensor, e_u: Tensor) -> Tensor:
+        """Eq. (12) for a small vocabulary, exactly: a value met c times gets weight c * exp(score).
+
+        sum_k softmax_k(g_k . e_u) g_k over the elements equals sum_v softmax_v(E_v . e_u +
+        log c_v) E_v over the distinct values v, so (B, V) scores replace (B, T*A, D) rows.
+        codes (B, K) int64, table (V, D), e_u (B, D) -> z_f^u (B, D).
+        """
+        B, V = codes.shape[0], table.shape[0]
+        count = torch.zeros(B, V, device=codes.device, dtype=e_u.dtype)
+        count.scatter_add_(1, codes, torch.ones_like(codes, dtype=e_u.dtype))  # (B, V)
+        count[:, 0] = 0.0  # padding is no behaviour
+        scores = e_u @ table.T + torch.log(count.clamp(min=1.0))  # (B, D) @ (D, V) -> (B, V)
+        alpha = self.dropout(masked_softmax(scores, count > 0))  # (B, V)
+        return alpha @ table  # (B, V) @ (V, D) -> (B, D)
 
     def gate(self, e_u: Tensor, s: Tensor, p: Tensor) -> Tensor:
         """Eq. (15): G = sigmoid(W1 e_u + W2 s + W3 p + b), (B, D) each -> (B, D) in (0, 1)."""

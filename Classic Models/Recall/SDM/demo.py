@@ -1,0 +1,320 @@
+# %% [markdown]
+# # SDM demo: sessions -> short-term + long-term -> gated user vector -> next-item recall
+#
+# Run on a CPU (synthetic default, about 30 s on 2 cores):
+#
+#     python "Classic Models/Recall/SDM/demo.py"
+#
+# Amazon Beauty (no clock in the file: the last `--short-len` actions form the session; about
+# 20 minutes with one thread):
+#
+#     NUM_THREADS=1 python "Classic Models/Recall/SDM/demo.py" \
+#         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --epochs 40 --short-len 5
+#
+# Protocol: leave-one-out, full ranking over all items, seen items excluded, against popularity on
+# the same split. The last line is `RESULT {json}`.
+
+# %%
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import Datasets
+from Datasets.sessions import (
+    MAX_SESSION_LEN,
+    SESSION_GAP_SECONDS,
+    split_latest_session,
+    trim_left_padding,
+)
+from Utils.evaluation import evaluate_full_ranking, popularity_metrics
+from Utils.io import add_common_args, print_result
+from Utils.retrieval import topk
+from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_model_module():
+    spec = importlib.util.spec_from_file_location("sdm_model", HERE / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sdm_model"] = module  # dataclasses look the module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+sdm = load_model_module()
+
+# %%
+parser = add_common_args(
+    argparse.ArgumentParser(description="SDM (Lv et al., CIKM 2019) on a recall split"),
+    epochs=10,
+    batch_size=256,
+    lr=1e-3,
+)
+parser.add_argument("--dim", type=int, default=64, help="paper/official: 64")
+parser.add_argument("--heads", type=int, default=4, help="official run flag: 4")
+parser.add_argument("--dropout", type=float, default=0.2, help="official default: 0.2")
+parser.add_argument("--max-len", type=int, default=50, help="history window (session + long-term)")
+parser.add_argument(
+    "--short-len",
+    type=int,
+    default=5,
+    help="no-clock fallback: the last N actions form the session (data without timestamps)",
+)
+parser.add_argument("--num-sampled", type=int, default=2000, help="official default: 2000")
+parser.add_argument(
+    "--sampler",
+    choices=["uniform", "unigram"],
+    default="uniform",
+    help="negatives: uniform, or training counts^0.75 (both with the log-Q correction)",
+)
+parser.add_argument("--weight-decay", type=float, default=0.0)
+parser.add_argument("--patience", type=int, default=3, help="early stop on validation NDCG@10")
+parser.add_argument("--time-budget", type=float, default=None, help="stop training after N seconds")
+parser.add_argument("--max-attributes", type=int, default=6, help="attribute ids kept per item")
+args = parser.parse_args()
+
+cpu_setup()
+set_seed(args.seed)
+device = pick_device(args.device)
+
+# %% [markdown]
+# ## Data: load, split, and cut each history into the latest session and what came before
+
+# %%
+data = Datasets.load(args.data, verbose=True)
+split = Datasets.leave_one_out(data)
+print(data)
+print(split)
+
+use_clock = data.has_timestamps
+session_rule = (
+    f"time rule: gap < {SESSION_GAP_SECONDS} s stays in a session, at most {MAX_SESSION_LEN} actions"
+    if use_clock
+    else f"no clock in the data: fallback, the last {args.short_len} actions form the session"
+)
+print("session rule:", session_rule)
+
+
+def to_sessions(
+    history: torch.Tensor, history_ts: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) left-padded history -> (short (B, S), long (B, T)), both left-padded."""
+    if use_clock:
+        short, long = split_latest_session(history, history_ts)
+    else:
+        short, long = split_latest_session(history, last_n=args.short_len)
+    return trim_left_padding(short), trim_left_padding(long)
+
+
+def item_side_features(data) -> dict[str, torch.Tensor]:
+    """Every item feature type the source has, as (n_items + 1, A) int64 code tables."""
+    feats = {}
+    if "attributes" in data.items:  # seqtxt: category + brand ids in one list per item
+        feats["attribute"] = torch.from_numpy(data.item_attributes(args.max_attributes))
+    for name in ("category", "brand"):
+        if name in data.items and data.feature_size(name) > 2:
+            feats[name] = torch.from_numpy(data.item_feature(name))[:, None]
+    if "price" in data.items and np.isfinite(data.items["price"].to_numpy(dtype=float)).any():
+        feats["price_bucket"] = torch.from_numpy(data.item_feature("price_bucket"))[:, None]
+    return feats
+
+
+examples = split.next_item_examples(args.max_len)
+train_short, train_long = to_sessions(examples["history"], examples["history_ts"])
+train = Datasets.TensorDictDataset(
+    {
+        "user": examples["user"],
+        "short": train_short,
+        "long": train_long,
+        "target": examples["target"],
+    }
+)
+short_lens = (train_short != 0).sum(1).float()
+long_lens = (train_long != 0).sum(1).float()
+print(
+    f"{len(train):,} next-item examples; session length mean {short_lens.mean():.2f}, "
+    f"long-term length mean {long_lens.mean():.2f} (empty for {(long_lens == 0).float().mean():.0%})"
+)
+
+# %% [markdown]
+# ## Baseline: popularity on the same split
+
+# %%
+pop_valid = popularity_metrics(split, "valid")
+pop_test = popularity_metrics(split, "test")
+print("popularity, test:", {k: round(v, 4) for k, v in pop_test.items() if "@10" in k})
+
+# %% [markdown]
+# ## Model and the paper's objective (sampled softmax on the next item)
+
+# %%
+features = item_side_features(data)
+config = sdm.SDMConfig(
+    n_items=data.n_items,
+    profile_sizes={"user": data.n_users + 1},  # no profile fields here: the user id is the profile
+    dim=args.dim,
+    num_heads=args.heads,
+    dropout=args.dropout,
+)
+model = sdm.SDM(config, item_features=features).to(device)
+print(f"item feature types F: {model.feature_names}; parameters: {count_params(model):,}")
+
+counts = torch.from_numpy(split.item_counts()).double()
+if args.sampler == "uniform":
+    q = torch.ones(data.n_items + 1, dtype=torch.float64)
+else:
+    q = (counts + 1.0) ** 0.75
+q[0] = 0.0
+q = (q / q.sum()).float().to(device)
+log_q = torch.log(q.clamp(min=1e-12))
+num_sampled = min(args.num_sampled, data.n_items)
+gen = torch.Generator(device="cpu").manual_seed(args.seed)
+
+
+def train_step(batch: dict) -> torch.Tensor:
+    batch = {k: v.to(device) for k, v in batch.items()}
+    short, long = trim_left_padding(batch["short"]), trim_left_padding(batch["long"])
+    o = model(profile={"user": batch["user"]}, short=short, long=long)
+    negatives = torch.multinomial(q.cpu(), num_sampled, replacement=True, generator=gen).to(device)
+    return model.loss(
+        o,
+        batch["target"],
+        negatives,
+        negative_log_q=log_q[negatives],
+        target_log_q=log_q[batch["target"]],
+    )
+
+
+@torch.no_grad()
+def user_vectors(batch: dict) -> torch.Tensor:
+    short, long = to_sessions(batch["history"], batch["history_ts"])
+    return model(profile={"user": batch["user"]}, short=short, long=long)
+
+
+def score_fn(batch: dict) -> torch.Tensor:
+    return model.score(user_vectors(batch))
+
+
+def evaluate(stage: str = "valid") -> dict:
+    model.eval()
+    return evaluate_full_ranking(score_fn, split, stage, max_len=args.max_len, device=device)
+
+
+optimizer = torch.optim.Adam(
+    model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=device.type == "cpu"
+)
+batch_gen = torch.Generator().manual_seed(args.seed)
+
+# %% [markdown]
+# ## Train (early stopping on validation NDCG@10; test is touched once, at the end)
+
+# %%
+t0 = time.perf_counter()
+history = fit(
+    model,
+    train_step,
+    lambda epoch: train.batches(args.batch_size, generator=batch_gen),
+    optimizer,
+    args.epochs,
+    evaluate=evaluate,
+    metric="NDCG@10",
+    patience=args.patience,
+    n_batches=train.num_batches(args.batch_size),
+    desc="SDM",
+    time_budget=args.time_budget,
+)
+train_seconds = history.train_seconds
+samples_per_second = len(train) * len(history.epochs) / max(train_seconds, 1e-9)
+print(
+    f"trained {len(history.epochs)} epochs in {train_seconds:.1f} s ({samples_per_second:,.0f} "
+    f"samples/s); best validation NDCG@10 {history.best_metric:.4f} at epoch {history.best_epoch}"
+)
+
+# %%
+t1 = time.perf_counter()
+valid_metrics = evaluate("valid")
+test_metrics = evaluate("test")
+eval_seconds = time.perf_counter() - t1
+print("SDM, test:       ", {k: round(v, 4) for k, v in test_metrics.items()})
+print("popularity, test:", {k: round(v, 4) for k, v in pop_test.items()})
+
+# %% [markdown]
+# ## How much does the gate take from the session? (mean G: 1 = only short-term)
+
+# %%
+hist_all, hist_ts_all = split.history("test", args.max_len)
+rows = np.arange(min(split.n_users, 4096))
+model.eval()
+with torch.no_grad():
+    h = torch.from_numpy(hist_all[rows]).to(device)
+    short, long = to_sessions(h, torch.from_numpy(hist_ts_all[rows]).to(device))
+    user_ids = torch.from_numpy(split.users[rows]).to(device)
+    o, G = model(profile={"user": user_ids}, short=short, long=long, return_gate=True)
+has_long = (long != 0).any(1)
+gate_mean = G.mean().item()
+print(
+    f"mean gate G: {gate_mean:.3f} overall; {G[has_long].mean().item() if has_long.any() else 0:.3f} "
+    f"for users with long-term behaviour, {G[~has_long].mean().item() if (~has_long).any() else 0:.3f} "
+    "without"
+)
+
+# %% [markdown]
+# ## One user: history, session split, top-10 recommendations (exact top-K serving)
+
+# %%
+lengths = (h != 0).sum(1)
+r = int(torch.argmax(((lengths >= 6) & has_long).int()))  # the first user with a long-term part
+offsets, seen = split.seen("test")
+ids, _ = topk(
+    o[r : r + 1].cpu(),
+    model.item_tower().detach().cpu(),
+    10,
+    exclude=(offsets, seen),
+    exclude_rows=rows[r : r + 1],
+)
+target = int(split.targets("test")[rows[r]])
+print(f"user {int(split.users[rows[r]])}")
+print("  long-term behaviour (oldest first):")
+for i in long[r][long[r] != 0].tolist()[-8:]:
+    print("    ", data.item_text(i))
+print("  latest session:")
+for i in short[r][short[r] != 0].tolist():
+    print("    ", data.item_text(i))
+print(f"  gate G mean for this user: {G[r].mean().item():.3f}")
+print("  top-10 recommendations (seen items excluded):")
+for rank, i in enumerate(ids[0].tolist(), 1):
+    mark = "  <- the held-out next item" if i == target else ""
+    print(f"    {rank:2d}. {data.item_text(i)}{mark}")
+print("  held-out next item:", data.item_text(target))
+
+# %%
+beats = test_metrics["NDCG@10"] > pop_test["NDCG@10"]
+print(f"SDM beats popularity on test NDCG@10: {beats}")
+print_result(
+    model="SDM",
+    data=args.data,
+    protocol=(
+        f"leave-one-out, full ranking over {split.n_items} items, seen items excluded, test split; "
+        f"sessions: {session_rule}"
+    ),
+    metrics=test_metrics,
+    baseline={"name": "popularity", "metrics": pop_test},
+    train_seconds=train_seconds,
+    eval_seconds=eval_seconds,
+    epochs=len(history.epochs),
+    params=count_params(model),
+    out=args.out,
+    valid_metrics=valid_metrics,
+    baseline_valid_metrics=pop_valid,
+    best_epoch=history.best_epoch,
+    samples_per_second=samples_per_second,
+    mean_gate=gate_mean,
+    config={k: v for k, v in vars(args).items() if k not in ("out",)},
+    threads=torch.get_num_threads(),
+)
