@@ -168,7 +168,8 @@ class WideDeep(nn.Module):
         cross_sizes = [cross_product_ids(torch.zeros(1, len(c.field_dims), dtype=torch.long), k,
                                          c.field_dims, c.cross_buckets)[1] for k in c.cross_fields]
         self.wide_cross = FieldEmbedding(tuple(cross_sizes), 1, init_std=0.0)
-        self.wide_dense = nn.Linear(c.dense_dim, 1, bias=True)  # its bias is the model's b
+        self.wide_dense = nn.Linear(c.dense_dim, 1, bias=False) if c.dense_dim else None
+        self.bias = nn.Parameter(torch.zeros(()))  # b of Eq. (4)
         # Deep part, Eq. (3): embeddings of the sparse fields, concatenated with the dense values.
         self.embedding = FieldEmbedding(c.field_dims, c.embed_dim, c.embed_init_std)
         self.dnn = MLP(len(c.field_dims) * c.embed_dim + c.dense_dim, c.hidden, c.dropout,
@@ -189,9 +190,9 @@ class WideDeep(nn.Module):
         y = self.wide_raw(sparse).sum(dim=(1, 2))  # (B,)
         if self.config.cross_fields:
             y = y + self.wide_cross(self.cross_features(sparse)).sum(dim=(1, 2))
-        if dense is None:
-            dense = sparse.new_zeros(sparse.shape[0], 0, dtype=torch.float)
-        return y + self.wide_dense(dense.to(self.wide_dense.weight.dtype)).squeeze(-1)
+        if self.wide_dense is not None:
+            y = y + self.wide_dense(dense).squeeze(-1)
+        return y + self.bias
 
     def deep(self, sparse: torch.Tensor, dense: torch.Tensor | None) -> torch.Tensor:
         """Eq. (3): a^(0) = [embeddings, dense] -> ReLU layers -> w_deep^T a^(lf). Returns (B,)."""
@@ -215,8 +216,8 @@ class WideDeep(nn.Module):
 
     def wide_parameters(self) -> list[nn.Parameter]:
         """For the paper's FTRL(+L1) on the wide part, if you have such an optimiser."""
-        return [*self.wide_raw.parameters(), *self.wide_cross.parameters(),
-                *self.wide_dense.parameters()]
+        dense = [] if self.wide_dense is None else list(self.wide_dense.parameters())
+        return [*self.wide_raw.parameters(), *self.wide_cross.parameters(), *dense, self.bias]
 
     def deep_parameters(self) -> list[nn.Parameter]:
         """For the paper's AdaGrad on the deep part."""

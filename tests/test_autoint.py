@@ -1,0 +1,117 @@
+"""AutoInt (Song et al., CIKM 2019): properties of the paper, checked on
+`Classic Models/Ranking/AutoInt/model.py`."""
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_model_module(name: str):
+    path = ROOT / "Classic Models" / "Ranking" / name / "model.py"
+    spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+M = load_model_module("AutoInt")
+FIELD_DIMS = (6, 9, 4, 5)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(n)
+
+
+def batch(B=32, seed=0, dense_dim=0):
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(1, v, (B,), generator=g) for v in FIELD_DIMS], dim=1)
+    return sparse, (torch.rand(B, dense_dim, generator=g) if dense_dim else None)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_interacting_layers_are_permutation_equivariant_over_fields(residual):
+    """Self-attention over the SET of fields: permuting fields permutes the output rows alike."""
+    model = M.AutoInt(M.AutoIntConfig(field_dims=FIELD_DIMS, dense_dim=2, num_layers=3,
+                                      residual=residual, embed_init_std=1.0)).double().eval()
+    sparse, dense = batch(dense_dim=2)
+    e = model.embedding(sparse, dense.double())  # (B, M, D)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    out = model.interacting_layers(e)
+    out_perm = model.interacting_layers(e[:, perm])
+    torch.testing.assert_close(out_perm, out[:, perm])
+    assert not torch.allclose(out[:, 0], out[:, 1])  # not trivially equal rows
+
+
+def test_attention_is_a_softmax_over_fields_eq5_eq6():
+    """Eq. (5)-(6): head output = sum_k alpha_{m,k} W_V e_k with alpha summing to 1 over k.
+
+    With identical field vectors every alpha is 1/M and the head output is W_V e; with one field the
+    layer is ReLU(W_V e + W_Res e) (Eq. (8)).
+    """
+    layer = M.InteractingLayer(4, attention_dim=3, num_heads=2, residual=True, scale=False).double()
+    e = torch.randn(2, 1, 4, dtype=torch.float64)
+    expected = torch.relu(layer.W_value(e) + layer.W_res(e))
+    torch.testing.assert_close(layer(e), expected)
+    same = e.expand(2, 5, 4)
+    torch.testing.assert_close(layer(same), expected.expand(2, 5, 6))
+
+
+def test_attention_uses_the_unscaled_inner_product_by_default():
+    layer = M.InteractingLayer(4, attention_dim=3, num_heads=1, residual=False, scale=False).double()
+    e = torch.randn(1, 3, 4, dtype=torch.float64)
+    q, k, v = layer.W_query(e)[0], layer.W_key(e)[0], layer.W_value(e)[0]
+    alpha = torch.softmax(q @ k.T, dim=-1)  # psi(e_m, e_k) = <W_Q e_m, W_K e_k>
+    torch.testing.assert_close(layer(e)[0], torch.relu(alpha @ v))
+
+
+def test_autoint_plus_adds_the_dnn_logit():
+    cfg = dict(field_dims=FIELD_DIMS, num_layers=2)
+    plus = M.AutoInt(M.AutoIntConfig(**cfg, dnn_hidden=(16,))).eval()
+    plain = M.AutoInt(M.AutoIntConfig(**cfg)).eval()
+    plain.load_state_dict({k: v for k, v in plus.state_dict().items() if not k.startswith("dnn")})
+    sparse, _ = batch()
+    e = plus.embedding(sparse, None)
+    dnn_logit = plus.dnn_out(plus.dnn(e.reshape(32, -1))).squeeze(-1)
+    torch.testing.assert_close(plus(sparse), plain(sparse) + dnn_logit)
+
+
+def test_padding_field_has_a_zero_embedding():
+    model = M.AutoInt(M.AutoIntConfig(field_dims=FIELD_DIMS, embed_init_std=1.0))
+    sparse, _ = batch()
+    sparse[:, 1] = 0
+    assert model.embedding(sparse, None)[:, 1].abs().sum() == 0
+
+
+@pytest.mark.parametrize("dnn_hidden", [(), (32,)])
+def test_overfits_a_tiny_batch(dnn_hidden):
+    model = M.AutoInt(M.AutoIntConfig(field_dims=FIELD_DIMS, dense_dim=1, embed_dim=8, num_layers=2,
+                                      attention_dim=8, dnn_hidden=dnn_hidden))
+    sparse, dense = batch(64, seed=1, dense_dim=1)
+    labels = torch.randint(0, 2, (64,), generator=torch.Generator().manual_seed(2)).float()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    for _ in range(150):
+        loss = model.loss(model(sparse, dense), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert model.loss(model(sparse, dense), labels).item() < 0.05
+
+
+def test_bad_inputs_fail_early():
+    with pytest.raises(ValueError, match="num_heads"):
+        M.AutoIntConfig(field_dims=FIELD_DIMS, num_heads=0)
+    model = M.AutoInt(M.AutoIntConfig(field_dims=FIELD_DIMS))
+    with pytest.raises(ValueError, match="int64"):
+        model(torch.ones(3, 2, dtype=torch.long))

@@ -1,0 +1,173 @@
+"""DCN-V2 (Wang et al., WWW 2021): properties of the paper, checked on
+`Classic Models/Ranking/DCNv2/model.py`."""
+
+import importlib.util
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_model_module(name: str):
+    path = ROOT / "Classic Models" / "Ranking" / name / "model.py"
+    spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+M = load_model_module("DCNv2")
+FIELD_DIMS = (6, 9, 4)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(n)
+
+
+def poly_residual(t, y, degree):
+    """Max abs residual of the least-squares polynomial fit of y(t) with the given degree."""
+    coef = np.polynomial.polynomial.polyfit(t, y, degree)
+    return np.abs(np.polynomial.polynomial.polyval(t, coef) - y).max(), coef
+
+
+def check_degree(net, dim, num_layers):
+    """On the line x_0 = t * u, every output coordinate is a polynomial in t of degree <= l + 1,
+    and some coordinate has degree exactly l + 1 (nonzero leading coefficient)."""
+    t = np.linspace(-1.5, 1.5, 41)
+    u = torch.linspace(0.5, 1.0, dim, dtype=torch.float64)
+    with torch.no_grad():
+        out = net(torch.from_numpy(t)[:, None] * u).numpy()  # (T, d)
+    scale = np.abs(out).max()
+    leading = []
+    for j in range(dim):
+        res_hi, coef = poly_residual(t, out[:, j], num_layers + 1)
+        assert res_hi < 1e-9 * scale, f"coordinate {j} is not a degree-{num_layers + 1} polynomial"
+        leading.append(abs(coef[-1]))
+    assert max(leading) > 1e-3 * scale
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3, 4])
+def test_full_rank_cross_stack_is_polynomial_of_degree_l_plus_1_scalar_input(num_layers):
+    """Scalar x_0 (d = 1): x_{l+1} = x_0 (w_l x_l + b_l) + x_l has degree exactly l + 1."""
+    net = M.CrossNetwork(1, num_layers, rank=None, num_experts=1, activation=None).double()
+    for layer in net.layers:
+        layer.W.data.fill_(0.7)
+        layer.bias.data.fill_(0.3)
+    t = np.linspace(-1.5, 1.5, 41)
+    with torch.no_grad():
+        y = net(torch.from_numpy(t)[:, None]).numpy()[:, 0]
+    res, coef = poly_residual(t, y, num_layers + 1)
+    assert res < 1e-10
+    np.testing.assert_allclose(coef[-1], 0.7 ** num_layers, rtol=1e-8)  # leading term prod w_l
+    res_lower, _ = poly_residual(t, y, num_layers)
+    assert res_lower > 1e-3  # not a polynomial of lower degree
+
+
+@pytest.mark.parametrize("num_layers", [1, 3])
+@pytest.mark.parametrize("rank", [None, 2])
+def test_cross_stack_degree_on_a_line_full_and_low_rank(num_layers, rank):
+    net = M.CrossNetwork(5, num_layers, rank=rank, num_experts=1, activation=None).double()
+    check_degree(net, 5, num_layers)
+
+
+def test_low_rank_layer_equals_full_rank_with_w_equal_u_v_transpose():
+    """Eq. (4) is Eq. (1) with W = U V^T."""
+    low = M.CrossLayer(6, rank=2, num_experts=1, activation=None).double()
+    full = M.CrossLayer(6, rank=None, num_experts=1, activation=None).double()
+    full.W.data = low.U.data[0] @ low.V.data[0].T
+    full.bias.data = low.bias.data.clone()
+    x0, x = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    torch.testing.assert_close(low(x0, x), full(x0, x))
+
+
+def test_mixture_gates_sum_to_one_and_identical_experts_reduce_to_one_expert():
+    """Eq. (5): x_{l+1} = sum_i G_i(x_l) E_i(x_l) + x_l with gates summing to 1 over experts."""
+    moe = M.CrossLayer(6, rank=2, num_experts=4, activation=None).double()
+    x0, x = torch.randn(5, 6, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
+    gates = torch.softmax(moe.gate(x), dim=-1)
+    torch.testing.assert_close(gates.sum(-1), torch.ones(5, dtype=torch.float64))
+    assert gates.std(dim=0).sum() > 0  # the gates depend on x_l
+    single = M.CrossLayer(6, rank=2, num_experts=1, activation=None).double()
+    moe.U.data[:] = single.U.data[0]
+    moe.V.data[:] = single.V.data[0]
+    moe.bias.data = single.bias.data.clone()
+    torch.testing.assert_close(moe(x0, x), single(x0, x))
+
+
+def test_nonlinear_experts_follow_eq6():
+    """Eq. (6): E_i(x_l) = x_0 ⊙ (U_i g(C_i g(V_i^T x_l)) + b_l)."""
+    layer = M.CrossLayer(4, rank=3, num_experts=1, activation="tanh").double()
+    layer.C.data = torch.randn_like(layer.C.data)
+    x0, x = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    U, V, C = layer.U[0], layer.V[0], layer.C[0]
+    inner = torch.tanh(torch.tanh(x @ V) @ C.T)  # (B, r)
+    expected = x0 * (inner @ U.T + layer.bias) + x
+    torch.testing.assert_close(layer(x0, x), expected)
+
+
+def batch(B=32, seed=0, dense_dim=2):
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(1, v, (B,), generator=g) for v in FIELD_DIMS], dim=1)
+    return sparse, torch.rand(B, dense_dim, generator=g)
+
+
+@pytest.mark.parametrize("structure", ["stacked", "parallel", "cross_only"])
+def test_stacked_and_parallel_structures_wire_as_in_figure_1(structure):
+    model = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dense_dim=2, embed_dim=4,
+                                  structure=structure, hidden=(8,))).eval()
+    sparse, dense = batch()
+    x0 = model.x0(sparse, dense)
+    assert x0.shape == (32, len(FIELD_DIMS) * 4 + 2)
+    if structure == "stacked":
+        expected = model.logit(model.dnn(model.cross(x0)))
+    elif structure == "parallel":
+        expected = model.logit(torch.cat([model.cross(x0), model.dnn(x0)], dim=1))
+    else:
+        expected = model.logit(model.cross(x0))
+    torch.testing.assert_close(model(sparse, dense), expected.squeeze(-1))
+
+
+def test_loss_is_eq3_log_loss_plus_l2_on_cross_weights():
+    model = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, embed_dim=4, hidden=(8,), cross_l2=0.01,
+                                  num_cross_layers=2))
+    sparse, _ = batch(dense_dim=0)
+    logits, labels = model(sparse), torch.randint(0, 2, (32,)).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    reg = sum(layer.W.pow(2).sum() for layer in model.cross.layers)
+    torch.testing.assert_close(model.loss(logits, labels), bce + 0.01 * reg)
+
+
+@pytest.mark.parametrize("kw", [dict(structure="stacked"), dict(structure="parallel"),
+                                dict(structure="parallel", cross_rank=4, num_experts=3,
+                                     expert_activation="relu")])
+def test_overfits_a_tiny_batch(kw):
+    model = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dense_dim=2, embed_dim=8, hidden=(32,),
+                                  **kw))
+    sparse, dense = batch(64, seed=1)
+    labels = torch.randint(0, 2, (64,), generator=torch.Generator().manual_seed(2)).float()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    for _ in range(150):
+        loss = model.loss(model(sparse, dense), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+
+
+def test_bad_configs_fail_early():
+    with pytest.raises(ValueError, match="cross_rank"):
+        M.DCNv2Config(field_dims=FIELD_DIMS, num_experts=4)
+    with pytest.raises(ValueError, match="structure"):
+        M.DCNv2Config(field_dims=FIELD_DIMS, structure="side_by_side")
+    with pytest.raises(ValueError, match="needs a deep network"):
+        M.DCNv2Config(field_dims=FIELD_DIMS, hidden=())
