@@ -248,7 +248,7 @@ class HSTU(nn.Module):
         if targets.shape != history.shape:
             raise ValueError(f"targets {tuple(targets.shape)} must match history {tuple(history.shape)}")
         states = self.forward(history, timestamps)  # (B, L, D)
-        has_target = targets != 0
+        has_target = (targets != 0) & (history != 0)  # skip empty-prefix positions
         h = states[has_target]  # (T, D)
         pos = targets[has_target]  # (T,)
         E = self.item_embeddings()  # (N+1, D)

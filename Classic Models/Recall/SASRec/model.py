@@ -13,7 +13,7 @@ What the model does (note §2-§3):
     Ê = E[s] * sqrt(D) + P                       Eq. (1)  input = item + learned position embeddings
     S = SA(Ê) = softmax(Q Kᵀ / sqrt(D)) V         Eq. (2)-(3), causal: position t sees items <= t
     F = FFN(S) = ReLU(S W1 + b1) W2 + b2          Eq. (4)
-    g(x) = x + Dropout(g(LayerNorm(x)))           Eq. (5)-(6), for g in {SA, FFN}, stacked n_blocks times
+    g(x) = x + Dropout(g(LayerNorm(x)))           Eq. (5)-(6), g in {SA, FFN}, n_blocks times
     r_{i,t} = F_t · M_i                            Eq. (7), M = E (shared item embedding)
     loss (paper): -Σ_t [log σ(r_{o_t,t}) + log(1 - σ(r_{j,t}))], one sampled negative j  Eq. (8)
 
@@ -29,11 +29,11 @@ NOTE (deviations, each listed in the note's "Deviations" section):
   padding a batch carries, which the tests check.
 - Padding keys are masked out of attention (the official code only zeroes padded inputs, so a
   padded slot can still leak its LayerNorm bias into real positions).
-- The block follows the paper's Eq. (5)-(6) literally (pre-LayerNorm on the sub-layer input, residual
-  around it); the official TF code normalises only the queries. A final LayerNorm follows the last
-  block, as in the official code.
-- The paper draws a negative not in the user's history; the default sampler here draws uniformly from
-  all items and masks the rare hit on the positive (negligible at N = 12k).
+- The block follows the paper's Eq. (5)-(6) literally (pre-LayerNorm on the sub-layer input,
+  residual around it); the official TF code normalises only the queries. A final LayerNorm
+  follows the last block, as in the official code.
+- The paper draws a negative not in the user's history; the default sampler here draws uniformly
+  from all items and masks the rare hit on the positive (negligible at N = 12k).
 """
 
 from __future__ import annotations
@@ -153,7 +153,9 @@ class SASRec(nn.Module):
 
     def _check_history(self, history: torch.Tensor) -> None:
         if history.dim() != 2 or history.dtype != torch.long:
-            raise ValueError(f"history must be (B, L) int64, got {tuple(history.shape)} {history.dtype}")
+            raise ValueError(
+                f"history must be (B, L) int64, got {tuple(history.shape)} {history.dtype}"
+            )
         if history.shape[1] > self.cfg.max_len:
             raise ValueError(f"history length {history.shape[1]} > max_len {self.cfg.max_len}")
 
@@ -168,9 +170,10 @@ class SASRec(nn.Module):
         self._check_history(history)
         B, L = history.shape
         real = (history != 0).unsqueeze(-1)  # (B, L, 1)
-        # Eq. (1): positions counted from the most recent slot (see NOTE), so padding does not shift them
+        # Eq. (1); positions count from the newest slot (see NOTE): padding does not shift them
         positions = torch.arange(L - 1, -1, -1, device=history.device)  # (L,)
-        x = self.item_embedding(history) * math.sqrt(self.cfg.dim) + self.position_embedding(positions)
+        x = self.item_embedding(history) * math.sqrt(self.cfg.dim)  # (B, L, D)
+        x = x + self.position_embedding(positions)  # + (L, D)
         x = self.embed_dropout(x) * real  # (B, L, D)
         causal = torch.ones(L, L, dtype=torch.bool, device=history.device).tril()  # (L, L)
         eye = torch.eye(L, dtype=torch.bool, device=history.device)
@@ -190,7 +193,7 @@ class SASRec(nn.Module):
         return self.item_embedding.weight
 
     def score(self, history: torch.Tensor) -> torch.Tensor:
-        """Eq. (7) for every item: (B, L) history -> (B, N + 1) scores; column 0 (padding) = -inf."""
+        """Eq. (7) for every item: (B, L) history -> (B, N + 1) scores; column 0 (pad) = -inf."""
         scores = self.user_embedding(history) @ self.item_embeddings().T  # (B, D) @ (D, N+1)
         scores[:, 0] = float("-inf")
         return scores
@@ -205,16 +208,20 @@ class SASRec(nn.Module):
 
         Args:
             history: (B, L) int64 inputs s_1..s_L (left-padded).
-            targets: (B, L) int64 the next item o_t at each position, 0 where there is no target.
+            targets: (B, L) int64 the next item o_t at each position, 0 where there is no target
+                (positions whose input is padding are skipped as well).
             negatives: optional. "bce": (B, L) one negative per position; "sampled_ce": (S,) shared
                 negatives. Drawn uniformly from 1..N when omitted.
         Returns:
             scalar loss averaged over positions with a target.
         """
         if targets.shape != history.shape:
-            raise ValueError(f"targets {tuple(targets.shape)} must match history {tuple(history.shape)}")
+            raise ValueError(
+                f"targets {tuple(targets.shape)} must match history {tuple(history.shape)}"
+            )
         states = self.forward(history)  # (B, L, D)
-        has_target = targets != 0  # (B, L)
+        # a position trains when it has a next item and reads a real item (not an empty prefix)
+        has_target = (targets != 0) & (history != 0)  # (B, L)
         h = states[has_target]  # (T, D): only positions with a target
         pos = targets[has_target]  # (T,)
         E = self.item_embeddings()  # (N+1, D)
@@ -226,14 +233,16 @@ class SASRec(nn.Module):
             pos_logit = (h * E[pos]).sum(-1)  # (T,)
             neg_logit = (h * E[neg]).sum(-1)  # (T,)
             keep = (neg != pos).float()  # a negative equal to the positive is not a negative
-            loss = F.softplus(-pos_logit) + keep * F.softplus(neg_logit)  # -log σ(r+) - log(1-σ(r-))
+            # -log σ(r+) - log(1 - σ(r-)), written with softplus for numerical safety
+            loss = F.softplus(-pos_logit) + keep * F.softplus(neg_logit)
             return loss.mean()
         if self.cfg.loss == "ce":  # softmax over all N items
             logits = h @ E[1:].T  # (T, D) @ (D, N) -> (T, N)
             return F.cross_entropy(logits, pos - 1)
         # sampled softmax: positive + S shared uniform negatives, accidental hits masked
         if negatives is None:
-            negatives = torch.randint(1, n_items + 1, (self.cfg.n_negatives,), device=history.device)
+            S = self.cfg.n_negatives
+            negatives = torch.randint(1, n_items + 1, (S,), device=history.device)
         pos_logit = (h * E[pos]).sum(-1, keepdim=True)  # (T, 1)
         neg_logit = h @ E[negatives].T  # (T, D) @ (D, S) -> (T, S)
         neg_logit = neg_logit.masked_fill(pos.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
