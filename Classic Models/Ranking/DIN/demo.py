@@ -56,6 +56,8 @@ parser.add_argument("--n-attributes", type=int, default=3,
 parser.add_argument("--mba-lambda", type=float, default=0.0,
                     help="mini-batch aware L2 strength, Eq. (6)-(7); 0 = off")
 parser.add_argument("--activation", default="dice", choices=["dice", "prelu"])
+parser.add_argument("--attention-init-bias", type=float, default=1.0,
+                    help="initial bias of the activation unit's output (1 = start as sum pooling)")
 parser.add_argument("--max-users", type=int, default=None,
                     help="keep a random subset of users (seeded) to shorten real-data runs")
 parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -142,6 +144,7 @@ def train_model(pooling):
         freqs = [torch.bincount(seen[:, g], minlength=v).float() for g, v in enumerate(vocab)]
     model = din.DIN(item_vocab_sizes=vocab, dim=args.dim, pooling=pooling,
                     activation=args.activation, mba_lambda=args.mba_lambda,
+                    attention_init_bias=args.attention_init_bias,
                     id_frequencies=freqs).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
@@ -175,12 +178,20 @@ for name, m in [("logistic regression", lr_result["metrics"]), ("base (sum pooli
 # ## One user: history, DIN's activation weights, and the top candidates
 
 # %%
+def describe(i: int) -> str:
+    """Title/category when the source has them; seqtxt items add their first keyword tokens."""
+    text = data.item_text(i)
+    if "keywords" in data.items and isinstance(data.items["keywords"].iloc[i], list):
+        text += " | " + " ".join(k.lstrip("\u2581") for k in data.items["keywords"].iloc[i][:4])
+    return text
+
+
 row = int(test.tensors["row"][0]) if "row" in test.tensors else 0
 hist_items, _ = split.history("test", args.max_len)
 history = torch.as_tensor(hist_items[row])  # (L,)
 print(f"\nuser {split.users[row]} — last behaviours (oldest first):")
 for i in history[history > 0].tolist()[-8:]:
-    print("   ", data.item_text(i))
+    print("   ", describe(i))
 popular = np.argsort(-split.item_counts())[:200]
 candidates = torch.as_tensor(np.unique(np.append(popular, split.targets("test")[row])))
 cand_fields = fields[candidates]  # (C, G)
@@ -192,10 +203,10 @@ with torch.no_grad():
     weights = model.activation_weights(cand_fields[top[:1]], hist_fields[:1])[0]
 held_out = int(split.targets("test")[row])
 print(f"top 5 of {len(candidates)} candidates (200 most popular + the held-out item "
-      f"'{data.item_text(held_out)}'):")
+      f"'{describe(held_out)}'):")
 for j in top.tolist():
     mark = "  <- held-out next item" if int(candidates[j]) == held_out else ""
-    print(f"    p={scores[j]:.3f}  {data.item_text(int(candidates[j]))}{mark}")
+    print(f"    p={scores[j]:.3f}  {describe(int(candidates[j]))}{mark}")
 print("activation weights for the top candidate (not normalised; padding = 0):",
       [round(w, 2) for w in weights[history > 0].tolist()[-8:]])
 

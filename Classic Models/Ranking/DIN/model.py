@@ -31,6 +31,8 @@ NOTE: the activation unit's input is [e_j, v_A, e_j - v_A, e_j * v_A] (as in the
       the same pairwise information at O(D) instead of O(D^2) cost.
 NOTE: the output layer is one logit with a sigmoid instead of the paper's 2-way softmax; the two are
       the same model (softmax over [z0, z1] = sigmoid(z1 - z0)).
+NOTE: the activation unit's output bias starts at 1 (`attention_init_bias`), so DIN starts as the
+      sum-pooling base model; the paper does not give an initialisation (note §Deviations).
 NOTE: the activation unit runs only on real (non-padding) behaviours, so Dice's batch statistics are
       those of real behaviours, and padded positions get weight exactly 0.
 """
