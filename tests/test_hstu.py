@@ -1,6 +1,7 @@
 """HSTU (Zhai et al., ICML 2024): the paper's properties, checked on tiny cases."""
 
 import importlib.util
+import math
 import pathlib
 import sys
 
@@ -85,7 +86,8 @@ def test_repeated_engagement_changes_the_output_unlike_softmax():
     """Softmax attention over [a, a] equals attention over [a]; HSTU's pointwise attention does not,
     which is how it keeps the *intensity* of engagement (note §2)."""
     torch.manual_seed(0)
-    layer = hstu.HSTULayer(hstu.HSTUConfig(n_items=5, max_len=4, dim=8, n_heads=1, qk_dim=4, v_dim=4))
+    cfg = hstu.HSTUConfig(n_items=5, max_len=4, dim=8, n_heads=1, qk_dim=4, v_dim=4)
+    layer = hstu.HSTULayer(cfg)
     a = torch.randn(8)
     once = torch.stack([torch.zeros(8), torch.zeros(8), torch.zeros(8), a]).unsqueeze(0)
     twice = torch.stack([torch.zeros(8), torch.zeros(8), a, a]).unsqueeze(0)
@@ -123,14 +125,15 @@ def test_layer_matches_the_formula_recomputed_step_by_step_in_float64():
             xj = x[0, j]
             xn = (xj - xj.mean()) / torch.sqrt(xj.var(unbiased=False) + cfg.eps)
             h = F.silu(W1 @ xn)  # Eq. (1)
-            return h[: H * dv], h[H * dv : 2 * H * dv], h[2 * H * dv : 2 * H * dv + H * dqk], h[2 * H * dv + H * dqk :]
+            u, v, q, k = h.split([H * dv, H * dv, H * dqk, H * dqk])
+            return u, v, q, k
         u_i, _, q_i, _ = proj(i)
         av = torch.zeros(H * dv, dtype=torch.float64)
         for h in range(H):
             for j in range(2, i + 1):  # causal, real keys
                 _, v_j, _, k_j = proj(j)
                 dt = abs(query_time[i - 2] - int(ts[0, j]))
-                bucket = min(int(torch.log(torch.tensor(float(max(dt, 1)), dtype=torch.float64)) / 0.301), 128)
+                bucket = min(int(math.log(max(dt, 1)) / 0.301), 128)
                 logit = q_i[h * dqk : (h + 1) * dqk] @ k_j[h * dqk : (h + 1) * dqk]
                 logit = logit + pos_b[j - i + n - 1] + time_b[bucket]  # rab^{p,t}
                 w = F.silu(logit) / n  # Eq. (2): pointwise, divided by n

@@ -14,24 +14,24 @@ Notation (the note, README.md, uses the same letters):
     S: number of sampled negatives, τ: softmax temperature.
 
 One HSTU layer (note §3; equation numbers as in the paper):
-    U(X), V(X), Q(X), K(X) = Split(φ1(f1(X)))                       Eq. (1)  f1 linear, φ1 = SiLU
-    A(X) V(X) = φ2(Q(X) K(X)ᵀ + rab^{p,t}) V(X)                     Eq. (2)  φ2 = SiLU, no softmax,
-                                                                              divided by the length n
-    Y(X) = f2(Norm(A(X) V(X)) ⊙ U(X))                               Eq. (3)  f2 linear, Norm = LayerNorm
+    U(X), V(X), Q(X), K(X) = Split(φ1(f1(X)))          Eq. (1)  f1 linear, φ1 = SiLU
+    A(X) V(X) = φ2(Q(X) K(X)ᵀ + rab^{p,t}) V(X)        Eq. (2)  φ2 = SiLU, no softmax, divided by n
+    Y(X) = f2(Norm(A(X) V(X)) ⊙ U(X))                  Eq. (3)  f2 linear, Norm = LayerNorm
 with a residual X + Y(X) and a LayerNorm on the layer input, as the official code does.
-rab^{p,t} (relative attention bias) = b^p[i - j] + b^t[bucket(t_i - t_j)], bucket = ⌊ln|Δt| / 0.301⌋.
+rab^{p,t} (relative attention bias) = b^p[i - j] + b^t[bucket(t_i - t_j)],
+bucket = ⌊ln|Δt| / 0.301⌋.
 
-Training (official research code): the output embedding and the item embeddings are L2-normalised and
-their dot product divided by τ = 0.05; loss = sampled softmax against S uniformly drawn negatives
-(`loss="sampled_softmax"`), or a full softmax over all N items (`loss="ce"`).
+Training (official research code): the output embedding and the item embeddings are L2-normalised
+and their dot product divided by τ = 0.05; loss = sampled softmax against S uniformly drawn
+negatives (`loss="sampled_softmax"`), or a full softmax over all N items (`loss="ce"`).
 
 NOTE (deviations, each listed in the note's "Deviations" section):
 - Dense, left-padded (B, L) tensors replace the official jagged tensors (fbgemm); padded keys are
   masked. Absolute positions for the input embedding are counted from the most recent item, so the
   amount of padding does not matter; the attention is divided by the fixed n = max_len, which is
   what the official code divides by (its padded length), so outputs do not depend on padding either.
-- The S negatives are shared by all positions of a batch (one (T, D) @ (D, S) matmul) instead of drawn
-  per position; both are uniform samples, the shared form is several times cheaper on a CPU.
+- The S negatives are shared by all positions of a batch (one (T, D) @ (D, S) matmul) instead of
+  drawn per position; both are uniform samples, the shared form is several times cheaper on a CPU.
 - The query time of position i is the timestamp of item i+1 (the time of the request it serves), the
   last position reusing its own, exactly as the official RelativeBucketedTimeAndPositionBasedBias.
   When no timestamps are given the bias is positional only.
@@ -83,7 +83,7 @@ class HSTUConfig:
 
 
 def time_buckets(delta: torch.Tensor, *, n_buckets: int, divisor: float) -> torch.Tensor:
-    """Log-bucket time differences: ⌊ln(max(|Δt|, 1)) / divisor⌋ clipped to [0, n_buckets]. int64."""
+    """Log-bucket time gaps: ⌊ln(max(|Δt|, 1)) / divisor⌋ clipped to [0, n_buckets]. int64."""
     return (torch.log(delta.abs().clamp(min=1).double()) / divisor).long().clamp(0, n_buckets)
 
 
@@ -98,7 +98,9 @@ class RelativeAttentionBias(nn.Module):
         self.position_bias = nn.Parameter(torch.randn(2 * cfg.max_len - 1) * 0.02)  # b^p[j - i]
         self.time_bias = nn.Parameter(torch.randn(cfg.n_time_buckets + 1) * 0.02)  # b^t[bucket]
 
-    def forward(self, L: int, timestamps: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    def forward(
+        self, L: int, timestamps: torch.Tensor | None, device: torch.device
+    ) -> torch.Tensor:
         """Returns (1 or B, L, L) float: bias for query i (row) and key j (column)."""
         i = torch.arange(L, device=device)
         rel = i.view(1, L) - i.view(L, 1) + self.max_len - 1  # (L, L): j - i shifted to >= 0
@@ -140,7 +142,8 @@ class HSTULayer(nn.Module):
         B, L, _ = x.shape
         H, dqk, dv = cfg.n_heads, cfg.qk_dim, cfg.v_dim
         normed = F.layer_norm(x, (cfg.dim,), eps=cfg.eps)  # (B, L, D)
-        u, v, q, k = F.silu(self.f1(normed)).split([H * dv, H * dv, H * dqk, H * dqk], dim=-1)  # Eq. (1)
+        uvqk = F.silu(self.f1(normed))  # Eq. (1): (B, L, 2*H*d_v + 2*H*d_qk)
+        u, v, q, k = uvqk.split([H * dv, H * dv, H * dqk, H * dqk], dim=-1)
         q = q.view(B, L, H, dqk).transpose(1, 2)  # (B, H, L, d_qk)
         k = k.view(B, L, H, dqk).transpose(1, 2)  # (B, H, L, d_qk)
         v = v.view(B, L, H, dv).transpose(1, 2)  # (B, H, L, d_v)
@@ -189,7 +192,9 @@ class HSTU(nn.Module):
         allowed = causal & real.unsqueeze(1)  # (B, L, L): key j real and j <= i
         return real, allowed
 
-    def forward(self, history: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, history: torch.Tensor, timestamps: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Encode left-padded histories.
 
         Args:
@@ -241,16 +246,21 @@ class HSTU(nn.Module):
             history: (B, L) int64 inputs (left-padded).
             targets: (B, L) int64 next item at each position, 0 where there is none.
             timestamps: optional (B, L) int64 times of the history items.
-            negatives: optional (S,) int64 shared negatives for "sampled_softmax" (uniform if omitted).
+            negatives: optional (S,) int64 shared negatives for "sampled_softmax" (uniform when
+                omitted).
         Returns:
             scalar, mean over positions with a target.
         """
         if targets.shape != history.shape:
-            raise ValueError(f"targets {tuple(targets.shape)} must match history {tuple(history.shape)}")
+            raise ValueError(
+                f"targets {tuple(targets.shape)} must match history {tuple(history.shape)}"
+            )
         states = self.forward(history, timestamps)  # (B, L, D)
         has_target = (targets != 0) & (history != 0)  # skip empty-prefix positions
         h = states[has_target]  # (T, D)
         pos = targets[has_target]  # (T,)
+        if pos.numel() == 0:  # nothing to predict in this batch
+            return states.sum() * 0.0
         E = self.item_embeddings()  # (N+1, D)
         tau = self.cfg.temperature
         if self.cfg.loss == "ce":

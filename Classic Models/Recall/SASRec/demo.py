@@ -106,6 +106,21 @@ def score_fn(batch):
     return model.score(batch["history"])
 
 
+lengths = (sequences != 0).sum(1)  # (U,) real items per training row
+
+
+def length_bucketed_batches(epoch):
+    """Users of similar length share a batch, and each batch is cut to its longest row: the model
+    never runs on columns that are padding for everyone (positions count from the newest item, so
+    the cut changes nothing, as tests/test_sasrec.py checks). Batch order is shuffled each epoch."""
+    key = lengths.double() + torch.rand(len(lengths), generator=gen, dtype=torch.double)
+    chunks = torch.argsort(key).split(args.batch_size)  # random order within one length
+    for i in torch.randperm(len(chunks), generator=gen).tolist():
+        batch = train_set[chunks[i]]
+        width = max(2, int(lengths[chunks[i]].max()))  # every real item of the batch
+        yield {k: v[:, -width:] for k, v in batch.items()}
+
+
 t_start = time.perf_counter()
 reached = {}
 
@@ -122,7 +137,7 @@ def evaluate():
 
 history_epochs: list = []
 history = fit(
-    model, train_step, lambda epoch: train_set.batches(args.batch_size, generator=gen), optimizer,
+    model, train_step, length_bucketed_batches, optimizer,
     args.epochs, evaluate, metric="NDCG@10", patience=args.patience, eval_every=args.eval_every,
     n_batches=train_set.num_batches(args.batch_size), desc="SASRec", time_budget=args.time_budget,
 )

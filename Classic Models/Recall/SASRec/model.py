@@ -224,6 +224,8 @@ class SASRec(nn.Module):
         has_target = (targets != 0) & (history != 0)  # (B, L)
         h = states[has_target]  # (T, D): only positions with a target
         pos = targets[has_target]  # (T,)
+        if pos.numel() == 0:  # nothing to predict in this batch
+            return states.sum() * 0.0
         E = self.item_embeddings()  # (N+1, D)
         n_items = self.cfg.n_items
         if self.cfg.loss == "bce":  # Eq. (8)
