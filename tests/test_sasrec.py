@@ -24,7 +24,9 @@ sasrec = _load("Classic Models/Recall/SASRec", "sasrec_model")
 
 def _model(loss: str = "bce", **kw) -> "sasrec.SASRec":
     torch.manual_seed(0)
-    cfg = sasrec.SASRecConfig(n_items=30, max_len=12, dim=16, n_blocks=2, n_heads=2, loss=loss, **kw)
+    cfg = sasrec.SASRecConfig(
+        n_items=30, max_len=12, dim=16, n_blocks=2, n_heads=2, loss=loss, **kw
+    )
     return sasrec.SASRec(cfg).eval()
 
 
@@ -91,19 +93,21 @@ def test_full_softmax_loss_is_cross_entropy_over_all_items():
     targets = torch.tensor([[0, 2, 3, 4]])
     states = model(history)[0, 1:]  # (3, D)
     logits = states @ model.item_embedding.weight[1:].T
-    torch.testing.assert_close(model.loss(history, targets), F.cross_entropy(logits, targets[0, 1:] - 1))
+    torch.testing.assert_close(
+        model.loss(history, targets), F.cross_entropy(logits, targets[0, 1:] - 1)
+    )
 
 
 @pytest.mark.parametrize("loss", ["bce", "ce", "sampled_ce"])
 def test_overfits_a_tiny_set(loss):
-    """Every objective must memorise 8 short deterministic sequences (next item predicted exactly)."""
+    """Every objective memorises 8 short deterministic sequences (next item predicted exactly)."""
     torch.manual_seed(0)
     cfg = sasrec.SASRecConfig(
         n_items=60, max_len=6, dim=32, n_blocks=2, n_heads=2, dropout=0.0, loss=loss, n_negatives=16
     )
     model = sasrec.SASRec(cfg)
     g = torch.Generator().manual_seed(1)
-    seqs = (torch.randperm(60, generator=g)[:56] + 1).view(8, 7)  # disjoint, so each step is learnable
+    seqs = (torch.randperm(60, generator=g)[:56] + 1).view(8, 7)  # disjoint: each step learnable
     history, targets = seqs[:, :-1], seqs[:, 1:]
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(600 if loss == "bce" else 300):  # one negative per step learns slower
