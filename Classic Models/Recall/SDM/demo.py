@@ -52,7 +52,7 @@ sdm = load_model_module()
 # %%
 parser = add_common_args(
     argparse.ArgumentParser(description="SDM (Lv et al., CIKM 2019) on a recall split"),
-    epochs=10,
+    epochs=6,
     batch_size=256,
     lr=1e-3,
 )
@@ -77,6 +77,12 @@ parser.add_argument("--weight-decay", type=float, default=0.0)
 parser.add_argument("--patience", type=int, default=3, help="early stop on validation NDCG@10")
 parser.add_argument("--time-budget", type=float, default=None, help="stop training after N seconds")
 parser.add_argument("--max-attributes", type=int, default=6, help="attribute ids kept per item")
+parser.add_argument(
+    "--force-gate",
+    type=float,
+    default=None,
+    help="ablation: fix G (1 = session only, 0 = long-term only) in training and evaluation",
+)
 args = parser.parse_args()
 
 cpu_setup()
@@ -94,7 +100,8 @@ print(split)
 
 use_clock = data.has_timestamps
 session_rule = (
-    f"time rule: gap < {SESSION_GAP_SECONDS} s stays in a session, at most {MAX_SESSION_LEN} actions"
+    f"time rule: gap < {SESSION_GAP_SECONDS} s stays in a session, "
+    f"at most {MAX_SESSION_LEN} actions"
     if use_clock
     else f"no clock in the data: fallback, the last {args.short_len} actions form the session"
 )
@@ -139,7 +146,8 @@ short_lens = (train_short != 0).sum(1).float()
 long_lens = (train_long != 0).sum(1).float()
 print(
     f"{len(train):,} next-item examples; session length mean {short_lens.mean():.2f}, "
-    f"long-term length mean {long_lens.mean():.2f} (empty for {(long_lens == 0).float().mean():.0%})"
+    f"long-term length mean {long_lens.mean():.2f} "
+    f"(empty for {(long_lens == 0).float().mean():.0%})"
 )
 
 # %% [markdown]
@@ -180,7 +188,7 @@ gen = torch.Generator(device="cpu").manual_seed(args.seed)
 def train_step(batch: dict) -> torch.Tensor:
     batch = {k: v.to(device) for k, v in batch.items()}
     short, long = trim_left_padding(batch["short"]), trim_left_padding(batch["long"])
-    o = model(profile={"user": batch["user"]}, short=short, long=long)
+    o = model(profile={"user": batch["user"]}, short=short, long=long, force_gate=args.force_gate)
     negatives = torch.multinomial(q.cpu(), num_sampled, replacement=True, generator=gen).to(device)
     return model.loss(
         o,
@@ -194,7 +202,9 @@ def train_step(batch: dict) -> torch.Tensor:
 @torch.no_grad()
 def user_vectors(batch: dict) -> torch.Tensor:
     short, long = to_sessions(batch["history"], batch["history_ts"])
-    return model(profile={"user": batch["user"]}, short=short, long=long)
+    return model(
+        profile={"user": batch["user"]}, short=short, long=long, force_gate=args.force_gate
+    )
 
 
 def score_fn(batch: dict) -> torch.Tensor:
@@ -255,13 +265,20 @@ with torch.no_grad():
     h = torch.from_numpy(hist_all[rows]).to(device)
     short, long = to_sessions(h, torch.from_numpy(hist_ts_all[rows]).to(device))
     user_ids = torch.from_numpy(split.users[rows]).to(device)
-    o, G = model(profile={"user": user_ids}, short=short, long=long, return_gate=True)
+    o, G = model(
+        profile={"user": user_ids},
+        short=short,
+        long=long,
+        force_gate=args.force_gate,
+        return_gate=True,
+    )
 has_long = (long != 0).any(1)
 gate_mean = G.mean().item()
+gate_with = G[has_long].mean().item() if has_long.any() else float("nan")
+gate_without = G[~has_long].mean().item() if (~has_long).any() else float("nan")
 print(
-    f"mean gate G: {gate_mean:.3f} overall; {G[has_long].mean().item() if has_long.any() else 0:.3f} "
-    f"for users with long-term behaviour, {G[~has_long].mean().item() if (~has_long).any() else 0:.3f} "
-    "without"
+    f"mean gate G: {gate_mean:.3f} overall; {gate_with:.3f} for users with long-term "
+    f"behaviour, {gate_without:.3f} without"
 )
 
 # %% [markdown]
@@ -315,6 +332,8 @@ print_result(
     best_epoch=history.best_epoch,
     samples_per_second=samples_per_second,
     mean_gate=gate_mean,
+    mean_gate_with_long_term=gate_with,
+    mean_gate_without_long_term=gate_without,
     config={k: v for k, v in vars(args).items() if k not in ("out",)},
     threads=torch.get_num_threads(),
 )
