@@ -1,0 +1,224 @@
+"""Deep Interest Evolution Network (DIEN).
+
+Paper: Guorui Zhou, Na Mou, Ying Fan, Qi Pi, Weijie Bian, Chang Zhou, Xiaoqiang Zhu, Kun Gai.
+       "Deep Interest Evolution Network for Click-Through Rate Prediction". AAAI 2019.
+       https://arxiv.org/abs/1809.03672
+Official code: https://github.com/mouna99/dien (TensorFlow 1.x)
+
+This file stands alone: it needs only torch. Copy it into your project as is.
+
+Notation (same letters in the note, README.md §Maths):
+    B: batch size            T: behaviour-sequence length (time steps, 0 = padding)
+    G: id fields per item    D: embedding dim per field, so one item e is a G*D vector
+    H: GRU hidden size (= G*D, so that the auxiliary loss can take <h_t, e_{t+1}>)
+    F: context (user profile / context) fields, optional
+
+Inputs are plain tensors:
+    target:       (B, G) int64       the candidate item
+    history:      (B, T, G) int64    behaviours in time order, LEFT-padded with 0 (most recent last)
+    neg_history:  (B, T, G) int64    one sampled non-clicked item per behaviour step, for the
+                                     auxiliary loss only (training); ignored where history is padding
+    context:      (B, F) int64       optional
+
+Layers (note §Architecture):
+    interest extractor   GRU over the behaviours, Eqs. (1)-(4) -> h_t
+    auxiliary loss       next behaviour e_b[t+1] vs a sampled one, supervises h_t, Eq. (5)
+    attention            a_t = softmax_t(h_t W e_a), Eq. (7)
+    interest evolving    AUGRU: the update gate is scaled by a_t, Eqs. (10)-(11) -> h'_T
+    output               MLP on [h'_T, e_a, context, ...] -> logit; L = L_target + alpha L_aux, Eq. (6)
+
+NOTE: the auxiliary score sigma(h_t, e) is the sigmoid of the inner product <h_t, e>, as the paper
+      writes it; the official code uses a small MLP on [h_t, e] instead.
+NOTE: the MLP input also holds the summed behaviours and their product with the target, as the official
+      code does (`include_sum_pooling`); the paper's Fig. 1 shows only h'_T, the target and context.
+NOTE: the MLP uses PReLU (the official DIEN code's default; DIN's Dice is not repeated here).
+NOTE: AIGRU (Eq. 8) and AGRU (Eq. 9), the paper's weaker variants, are available via `evolution`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Evolution = Literal["augru", "agru", "aigru", "gru"]
+
+
+@dataclass
+class DIENConfig:
+    item_vocab_sizes: tuple[int, ...]  # one per item field (item id, category, ...), id 0 = padding
+    context_vocab_sizes: tuple[int, ...] = ()  # user profile / context fields
+    dim: int = 16  # per-field embedding dim; the official Amazon code uses 18 per field
+    evolution: Evolution = "augru"  # paper's best; "agru"/"aigru"/"gru" are its ablations
+    aux_weight: float = 1.0  # alpha of Eq. (6); the official code uses 1
+    mlp_hidden: tuple[int, ...] = (200, 80)  # as DIN and the official code
+    include_sum_pooling: bool = True  # official code: also feed sum_t e_t and (sum_t e_t) * e_a
+
+
+class AUGRUCell(nn.Module):
+    """GRU cell whose update gate is scaled by an attention score (Eqs. 10-11), or the AGRU / AIGRU /
+    plain-GRU variants. One step: (x (B, H_in), h (B, H), a (B,)) -> h' (B, H)."""
+
+    def __init__(self, input_size: int, hidden_size: int, mode: Evolution = "augru") -> None:
+        super().__init__()
+        self.mode = mode
+        self.x2gates = nn.Linear(input_size, 3 * hidden_size)  # W^u, W^r, W^h and biases
+        self.h2gates = nn.Linear(hidden_size, 3 * hidden_size, bias=False)  # U^u, U^r, U^h
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        a = a.unsqueeze(-1)  # (B, 1)
+        if self.mode == "aigru":
+            x = x * a  # Eq. (8): i'_t = h_t * a_t
+        xu, xr, xh = self.x2gates(x).chunk(3, dim=-1)  # 3 x (B, H)
+        hu, hr, hh = self.h2gates(h).chunk(3, dim=-1)
+        u = torch.sigmoid(xu + hu)  # Eq. (1) update gate u'_t
+        r = torch.sigmoid(xr + hr)  # Eq. (2) reset gate
+        h_tilde = torch.tanh(xh + r * hh)  # Eq. (3)
+        if self.mode == "augru":
+            u = a * u  # Eq. (10): u~'_t = a_t * u'_t
+        elif self.mode == "agru":
+            u = a.expand_as(u)  # Eq. (9): the attention score replaces the update gate
+        return (1.0 - u) * h + u * h_tilde  # Eq. (11) (Eq. 4 for the plain GRU)
+
+
+class DIEN(nn.Module):
+    """Deep Interest Evolution Network. Build with keywords, e.g.
+    `DIEN(item_vocab_sizes=(n_items + 1, n_cats + 1))`."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        cfg = DIENConfig(**kwargs)
+        if not cfg.item_vocab_sizes or any(v < 2 for v in cfg.item_vocab_sizes):
+            raise ValueError(f"item_vocab_sizes needs >= 1 field of size >= 2 (id 0 = padding), "
+                             f"got {cfg.item_vocab_sizes}")
+        if cfg.evolution not in ("augru", "agru", "aigru", "gru"):
+            raise ValueError(f"evolution must be augru/agru/aigru/gru, got {cfg.evolution!r}")
+        if cfg.dim < 1 or cfg.aux_weight < 0:
+            raise ValueError(f"need dim >= 1 and aux_weight >= 0, got {cfg.dim}, {cfg.aux_weight}")
+        self.config = cfg
+        D, G = cfg.dim, len(cfg.item_vocab_sizes)
+        H = G * D  # hidden size = item size, so <h_t, e_{t+1}> is defined (Eq. 5)
+        self.item_embeddings = nn.ModuleList(
+            nn.Embedding(v, D, padding_idx=0) for v in cfg.item_vocab_sizes)
+        self.context_embeddings = nn.ModuleList(nn.Embedding(v, D) for v in cfg.context_vocab_sizes)
+        for table in [*self.item_embeddings, *self.context_embeddings]:
+            nn.init.normal_(table.weight, std=0.05)
+        for table in self.item_embeddings:
+            with torch.no_grad():
+                table.weight[0].zero_()
+        self.interest_extractor = nn.GRUCell(H, H)  # Eqs. (1)-(4)
+        self.attention = nn.Linear(H, H, bias=False)  # W of Eq. (7)
+        self.interest_evolving = AUGRUCell(H, H, cfg.evolution)  # Eqs. (8)-(11)
+        mlp_in = 2 * H + len(cfg.context_vocab_sizes) * D + (2 * H if cfg.include_sum_pooling else 0)
+        layers: list[nn.Module] = []
+        for width in cfg.mlp_hidden:
+            layers += [nn.Linear(mlp_in, width), nn.PReLU(width)]
+            mlp_in = width
+        layers.append(nn.Linear(mlp_in, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    # ----------------------------------------------------------------- embeddings
+    def embed_items(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (..., G) int64 -> (..., G*D)."""
+        if ids.shape[-1] != len(self.item_embeddings):
+            raise ValueError(f"expected {len(self.item_embeddings)} item fields in the last dim, "
+                             f"got shape {tuple(ids.shape)}")
+        return torch.cat([table(ids[..., g]) for g, table in enumerate(self.item_embeddings)], -1)
+
+    # ----------------------------------------------------------------- Eqs. (1)-(4)
+    def extract_interests(self, behaviours: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Interest extractor GRU. behaviours: (B, T, H); mask: (B, T) bool, False = padding.
+        Returns h: (B, T, H); the state is held (and 0 before the first behaviour) at padding."""
+        B, T, H = behaviours.shape
+        h = behaviours.new_zeros(B, H)
+        states = []
+        for t in range(T):
+            step = mask[:, t].unsqueeze(-1)  # (B, 1)
+            h = torch.where(step, self.interest_extractor(behaviours[:, t], h), h)  # Eq. (4)
+            states.append(h)
+        return torch.stack(states, dim=1)  # (B, T, H)
+
+    # ----------------------------------------------------------------- Eq. (5)
+    def auxiliary_loss(self, interests: torch.Tensor, behaviours: torch.Tensor,
+                       negatives: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Eq. (5): h_t should score the real next behaviour e_b[t+1] above a sampled one.
+
+        interests h: (B, T, H); behaviours e_b and negatives (B, T, H); mask (B, T) bool.
+        Pairs (h_t, e_{t+1}) count only where both steps are real behaviours.
+        """
+        h = interests[:, :-1]  # (B, T-1, H): h_1 .. h_{T-1}
+        pos = (h * behaviours[:, 1:]).sum(-1)  # <h_t, e_b[t+1]>: (B, T-1)
+        neg = (h * negatives[:, 1:]).sum(-1)  # <h_t, e^_b[t+1]>: (B, T-1)
+        pair = (mask[:, :-1] & mask[:, 1:]).float()  # (B, T-1)
+        nll = F.softplus(-pos) + F.softplus(neg)  # -log s(pos) - log(1 - s(neg))
+        return (nll * pair).sum() / pair.sum().clamp_min(1.0)
+
+    # ----------------------------------------------------------------- Eq. (7)
+    def attention_scores(self, interests: torch.Tensor, target_emb: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+        """a_t = exp(h_t W e_a) / sum_j exp(h_j W e_a) over real steps: (B, T); 0 at padding."""
+        logits = torch.einsum("bth,bh->bt", interests, self.attention(target_emb))  # (B, T)
+        logits = logits.masked_fill(~mask, float("-inf"))
+        scores = torch.softmax(logits, dim=-1)
+        return torch.nan_to_num(scores, nan=0.0)  # rows without any behaviour: all 0
+
+    # ----------------------------------------------------------------- Eqs. (8)-(11)
+    def evolve_interests(self, interests: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Interest evolving layer over h_t with attention a_t; returns the final state h'_T (B, H).
+        Padding has a_t = 0, so AUGRU/AGRU keep their state there; the plain GRU/AIGRU are masked."""
+        B, T, H = interests.shape
+        h = interests.new_zeros(B, H)
+        for t in range(T):
+            new = self.interest_evolving(interests[:, t], h, scores[:, t])
+            if self.config.evolution in ("gru", "aigru"):
+                new = torch.where((scores[:, t] > 0).unsqueeze(-1), new, h)
+            h = new
+        return h
+
+    # ----------------------------------------------------------------- forward / loss
+    def forward(self, target: torch.Tensor, history: torch.Tensor,
+                context: torch.Tensor | None = None, neg_history: torch.Tensor | None = None,
+                return_aux: bool = False):
+        """Args:
+            target: (B, G) int64.  history: (B, T, G) int64, left-padded with 0.
+            context: (B, F) int64 or None.  neg_history: (B, T, G) int64, needed when return_aux.
+        Returns:
+            logits (B,), and the auxiliary loss (scalar) when return_aux.
+        """
+        if target.dim() != 2 or history.dim() != 3 or history.shape[0] != target.shape[0]:
+            raise ValueError(f"target must be (B, G) and history (B, T, G); got "
+                             f"{tuple(target.shape)} and {tuple(history.shape)}")
+        n_ctx = len(self.context_embeddings)
+        if (context is None) != (n_ctx == 0) or (context is not None and context.shape[1] != n_ctx):
+            raise ValueError(f"config has {n_ctx} context fields, got "
+                             f"{None if context is None else tuple(context.shape)}")
+        mask = history[..., 0] != 0  # (B, T)
+        behaviours = self.embed_items(history)  # (B, T, H)
+        target_emb = self.embed_items(target)  # (B, H)
+        interests = self.extract_interests(behaviours, mask)  # (B, T, H)
+        scores = self.attention_scores(interests, target_emb, mask)  # (B, T)
+        final = self.evolve_interests(interests, scores)  # (B, H)
+        parts = [final, target_emb]
+        if self.config.include_sum_pooling:
+            summed = behaviours.sum(1)  # (B, H); padding rows are zero vectors
+            parts += [summed, summed * target_emb]
+        if context is not None:
+            parts += [table(context[:, f]) for f, table in enumerate(self.context_embeddings)]
+        logits = self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)  # (B,)
+        if not return_aux:
+            return logits
+        if neg_history is None or neg_history.shape != history.shape:
+            raise ValueError("return_aux needs neg_history with the shape of history")
+        aux = self.auxiliary_loss(interests, behaviours, self.embed_items(neg_history), mask)
+        return logits, aux
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor,
+             aux_loss: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. (6): L = L_target + alpha * L_aux (L_aux left out when not given)."""
+        target_loss = F.binary_cross_entropy_with_logits(logits, labels.float())
+        if aux_loss is None:
+            return target_loss
+        return target_loss + self.config.aux_weight * aux_loss

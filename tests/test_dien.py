@@ -1,0 +1,144 @@
+"""DIEN (Zhou et al., AAAI 2019): properties of the paper, on `Classic Models/Ranking/DIEN/model.py`."""
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread avoids spin-waiting on a shared, loaded CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def load_model_module(stage: str, name: str):
+    path = ROOT / "Classic Models" / stage / name / "model.py"
+    spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+dien = load_model_module("Ranking", "DIEN")
+VOCAB = (40, 6)
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    return dien.DIEN(item_vocab_sizes=VOCAB, dim=4, mlp_hidden=(16,), **kw)
+
+
+def batch(B=12, T=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = torch.randint(1, VOCAB[0], (B, T + 1), generator=g)
+    ids = torch.stack([items, items % (VOCAB[1] - 1) + 1], -1)  # (B, T+1, 2)
+    history, target = ids[:, :-1].clone(), ids[:, -1].clone()
+    history[: B // 2, :2] = 0  # left padding
+    neg_items = torch.randint(1, VOCAB[0], (B, T), generator=g)
+    neg = torch.stack([neg_items, neg_items % (VOCAB[1] - 1) + 1], -1)
+    return target, history, neg
+
+
+def test_augru_with_zero_attention_keeps_the_hidden_state():
+    torch.manual_seed(0)
+    cell = dien.AUGRUCell(5, 5, "augru")
+    x, h = torch.randn(7, 5), torch.randn(7, 5)
+    assert torch.equal(cell(x, h, torch.zeros(7)), h)  # Eq. (10)-(11): u~ = 0 -> h' = h
+    moved = cell(x, h, torch.ones(7))
+    assert not torch.allclose(moved, h)
+    # a = 1 is an ordinary GRU step, Eqs. (1)-(4)
+    gru = dien.AUGRUCell(5, 5, "gru")
+    gru.load_state_dict(cell.state_dict())
+    assert torch.allclose(moved, gru(x, h, torch.ones(7)))
+    # the update is scaled, not the candidate: a = 0.5 lies between h and the full GRU step
+    half = cell(x, h, torch.full((7,), 0.5))
+    assert ((half - h).abs() <= (moved - h).abs() + 1e-6).all()
+
+
+def test_auxiliary_loss_uses_the_next_behaviour():
+    model = make()
+    target, history, neg = batch()
+    _, aux = model(target, history, neg_history=neg, return_aux=True)
+    # hand computation of Eq. (5): pairs (h_t, e_{t+1}) where both steps are real
+    mask = history[..., 0] != 0
+    e, e_neg = model.embed_items(history), model.embed_items(neg)
+    h = model.extract_interests(e, mask)
+    pos = (h[:, :-1] * e[:, 1:]).sum(-1)
+    negs = (h[:, :-1] * e_neg[:, 1:]).sum(-1)
+    pair = mask[:, :-1] & mask[:, 1:]
+    expect = -(F.logsigmoid(pos[pair]).mean() + F.logsigmoid(-negs[pair]).mean())
+    assert torch.allclose(aux, expect, atol=1e-6)
+    # the negative at the first step is never a "next" behaviour: changing it changes nothing
+    neg2 = neg.clone()
+    neg2[:, 0, 0] = (neg2[:, 0, 0] % (VOCAB[0] - 2)) + 1
+    assert torch.allclose(model(target, history, neg_history=neg2, return_aux=True)[1], aux)
+    neg3 = neg.clone()
+    neg3[:, -1, 0] = (neg3[:, -1, 0] % (VOCAB[0] - 2)) + 1
+    assert not torch.allclose(model(target, history, neg_history=neg3, return_aux=True)[1], aux)
+
+
+def test_attention_is_a_softmax_over_real_steps_and_depends_on_the_target():
+    model = make()
+    target, history, _ = batch()
+    mask = history[..., 0] != 0
+    h = model.extract_interests(model.embed_items(history), mask)
+    a = model.attention_scores(h, model.embed_items(target), mask)
+    assert torch.allclose(a.sum(-1), torch.ones(len(a)), atol=1e-6)  # Eq. (7) normalises
+    assert (a[~mask] == 0).all()
+    b = model.attention_scores(h, model.embed_items(target.flip(0)), mask)
+    assert not torch.allclose(a, b)
+    with torch.no_grad():
+        assert not torch.allclose(model(target, history), model(target.flip(0), history))
+
+
+def test_left_padding_changes_nothing():
+    for evolution in ("augru", "agru", "aigru", "gru"):
+        model = make(evolution=evolution)
+        target, history, _ = batch()
+        padded = torch.cat([torch.zeros_like(history[:, :3]), history], 1)
+        with torch.no_grad():
+            assert torch.allclose(model(target, padded), model(target, history), atol=1e-6)
+
+
+def test_loss_adds_the_weighted_auxiliary_loss():
+    model = make(aux_weight=0.5)
+    logits, labels, aux = torch.randn(5), torch.randint(0, 2, (5,)).float(), torch.tensor(0.8)
+    bce = F.binary_cross_entropy_with_logits(logits, labels)
+    assert torch.allclose(model.loss(logits, labels, aux), bce + 0.4)  # Eq. (6)
+    assert torch.allclose(model.loss(logits, labels), bce)
+
+
+def test_overfits_a_tiny_batch():
+    model = make()
+    target, history, neg = batch(B=24, seed=1)
+    labels = torch.randint(0, 2, (24,), generator=torch.Generator().manual_seed(2)).float()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        logits, aux = model(target, history, neg_history=neg, return_aux=True)
+        loss = model.loss(logits, labels, aux)
+        loss.backward()
+        opt.step()
+    target_loss = F.binary_cross_entropy_with_logits(model(target, history), labels)
+    assert target_loss.item() < 0.05
+
+
+def test_bad_arguments_fail_early():
+    with pytest.raises(ValueError):
+        dien.DIEN(item_vocab_sizes=(1,))
+    with pytest.raises(ValueError):
+        dien.DIEN(item_vocab_sizes=(10,), evolution="lstm")
+    model = make()
+    target, history, _ = batch()
+    with pytest.raises(ValueError):
+        model(target, history, return_aux=True)
