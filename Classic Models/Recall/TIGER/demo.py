@@ -1,0 +1,399 @@
+# %% [markdown]
+# # TIGER — demo
+#
+# Generative retrieval end to end (Rajput et al., NeurIPS 2023): item text -> content embeddings
+# (TF-IDF + TruncatedSVD, or all-MiniLM-L6-v2) -> RQ-VAE -> semantic IDs (3 codes + a de-duplicating
+# token) -> a T5-style encoder-decoder trained to generate the next item's ID -> beam search
+# constrained by a prefix trie of valid IDs -> Recall/NDCG by leave-one-out beside popularity.
+#
+# CPU command (synthetic default, small preset, about a minute on 2 cores):
+#
+#     .venv/bin/python "Classic Models/Recall/TIGER/demo.py"
+#
+# Beauty, the note's Results (paper-size model; one thread of a loaded 2-core machine; resumable):
+#
+#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/TIGER/demo.py" \
+#         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 \
+#         --time-budget 1500 --checkpoint /tmp/tiger_beauty.pt \
+#         --plot assets/TIGER/beauty_curve.png --out assets/TIGER/results/beauty.json
+#
+# Continue the same run later, e.g. on a GPU (the step count, optimiser and semantic IDs are restored):
+#
+#     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --data seqtxt:... --device cuda \
+#         --checkpoint /tmp/tiger_beauty.pt --resume --time-budget 3600 --out ...
+
+# %%
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import Datasets
+from Datasets.item_text import item_embeddings
+from Utils.evaluation import Timer, csr_mask, popularity_metrics
+from Utils.io import add_common_args, load_checkpoint, print_result, save_checkpoint
+from Utils.metrics import ranking_metrics
+from Utils.plotting import plot_curves
+from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"tiger_{name}", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+rq = load_module("rqvae")
+tg = load_module("model")
+
+# %%
+parser = add_common_args(argparse.ArgumentParser(description="TIGER demo"), epochs=0, lr=1e-3,
+                         batch_size=256)
+parser.add_argument("--preset", default="auto", choices=["auto", "paper", "small"],
+                    help="model sizes: paper (4+4 layers, 6x64 heads, d 128, MLP 1024, 3x256 codes) "
+                         "or small (CPU demo); auto = small on synthetic, paper otherwise")
+parser.add_argument("--embedding", default="tfidf", choices=["tfidf", "minilm"])
+parser.add_argument("--embed-dim", type=int, default=256, help="TF-IDF SVD dimensions")
+parser.add_argument("--rq-steps", type=int, default=None, help="RQ-VAE steps (preset default)")
+parser.add_argument("--rq-optimizer", default="adam", choices=["adam", "adagrad"],
+                    help="paper: Adagrad at 0.4 (it diverged here on TF-IDF inputs, see the note)")
+parser.add_argument("--rq-lr", type=float, default=1e-3)
+parser.add_argument("--rq-batch", type=int, default=1024, help="paper: 1024")
+parser.add_argument("--dead-code-every", type=int, default=100,
+                    help="restart unused codes every N RQ-VAE steps (0 = off, k-means init only)")
+parser.add_argument("--max-history", type=int, default=20, help="paper: 20 items")
+parser.add_argument("--steps", type=int, default=None, help="seq2seq steps (None: until budget)")
+parser.add_argument("--round-steps", type=int, default=None, help="steps between validations")
+parser.add_argument("--warmup", type=int, default=10000,
+                    help="constant lr for this many steps, then inverse-sqrt decay (paper: 10k)")
+parser.add_argument("--beam", type=int, default=20, help="beam width (>= the largest K)")
+parser.add_argument("--eval-users", type=int, default=1000, help="validation users per check")
+parser.add_argument("--test-users", type=int, default=0, help="0 = all users")
+parser.add_argument("--time-budget", type=float, default=None, help="seq2seq training seconds")
+parser.add_argument("--checkpoint", default=None, help="save (and with --resume, load) here")
+parser.add_argument("--resume", action="store_true")
+parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+parser.add_argument("--plot", default=None, help="save the learning curve (PNG) here")
+args = parser.parse_args()
+
+cpu_setup(args.threads)
+set_seed(args.seed)
+device = pick_device(args.device)
+preset = args.preset if args.preset != "auto" else (
+    "small" if args.data.startswith("synthetic") else "paper")
+if preset == "paper":
+    RQ = dict(hidden_dims=(512, 256, 128), latent_dim=32, n_levels=3, codebook_size=256)
+    SEQ = dict(d_model=128, n_heads=6, d_head=64, d_ff=1024, n_encoder_layers=4,
+               n_decoder_layers=4, dropout=0.1)
+    rq_steps, round_steps = args.rq_steps or 1500, args.round_steps or 500
+else:  # a CPU-sized model for the synthetic demo: same architecture, smaller numbers
+    RQ = dict(hidden_dims=(128, 64), latent_dim=16, n_levels=3, codebook_size=32)
+    SEQ = dict(d_model=64, n_heads=4, d_head=16, d_ff=128, n_encoder_layers=2,
+               n_decoder_layers=2, dropout=0.1)
+    rq_steps, round_steps = args.rq_steps or 150, args.round_steps or 90
+    args.embed_dim = min(args.embed_dim, 64)
+KS = (5, 10)
+ckpt = Path(args.checkpoint) if args.checkpoint else None
+if args.resume and (ckpt is None or not ckpt.is_file()):
+    raise SystemExit(f"--resume needs an existing --checkpoint, got {args.checkpoint!r}")
+
+# %% [markdown]
+# ## Data and item content embeddings
+
+# %%
+t_start = time.perf_counter()
+data = Datasets.load(args.data, verbose=True)
+split = Datasets.leave_one_out(data)
+print(split)
+with Timer() as t_emb:
+    x_np, emb_info = item_embeddings(data, source=args.embedding, dim=args.embed_dim,
+                                     seed=args.seed)
+print(f"item embeddings {x_np.shape} from {emb_info} in {t_emb.seconds:.1f}s")
+x_items = torch.from_numpy(x_np[1:]).to(device)  # (N, E), row i-1 = item i
+
+# %% [markdown]
+# ## RQ-VAE: content embedding -> 3 codes (Eq. 1-6); then the de-duplicating 4th token
+
+# %%
+rq_cfg = rq.RQVAEConfig(input_dim=x_items.shape[1], **RQ)
+rqvae = rq.RQVAE(rq_cfg).to(device)
+rq_state = {}
+if args.resume:
+    rq_state = torch.load(ckpt, map_location="cpu", weights_only=False)["rqvae_report"]
+    codes = torch.tensor(rq_state["codes"])
+    print("resumed: semantic IDs from the checkpoint")
+else:
+    from tqdm.auto import tqdm
+
+    g = torch.Generator().manual_seed(args.seed)
+    opt_cls = torch.optim.Adam if args.rq_optimizer == "adam" else torch.optim.Adagrad
+    opt_rq = opt_cls(rqvae.parameters(), lr=args.rq_lr)
+    n = x_items.shape[0]
+    bs = min(args.rq_batch, n)
+    usage = torch.zeros(rq_cfg.n_levels, rq_cfg.codebook_size, dtype=torch.long, device=device)
+    restarts, rq_curve = 0, []
+    with Timer() as t_rq:
+        bar = tqdm(range(1, rq_steps + 1), desc="RQ-VAE", mininterval=1.0)
+        for step in bar:
+            batch = x_items[torch.randperm(n, generator=g)[:bs].to(device)]
+            if step == 1:
+                rqvae.init_codebooks(batch, generator=g)  # the paper's k-means initialisation
+            out = rqvae(batch)
+            opt_rq.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            opt_rq.step()
+            usage += rqvae.code_usage(out["codes"])
+            if args.dead_code_every and step % args.dead_code_every == 0:
+                if step <= 0.75 * rq_steps:  # leave the codebooks alone at the end
+                    restarts += rqvae.restart_dead_codes(batch, usage, generator=g)
+                usage.zero_()
+            if step % 50 == 0 or step == rq_steps:
+                rq_curve.append({"step": step, "loss": out["loss"].item(),
+                                 "recon": out["recon"].item(), "rqvae": out["rqvae"].item()})
+                bar.set_postfix(recon=f"{out['recon'].item():.4f}", rq=f"{out['rqvae'].item():.4f}")
+    rqvae.eval()
+    codes = rqvae.encode(x_items).cpu()  # (N, M)
+    with torch.no_grad():
+        z = rqvae.encoder(x_items)
+        _, residuals, words = rqvae.quantize(z)  # (N, M, D) each
+        last = residuals[:, -1] - words[:, -1]  # what is left after the last level
+        res_norm = [float(r.norm(dim=1).mean()) for r in [*residuals.unbind(1), last]]
+    _, inv, cnt = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
+    rq_state = {
+        "codes": codes.tolist(),
+        "rq_steps": rq_steps, "rq_seconds": t_rq.seconds, "dead_code_restarts": restarts,
+        "codebook_usage": [int(torch.unique(codes[:, d]).numel()) for d in range(rq_cfg.n_levels)],
+        "codebook_size": rq_cfg.codebook_size,
+        "distinct_3code_ids": int(len(cnt)),
+        "items_sharing_3code_id": int((cnt[inv] > 1).sum()),
+        "largest_collision_group": int(cnt.max()),
+        "residual_norm_per_level": res_norm,
+        "final_recon": rq_curve[-1]["recon"], "curve": rq_curve, "embedding": emb_info,
+    }
+table = rq.SemanticIDTable.from_codes(codes, rq_cfg.codebook_size)
+sids = table.item_to_sid[1:]  # (N, 4)
+inv_ok = bool((table.sid_to_item(sids) == torch.arange(1, len(sids) + 1)).all())
+print(f"RQ-VAE: codebook usage per level {rq_state['codebook_usage']} of {rq_cfg.codebook_size}; "
+      f"{rq_state['items_sharing_3code_id']:,} of {len(codes):,} items share their 3-code ID "
+      f"with another item (largest group {rq_state['largest_collision_group']}); 4th-token range "
+      f"{table.sizes[-1]}; residual norm by level {np.round(rq_state['residual_norm_per_level'], 4)}"
+      f"; tables invert: {inv_ok}")
+
+# %% [markdown]
+# ## The seq2seq model: hashed user token + history IDs -> next item's 4 tokens (Eq. 7-8)
+
+# %%
+dedup_room = max(table.sizes[-1], 8 if preset == "small" else 64)
+seq_cfg = tg.TIGERConfig(code_sizes=(rq_cfg.codebook_size,) * rq_cfg.n_levels + (dedup_room,),
+                         max_history=args.max_history, **SEQ)
+model = tg.TIGER(seq_cfg).to(device)
+model.set_catalogue(sids.to(device))
+optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+print(f"TIGER seq2seq: {count_params(model):,} parameters ({preset} preset)")
+
+train = Datasets.RecallDataset(split, max_len=args.max_history)  # every prefix -> next item
+steps_per_epoch = train.num_batches(args.batch_size, drop_last=True)
+print(f"{len(train):,} training examples (history <= {args.max_history} items), "
+      f"{steps_per_epoch:,} steps per epoch of {args.batch_size}")
+state = {"step": 0, "curve": [], "train_seconds": 0.0}
+if args.resume:
+    extra = load_checkpoint(ckpt, model, optimizer, map_location=device)
+    state = extra["state"]
+    print(f"resumed at step {state['step']:,} ({state['train_seconds']:.0f}s trained so far)")
+
+
+def lr_at(step: int) -> float:
+    """Constant for `warmup` steps, then inverse-sqrt decay (the paper's schedule, scaled)."""
+    return args.lr * min(1.0, (args.warmup / max(step, 1)) ** 0.5)
+
+
+hist_len = (train.tensors["history"] != 0).sum(1)  # (S,) items of history per example
+
+
+def trim(history: torch.Tensor) -> torch.Tensor:
+    """Drop the padding columns all rows share (histories are left-padded)."""
+    return history[:, -max(int((history != 0).sum(1).max()), 1):]
+
+
+def epoch_batches(epoch: int) -> list[torch.Tensor]:
+    """One epoch's batches of example indices, seeded by the epoch number (so a resumed run sees
+    the same data order). Examples of similar history length share a batch, and the batch order is
+    shuffled: most Beauty prefixes are short, so trimming padding saves most of the encoder's work."""
+    g = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
+    noise = torch.rand(len(train), generator=g)
+    order = torch.argsort(hist_len.double() + noise.double())  # by length, random within a length
+    chunks = list(order[: steps_per_epoch * args.batch_size].view(steps_per_epoch, -1))
+    return [chunks[i] for i in torch.randperm(len(chunks), generator=g).tolist()]
+
+
+def stream(start_step: int, n_steps: int):
+    """Batches for steps start_step+1 .. start_step+n_steps (epochs follow each other)."""
+    s = start_step
+    while s < start_step + n_steps:
+        epoch, offset = divmod(s, steps_per_epoch)
+        for idx in epoch_batches(epoch)[offset:]:
+            if s >= start_step + n_steps:
+                return
+            yield train[idx]
+            s += 1
+
+
+def train_step(batch):
+    state["step"] += 1
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(state["step"])
+    return model.loss(user=batch["user"].to(device), history=trim(batch["history"]).to(device),
+                      target=batch["target"].to(device))
+
+
+# %% [markdown]
+# ## Evaluation: constrained beam search -> top-K distinct real items -> Recall / NDCG
+
+# %%
+def generative_ranks(stage: str, rows: np.ndarray, beam: int, constrained: bool = True,
+                     batch_size: int = 256) -> tuple[np.ndarray, float]:
+    """Rank of each user's target in the beam's item list (seen items removed, as every model
+    here); n_items + 1 when absent. Also returns the share of valid IDs among all beams."""
+    hist, _ = split.history(stage, args.max_history)
+    targets = split.targets(stage)
+    offsets, seen = split.seen(stage)
+    rows = rows[np.argsort((hist[rows] != 0).sum(1), kind="stable")]  # similar lengths together
+    ranks, valid = [], []
+    model.eval()
+    for s in range(0, len(rows), batch_size):
+        r = rows[s : s + batch_size]
+        items, _, _ = model.generate(user=torch.from_numpy(split.users[r]).to(device),
+                                     history=trim(torch.from_numpy(hist[r])).to(device),
+                                     beam=beam, constrained=constrained)
+        items = items.cpu()  # (b, K)
+        valid.append(items > 0)
+        # seen items of these users as a (b, N+1) mask, read at the listed items
+        seen_mask = csr_mask(offsets, seen, r, split.n_items + 1).gather(1, items)
+        keep = (items > 0) & ~seen_mask
+        pos = keep.cumsum(1)  # rank among kept items
+        hit = keep & (items == torch.from_numpy(targets[r])[:, None])
+        ranks.append(torch.where(hit.any(1), (pos * hit).amax(1), split.n_items + 1))
+    return torch.cat(ranks).double().numpy(), float(torch.cat(valid).float().mean())
+
+
+def at_k(metrics: dict) -> dict:
+    """Recall@K / NDCG@K only: an MRR over a beam's short list is not comparable to a full one."""
+    return {k: v for k, v in metrics.items() if "@" in k}
+
+
+rng = np.random.default_rng(args.seed)
+valid_rows = np.sort(rng.choice(split.n_users, min(args.eval_users, split.n_users), replace=False))
+trained_before = state["train_seconds"]
+clock = {"fit_start": time.perf_counter(), "eval": 0.0}
+
+
+def evaluate():
+    t0 = time.perf_counter()
+    trained = trained_before + (t0 - clock["fit_start"]) - clock["eval"]
+    ranks, _ = generative_ranks("valid", valid_rows, args.beam)
+    metrics = at_k(ranking_metrics(ranks, KS))
+    state["curve"].append({"step": state["step"], "train_seconds": trained,
+                           **{k: metrics[k] for k in ("Recall@10", "NDCG@10")}})
+    print(f"step {state['step']:,} ({trained:.0f}s trained): validation ({len(valid_rows)} users) "
+          + json.dumps({k: round(v, 4) for k, v in metrics.items()}), flush=True)
+    if ckpt is not None:
+        save_checkpoint(ckpt, model, optimizer, overwrite=True, rqvae_report=rq_state,
+                        state={**state, "train_seconds": trained}, args=vars(args))
+    clock["eval"] += time.perf_counter() - t0
+    return metrics
+
+
+# fit() runs "epochs" of `round_steps` steps each; the step counter lives in `state`.
+budget_left = None if args.time_budget is None else args.time_budget
+max_rounds = 10**9
+if args.steps is not None:
+    max_rounds = max(0, -(-(args.steps - state["step"]) // round_steps))
+elif args.epochs:
+    max_rounds = -(-(args.epochs * steps_per_epoch - state["step"]) // round_steps)
+elif budget_left is None:
+    max_rounds = 3  # synthetic default: 3 rounds of 90 steps (about 3 epochs)
+history = fit(
+    model, train_step, lambda r: stream(state["step"], round_steps), optimizer, max_rounds,
+    evaluate, metric="NDCG@10", patience=10**9, n_batches=round_steps, desc="TIGER",
+    time_budget=budget_left, grad_clip=1.0,
+)
+state["train_seconds"] = trained_before + history.train_seconds
+for rec, point in zip(history.epochs, state["curve"][-len(history.epochs):]):
+    point["loss"] = rec["loss"]  # fit restored the best validation state; keep the whole curve
+if ckpt is not None:
+    save_checkpoint(ckpt.with_suffix(".best.pt"), model, optimizer, overwrite=True,
+                    rqvae_report=rq_state, state=state, args=vars(args))
+print(f"trained to step {state['step']:,} ({state['step'] / steps_per_epoch:.2f} epochs) in "
+      f"{state['train_seconds']:.0f}s; best validation at round {history.best_epoch}")
+
+# %% [markdown]
+# ## Test: full catalogue via constrained beam search, beside popularity (same split)
+
+# %%
+test_rows = np.arange(split.n_users)
+if args.test_users:
+    test_rows = np.sort(rng.choice(split.n_users, min(args.test_users, split.n_users),
+                                   replace=False))
+with Timer() as t_eval:
+    test_ranks, _ = generative_ranks("test", test_rows, args.beam)
+test_metrics = at_k(ranking_metrics(test_ranks, KS))
+free_rows = test_rows[: min(len(test_rows), 2000)]
+_, valid_share = generative_ranks("test", free_rows, 10, constrained=False)
+pop = at_k(popularity_metrics(split, "test", ks=KS))
+print(f"test ({len(test_rows):,} users, beam {args.beam}, {t_eval.seconds:.0f}s):",
+      {k: round(v, 4) for k, v in test_metrics.items()})
+print("popularity:", {k: round(v, 4) for k, v in pop.items()})
+print(f"without the trie, {valid_share:.1%} of the top-10 generated IDs name a real item "
+      f"({len(free_rows):,} users)")
+
+# %% [markdown]
+# ## One user: history and top-10 generated items, with their semantic IDs
+
+# %%
+row = int(test_rows[0])
+hist_items, _ = split.history("test", args.max_history)
+items, scores, gen_codes = model.generate(
+    user=torch.from_numpy(split.users[row : row + 1]).to(device),
+    history=trim(torch.from_numpy(hist_items[row : row + 1])).to(device), beam=10)
+print(f"user {split.users[row]}: last items of the history (semantic ID, item)")
+for i in [int(x) for x in hist_items[row] if x][-6:]:
+    print(f"   {tuple(table.item_to_sid[i].tolist())}  {data.item_text(i)}")
+target = int(split.test_items[row])
+print(f"held-out next item: {tuple(table.item_to_sid[target].tolist())}  {data.item_text(target)}")
+print("top-10 generated (constrained beam search; log p(ID)):")
+for r, (i, s) in enumerate(zip(items[0].tolist(), scores[0].tolist()), 1):
+    hit = "  <- held-out item" if i == target else ""
+    print(f"  {r:2d}. {tuple(table.item_to_sid[i].tolist())} {s:7.2f}  {data.item_text(i)}{hit}")
+
+# %%
+if args.plot and state["curve"]:
+    xs = [p["step"] for p in state["curve"]]
+    plot_curves({"validation NDCG@10": (xs, [p["NDCG@10"] for p in state["curve"]]),
+                 "validation Recall@10": (xs, [p["Recall@10"] for p in state["curve"]])},
+                args.plot, xlabel="training step", ylabel="metric",
+                title=f"TIGER on {data.name} ({preset} preset)")
+    print("curve saved to", args.plot)
+
+wall = time.perf_counter() - t_start
+print_result(
+    model=f"TIGER ({preset})", data=args.data,
+    protocol=(f"leave-one-out, constrained beam search (beam {args.beam}) over all "
+              f"{split.n_items} items, seen items removed from the list, test split"
+              + (f", {len(test_rows)} sampled users" if args.test_users else "")),
+    metrics=test_metrics, baseline={"name": "popularity", "metrics": pop},
+    train_seconds=state["train_seconds"], eval_seconds=t_eval.seconds,
+    epochs=round(state["step"] / steps_per_epoch, 3), params=count_params(model),
+    steps=state["step"], wall_seconds=wall, embedding=emb_info,
+    valid_id_share_without_trie=valid_share,
+    rqvae={k: v for k, v in rq_state.items() if k not in ("codes", "curve")},
+    rqvae_params=count_params(rqvae), curve=state["curve"], config=vars(args), out=args.out,
+)
