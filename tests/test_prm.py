@@ -59,6 +59,19 @@ def test_score_of_an_item_depends_on_the_other_items_in_the_list():
     assert (model(features=x2, pv=pv)[0, 0] - base[0, 0]).abs() > 1e-4
 
 
+def test_without_list_context_an_item_score_ignores_the_other_items():
+    torch.manual_seed(0)
+    model = prm.PRM(feature_dim=6, pv_dim=5, max_len=12, list_context=False).eval()
+    gen = torch.Generator().manual_seed(2)
+    x, pv = _inputs(gen, B=1)
+    base = model(features=x, pv=pv)
+    x2 = x.clone()
+    x2[0, 5] += 3.0
+    changed = model(features=x2, pv=pv)
+    torch.testing.assert_close(changed[0, :5], base[0, :5])
+    assert (changed[0, 5] - base[0, 5]).abs() > 1e-4
+
+
 def test_padding_does_not_change_real_items_and_gets_no_probability():
     torch.manual_seed(0)
     model = prm.PRM(feature_dim=6, pv_dim=5, max_len=12).eval()

@@ -29,6 +29,8 @@ NOTE (deviations, each also listed in the note):
       product of the user and item vectors of the first-stage ranker), whose sum is the ranker's score.
     * Padding: lists may be shorter than N; padded slots are masked out of attention and the softmax.
     * Lists without any click carry no signal under Eq. (7) and are skipped in the mean.
+    * `list_context=False` is not in the paper: it limits attention to the item itself, which turns
+      PRM into a pointwise scorer of the same size, to measure what the list context adds.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class PRMConfig:
     ffn_dim: int = 128  # hidden width of the position-wise FFN
     dropout: float = 0.1
     use_position: bool = True  # Eq. (2); False makes PRM permutation-equivariant over the list
+    list_context: bool = True  # False: each item attends only to itself (a pointwise ablation)
 
 
 class EncoderBlock(nn.Module):
@@ -64,9 +67,14 @@ class EncoderBlock(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, s: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """s: (B, N, D); pad: (B, N) bool, True = padded slot (ignored as a key)."""
-        att, _ = self.attention(s, s, s, key_padding_mask=pad, need_weights=False)  # (B, N, D)
+    def forward(
+        self, s: torch.Tensor, pad: torch.Tensor, attn_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """s: (B, N, D); pad: (B, N) bool, True = padded slot (ignored as a key);
+        attn_mask: (N, N) bool, True = not allowed (None: every item sees every item)."""
+        att, _ = self.attention(
+            s, s, s, key_padding_mask=pad, attn_mask=attn_mask, need_weights=False
+        )  # (B, N, D)
         s = self.norm1(s + self.drop(att))  # Eq. (5), first half
         return self.norm2(s + self.drop(self.ffn(s)))  # Eq. (5), second half
 
@@ -132,8 +140,11 @@ class PRM(nn.Module):
             e = e + self.position(torch.arange(N, device=e.device))  # Eq. (2)   (B, N, F + P)
         s = self.input_proj(e)  # Eq. (3)   (B, N, D)
         pad = torch.zeros(B, N, dtype=torch.bool, device=e.device) if mask is None else ~mask
+        attn_mask = None
+        if not cfg.list_context:  # ablation: attention restricted to the item itself
+            attn_mask = ~torch.eye(N, dtype=torch.bool, device=e.device)  # (N, N)
         for block in self.blocks:
-            s = block(s, pad)  # Eq. (4)-(5)   (B, N, D)
+            s = block(s, pad, attn_mask)  # Eq. (4)-(5)   (B, N, D)
         logits = self.output(s).squeeze(-1)  # (B, N)
         return logits.masked_fill(pad, -math.inf)
 
