@@ -13,7 +13,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m Utils.baselines --data synthetic
+	$(PY) "Classic Models/pipeline_demo.py"
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
