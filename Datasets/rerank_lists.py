@@ -4,20 +4,21 @@ A re-ranker needs, per user, the list a ranker would show: N candidates in the r
 its scores, labels, and item categories for diversity metrics. This module builds those lists from a
 leave-one-out split, vectorised (one matmul + top-k per chunk of users):
 
-- `train_scorer`: a quickly trained item-embedding ranker (the mean of the history's item embeddings,
-  then a linear layer, dotted with output item embeddings; full-softmax next-item loss on the training
-  prefixes). About a minute on Beauty with one thread, a few seconds on the synthetic default.
-- `candidate_lists`: top-N of that scorer for each user's `stage` ('valid' or 'test') with seen items
-  excluded; label 1 on the held-out target when it is among the N (lists without it keep all zeros,
-  so list metrics over all users equal the full-ranking metrics of the re-ranked top).
+- `train_scorer`: a quickly trained item-embedding ranker (the mean of the history's item
+  embeddings, then a linear layer, dotted with output item embeddings; full-softmax next-item loss
+  on the training prefixes). About a minute on Beauty with one thread, a few seconds on the
+  synthetic default.
+- `candidate_lists`: top-N of that scorer for each user's `stage` ('valid' or 'test'), seen items
+  excluded; label 1 on the held-out target when it is among the N (lists without it keep all
+  zeros, so list metrics over all users equal the full-ranking metrics of the re-ranked top).
 - `prefix_lists`: the same at random training prefixes, to train a learned re-ranker (PRM) without
   touching the valid/test targets.
 - `item_categories` / `item_category_sets`: category codes for coverage and ILD (synthetic: the
   category; seqtxt: attribute ids, first attribute as "the" category).
 - `simulate_clicks`: synthetic only. A planted click model with a **within-list effect**: an item's
-  click probability drops with the number of its near-duplicates (same variant group) in the same list
-  and with the share of the list taken by its category (redundancy). The pointwise ranker cannot see
-  it; a list-aware re-ranker can.
+  click probability drops with the number of its near-duplicates (same variant group) in the same
+  list and with the share of the list taken by its category (redundancy). The pointwise ranker
+  cannot see it; a list-aware re-ranker can.
 """
 
 from __future__ import annotations
@@ -62,10 +63,19 @@ class HistoryScorer(nn.Module):
         return scores
 
 
-def train_scorer(split, *, dim: int = 64, max_len: int = 20, epochs: int = 3, batch_size: int = 512,
-                 lr: float = 3e-3, seed: int = 0, max_per_user: int | None = None,
-                 progress: bool = True) -> HistoryScorer:
-    """Train `HistoryScorer` with full-softmax cross-entropy on every training prefix of the split."""
+def train_scorer(
+    split,
+    *,
+    dim: int = 64,
+    max_len: int = 20,
+    epochs: int = 3,
+    batch_size: int = 512,
+    lr: float = 3e-3,
+    seed: int = 0,
+    max_per_user: int | None = None,
+    progress: bool = True,
+) -> HistoryScorer:
+    """Train `HistoryScorer` with full-softmax cross-entropy on every training prefix."""
     torch.manual_seed(seed)
     ex = split.next_item_examples(max_len, max_per_user=max_per_user, seed=seed)
     hist, target = ex["history"], ex["target"]
@@ -75,8 +85,17 @@ def train_scorer(split, *, dim: int = 64, max_len: int = 20, epochs: int = 3, ba
     for epoch in range(epochs):
         order = torch.randperm(len(target), generator=gen)
         steps = range(0, len(order), batch_size)
-        bar = tqdm(steps, desc=f"ranker {epoch + 1}/{epochs}", leave=False, disable=not progress,
-                   mininterval=1.0) if tqdm else steps
+        bar = (
+            tqdm(
+                steps,
+                desc=f"ranker {epoch + 1}/{epochs}",
+                leave=False,
+                disable=not progress,
+                mininterval=1.0,
+            )
+            if tqdm
+            else steps
+        )
         for s in bar:
             idx = order[s : s + batch_size]
             loss = nn.functional.cross_entropy(model(hist[idx]), target[idx])
@@ -87,7 +106,9 @@ def train_scorer(split, *, dim: int = 64, max_len: int = 20, epochs: int = 3, ba
     return model
 
 
-def _seen_mask(offsets: np.ndarray, items: np.ndarray, rows: np.ndarray, n_cols: int) -> torch.Tensor:
+def _seen_mask(
+    offsets: np.ndarray, items: np.ndarray, rows: np.ndarray, n_cols: int
+) -> torch.Tensor:
     """(len(rows), n_cols) bool: True where the item is in the row's CSR list."""
     lens = offsets[rows + 1] - offsets[rows]
     flat = np.concatenate([items[offsets[r] : offsets[r + 1]] for r in rows]) if len(rows) else []
@@ -98,8 +119,9 @@ def _seen_mask(offsets: np.ndarray, items: np.ndarray, rows: np.ndarray, n_cols:
 
 
 @torch.no_grad()
-def _top_n(scorer: HistoryScorer, history: np.ndarray, seen: torch.Tensor | None, n: int,
-           chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _top_n(
+    scorer: HistoryScorer, history: np.ndarray, seen: torch.Tensor | None, n: int, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-n items per history row: ids (U, n), scores (U, n), user vectors (U, D)."""
     ids, scs, uvs = [], [], []
     items_t = scorer.item_vectors().T  # (D, N+1)
@@ -117,8 +139,15 @@ def _top_n(scorer: HistoryScorer, history: np.ndarray, seen: torch.Tensor | None
     return torch.cat(ids).numpy(), torch.cat(scs).numpy(), torch.cat(uvs).numpy()
 
 
-def candidate_lists(split, scorer: HistoryScorer, *, stage: str = "test", n_candidates: int = 50,
-                    max_len: int = 20, exclude_seen: bool = True) -> dict[str, np.ndarray]:
+def candidate_lists(
+    split,
+    scorer: HistoryScorer,
+    *,
+    stage: str = "test",
+    n_candidates: int = 50,
+    max_len: int = 20,
+    exclude_seen: bool = True,
+) -> dict[str, np.ndarray]:
     """Top-N lists for each user of the split at `stage`.
 
     Returns numpy arrays: user (U,), row (U,), history (U, max_len), items (U, N) in the ranker's
@@ -126,7 +155,9 @@ def candidate_lists(split, scorer: HistoryScorer, *, stage: str = "test", n_cand
     user_vectors (U, D) of the ranker (a personalised vector for PRM).
     """
     if n_candidates > split.n_items:
-        raise ValueError(f"n_candidates={n_candidates} exceeds the catalogue ({split.n_items} items)")
+        raise ValueError(
+            f"n_candidates={n_candidates} exceeds the catalogue ({split.n_items} items)"
+        )
     hist, _ = split.history(stage, max_len)
     rows = np.arange(split.n_users)
     seen = None
@@ -135,13 +166,27 @@ def candidate_lists(split, scorer: HistoryScorer, *, stage: str = "test", n_cand
         seen = _seen_mask(offsets, items, rows, split.n_items + 1)
     ids, scores, uvec = _top_n(scorer, hist, seen, n_candidates)
     target = split.targets(stage)
-    return {"user": split.users.copy(), "row": rows, "history": hist, "items": ids,
-            "init_scores": scores, "labels": (ids == target[:, None]).astype(np.float32),
-            "target": target, "user_vectors": uvec}
+    return {
+        "user": split.users.copy(),
+        "row": rows,
+        "history": hist,
+        "items": ids,
+        "init_scores": scores,
+        "labels": (ids == target[:, None]).astype(np.float32),
+        "target": target,
+        "user_vectors": uvec,
+    }
 
 
-def prefix_lists(split, scorer: HistoryScorer, *, per_user: int = 3, n_candidates: int = 50,
-                 max_len: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
+def prefix_lists(
+    split,
+    scorer: HistoryScorer,
+    *,
+    per_user: int = 3,
+    n_candidates: int = 50,
+    max_len: int = 20,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """Lists at random training prefixes (at most `per_user` per user): same keys as
     `candidate_lists`; the label marks the next training item. Items of the prefix are excluded."""
     ex = split.next_item_examples(max_len, max_per_user=per_user, seed=seed)
@@ -152,14 +197,21 @@ def prefix_lists(split, scorer: HistoryScorer, *, per_user: int = 3, n_candidate
     seen[:, 0] = False
     ids, scores, uvec = _top_n(scorer, hist, seen, n_candidates)
     target = ex["target"].numpy()
-    return {"user": ex["user"].numpy(), "row": ex["row"].numpy(), "history": hist, "items": ids,
-            "init_scores": scores, "labels": (ids == target[:, None]).astype(np.float32),
-            "target": target, "user_vectors": uvec}
+    return {
+        "user": ex["user"].numpy(),
+        "row": ex["row"].numpy(),
+        "history": hist,
+        "items": ids,
+        "init_scores": scores,
+        "labels": (ids == target[:, None]).astype(np.float32),
+        "target": target,
+        "user_vectors": uvec,
+    }
 
 
 def item_categories(data) -> np.ndarray:
-    """(n_items+1,) int64 category code per item (0 = padding/unknown): the `category` column when the
-    source has one, else the first attribute id (seqtxt)."""
+    """(n_items+1,) int64 category code per item (0 = padding/unknown): the `category` column
+    when the source has one, else the first attribute id (seqtxt)."""
     if "category" in data.items:
         return data.item_feature("category")
     attrs = data.item_attributes(1)
@@ -167,7 +219,7 @@ def item_categories(data) -> np.ndarray:
 
 
 def item_category_sets(data, max_per_item: int = 8) -> np.ndarray:
-    """Categories as used by ILD: (n_items+1,) codes, or (n_items+1, A) attribute sets for seqtxt."""
+    """Categories for ILD: (n_items+1,) codes, or (n_items+1, A) attribute sets for seqtxt."""
     if "category" in data.items:
         return data.item_feature("category")
     return data.item_attributes(max_per_item)
@@ -185,11 +237,18 @@ def category_features(data, max_per_item: int = 8) -> torch.Tensor:
     return out
 
 
-def simulate_clicks(data, lists: dict[str, np.ndarray], *, seed: int = 0, group_penalty: float = 2.0,
-                    crowd_penalty: float = 4.0, shift: float = -1.0) -> tuple[np.ndarray, np.ndarray]:
+def simulate_clicks(
+    data,
+    lists: dict[str, np.ndarray],
+    *,
+    seed: int = 0,
+    group_penalty: float = 2.0,
+    crowd_penalty: float = 4.0,
+    shift: float = -1.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic only: click labels with a planted within-list (redundancy) effect.
 
-    logit(u, i | list) = click_logit(u, i, recent history)              (the synthetic CTR ground truth)
+    logit(u, i | list) = click_logit(u, i, recent history)     (the synthetic CTR ground truth)
                          - group_penalty * #(other items of i's variant group in the list)
                          - crowd_penalty * (share of the other list items in i's category)
                          + shift
@@ -199,7 +258,9 @@ def simulate_clicks(data, lists: dict[str, np.ndarray], *, seed: int = 0, group_
     from .synthetic import click_logit
 
     if "truth" not in data.extra:
-        raise ValueError("simulate_clicks needs the synthetic world's ground truth (data.extra['truth'])")
+        raise ValueError(
+            "simulate_clicks needs the synthetic world's ground truth (data.extra['truth'])"
+        )
     t = data.extra["truth"]
     items, users, hist = lists["items"], lists["user"], lists["history"]
     U, N = items.shape
@@ -227,8 +288,8 @@ def describe_item(data, i: int, width: int = 60) -> str:
 
 def similarity_features(kind: str, data, scorer: HistoryScorer) -> torch.Tensor:
     """(n_items+1, F) float32 item features whose cosine is the re-rankers' item similarity:
-    'category' (multi-hot categories/attributes, what ILD measures), 'embedding' (the ranker's output
-    item embeddings) or 'mixed' (both, normalised and concatenated: cosine = their mean)."""
+    'category' (multi-hot categories/attributes, what ILD measures), 'embedding' (the ranker's
+    output item embeddings) or 'mixed' (both, normalised and concatenated: cosine = their mean)."""
     cat = nn.functional.normalize(category_features(data), dim=1)
     emb = nn.functional.normalize(scorer.item_vectors().detach().float(), dim=1)
     if kind == "category":
@@ -241,7 +302,7 @@ def similarity_features(kind: str, data, scorer: HistoryScorer) -> torch.Tensor:
 
 
 def minmax_scores(scores: torch.Tensor) -> torch.Tensor:
-    """Per-list min-max of (U, N) ranker scores to [0, 1], so a re-ranker's knob (lambda, theta) means
-    the same for every list and data set."""
+    """Per-list min-max of (U, N) ranker scores to [0, 1], so a re-ranker's knob (lambda, theta)
+    means the same for every list and data set."""
     lo, hi = scores.min(1, keepdim=True).values, scores.max(1, keepdim=True).values
     return (scores - lo) / (hi - lo).clamp_min(1e-12)

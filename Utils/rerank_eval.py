@@ -27,13 +27,15 @@ def take_positions(positions, items, labels) -> tuple[np.ndarray, np.ndarray]:
     return got_items, got_labels
 
 
-def rerank_metrics(positions, items, labels, *, k: int = 10, categories=None, category_sets=None,
-                   n_relevant=None) -> dict[str, float]:
+def rerank_metrics(
+    positions, items, labels, *, k: int = 10, categories=None, category_sets=None, n_relevant=None
+) -> dict[str, float]:
     """Metrics of the re-ranked top k.
 
     positions: (U, >=k) positions into the candidate lists (the initial ranking is arange(N)).
     items, labels: (U, N) candidate item ids and 0/1 (or graded) labels.
-    categories: (n_items+1,) codes for coverage; category_sets: (n_items+1,) or (n_items+1, A) for ILD.
+    categories: (n_items+1,) codes for coverage.
+    category_sets: (n_items+1,) or (n_items+1, A) categories/attribute sets for ILD.
     n_relevant: (U,) relevant items per user for Recall (default: the positives in the list; pass
         ones for a held-out target that may be missing from the list).
     """
@@ -43,7 +45,8 @@ def rerank_metrics(positions, items, labels, *, k: int = 10, categories=None, ca
     out = {
         f"NDCG@{k}": M.ndcg_at_k_lists(top_labels, k, ideal=all_labels),
         f"Recall@{k}": M.recall_at_k_lists(
-            top_labels, k, n_relevant=all_labels.sum(1) if n_relevant is None else n_relevant),
+            top_labels, k, n_relevant=all_labels.sum(1) if n_relevant is None else n_relevant
+        ),
     }
     if category_sets is not None:
         out[f"ILD@{k}"] = M.ild(top_items, categories=category_sets, k=k)

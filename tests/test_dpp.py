@@ -121,10 +121,16 @@ def test_greedy_finds_the_brute_force_optimum_on_a_clustered_kernel():
     # the most relevant of each; greedy must find exactly that set (brute force over all 3-sets).
     gen = torch.Generator().manual_seed(5)
     centres = torch.eye(3, dtype=torch.float64)
-    feats = centres.repeat_interleave(3, dim=0) + 0.05 * torch.randn(9, 3, generator=gen, dtype=torch.float64)
+    feats = centres.repeat_interleave(3, dim=0) + 0.05 * torch.randn(
+        9, 3, generator=gen, dtype=torch.float64
+    )
     scores = torch.rand(1, 9, generator=gen, dtype=torch.float64)
-    L = dpp.build_kernel(scores=scores, similarity=dpp.similarity_matrix(feats.unsqueeze(0)), theta=0.5)[0]
-    best = max(itertools.combinations(range(9), 3), key=lambda s: float(torch.det(L[list(s)][:, list(s)])))
+    L = dpp.build_kernel(
+        scores=scores, similarity=dpp.similarity_matrix(feats.unsqueeze(0)), theta=0.5
+    )[0]
+    best = max(
+        itertools.combinations(range(9), 3), key=lambda s: float(torch.det(L[list(s)][:, list(s)]))
+    )
     greedy = dpp.greedy_map(L.unsqueeze(0), max_length=3).selected[0].tolist()
     assert sorted(greedy) == sorted(best)
     assert sorted(i // 3 for i in greedy) == [0, 1, 2]
@@ -134,7 +140,9 @@ def test_stopping_rule_min_gain_one_stops_when_det_would_decrease():
     gen = torch.Generator().manual_seed(6)
     feats = torch.randn(4, 30, 3, generator=gen, dtype=torch.float64)
     scores = torch.rand(4, 30, generator=gen, dtype=torch.float64)
-    L = dpp.build_kernel(scores=scores, similarity=dpp.similarity_matrix(feats, ridge=0.05), theta=0.7)
+    L = dpp.build_kernel(
+        scores=scores, similarity=dpp.similarity_matrix(feats, ridge=0.05), theta=0.7
+    )
     res = dpp.greedy_map(L, max_length=30, min_gain=1.0)
     for b in range(4):
         Y = res.selected[b][res.selected[b] >= 0]
@@ -143,7 +151,10 @@ def test_stopping_rule_min_gain_one_stops_when_det_would_decrease():
         # the best remaining item would have lowered det(L_Y)
         logdet = torch.linalg.slogdet(L[b][Y][:, Y])[1]
         rest = [i for i in range(30) if i not in Y.tolist()]
-        nxt = max(float(torch.linalg.slogdet(L[b][Y.tolist() + [i]][:, Y.tolist() + [i]])[1]) for i in rest)
+        nxt = max(
+            float(torch.linalg.slogdet(L[b][Y.tolist() + [i]][:, Y.tolist() + [i]])[1])
+            for i in rest
+        )
         assert nxt < float(logdet)
 
 
@@ -157,10 +168,14 @@ def test_theta_knob_alpha_and_extremes():
     scores = torch.rand(3, 20, generator=gen)
     # theta -> 1: relevance dominates, the list is the relevance order
     near_one = dpp.DPPReranker(theta=0.999, max_length=5, ridge=1e-2)
-    assert torch.equal(near_one(scores=scores, item_vectors=feats), scores.argsort(dim=1, descending=True)[:, :5])
+    assert torch.equal(
+        near_one(scores=scores, item_vectors=feats), scores.argsort(dim=1, descending=True)[:, :5]
+    )
     # theta = 0: scores are ignored
     zero = dpp.DPPReranker(theta=0.0, max_length=5, ridge=1e-2)
-    assert torch.equal(zero(scores=scores, item_vectors=feats), zero(scores=scores.flip(1), item_vectors=feats))
+    assert torch.equal(
+        zero(scores=scores, item_vectors=feats), zero(scores=scores.flip(1), item_vectors=feats)
+    )
 
 
 def test_log_quality_form_picks_what_the_explicit_kernel_picks():

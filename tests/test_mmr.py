@@ -95,5 +95,6 @@ def test_bad_arguments_fail_early():
     with pytest.raises(TypeError):
         mmr.MMRReranker(lambda_=0.5)
     with pytest.raises(ValueError):
-        mmr.mmr_select(relevance=torch.rand(2, 5), similarity=torch.rand(2, 5, 4), lam=0.5,
-                       max_length=3)
+        mmr.mmr_select(
+            relevance=torch.rand(2, 5), similarity=torch.rand(2, 5, 4), lam=0.5, max_length=3
+        )

@@ -106,8 +106,16 @@ def test_loss_is_listwise_softmax_cross_entropy_and_learns_a_within_list_rule():
     x[:, :, 1:] = torch.randn(B, N, 2, generator=gen)
     y = torch.zeros(B, N)
     y[torch.arange(B), odd] = 1.0
-    model = prm.PRM(feature_dim=3, max_len=N, d_model=16, n_heads=2, n_blocks=1, ffn_dim=32,
-                    dropout=0.0, use_position=False)
+    model = prm.PRM(
+        feature_dim=3,
+        max_len=N,
+        d_model=16,
+        n_heads=2,
+        n_blocks=1,
+        ffn_dim=32,
+        dropout=0.0,
+        use_position=False,
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(120):
         loss = prm.PRM.loss(model(features=x), y)

@@ -1,5 +1,6 @@
-"""DPP speed: fast greedy MAP (incremental Cholesky, O(N k^2)) against the naive greedy that computes
-log-determinants explicitly (O(N k^4) with batched slogdet), per list, for N candidates and k picks.
+"""DPP speed: fast greedy MAP (incremental Cholesky, O(N k^2)) against the naive greedy that
+computes log-determinants explicitly (O(N k^4) with batched slogdet), per list, for N candidates
+and k picks.
 
     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/DPP/benchmark.py" \
         --out assets/DPP/results/speed.json
@@ -55,33 +56,64 @@ def main(argv=None):
     for n in [int(x) for x in args.sizes.split(",")]:
         feats = torch.randn(args.batch, n, args.dim, generator=gen, dtype=torch.float64)
         scores = torch.rand(args.batch, n, generator=gen, dtype=torch.float64)
-        L = dpp.build_kernel(scores=scores, similarity=dpp.similarity_matrix(feats, ridge=1e-3),
-                             theta=0.7)  # (batch, n, n)
+        L = dpp.build_kernel(
+            scores=scores, similarity=dpp.similarity_matrix(feats, ridge=1e-3), theta=0.7
+        )  # (batch, n, n)
         for k in [int(x) for x in args.ks.split(",")]:
             one = L[:1]
             fast = dpp.greedy_map(one, max_length=k).selected[0]
             naive = dpp.naive_greedy_map(one[0], max_length=k)
             same = bool(torch.equal(fast[fast >= 0], naive))
             t_fast = timed(lambda one=one, k=k: dpp.greedy_map(one, max_length=k), args.repeats)
-            t_batch = timed(lambda k=k, L=L: dpp.greedy_map(L, max_length=k), args.repeats) / args.batch
-            t_naive = timed(lambda one=one, k=k: dpp.naive_greedy_map(one[0], max_length=k),
-                            max(1, args.repeats // 3 if n * k >= 50_000 else args.repeats))
-            rows.append({"N": n, "k": k, "fast_ms": 1e3 * t_fast,
-                         "fast_batched_ms": 1e3 * t_batch, "naive_ms": 1e3 * t_naive,
-                         "speedup": t_naive / t_fast, "same_list": same})
+            t_batch = (
+                timed(lambda k=k, L=L: dpp.greedy_map(L, max_length=k), args.repeats) / args.batch
+            )
+            t_naive = timed(
+                lambda one=one, k=k: dpp.naive_greedy_map(one[0], max_length=k),
+                max(1, args.repeats // 3 if n * k >= 50_000 else args.repeats),
+            )
+            rows.append(
+                {
+                    "N": n,
+                    "k": k,
+                    "fast_ms": 1e3 * t_fast,
+                    "fast_batched_ms": 1e3 * t_batch,
+                    "naive_ms": 1e3 * t_naive,
+                    "speedup": t_naive / t_fast,
+                    "same_list": same,
+                }
+            )
             r = rows[-1]
-            print(f"N={n:5d} k={k:3d}  fast {r['fast_ms']:8.2f} ms  batched {r['fast_batched_ms']:7.3f} "
-                  f"ms/list  naive {r['naive_ms']:9.1f} ms  x{r['speedup']:.0f}  same={same}", flush=True)
-    print(f"\n| N | k | fast greedy (ms/list) | fast, batched x{args.batch} (ms/list) "
-          "| naive log-det greedy (ms/list) | speed-up | same list |")
+            print(
+                f"N={n:5d} k={k:3d}  fast {r['fast_ms']:8.2f} ms  "
+                f"batched {r['fast_batched_ms']:7.3f} "
+                f"ms/list  naive {r['naive_ms']:9.1f} ms  x{r['speedup']:.0f}  same={same}",
+                flush=True,
+            )
+    print(
+        f"\n| N | k | fast greedy (ms/list) | fast, batched x{args.batch} (ms/list) "
+        "| naive log-det greedy (ms/list) | speed-up | same list |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['N']} | {r['k']} | {r['fast_ms']:.2f} | {r['fast_batched_ms']:.3f} | "
-              f"{r['naive_ms']:.1f} | {r['speedup']:.0f}x | {r['same_list']} |")
+        print(
+            f"| {r['N']} | {r['k']} | {r['fast_ms']:.2f} | {r['fast_batched_ms']:.3f} | "
+            f"{r['naive_ms']:.1f} | {r['speedup']:.0f}x | {r['same_list']} |"
+        )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"threads": torch.get_num_threads(), "dim": args.dim,
-                                              "batch": args.batch, "rows": rows}, indent=2) + "\n")
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "threads": torch.get_num_threads(),
+                    "dim": args.dim,
+                    "batch": args.batch,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -44,15 +44,28 @@ def load_model_module():
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
-    add_common_args(p, epochs=3, batch_size=512, lr=3e-3)  # epochs/lr/batch: of the first-stage ranker
-    p.add_argument("--candidates", type=int, default=50, help="N: candidates per list from the ranker")
+    add_common_args(
+        p, epochs=3, batch_size=512, lr=3e-3
+    )  # epochs/lr/batch: of the first-stage ranker
+    p.add_argument(
+        "--candidates", type=int, default=50, help="N: candidates per list from the ranker"
+    )
     p.add_argument("--k", type=int, default=10, help="length of the re-ranked list")
     p.add_argument("--theta", type=float, default=0.95, help="relevance-diversity knob in [0, 1)")
-    p.add_argument("--window", type=int, default=None, help="sliding window w (Alg. 2); default none")
-    p.add_argument("--similarity", choices=["category", "embedding", "mixed"], default="mixed",
-                   help="item features for S: category multi-hot, ranker item embeddings, or both")
-    p.add_argument("--sweep", default="0,0.3,0.5,0.6,0.7,0.8,0.9,0.95,0.98",
-                   help="theta values for the trade-off curve ('' to skip)")
+    p.add_argument(
+        "--window", type=int, default=None, help="sliding window w (Alg. 2); default none"
+    )
+    p.add_argument(
+        "--similarity",
+        choices=["category", "embedding", "mixed"],
+        default="mixed",
+        help="item features for S: category multi-hot, ranker item embeddings, or both",
+    )
+    p.add_argument(
+        "--sweep",
+        default="0,0.3,0.5,0.6,0.7,0.8,0.9,0.95,0.98",
+        help="theta values for the trade-off curve ('' to skip)",
+    )
     p.add_argument("--chunk", type=int, default=1024, help="lists per DPP batch")
     return p.parse_args(argv)
 
@@ -79,8 +92,9 @@ def main(argv=None):
     split = Datasets.leave_one_out(data)
     print(split)
     t0 = time.perf_counter()
-    scorer = RL.train_scorer(split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             seed=args.seed)
+    scorer = RL.train_scorer(
+        split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+    )
     lists = RL.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
     ranker_seconds = time.perf_counter() - t0
     cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
@@ -89,13 +103,21 @@ def main(argv=None):
     ones = np.ones(U)
 
     def evaluate(positions):
-        return rerank_metrics(positions, lists["items"], lists["labels"], k=args.k, categories=cats,
-                              category_sets=cat_sets, n_relevant=ones)
+        return rerank_metrics(
+            positions,
+            lists["items"],
+            lists["labels"],
+            k=args.k,
+            categories=cats,
+            category_sets=cat_sets,
+            n_relevant=ones,
+        )
 
     # %% re-rank with the DPP
     t1 = time.perf_counter()
-    positions = rerank(dpp, lists, feats, theta=args.theta, k=args.k, window=args.window,
-                       chunk=args.chunk)
+    positions = rerank(
+        dpp, lists, feats, theta=args.theta, k=args.k, window=args.window, chunk=args.chunk
+    )
     dpp_seconds = time.perf_counter() - t1
     base = evaluate(initial_positions(U, args.k))
     ours = evaluate(positions)
@@ -118,20 +140,31 @@ def main(argv=None):
     sweep = []
     thetas = [float(x) for x in args.sweep.split(",") if x.strip()]
     for theta in thetas:
-        m = evaluate(rerank(dpp, lists, feats, theta=theta, k=args.k, window=args.window,
-                            chunk=args.chunk))
+        m = evaluate(
+            rerank(dpp, lists, feats, theta=theta, k=args.k, window=args.window, chunk=args.chunk)
+        )
         sweep.append({"theta": theta, **m})
         print(f"theta={theta:<5} " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()))
 
     print(f"\ninitial ranking: {base}\nDPP theta={args.theta}: {ours}")
     print_result(
-        model="DPP", data=args.data,
-        protocol=(f"test lists: top-{args.candidates} of a history-mean item-embedding ranker "
-                  f"(seen items excluded), re-ranked to {args.k}; label = held-out last item; "
-                  f"similarity={args.similarity}, scores min-max per list, window={args.window}"),
-        metrics=ours, baseline={"name": "initial ranking", "metrics": base},
-        train_seconds=ranker_seconds, eval_seconds=dpp_seconds, epochs=args.epochs, params=0,
-        out=args.out, theta=args.theta, sweep=sweep, n_lists=U,
+        model="DPP",
+        data=args.data,
+        protocol=(
+            f"test lists: top-{args.candidates} of a history-mean item-embedding ranker "
+            f"(seen items excluded), re-ranked to {args.k}; label = held-out last item; "
+            f"similarity={args.similarity}, scores min-max per list, window={args.window}"
+        ),
+        metrics=ours,
+        baseline={"name": "initial ranking", "metrics": base},
+        train_seconds=ranker_seconds,
+        eval_seconds=dpp_seconds,
+        epochs=args.epochs,
+        params=0,
+        out=args.out,
+        theta=args.theta,
+        sweep=sweep,
+        n_lists=U,
     )
 
 

@@ -7,12 +7,12 @@ Official code (NumPy, one list at a time): https://github.com/laming-chen/fast-m
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-What it does (note §2-§4): given a candidate list with relevance scores r and item feature vectors f,
-build the kernel L = Diag(exp(alpha r)) S Diag(exp(alpha r)) with S_ij = <f_i, f_j>, then pick items
-greedily so that log det(L_Y) grows the most at each step. The greedy step needs no determinant:
-it keeps an incremental Cholesky factor, so a list of k items out of N costs O(N k^2) in total
-(`greedy_map`), instead of k rounds of N log-determinants (`naive_greedy_map`, kept as the reference).
-The sliding-window variant (`greedy_map`, window_size=w) only asks each item to differ from the
+What it does (note §2-§4): given a candidate list with relevance scores r and item feature
+vectors f, build the kernel L = Diag(exp(alpha r)) S Diag(exp(alpha r)) with S_ij = <f_i, f_j>,
+then pick items greedily so that log det(L_Y) grows the most at each step. The greedy step needs
+no determinant: it keeps an incremental Cholesky factor, so a list of k items out of N costs
+O(N k^2) in total (`greedy_map`), instead of k rounds of N log-determinants (`naive_greedy_map`,
+the reference). The sliding-window variant (`greedy_map`, window_size=w) only asks each item to differ from the
 w - 1 items right before it, which is what a user scrolling a long feed perceives.
 
 Notation (shapes):
@@ -27,20 +27,21 @@ Equation numbers refer to the note (README.md beside this file):
     Eq. (4)  e_i = (L_ji - <c_j, c_i>) / d_j,  c_i <- [c_i, e_i],  d_i^2 <- d_i^2 - e_i^2
     Eq. (5)  L = Diag(r) S Diag(r)                                    relevance x similarity kernel
     Eq. (6)  log det(L_Y) = sum_{u in Y} log r_u^2 + log det(S_Y)
-    Eq. (7)  theta * sum r_u + (1 - theta) log det(S_Y)  ->  L' = Diag(e^{alpha r}) S Diag(e^{alpha r}),
-             alpha = theta / (2 (1 - theta))
-    Stopping rule (paper §4): stop when the best d_j^2 < min_gain; min_gain = 1 stops as soon as adding
-    an item would lower det(L_Y) (the unconstrained MAP), a tiny min_gain only guards round-off.
+    Eq. (7)  theta * sum r_u + (1 - theta) log det(S_Y)
+             ->  L' = Diag(e^{alpha r}) S Diag(e^{alpha r}),  alpha = theta / (2 (1 - theta))
+    Stopping rule (paper §4): stop when the best d_j^2 < min_gain; min_gain = 1 stops as soon as
+    adding an item would lower det(L_Y) (the unconstrained MAP); a tiny min_gain guards round-off.
 
 NOTE (deviations, each also listed in the note):
     * Batched over lists: all B lists step in lock-step on (B, N) tensors; a list that meets the
       stopping rule earlier is padded with -1 in `selected`.
-    * `build_kernel` adds an optional ridge  S = (F F^T + eps I) / (1 + eps). With D-dimensional
-      features S has rank <= D, so the greedy stops after D items; the ridge keeps every item
-      selectable (the paper's features have D >> k). eps = 0 gives the paper's kernel exactly.
-    * `DPPReranker` never forms exp(alpha r): it runs the greedy on S and adds log q_i^2 = 2 alpha r_i
-      to log d_i^2 (identical picks, since det(L_{Y+i}) / det(L_Y) = q_i^2 d_i^2(S)); exp(alpha r)
-      overflows float64 once alpha r > 354, i.e. for theta close to 1. Float64 by default.
+    * `similarity_matrix` adds an optional ridge  S = (F F^T + eps I) / (1 + eps). With
+      D-dimensional features S has rank <= D, so the greedy stops after D items; the ridge keeps
+      every item selectable (the paper's features have D >> k). eps = 0 is the paper's kernel.
+    * `DPPReranker` never forms exp(alpha r): it runs the greedy on S and adds
+      log q_i^2 = 2 alpha r_i to log d_i^2 (identical picks, since
+      det(L_{Y+i}) / det(L_Y) = q_i^2 d_i^2(S)); exp(alpha r) overflows float64 once
+      alpha r > 354, i.e. for theta close to 1. Float64 by default.
     * No training objective: the paper is an inference algorithm, so there is no `loss(...)`.
 """
 
@@ -55,9 +56,9 @@ from torch import nn
 
 @dataclass
 class DPPConfig:
-    theta: float = 0.7  # relevance vs diversity, Eq. (7); paper sweeps it in [0, 1)
+    theta: float = 0.7  # relevance vs diversity, Eq. (7); tune it on a trade-off curve
     max_length: int = 10  # k: length of the re-ranked list (we report @10)
-    window_size: int | None = None  # w: None = plain greedy; paper's feed setting uses w ~ 10
+    window_size: int | None = None  # w: None = plain greedy (Alg. 1); set w for long feeds (Alg. 2)
     min_gain: float = 1e-10  # stop when best d_j^2 < min_gain; 1.0 = the paper's unconstrained rule
     ridge: float = 1e-3  # eps in S = (F F^T + eps I)/(1+eps); keeps low-rank features selectable
     dtype: torch.dtype = torch.float64  # exp(alpha r) needs the range
@@ -74,7 +75,7 @@ def similarity_matrix(item_vectors: torch.Tensor, *, ridge: float = 0.0) -> torc
     """S_ij = <f_i, f_j> with unit-norm f, plus an optional ridge (NOTE in the module docstring).
 
     Args:
-        item_vectors: (B, N, D) float, any scale; zero rows (padding) give S_ii = ridge / (1 + ridge).
+        item_vectors: (B, N, D) float, any scale; zero rows (padding) get S_ii = ridge/(1+ridge).
         ridge: eps >= 0.
     Returns:
         S: (B, N, N), positive semi-definite, S_ii = 1 for non-zero rows.
@@ -91,9 +92,7 @@ def similarity_matrix(item_vectors: torch.Tensor, *, ridge: float = 0.0) -> torc
     return sim
 
 
-def build_kernel(
-    *, scores: torch.Tensor, similarity: torch.Tensor, theta: float
-) -> torch.Tensor:
+def build_kernel(*, scores: torch.Tensor, similarity: torch.Tensor, theta: float) -> torch.Tensor:
     """Eq. (5)+(7): L = Diag(exp(alpha r)) S Diag(exp(alpha r)).
 
     Args:
@@ -117,7 +116,9 @@ def build_kernel(
 class GreedyResult:
     selected: torch.Tensor  # (B, k) int64 candidate positions, -1 after the list stopped
     log_gains: torch.Tensor  # (B, k) log det(L_{Y+j}) - log det(L_Y) of each pick; -inf after stop
-    cholesky: torch.Tensor | None  # (B, k, k) V with K_Y = V V^T for the kernel K passed in (Alg. 1)
+    cholesky: (
+        torch.Tensor | None
+    )  # (B, k, k) V with K_Y = V V^T for the kernel K passed in (Alg. 1)
 
 
 def greedy_map(
@@ -216,7 +217,7 @@ def greedy_map(
 
     cholesky = None
     if window_size is None:
-        # V = C[:, :, Y]^T: column s of row t is c_{y_t}[s]; C[t, y_t] = d_{y_t} (Eq. (4) with i = j).
+        # V = C[:, :, Y]^T: row t holds c_{y_t}; C[t, y_t] = d_{y_t} (Eq. (4) with i = j).
         idx = selected.clamp_min(0).unsqueeze(1).expand(B, k, k)  # (B, k, k)
         cholesky = torch.gather(C, 2, idx).transpose(1, 2).tril(-1)  # (B, k, k) below diagonal
         # the diagonal is d_{y_t} = sqrt(gain); the last pick's row of C is never written
@@ -316,9 +317,7 @@ class DPPReranker(nn.Module):
             raise ValueError(f"max_length must be >= 1, got {config.max_length}")
         self.config = config
 
-    def kernel(
-        self, *, scores: torch.Tensor, item_vectors: torch.Tensor
-    ) -> torch.Tensor:
+    def kernel(self, *, scores: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         """(B, N) scores + (B, N, D) features -> (B, N, N) kernel L' of Eq. (7)."""
         cfg = self.config
         sim = similarity_matrix(item_vectors, ridge=cfg.ridge).to(cfg.dtype)  # (B, N, N)

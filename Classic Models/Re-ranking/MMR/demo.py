@@ -44,14 +44,25 @@ def load_model_module():
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
-    add_common_args(p, epochs=3, batch_size=512, lr=3e-3)  # epochs/lr/batch: of the first-stage ranker
-    p.add_argument("--candidates", type=int, default=50, help="N: candidates per list from the ranker")
+    add_common_args(
+        p, epochs=3, batch_size=512, lr=3e-3
+    )  # epochs/lr/batch: of the first-stage ranker
+    p.add_argument(
+        "--candidates", type=int, default=50, help="N: candidates per list from the ranker"
+    )
     p.add_argument("--k", type=int, default=10, help="length of the re-ranked list")
     p.add_argument("--lam", type=float, default=0.9, help="lambda in [0, 1]: 1 = relevance only")
-    p.add_argument("--similarity", choices=["category", "embedding", "mixed"], default="mixed",
-                   help="item features for Sim2: category multi-hot, ranker item embeddings, or both")
-    p.add_argument("--sweep", default="0,0.2,0.4,0.5,0.6,0.7,0.8,0.9,0.95",
-                   help="lambda values for the trade-off curve ('' to skip)")
+    p.add_argument(
+        "--similarity",
+        choices=["category", "embedding", "mixed"],
+        default="mixed",
+        help="item features for Sim2: category multi-hot, ranker item embeddings, or both",
+    )
+    p.add_argument(
+        "--sweep",
+        default="0,0.2,0.4,0.5,0.6,0.7,0.8,0.9,0.95",
+        help="lambda values for the trade-off curve ('' to skip)",
+    )
     p.add_argument("--chunk", type=int, default=1024, help="lists per MMR batch")
     return p.parse_args(argv)
 
@@ -61,8 +72,10 @@ def rerank(mmr, lists, feats, *, lam, k, chunk):
     model = mmr.MMRReranker(lam=lam, max_length=k)
     items = torch.from_numpy(lists["items"])
     scores = RL.minmax_scores(torch.from_numpy(lists["init_scores"]).float())  # Sim1 on [0, 1]
-    out = [model(scores=scores[s : s + chunk], item_vectors=feats[items[s : s + chunk]])
-           for s in range(0, len(items), chunk)]
+    out = [
+        model(scores=scores[s : s + chunk], item_vectors=feats[items[s : s + chunk]])
+        for s in range(0, len(items), chunk)
+    ]
     return torch.cat(out).numpy()
 
 
@@ -77,8 +90,9 @@ def main(argv=None):
     split = Datasets.leave_one_out(data)
     print(split)
     t0 = time.perf_counter()
-    scorer = RL.train_scorer(split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             seed=args.seed)
+    scorer = RL.train_scorer(
+        split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+    )
     lists = RL.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
     ranker_seconds = time.perf_counter() - t0
     cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
@@ -87,8 +101,15 @@ def main(argv=None):
     ones = np.ones(U)
 
     def evaluate(positions):
-        return rerank_metrics(positions, lists["items"], lists["labels"], k=args.k, categories=cats,
-                              category_sets=cat_sets, n_relevant=ones)
+        return rerank_metrics(
+            positions,
+            lists["items"],
+            lists["labels"],
+            k=args.k,
+            categories=cats,
+            category_sets=cat_sets,
+            n_relevant=ones,
+        )
 
     # %% re-rank with MMR
     t1 = time.perf_counter()
@@ -118,13 +139,23 @@ def main(argv=None):
 
     print(f"\ninitial ranking: {base}\nMMR lambda={args.lam}: {ours}")
     print_result(
-        model="MMR", data=args.data,
-        protocol=(f"test lists: top-{args.candidates} of a history-mean item-embedding ranker "
-                  f"(seen items excluded), re-ranked to {args.k}; label = held-out last item; "
-                  f"similarity={args.similarity}, scores min-max per list"),
-        metrics=ours, baseline={"name": "initial ranking", "metrics": base},
-        train_seconds=ranker_seconds, eval_seconds=mmr_seconds, epochs=args.epochs, params=0,
-        out=args.out, lam=args.lam, sweep=sweep, n_lists=U,
+        model="MMR",
+        data=args.data,
+        protocol=(
+            f"test lists: top-{args.candidates} of a history-mean item-embedding ranker "
+            f"(seen items excluded), re-ranked to {args.k}; label = held-out last item; "
+            f"similarity={args.similarity}, scores min-max per list"
+        ),
+        metrics=ours,
+        baseline={"name": "initial ranking", "metrics": base},
+        train_seconds=ranker_seconds,
+        eval_seconds=mmr_seconds,
+        epochs=args.epochs,
+        params=0,
+        out=args.out,
+        lam=args.lam,
+        sweep=sweep,
+        n_lists=U,
     )
 
 

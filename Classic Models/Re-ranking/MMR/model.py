@@ -10,7 +10,8 @@ This file stands alone: it needs only torch. Copy it into your project as is.
 What it does (note §2): build the list one slot at a time; each slot takes the candidate with the
 best trade-off between its relevance and its redundancy with what is already selected:
 
-    Eq. (1)  MMR = argmax_{D_i in R \\ S} [ lambda * Sim1(D_i, Q) - (1 - lambda) * max_{D_j in S} Sim2(D_i, D_j) ]
+    Eq. (1)  MMR = argmax_{D_i in R \\ S} [ lambda * Sim1(D_i, Q)
+                                          - (1 - lambda) * max_{D_j in S} Sim2(D_i, D_j) ]
 
 R: the ranked candidate list, S: the items already selected, Sim1: relevance to the query (here:
 the first-stage ranker's score), Sim2: item-item similarity (here: cosine of item feature vectors).

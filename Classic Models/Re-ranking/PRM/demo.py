@@ -54,23 +54,32 @@ def parse_args(argv=None):
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--per-user", type=int, default=3, help="training lists per user (prefixes)")
     p.add_argument("--ranker-epochs", type=int, default=3)
-    p.add_argument("--labels", choices=["auto", "clicks", "target"], default="auto",
-                   help="auto: simulated clicks on synthetic data, held-out item otherwise")
+    p.add_argument(
+        "--labels",
+        choices=["auto", "clicks", "target"],
+        default="auto",
+        help="auto: simulated clicks on synthetic data, held-out item otherwise",
+    )
     p.add_argument("--d-model", type=int, default=32)
     p.add_argument("--blocks", type=int, default=1)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--no-pv", action="store_true", help="PRM-BASE: no personalised vector")
     p.add_argument("--no-position", action="store_true", help="drop the position embedding")
-    p.add_argument("--no-context", action="store_true",
-                   help="ablation: attention only to the item itself (pointwise, same size)")
+    p.add_argument(
+        "--no-context",
+        action="store_true",
+        help="ablation: attention only to the item itself (pointwise, same size)",
+    )
     p.add_argument("--patience", type=int, default=3)
     return p.parse_args(argv)
 
 
 def item_table(data, scorer) -> torch.Tensor:
-    """(n_items+1, F) x_i without the score: ranker item embedding + category multi-hot (+ brand)."""
-    parts = [torch.nn.functional.normalize(scorer.item_vectors().detach().float(), dim=1),
-             RL.category_features(data)]
+    """(n_items+1, F) x_i without the score: ranker item embedding, category multi-hot, brand."""
+    parts = [
+        torch.nn.functional.normalize(scorer.item_vectors().detach().float(), dim=1),
+        RL.category_features(data),
+    ]
     if "brand" in data.items:
         brand = torch.from_numpy(data.item_feature("brand"))
         onehot = torch.zeros(len(brand), int(brand.max()) + 1)
@@ -81,12 +90,14 @@ def item_table(data, scorer) -> torch.Tensor:
 
 
 def to_dataset(lists, labels) -> TensorDictDataset:
-    return TensorDictDataset({
-        "items": torch.from_numpy(lists["items"]),
-        "scores": RL.minmax_scores(torch.from_numpy(lists["init_scores"]).float()),
-        "user_vectors": torch.from_numpy(lists["user_vectors"]).float(),
-        "labels": torch.from_numpy(labels).float(),
-    })
+    return TensorDictDataset(
+        {
+            "items": torch.from_numpy(lists["items"]),
+            "scores": RL.minmax_scores(torch.from_numpy(lists["init_scores"]).float()),
+            "user_vectors": torch.from_numpy(lists["user_vectors"]).float(),
+            "labels": torch.from_numpy(labels).float(),
+        }
+    )
 
 
 def main(argv=None):
@@ -102,8 +113,9 @@ def main(argv=None):
     print(split)
     t0 = time.perf_counter()
     scorer = RL.train_scorer(split, epochs=args.ranker_epochs, seed=args.seed)
-    train_l = RL.prefix_lists(split, scorer, per_user=args.per_user, n_candidates=args.candidates,
-                              seed=args.seed)
+    train_l = RL.prefix_lists(
+        split, scorer, per_user=args.per_user, n_candidates=args.candidates, seed=args.seed
+    )
     valid_l = RL.candidate_lists(split, scorer, stage="valid", n_candidates=args.candidates)
     test_l = RL.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
     use_clicks = args.labels == "clicks" or (args.labels == "auto" and "truth" in data.extra)
@@ -112,23 +124,40 @@ def main(argv=None):
         y_valid, _ = RL.simulate_clicks(data, valid_l, seed=args.seed + 2)
         y_test, p_test = RL.simulate_clicks(data, test_l, seed=args.seed + 3)
     else:
-        y_train, y_valid, y_test, p_test = train_l["labels"], valid_l["labels"], test_l["labels"], None
+        y_train, y_valid, y_test, p_test = (
+            train_l["labels"],
+            valid_l["labels"],
+            test_l["labels"],
+            None,
+        )
     keep = y_train.sum(1) > 0  # lists without a click carry no signal under Eq. (7)
     train_l = {k: v[keep] for k, v in train_l.items()}
     y_train = y_train[keep]
-    print(f"training lists with a click: {int(keep.sum()):,} of {len(keep):,}; "
-          f"labels = {'simulated clicks' if use_clicks else 'held-out next item'}")
+    print(
+        f"training lists with a click: {int(keep.sum()):,} of {len(keep):,}; "
+        f"labels = {'simulated clicks' if use_clicks else 'held-out next item'}"
+    )
     table = item_table(data, scorer).to(device)
-    train_ds, valid_ds, test_ds = (to_dataset(train_l, y_train), to_dataset(valid_l, y_valid),
-                                   to_dataset(test_l, y_test))
+    train_ds, valid_ds, test_ds = (
+        to_dataset(train_l, y_train),
+        to_dataset(valid_l, y_valid),
+        to_dataset(test_l, y_test),
+    )
     ranker_seconds = time.perf_counter() - t0
 
     # %% the model: x_i = [item table row, initial score], pv_i = u (.) v_i of the ranker
     pv_dim = 0 if args.no_pv else train_l["user_vectors"].shape[1]
-    model = prm.PRM(feature_dim=table.shape[1] + 1, pv_dim=pv_dim, max_len=args.candidates,
-                    d_model=args.d_model, n_heads=args.heads, n_blocks=args.blocks,
-                    ffn_dim=2 * args.d_model,
-                    use_position=not args.no_position, list_context=not args.no_context).to(device)
+    model = prm.PRM(
+        feature_dim=table.shape[1] + 1,
+        pv_dim=pv_dim,
+        max_len=args.candidates,
+        d_model=args.d_model,
+        n_heads=args.heads,
+        n_blocks=args.blocks,
+        ffn_dim=2 * args.d_model,
+        use_position=not args.no_position,
+        list_context=not args.no_context,
+    ).to(device)
     item_vecs = scorer.item_vectors().detach().float().to(device)
 
     def inputs(batch):
@@ -150,8 +179,15 @@ def main(argv=None):
     def evaluate_on(lists, labels, pos):
         # clicks: recall over the list's clicks; held-out item: over 1 target (may be missing)
         n_rel = None if use_clicks else np.ones(len(labels))
-        return rerank_metrics(pos, lists["items"], labels, k=args.k, categories=cats,
-                              category_sets=cat_sets, n_relevant=n_rel)
+        return rerank_metrics(
+            pos,
+            lists["items"],
+            labels,
+            k=args.k,
+            categories=cats,
+            category_sets=cat_sets,
+            n_relevant=n_rel,
+        )
 
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
@@ -160,11 +196,16 @@ def main(argv=None):
         return prm.PRM.loss(model(**inputs(batch)), batch["labels"].to(device))
 
     history = fit(
-        model, step, lambda epoch: train_ds.batches(args.batch_size, shuffle=True, generator=gen),
-        opt, args.epochs,
+        model,
+        step,
+        lambda epoch: train_ds.batches(args.batch_size, shuffle=True, generator=gen),
+        opt,
+        args.epochs,
         evaluate=lambda: evaluate_on(valid_l, y_valid, positions(valid_ds)),
-        metric=f"NDCG@{args.k}", patience=args.patience,
-        n_batches=train_ds.num_batches(args.batch_size), desc="PRM",
+        metric=f"NDCG@{args.k}",
+        patience=args.patience,
+        n_batches=train_ds.num_batches(args.batch_size),
+        desc="PRM",
     )
 
     # %% test: PRM against the initial ranking on the same lists and labels
@@ -176,9 +217,12 @@ def main(argv=None):
     ours = evaluate_on(test_l, y_test, pos)
     extra = {}
     if p_test is not None:  # noise-free view: graded relevance = true click probability
-        base[f"NDCG@{args.k}(p)"] = rerank_metrics(initial_positions(U, args.k), test_l["items"],
-                                                   p_test, k=args.k)[f"NDCG@{args.k}"]
-        ours[f"NDCG@{args.k}(p)"] = rerank_metrics(pos, test_l["items"], p_test, k=args.k)[f"NDCG@{args.k}"]
+        base[f"NDCG@{args.k}(p)"] = rerank_metrics(
+            initial_positions(U, args.k), test_l["items"], p_test, k=args.k
+        )[f"NDCG@{args.k}"]
+        ours[f"NDCG@{args.k}(p)"] = rerank_metrics(pos, test_l["items"], p_test, k=args.k)[
+            f"NDCG@{args.k}"
+        ]
 
     # %% one user: history, initial top-k and PRM top-k with the labels
     u = int(np.argmax(y_test.sum(1) > 0))
@@ -188,23 +232,41 @@ def main(argv=None):
     print(f"\ninitial top-{args.k} (label)  |  PRM top-{args.k} (label)")
     for r in range(args.k):
         a, b = int(test_l["items"][u, r]), int(test_l["items"][u, pos[u, r]])
-        print(f"  {r + 1:2d}. {RL.describe_item(data, a)[:50]:50s} ({int(y_test[u, r])}) | "
-              f"{RL.describe_item(data, b)[:50]:50s} ({int(y_test[u, pos[u, r]])})")
+        print(
+            f"  {r + 1:2d}. {RL.describe_item(data, a)[:50]:50s} ({int(y_test[u, r])}) | "
+            f"{RL.describe_item(data, b)[:50]:50s} ({int(y_test[u, pos[u, r]])})"
+        )
 
     print(f"\ninitial ranking: {base}\nPRM: {ours}")
-    variant = ("PRM" + ("-BASE" if args.no_pv else "") + ("-noPE" if args.no_position else "")
-               + ("-pointwise" if args.no_context else ""))
+    variant = (
+        "PRM"
+        + ("-BASE" if args.no_pv else "")
+        + ("-noPE" if args.no_position else "")
+        + ("-pointwise" if args.no_context else "")
+    )
     print_result(
-        model=variant, data=args.data,
-        protocol=(f"lists: top-{args.candidates} of a history-mean item-embedding ranker (frozen, "
-                  f"pv = u*v_i); train on {args.per_user} prefix lists/user, select on valid lists, "
-                  f"report test lists; labels = "
-                  + ("simulated clicks with a within-list redundancy effect" if use_clicks
-                     else "held-out next item")),
-        metrics=ours, baseline={"name": "initial ranking", "metrics": base},
-        train_seconds=history.train_seconds, eval_seconds=eval_seconds,
-        epochs=len(history.epochs), params=count_params(model), out=args.out,
-        best_epoch=history.best_epoch, ranker_and_lists_seconds=ranker_seconds, n_test_lists=U,
+        model=variant,
+        data=args.data,
+        protocol=(
+            f"lists: top-{args.candidates} of a history-mean item-embedding ranker (frozen, "
+            f"pv = u*v_i); train on {args.per_user} prefix lists/user, select on valid lists, "
+            f"report test lists; labels = "
+            + (
+                "simulated clicks with a within-list redundancy effect"
+                if use_clicks
+                else "held-out next item"
+            )
+        ),
+        metrics=ours,
+        baseline={"name": "initial ranking", "metrics": base},
+        train_seconds=history.train_seconds,
+        eval_seconds=eval_seconds,
+        epochs=len(history.epochs),
+        params=count_params(model),
+        out=args.out,
+        best_epoch=history.best_epoch,
+        ranker_and_lists_seconds=ranker_seconds,
+        n_test_lists=U,
         **extra,
     )
 

@@ -24,10 +24,11 @@ Notation (shapes):
     F: item feature dim      P: personalised-vector dim      D: d_model      H: heads
 
 NOTE (deviations, each also listed in the note):
-    * pv_i comes from whatever pre-trained model you have; the paper uses the hidden layer before the
-      sigmoid of a pre-trained CTR model over the user's history. The demo uses u (.) v_i (element-wise
-      product of the user and item vectors of the first-stage ranker), whose sum is the ranker's score.
-    * Padding: lists may be shorter than N; padded slots are masked out of attention and the softmax.
+    * pv_i comes from whatever pre-trained model you have; the paper uses the hidden layer before
+      the sigmoid of a pre-trained CTR model over the user's history. The demo uses u (.) v_i
+      (element-wise product of the user and item vectors of the first-stage ranker), whose sum is
+      the ranker's score.
+    * Padding: lists may be shorter than N; padded slots are masked out of attention and softmax.
     * Lists without any click carry no signal under Eq. (7) and are skipped in the mean.
     * `list_context=False` is not in the paper: it limits attention to the item itself, which turns
       PRM into a pointwise scorer of the same size, to measure what the list context adds.
@@ -62,7 +63,9 @@ class EncoderBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, ffn_dim: int, dropout: float):
         super().__init__()
         self.attention = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, d_model))
+        self.ffn = nn.Sequential(
+            nn.Linear(d_model, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, d_model)
+        )
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
@@ -95,10 +98,12 @@ class PRM(nn.Module):
         if config.feature_dim < 1 or config.pv_dim < 0 or config.max_len < 1:
             raise ValueError(f"feature_dim >= 1, pv_dim >= 0, max_len >= 1 expected, got {config}")
         if config.d_model % config.n_heads:
-            raise ValueError(f"d_model={config.d_model} must be divisible by n_heads={config.n_heads}")
+            raise ValueError(
+                f"d_model={config.d_model} must be divisible by n_heads={config.n_heads}"
+            )
         self.config = config
         width = config.feature_dim + config.pv_dim
-        # Eq. (2): PE has the width of [x_i; pv_i] and is added before the projection, as in the paper
+        # Eq. (2): PE has the width of [x_i; pv_i], added before the projection as in the paper
         self.position = nn.Embedding(config.max_len, width) if config.use_position else None
         self.input_proj = nn.Linear(width, config.d_model)  # Eq. (3)
         self.blocks = nn.ModuleList(
@@ -125,14 +130,18 @@ class PRM(nn.Module):
         """
         cfg = self.config
         if features.dim() != 3 or features.shape[-1] != cfg.feature_dim:
-            raise ValueError(f"features must be (B, N, {cfg.feature_dim}), got {tuple(features.shape)}")
+            raise ValueError(
+                f"features must be (B, N, {cfg.feature_dim}), got {tuple(features.shape)}"
+            )
         B, N, _ = features.shape
         if N > cfg.max_len:
             raise ValueError(f"list length {N} exceeds max_len={cfg.max_len}")
         if cfg.pv_dim:
             if pv is None or pv.shape != (B, N, cfg.pv_dim):
                 got = None if pv is None else tuple(pv.shape)
-                raise ValueError(f"pv must be (B, N, {cfg.pv_dim}) = {(B, N, cfg.pv_dim)}, got {got}")
+                raise ValueError(
+                    f"pv must be (B, N, {cfg.pv_dim}) = {(B, N, cfg.pv_dim)}, got {got}"
+                )
             e = torch.cat([features, pv], dim=-1)  # Eq. (1)   (B, N, F + P)
         else:
             e = features
