@@ -166,3 +166,38 @@ def test_bad_arguments_fail_early():
     target, history = random_batch()
     with pytest.raises(ValueError):
         model(target[:, :1], history)
+
+
+def test_behavior_ctr_builder_follows_the_din_recipe():
+    """Datasets/behavior_ctr.py: positive = the real next item, negative = an item the user never
+    touched, same (earlier-only) behaviours; leave-one-out stages."""
+    import numpy as np
+    import pandas as pd
+
+    from Datasets import leave_one_out, make_rec_data
+    from Datasets.behavior_ctr import build_behavior_ctr
+
+    rng = np.random.default_rng(0)
+    rows = [(u, int(i), t) for u in range(1, 31)
+            for t, i in enumerate(rng.choice(np.arange(1, 41), size=int(rng.integers(4, 9)),
+                                             replace=False))]
+    data = make_rec_data("toy", pd.DataFrame(rows, columns=["user", "item", "timestamp"]),
+                         sort_ids=True)
+    split = leave_one_out(data)
+    sets = build_behavior_ctr(split, max_len=5, seed=3)
+    seqs = {int(u): g["item"].tolist() for u, g in data.interactions.groupby("user")}
+    for stage, ds in sets.items():
+        t = {k: v.numpy() for k, v in ds.tensors.items()}
+        assert (t["label"][0::2] == 1).all() and (t["label"][1::2] == 0).all()
+        assert (t["history"][0::2] == t["history"][1::2]).all()  # a pair shares its behaviours
+        for s in range(0, len(t["label"]), 2):
+            seq, hist = seqs[int(t["user"][s])], [i for i in t["history"][s] if i]
+            pos = seq.index(int(t["target"][s]))
+            assert hist == seq[max(0, pos - 5):pos]  # exactly the items before the positive
+            assert int(t["target"][s + 1]) not in seq  # the negative was never touched
+            if stage == "test":
+                assert pos == len(seq) - 1
+            elif stage == "valid":
+                assert pos == len(seq) - 2
+            else:
+                assert 1 <= pos <= len(seq) - 3
