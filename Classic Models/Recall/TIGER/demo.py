@@ -6,9 +6,10 @@
 # token) -> a T5-style encoder-decoder trained to generate the next item's ID -> beam search
 # constrained by a prefix trie of valid IDs -> Recall/NDCG by leave-one-out beside popularity.
 #
-# CPU command (synthetic default, small preset, about a minute on 2 cores):
+# CPU command (synthetic default, small preset; about 75 s of CPU time on one thread, measured as
+# 5 min wall on a shared 2-core machine loaded by ~10 other jobs):
 #
-#     .venv/bin/python "Classic Models/Recall/TIGER/demo.py"
+#     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --threads 1
 #
 # Beauty, the note's Results (paper-size model; one thread of a loaded 2-core machine; resumable):
 #
@@ -94,7 +95,7 @@ if preset == "paper":
     RQ = dict(hidden_dims=(512, 256, 128), latent_dim=32, n_levels=3, codebook_size=256)
     SEQ = dict(d_model=128, n_heads=6, d_head=64, d_ff=1024, n_encoder_layers=4,
                n_decoder_layers=4, dropout=0.1)
-    rq_steps, round_steps = args.rq_steps or 1500, args.round_steps or 500
+    rq_steps, round_steps = args.rq_steps or 1000, args.round_steps or 100
 else:  # a CPU-sized model for the synthetic demo: same architecture, smaller numbers
     RQ = dict(hidden_dims=(128, 64), latent_dim=16, n_levels=3, codebook_size=32)
     SEQ = dict(d_model=64, n_heads=4, d_head=16, d_ff=128, n_encoder_layers=2,
@@ -346,7 +347,7 @@ if args.test_users:
 with Timer() as t_eval:
     test_ranks, _ = generative_ranks("test", test_rows, args.beam)
 test_metrics = at_k(ranking_metrics(test_ranks, KS))
-free_rows = test_rows[: min(len(test_rows), 2000)]
+free_rows = test_rows[: min(len(test_rows), 1000)]
 _, valid_share = generative_ranks("test", free_rows, 10, constrained=False)
 pop = at_k(popularity_metrics(split, "test", ks=KS))
 print(f"test ({len(test_rows):,} users, beam {args.beam}, {t_eval.seconds:.0f}s):",
@@ -359,6 +360,14 @@ print(f"without the trie, {valid_share:.1%} of the top-10 generated IDs name a r
 # ## One user: history and top-10 generated items, with their semantic IDs
 
 # %%
+def describe(i: int) -> str:
+    """The item's text, plus its first keyword tokens where the source has them (Beauty)."""
+    text = data.item_text(i)
+    if "keywords" in data.items:
+        text += "  kw: " + " ".join(k.replace(chr(0x2581), "") for k in data.items["keywords"][i][:4])
+    return text
+
+
 row = int(test_rows[0])
 hist_items, _ = split.history("test", args.max_history)
 items, scores, gen_codes = model.generate(
@@ -366,13 +375,13 @@ items, scores, gen_codes = model.generate(
     history=trim(torch.from_numpy(hist_items[row : row + 1])).to(device), beam=10)
 print(f"user {split.users[row]}: last items of the history (semantic ID, item)")
 for i in [int(x) for x in hist_items[row] if x][-6:]:
-    print(f"   {tuple(table.item_to_sid[i].tolist())}  {data.item_text(i)}")
+    print(f"   {tuple(table.item_to_sid[i].tolist())}  {describe(i)}")
 target = int(split.test_items[row])
-print(f"held-out next item: {tuple(table.item_to_sid[target].tolist())}  {data.item_text(target)}")
+print(f"held-out next item: {tuple(table.item_to_sid[target].tolist())}  {describe(target)}")
 print("top-10 generated (constrained beam search; log p(ID)):")
 for r, (i, s) in enumerate(zip(items[0].tolist(), scores[0].tolist()), 1):
     hit = "  <- held-out item" if i == target else ""
-    print(f"  {r:2d}. {tuple(table.item_to_sid[i].tolist())} {s:7.2f}  {data.item_text(i)}{hit}")
+    print(f"  {r:2d}. {tuple(table.item_to_sid[i].tolist())} {s:7.2f}  {describe(i)}{hit}")
 
 # %%
 if args.plot and state["curve"]:

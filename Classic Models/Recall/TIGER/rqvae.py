@@ -33,8 +33,6 @@ NOTE (deviations, each listed in the note's "Deviations" section):
   demo feeds TF-IDF + TruncatedSVD embeddings (or 384-d all-MiniLM-L6-v2 when installed).
 - Dead-code re-initialisation is not in the paper (it names only k-means init); it is optional
   (`restart_dead_codes` is never called by the model itself).
-- Squared errors are averaged over the batch and the feature dimension (a mean, not a sum), so the
-  loss scale does not depend on E or D.
 """
 
 from __future__ import annotations
@@ -42,7 +40,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -163,10 +160,10 @@ class RQVAE(nn.Module):
     def loss(self, *, x: torch.Tensor, x_hat: torch.Tensor, residuals: torch.Tensor,
              words: torch.Tensor) -> dict[str, torch.Tensor]:
         """Eq. (4)-(6). x, x_hat: (B, E); residuals, words: (B, M, D). Returns scalar tensors."""
-        recon = F.mse_loss(x_hat, x)  # Eq. (4)
-        codebook = F.mse_loss(words, residuals.detach())  # ||sg[r_d] - e||², moves the codes
-        commit = F.mse_loss(residuals, words.detach())  # ||r_d - sg[e]||², moves the encoder
-        rq = (codebook + self.config.beta * commit) * self.config.n_levels  # Eq. (5): sum over d
+        recon = (x_hat - x).pow(2).sum(-1).mean()  # Eq. (4): squared norm per item, batch mean
+        codebook = (words - residuals.detach()).pow(2).sum(-1)  # (B, M) ||sg[r_d] - e||², moves codes
+        commit = (residuals - words.detach()).pow(2).sum(-1)  # (B, M) ||r_d - sg[e]||², moves encoder
+        rq = (codebook + self.config.beta * commit).sum(-1).mean()  # Eq. (5): sum over levels d
         return {"loss": recon + rq, "recon": recon, "rqvae": rq}  # Eq. (6)
 
     @torch.no_grad()
