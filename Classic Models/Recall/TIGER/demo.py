@@ -115,11 +115,16 @@ t_start = time.perf_counter()
 data = Datasets.load(args.data, verbose=True)
 split = Datasets.leave_one_out(data)
 print(split)
-with Timer() as t_emb:
-    x_np, emb_info = item_embeddings(data, source=args.embedding, dim=args.embed_dim,
-                                     seed=args.seed)
-print(f"item embeddings {x_np.shape} from {emb_info} in {t_emb.seconds:.1f}s")
-x_items = torch.from_numpy(x_np[1:]).to(device)  # (N, E), row i-1 = item i
+if args.resume:  # the semantic IDs come from the checkpoint: no need to embed again
+    rq_state = torch.load(ckpt, map_location="cpu", weights_only=False)["rqvae_report"]
+    emb_info = rq_state["embedding"]
+    x_items = torch.zeros(1, emb_info["dim"], device=device)  # only its width is used below
+else:
+    with Timer() as t_emb:
+        x_np, emb_info = item_embeddings(data, source=args.embedding, dim=args.embed_dim,
+                                         seed=args.seed)
+    print(f"item embeddings {x_np.shape} from {emb_info} in {t_emb.seconds:.1f}s")
+    x_items = torch.from_numpy(x_np[1:]).to(device)  # (N, E), row i-1 = item i
 
 # %% [markdown]
 # ## RQ-VAE: content embedding -> 3 codes (Eq. 1-6); then the de-duplicating 4th token
@@ -127,9 +132,7 @@ x_items = torch.from_numpy(x_np[1:]).to(device)  # (N, E), row i-1 = item i
 # %%
 rq_cfg = rq.RQVAEConfig(input_dim=x_items.shape[1], **RQ)
 rqvae = rq.RQVAE(rq_cfg).to(device)
-rq_state = {}
 if args.resume:
-    rq_state = torch.load(ckpt, map_location="cpu", weights_only=False)["rqvae_report"]
     codes = torch.tensor(rq_state["codes"])
     print("resumed: semantic IDs from the checkpoint")
 else:
