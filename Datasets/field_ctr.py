@@ -1,4 +1,5 @@
-"""Feature-field CTR samples for the field-interaction rankers (Wide & Deep, DeepFM, DCN-V2, AutoInt).
+"""Feature-field CTR samples for the field-interaction rankers (Wide & Deep, DeepFM, DCN-V2,
+AutoInt).
 
 Every row is one impression: sparse fields `(N, F) int64` (1-based codes per field, 0 = padding),
 optional dense fields `(N, Fd) float`, a 0/1 label and the user id (for GAUC).
@@ -7,13 +8,17 @@ optional dense fields `(N, Fd) float`, a 0/1 label and the user id (for GAUC).
   used as given. Without one (the shared Frappe copy holds only the validation and test files of the
   standard 7:2:1 split), the validation file is split at random into training rows and a held-out
   slice for early stopping; the test file is touched once, at the end.
-- `synthetic`: the synthetic world's impressions (`Datasets.synthetic.ctr_impressions`: the true next
-  item + popularity-sampled items, clicks drawn from a planted logistic model), as fields: user, item,
-  category, brand, price bucket, and the item / category of the last two behaviours; one dense field,
+- `synthetic`: the synthetic world's impressions (`Datasets.synthetic.ctr_impressions`: the true
+  next
+  item + popularity-sampled items, clicks drawn from a planted logistic model), as fields: user,
+  item,
+  category, brand, price bucket, and the item / category of the last two behaviours; one dense
+  field,
   the item's log training popularity scaled to [0, 1].
 
     ctr = build_field_ctr(Datasets.load("synthetic"))
-    batch = next(ctr.train.batches(256))         # sparse (b, F), dense (b, Fd), label (b,), user (b,)
+    batch = next(ctr.train.batches(256))         # sparse (b, F), dense (b, Fd), label (b,), user
+    (b,)
     rows = ctr.candidate_rows(ctr.test.tensors["sparse"][0], items)   # one context x many items
 """
 
@@ -43,10 +48,11 @@ class FieldCTR:
     item_text: object = None  # callable item id -> str
 
     def candidate_rows(self, sparse_row: torch.Tensor, items: torch.Tensor,
-                       dense_row: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                       dense_row: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One context (a row's user/context fields) crossed with many candidate items.
 
-        Returns sparse (n, F) and dense (n, Fd) or None, with every item-dependent field replaced."""
+        Returns sparse (n, F) and dense (n, Fd) or None, every item-dependent field replaced."""
         n = len(items)
         sparse = sparse_row.unsqueeze(0).repeat(n, 1)
         for col, table in self.item_columns.items():
@@ -67,13 +73,15 @@ def build_field_ctr(data, holdout: float = 0.1, seed: int = 0, max_len: int = 20
         return _from_ctr_data(data, holdout, seed)
     if "truth" in getattr(data, "extra", {}):
         return _from_synthetic(data, seed, max_len)
-    raise ValueError(f"field CTR needs libfm:PATH or synthetic data, got {getattr(data, 'name', data)}; "
-                     "behaviour-sequence sources (seqtxt, amazon2018) go through Datasets.behavior_ctr")
+    name = getattr(data, "name", data)
+    raise ValueError(f"field CTR needs libfm:PATH or synthetic data, got {name}; behaviour-"
+                     "sequence sources (seqtxt, amazon2018) go through Datasets.behavior_ctr")
 
 
 def _from_ctr_data(data: CTRData, holdout: float, seed: int) -> FieldCTR:
     if "test" not in data.parts:
-        raise ValueError(f"{data.name}: needs a test part (a *.test.libfm file); parts: {list(data.parts)}")
+        raise ValueError(f"{data.name}: needs a test part (a *.test.libfm file); "
+                         f"parts: {list(data.parts)}")
     if "train" in data.parts:
         train_rows, valid_rows = data.parts["train"], data.parts["validation"]
         how = "train / validation / test files as given"
@@ -123,9 +131,9 @@ def _from_synthetic(data, seed: int, max_len: int) -> FieldCTR:
     return FieldCTR(
         train=sets["train"], valid=sets["valid"], test=sets["test"], field_names=names,
         field_dims=dims, dense_dim=1,
-        protocol=("synthetic impressions with planted clicks (true next item + 3 popularity-sampled "
-                  "items per step); leave-one-out: train = every training step, valid = "
-                  "second-to-last step, test = last step"),
+        protocol=("synthetic impressions with planted clicks (true next item + 3 "
+                  "popularity-sampled items per step); leave-one-out: train = every training "
+                  "step, valid = second-to-last step, test = last step"),
         item_field=1, item_columns={1: np.arange(data.n_items + 1), 2: cat, 3: brand, 4: price},
         item_dense=pop, item_text=data.item_text,
     )

@@ -68,7 +68,8 @@ def test_attention_is_a_softmax_over_fields_eq5_eq6():
 
 
 def test_attention_uses_the_unscaled_inner_product_by_default():
-    layer = M.InteractingLayer(4, attention_dim=3, num_heads=1, residual=False, scale=False).double()
+    layer = M.InteractingLayer(4, attention_dim=3, num_heads=1, residual=False,
+                               scale=False).double()
     e = torch.randn(1, 3, 4, dtype=torch.float64)
     q, k, v = layer.W_query(e)[0], layer.W_key(e)[0], layer.W_value(e)[0]
     alpha = torch.softmax(q @ k.T, dim=-1)  # psi(e_m, e_k) = <W_Q e_m, W_K e_k>

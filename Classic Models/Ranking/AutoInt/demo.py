@@ -1,12 +1,13 @@
 # %% [markdown]
 # # AutoInt / AutoInt+ demo — self-attention over field embeddings, against logistic regression
 #
-# CPU, synthetic default (about 30 s on 2 cores):
+# CPU, synthetic default (16 s of CPU time; 133 s wall on a shared 2-core machine at load ~12):
 #
 #     python "Classic Models/Ranking/AutoInt/demo.py"
 #
 # Frappe (the shared copy has no train file: train on the validation file minus a 10% held-out slice
-# for early stopping, test on the test file; a few minutes with 1 thread on a loaded 2-core machine):
+# for early stopping, test on the test file;
+# 70 s CPU, 4.7 min wall with 1 thread on that loaded machine):
 #
 #     python "Classic Models/Ranking/AutoInt/demo.py" --data libfm:../shared/data/frappe/ \
 #         --threads 1 --out assets/AutoInt/results/frappe.json
@@ -45,7 +46,8 @@ def load_model_module():
 autoint = load_model_module()
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset is AutoInt+
-# with the paper's interacting layers (3 layers, 2 heads, d' = 32, residual) and the reczoo BARS Frappe
+# with the paper's interacting layers (3 layers, 2 heads, d' = 32, residual) and the reczoo BARS
+# Frappe
 # settings for the rest (embedding 10, 400-400-400 DNN with batch norm, embedding L2, Adam 1e-3,
 # learning rate / 10 on plateau). `--dnn-hidden ''` gives plain AutoInt.
 PRESETS = {
@@ -61,7 +63,7 @@ parser.add_argument("--embed-dim", type=int, default=None)
 parser.add_argument("--layers", type=int, default=None, help="interacting layers")
 parser.add_argument("--heads", type=int, default=None)
 parser.add_argument("--att-dim", type=int, default=None, help="d' per head")
-parser.add_argument("--hidden", default=None, help="DNN widths, e.g. 400,400,400 ('' = plain AutoInt)")
+parser.add_argument("--hidden", default=None, help="DNN widths ('' = plain AutoInt)")
 parser.add_argument("--dropout", type=float, default=None)
 parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
 parser.add_argument("--embedding-l2", type=float, default=None,
@@ -135,12 +137,14 @@ for i in clicked[-5:].tolist():
     print("   ", ctr.describe_item(i))
 context = {n: int(v) for n, v in zip(ctr.field_names, sparse_row.tolist())
            if n not in ("user", "item", "category", "brand", "price_bucket")}
-print("context:", {k: (ctr.describe_item(v) if k.endswith("item") else v) for k, v in context.items()})
+print("context:", {k: (ctr.describe_item(v) if k.endswith("item") else v)
+                    for k, v in context.items()})
 items = torch.arange(1, ctr.field_dims[ctr.item_field])
 sparse_c, dense_c = ctr.candidate_rows(sparse_row, items, dense_row)
 model.eval()
 with torch.no_grad():
-    probs = torch.sigmoid(model(sparse_c.to(device), None if dense_c is None else dense_c.to(device)))
+    dense_c = None if dense_c is None else dense_c.to(device)
+    probs = torch.sigmoid(model(sparse_c.to(device), dense_c))
 top = torch.topk(probs.cpu(), 5)
 truth = int(sparse_row[ctr.item_field])
 print("top 5 items for this context (* = the item clicked in the test row):")

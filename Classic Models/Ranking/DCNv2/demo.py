@@ -2,12 +2,13 @@
 # # DCN-V2 demo — cross network (explicit crosses of bounded degree) + deep network, against
 # logistic regression
 #
-# CPU, synthetic default (about 30 s on 2 cores):
+# CPU, synthetic default (10 s of CPU time; 81 s wall on a shared 2-core machine at load ~12):
 #
 #     python "Classic Models/Ranking/DCNv2/demo.py"
 #
 # Frappe (the shared copy has no train file: train on the validation file minus a 10% held-out slice
-# for early stopping, test on the test file; a few minutes with 1 thread on a loaded 2-core machine):
+# for early stopping, test on the test file;
+# 27 s CPU, 1.7 min wall with 1 thread on that loaded machine):
 #
 #     python "Classic Models/Ranking/DCNv2/demo.py" --data libfm:../shared/data/frappe/ \
 #         --threads 1 --out assets/DCNv2/results/frappe.json
@@ -46,7 +47,8 @@ def load_model_module():
 dcnv2 = load_model_module()
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset follows the
-# reczoo BARS Frappe settings where they fit (embedding 10, Adam 1e-3, learning rate / 10 on plateau)
+# reczoo BARS Frappe settings where they fit (embedding 10, Adam 1e-3, learning rate / 10 on
+# plateau)
 # with the paper's parallel structure and a 400-400-400 deep network with batch norm.
 PRESETS = {
     "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, embed_dim=16, hidden="128,64", dropout=0.1,
@@ -137,12 +139,14 @@ for i in clicked[-5:].tolist():
     print("   ", ctr.describe_item(i))
 context = {n: int(v) for n, v in zip(ctr.field_names, sparse_row.tolist())
            if n not in ("user", "item", "category", "brand", "price_bucket")}
-print("context:", {k: (ctr.describe_item(v) if k.endswith("item") else v) for k, v in context.items()})
+print("context:", {k: (ctr.describe_item(v) if k.endswith("item") else v)
+                    for k, v in context.items()})
 items = torch.arange(1, ctr.field_dims[ctr.item_field])
 sparse_c, dense_c = ctr.candidate_rows(sparse_row, items, dense_row)
 model.eval()
 with torch.no_grad():
-    probs = torch.sigmoid(model(sparse_c.to(device), None if dense_c is None else dense_c.to(device)))
+    dense_c = None if dense_c is None else dense_c.to(device)
+    probs = torch.sigmoid(model(sparse_c.to(device), dense_c))
 top = torch.topk(probs.cpu(), 5)
 truth = int(sparse_row[ctr.item_field])
 print("top 5 items for this context (* = the item clicked in the test row):")

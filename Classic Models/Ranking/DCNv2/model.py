@@ -1,4 +1,5 @@
-"""DCN V2: Improved Deep & Cross Network and Practical Lessons for Web-scale Learning to Rank Systems.
+"""DCN V2: Improved Deep & Cross Network and Practical Lessons for Web-scale Learning to Rank
+Systems.
 
 Wang, Shivanna, Cheng, Jain, Lin, Hong, Chi. WWW 2021. https://arxiv.org/abs/2008.13535
 Official code: the `Cross` layer of TensorFlow Recommenders
@@ -6,7 +7,8 @@ Official code: the `Cross` layer of TensorFlow Recommenders
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-A cross network builds explicit, bounded-degree feature crosses: each cross layer multiplies the input
+A cross network builds explicit, bounded-degree feature crosses: each cross layer multiplies the
+input
 x_0 element-wise with a learned linear map of the previous layer, so l layers give every polynomial
 term of x_0 up to degree l + 1 (note §3). A deep network beside it (parallel) or after it (stacked)
 adds implicit interactions. The cross weights may be factored into low-rank experts mixed by a gate.

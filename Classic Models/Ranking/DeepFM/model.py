@@ -7,7 +7,8 @@ This file stands alone: it needs only torch. Copy it into your project as is.
 
 DeepFM puts a factorization machine (FM) and a deep network side by side on ONE shared embedding
 (note §2): the FM part models first- and second-order feature interactions explicitly, the deep part
-models high-order interactions implicitly, and no hand-made cross features are needed (unlike the wide
+models high-order interactions implicitly, and no hand-made cross features are needed (unlike the
+wide
 part of Wide & Deep).
 
 Notation (the same in the note, README.md):
@@ -20,7 +21,8 @@ Inputs are plain tensors so the file can be used without any data pipeline:
     sparse: (B, F) int64, field f takes ids in [0, field_dims[f]); id 0 = padding / unknown
     dense:  (B, Fd) float, already normalised (e.g. log or min-max); omitted when Fd = 0
 
-NOTE: dense fields enter the FM the way the FM paper treats real-valued features: field j has its own
+NOTE: dense fields enter the FM the way the FM paper treats real-valued features: field j has its
+own
     vector v_j and first-order weight w_j, scaled by the value x_j. The DeepFM paper only describes
     categorical fields (x_i in {0, 1}); for them this is exactly Eq. (2).
 NOTE: the paper uses dropout 0.5 and no batch norm; both are configurable here because small data
@@ -187,5 +189,5 @@ class DeepFM(nn.Module):
         return self.fm(e, w) + self.deep(e)  # (B,)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The paper's objective: log loss (binary cross-entropy) on the clicks. Returns a scalar."""
+        """The paper's objective: log loss (binary cross-entropy) of the clicks; a scalar."""
         return F.binary_cross_entropy_with_logits(logits, labels.float())

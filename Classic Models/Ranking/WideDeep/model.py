@@ -8,7 +8,8 @@ open-sourced implementation, linked from the paper).
 This file stands alone: it needs only torch. Copy it into your project as is.
 
 A wide linear model over raw sparse features and cross-product transformations MEMORISES feature
-co-occurrences seen in training; a deep MLP over dense embeddings GENERALISES to unseen combinations.
+co-occurrences seen in training; a deep MLP over dense embeddings GENERALISES to unseen
+combinations.
 Both are trained jointly on one logistic loss (note §2).
 
 Notation (the same in the note, README.md):
@@ -46,7 +47,7 @@ class WideDeepConfig:
     hidden: tuple[int, ...] = (1024, 512, 256)  # paper §5: ReLU layers of 1024, 512, 256
     dropout: float = 0.0  # the paper does not use dropout
     batch_norm: bool = False  # not in the paper; helps on small data (see note)
-    cross_fields: tuple[tuple[int, ...], ...] = ()  # Eq. (2): which fields to cross in the wide part
+    cross_fields: tuple[tuple[int, ...], ...] = ()  # Eq. (2): fields crossed in the wide part
     cross_buckets: int = 1 << 20  # cap on rows per cross; larger products are hashed
     embed_init_std: float = 1e-2
 
@@ -163,7 +164,8 @@ class WideDeep(nn.Module):
         if not isinstance(config, WideDeepConfig):
             raise TypeError(f"expected WideDeepConfig, got {type(config).__name__}")
         self.config = c = config
-        # Wide part, Eq. (1): one weight per raw feature, per cross-product feature, per dense value.
+        # Wide part, Eq. (1): one weight per raw feature, per cross-product feature, per dense
+        # value.
         self.wide_raw = FieldEmbedding(c.field_dims, 1, init_std=0.0)
         cross_sizes = [cross_product_ids(torch.zeros(1, len(c.field_dims), dtype=torch.long), k,
                                          c.field_dims, c.cross_buckets)[1] for k in c.cross_fields]
