@@ -188,15 +188,24 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, self_bias: torch.Tensor, memory_kv=None,
-                memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+                memory_mask: torch.Tensor | None = None, cache: dict | None = None) -> torch.Tensor:
         """x: (B, k, n, D) in the decoder (k sequences per memory row, e.g. beams), (B, n, D) in
         the encoder. Self-attention stays within each sequence; cross-attention folds the k
-        sequences of one row into one query block, so the memory's keys are computed once per row."""
+        sequences of one row into one query block, so the memory's keys are computed once per row.
+        cache (decoding only): this layer's self-attention keys/values of the earlier positions;
+        x then holds only the new position and the cache is extended in place."""
         if not self.cross:
             return self._mlp(x + self.drop(self.self_attn(self.norm1(x), self_bias)))
         B, k, n, D = x.shape
         flat = x.reshape(B * k, n, D)
-        flat = flat + self.drop(self.self_attn(self.norm1(flat), self_bias))
+        h = self.norm1(flat)
+        kv = None
+        if cache is not None:
+            new_k, new_v = self.self_attn.key_values(h)  # (B*k, H, n, Dh)
+            if "k" in cache:
+                new_k, new_v = torch.cat([cache["k"], new_k], 2), torch.cat([cache["v"], new_v], 2)
+            cache["k"], cache["v"] = kv = (new_k, new_v)
+        flat = flat + self.drop(self.self_attn(h, self_bias, kv))
         x = flat.view(B, k * n, D)  # (B, k*n, D): every query attends to its row's memory
         x = x + self.drop(self.cross_attn(self.norm2(x), memory_mask, memory_kv))
         return self._mlp(x).view(B, k, n, D)
@@ -342,12 +351,31 @@ class TIGER(nn.Module):
         n = t + 1
         causal = torch.full((n, n), float("-inf"), device=prefix.device).triu(1)  # (t+1, t+1)
         self_bias = self._rel_bias(self.dec_rel, n, n, False, prefix.device) + causal
-        x = self.drop(self.embed(tokens))  # (B, k, t+1, D)
-        for block, kv in zip(self.decoder, memory_kv):
-            x = block(x, self_bias, kv, memory_mask)
+        return self._decoder(tokens, self_bias, memory_kv, memory_mask)
+
+    def decode_next(self, last: torch.Tensor | None, t: int, memory_kv: list,
+                    memory_mask: torch.Tensor, caches: list[dict]) -> torch.Tensor:
+        """One incremental decoding step: same logits as `decode(...)[:, :, -1]`, but only the new
+        position runs through the decoder (the earlier ones are in `caches`, one dict per layer).
+
+        last: (B, k) code index generated at step t-1 (None at t = 0). Returns (B, k, V).
+        """
+        B = memory_mask.shape[0]
+        if last is None:
+            tokens = torch.full((B, 1, 1), BOS, dtype=torch.long, device=memory_mask.device)
+        else:
+            tokens = (last + FIRST_CODE)[..., None]  # (B, k, 1)
+        bias = self._rel_bias(self.dec_rel, t + 1, t + 1, False, tokens.device)[:, :, -1:]
+        return self._decoder(tokens, bias, memory_kv, memory_mask, caches)[:, :, -1]
+
+    def _decoder(self, tokens: torch.Tensor, self_bias: torch.Tensor, memory_kv: list,
+                 memory_mask: torch.Tensor, caches: list[dict] | None = None) -> torch.Tensor:
+        x = self.drop(self.embed(tokens))  # (B, k, n, D)
+        for i, (block, kv) in enumerate(zip(self.decoder, memory_kv)):
+            x = block(x, self_bias, kv, memory_mask, None if caches is None else caches[i])
         x = self.drop(self.dec_norm(x)) * self.config.d_model ** -0.5  # T5 scaling of tied output
         w = self.embed.weight[FIRST_CODE : FIRST_CODE + self.config.n_code_tokens]  # (V, D)
-        return x @ w.T  # (B, k, t+1, D) @ (D, V) -> (B, k, t+1, V)
+        return x @ w.T  # (B, k, n, D) @ (D, V) -> (B, k, n, V)
 
     def target_codes(self, items: torch.Tensor) -> torch.Tensor:
         """(...) item ids -> (..., T) indices into the V code tokens (position offsets applied)."""
@@ -404,9 +432,10 @@ class TIGER(nn.Module):
         trie = self.prefix_trie() if constrained else None
         codes = torch.zeros(B, 1, 0, dtype=torch.long, device=dev)  # (B, k, t) codes so far
         scores = torch.zeros(B, 1, device=dev)  # (B, k) log p(prefix)
+        caches: list[dict] = [{} for _ in self.decoder]  # self-attention keys/values per layer
         for t in range(cfg.id_length):
-            prefix = codes + (self.code_offsets[:t] - FIRST_CODE)  # (B, k, t) token indices
-            logp = self.decode(prefix, memory_kv, mask)[:, :, -1].log_softmax(-1)  # (B, k, V)
+            last = None if t == 0 else codes[..., -1] + int(self.code_offsets[t - 1]) - FIRST_CODE
+            logp = self.decode_next(last, t, memory_kv, mask, caches).log_softmax(-1)  # (B, k, V)
             lo = int(self.code_offsets[t]) - FIRST_CODE
             cand = scores[..., None] + logp[..., lo : lo + cfg.code_sizes[t]]  # (B, k, C_t)
             if constrained:
@@ -416,10 +445,16 @@ class TIGER(nn.Module):
                 pos = torch.searchsorted(level, keys.flatten()).clamp(max=len(level) - 1)
                 valid = (level[pos] == keys.flatten()).view(keys.shape)
                 cand = cand.masked_fill(~valid, float("-inf"))
+            k = cand.shape[1]
             flat = cand.reshape(B, -1)  # (B, k*C_t)
             scores, top_idx = flat.topk(min(beam, flat.shape[1]), dim=1)  # sorted, (B, k')
             parent, code = top_idx // cfg.code_sizes[t], top_idx % cfg.code_sizes[t]
             codes = torch.cat([codes.gather(1, parent[..., None].expand(-1, -1, t)),
                                code[..., None]], 2)  # (B, k', t+1)
+            rows = torch.arange(B, device=dev)[:, None]
+            for c in caches:  # the surviving beams keep their parents' keys/values
+                for name in ("k", "v"):
+                    kv = c[name].view(B, k, *c[name].shape[1:])[rows, parent]  # (B, k', H, t+1, Dh)
+                    c[name] = kv.reshape(-1, *kv.shape[2:])
         items = torch.where(torch.isfinite(scores), self.sids_to_items(codes), 0)  # (B, K)
         return items, scores, codes
