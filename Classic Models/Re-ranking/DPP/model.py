@@ -12,8 +12,8 @@ vectors f, build the kernel L = Diag(exp(alpha r)) S Diag(exp(alpha r)) with S_i
 then pick items greedily so that log det(L_Y) grows the most at each step. The greedy step needs
 no determinant: it keeps an incremental Cholesky factor, so a list of k items out of N costs
 O(N k^2) in total (`greedy_map`), instead of k rounds of N log-determinants (`naive_greedy_map`,
-the reference). The sliding-window variant (`greedy_map`, window_size=w) only asks each item to differ from the
-w - 1 items right before it, which is what a user scrolling a long feed perceives.
+the reference). The sliding-window variant (`greedy_map`, window_size=w) only asks each item to
+differ from the w - 1 items right before it, which is what a user scrolling a long feed perceives.
 
 Notation (shapes):
     B: number of lists (users) in the batch     N: candidates per list
