@@ -9,16 +9,12 @@ optional dense fields `(N, Fd) float`, a 0/1 label and the user id (for GAUC).
   standard 7:2:1 split), the validation file is split at random into training rows and a held-out
   slice for early stopping; the test file is touched once, at the end.
 - `synthetic`: the synthetic world's impressions (`Datasets.synthetic.ctr_impressions`: the true
-  next
-  item + popularity-sampled items, clicks drawn from a planted logistic model), as fields: user,
-  item,
-  category, brand, price bucket, and the item / category of the last two behaviours; one dense
-  field,
-  the item's log training popularity scaled to [0, 1].
+  next item + popularity-sampled items, clicks drawn from a planted logistic model), as fields:
+  user, item, category, brand, price bucket, and the item / category of the last two behaviours; one
+  dense field, the item's log training popularity scaled to [0, 1].
 
     ctr = build_field_ctr(Datasets.load("synthetic"))
-    batch = next(ctr.train.batches(256))         # sparse (b, F), dense (b, Fd), label (b,), user
-    (b,)
+    batch = next(ctr.train.batches(256))   # sparse (b, F), dense (b, Fd), label (b,), user (b,)
     rows = ctr.candidate_rows(ctr.test.tensors["sparse"][0], items)   # one context x many items
 """
 

@@ -2,12 +2,9 @@
 `model.loss`).
 
 Wraps `Utils.training.fit` with what the CTR benchmarks (e.g. reczoo BARS) do: Adam, early stopping
-on
-validation AUC, an optional L2 penalty on the embedding tables only (as an Adam weight decay), and
-one
-"reduce the learning rate on plateau" phase: when validation AUC stops improving, restart from the
-best
-state with the learning rate divided by 10 and train until it stops improving again.
+on validation AUC, an optional L2 penalty on the embedding tables only (as an Adam weight decay),
+and one "reduce the learning rate on plateau" phase: when validation AUC stops improving, restart
+from the best state with the learning rate divided by 10 and train until it stops improving again.
 """
 
 from __future__ import annotations

@@ -47,9 +47,8 @@ autoint = load_model_module()
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset is AutoInt+
 # with the paper's interacting layers (3 layers, 2 heads, d' = 32, residual) and the reczoo BARS
-# Frappe
-# settings for the rest (embedding 10, 400-400-400 DNN with batch norm, embedding L2, Adam 1e-3,
-# learning rate / 10 on plateau). `--dnn-hidden ''` gives plain AutoInt.
+# Frappe settings for the rest (embedding 10, 400-400-400 DNN with batch norm, embedding L2, Adam
+# 1e-3, learning rate / 10 on plateau). `--dnn-hidden ''` gives plain AutoInt.
 PRESETS = {
     "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, embed_dim=16, hidden="", dropout=0.1,
                       batch_norm=False, embedding_l2=0.0, layers=2, heads=2, att_dim=16),

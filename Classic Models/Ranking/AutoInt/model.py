@@ -37,13 +37,13 @@ from torch import nn
 class AutoIntConfig:
     field_dims: tuple[int, ...]  # vocabulary size of each sparse field, padding id 0 included
     dense_dim: int = 0  # number of dense (float) fields, each embedded as v_m * x_m (Eq. (4))
-    embed_dim: int = 16  # paper §5.1: d = 16
-    num_layers: int = 3  # paper §5.1: 3 interacting layers
-    num_heads: int = 2  # paper §5.1: 2 heads
-    attention_dim: int = 32  # paper §5.1: d' = 32 per head
+    embed_dim: int = 16  # the paper's setting, d = 16
+    num_layers: int = 3  # the paper's setting; more layers = higher orders
+    num_heads: int = 2  # the paper's setting
+    attention_dim: int = 32  # d' per head, the paper's setting
     residual: bool = True  # Eq. (8); the paper's ablation shows it helps
     scale_attention: bool = False  # Eq. (5) is an unscaled inner product
-    dnn_hidden: tuple[int, ...] = ()  # () = AutoInt; e.g. (200, 200) = AutoInt+ (paper §5.6)
+    dnn_hidden: tuple[int, ...] = ()  # () = AutoInt; e.g. (200, 200) = AutoInt+
     dropout: float = 0.0  # on the AutoInt+ feed-forward network
     batch_norm: bool = False
     embed_init_std: float = 1e-2

@@ -48,8 +48,7 @@ dcnv2 = load_model_module()
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset follows the
 # reczoo BARS Frappe settings where they fit (embedding 10, Adam 1e-3, learning rate / 10 on
-# plateau)
-# with the paper's parallel structure and a 400-400-400 deep network with batch norm.
+# plateau) with the paper's parallel structure and a 400-400-400 deep network with batch norm.
 PRESETS = {
     "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, embed_dim=16, hidden="128,64", dropout=0.1,
                       batch_norm=False, embedding_l2=0.0, structure="parallel", cross_layers=2,

@@ -8,10 +8,10 @@ Official code: the `Cross` layer of TensorFlow Recommenders
 This file stands alone: it needs only torch. Copy it into your project as is.
 
 A cross network builds explicit, bounded-degree feature crosses: each cross layer multiplies the
-input
-x_0 element-wise with a learned linear map of the previous layer, so l layers give every polynomial
-term of x_0 up to degree l + 1 (note §3). A deep network beside it (parallel) or after it (stacked)
-adds implicit interactions. The cross weights may be factored into low-rank experts mixed by a gate.
+input x_0 element-wise with a learned linear map of the previous layer, so l layers give every
+polynomial term of x_0 up to degree l + 1 (note §3). A deep network beside it (parallel) or after it
+(stacked) adds implicit interactions. The cross weights may be factored into low-rank experts mixed
+by a gate.
 
 Notation (the same in the note, README.md; equation numbers follow the arXiv version):
     B: batch size      F: number of sparse fields      Fd: number of dense fields
@@ -43,9 +43,9 @@ class DCNv2Config:
     field_dims: tuple[int, ...]  # vocabulary size of each sparse field, padding id 0 included
     dense_dim: int = 0  # number of dense (float) fields
     embed_dim: int = 16  # the paper sizes embeddings per feature (~6 * vocab^(1/4)); one D here
-    num_cross_layers: int = 3  # paper §7: 1-4 layers; more gives higher-degree crosses
+    num_cross_layers: int = 3  # l layers give crosses up to degree l + 1
     structure: Literal["stacked", "parallel", "cross_only"] = "parallel"  # paper Fig. 1
-    hidden: tuple[int, ...] = (512, 512)  # paper §7: 1-3 layers of 562-1024 units (Criteo)
+    hidden: tuple[int, ...] = (512, 512)  # the deep network (unused by cross_only)
     dropout: float = 0.0
     batch_norm: bool = False
     cross_rank: int | None = None  # None: full-rank W_l, Eq. (1); r: W_l = U_l V_l^T, Eq. (4)

@@ -8,8 +8,7 @@ This file stands alone: it needs only torch. Copy it into your project as is.
 DeepFM puts a factorization machine (FM) and a deep network side by side on ONE shared embedding
 (note §2): the FM part models first- and second-order feature interactions explicitly, the deep part
 models high-order interactions implicitly, and no hand-made cross features are needed (unlike the
-wide
-part of Wide & Deep).
+wide part of Wide & Deep).
 
 Notation (the same in the note, README.md):
     B: batch size            F: number of sparse (categorical) fields
@@ -21,10 +20,9 @@ Inputs are plain tensors so the file can be used without any data pipeline:
     sparse: (B, F) int64, field f takes ids in [0, field_dims[f]); id 0 = padding / unknown
     dense:  (B, Fd) float, already normalised (e.g. log or min-max); omitted when Fd = 0
 
-NOTE: dense fields enter the FM the way the FM paper treats real-valued features: field j has its
-own
-    vector v_j and first-order weight w_j, scaled by the value x_j. The DeepFM paper only describes
-    categorical fields (x_i in {0, 1}); for them this is exactly Eq. (2).
+NOTE: dense fields enter the FM the way the FM paper treats real-valued features: field j has
+    its own vector v_j and first-order weight w_j, scaled by the value x_j. The DeepFM paper only
+    describes categorical fields (x_i in {0, 1}); for them this is exactly Eq. (2).
 NOTE: the paper uses dropout 0.5 and no batch norm; both are configurable here because small data
     sets (Frappe) train better with the settings listed in the note's Results section.
 """
@@ -40,9 +38,9 @@ from torch import nn
 class DeepFMConfig:
     field_dims: tuple[int, ...]  # vocabulary size of each sparse field, padding id 0 included
     dense_dim: int = 0  # number of dense (float) fields
-    embed_dim: int = 10  # paper §3.3: k = 10 for both data sets
-    hidden: tuple[int, ...] = (400, 400, 400)  # paper §3.3: "400-400-400" works best
-    dropout: float = 0.5  # paper §3.3: 0.5
+    embed_dim: int = 10  # k, the FM latent size (BARS uses 10 on Frappe)
+    hidden: tuple[int, ...] = (400, 400, 400)  # the paper's setting, 400-400-400
+    dropout: float = 0.5  # the paper's setting
     batch_norm: bool = False  # not in the paper; helps on small data (see note)
     embed_init_std: float = 1e-2  # small init keeps the FM term near 0 at the start
 

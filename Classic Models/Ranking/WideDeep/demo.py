@@ -48,9 +48,8 @@ widedeep = load_model_module()
 
 # Per data source: the synthetic preset is sized to run in seconds and crosses the fields whose
 # interactions the generator planted (user x category, last item x item); the libfm preset follows
-# the
-# reczoo BARS Frappe settings (embedding 10, 400-400-400 with batch norm, embedding L2, Adam 1e-3,
-# learning rate / 10 on plateau) and adds the paper's memorising cross product user x item.
+# the reczoo BARS Frappe settings (embedding 10, 400-400-400 with batch norm, embedding L2, Adam
+# 1e-3, learning rate / 10 on plateau) and adds the paper's memorising cross product user x item.
 PRESETS = {
     "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, embed_dim=16, hidden="128,64", dropout=0.1,
                       batch_norm=False, embedding_l2=0.0, cross="user*category,last_item*item"),

@@ -9,8 +9,7 @@ This file stands alone: it needs only torch. Copy it into your project as is.
 
 A wide linear model over raw sparse features and cross-product transformations MEMORISES feature
 co-occurrences seen in training; a deep MLP over dense embeddings GENERALISES to unseen
-combinations.
-Both are trained jointly on one logistic loss (note §2).
+combinations. Both are trained jointly on one logistic loss (note §2).
 
 Notation (the same in the note, README.md):
     B: batch size      F: number of sparse fields      Fd: number of dense fields
@@ -43,8 +42,8 @@ _HASH_MASK = (1 << 31) - 1  # keeps the running hash small enough to never overf
 class WideDeepConfig:
     field_dims: tuple[int, ...]  # vocabulary size of each sparse field, padding id 0 included
     dense_dim: int = 0  # number of dense (float) fields
-    embed_dim: int = 32  # paper §5 (Google Play): 32-dim embedding per categorical feature
-    hidden: tuple[int, ...] = (1024, 512, 256)  # paper §5: ReLU layers of 1024, 512, 256
+    embed_dim: int = 32  # paper Fig. 4 (Google Play): 32-dim embeddings
+    hidden: tuple[int, ...] = (1024, 512, 256)  # paper Fig. 4: ReLU 1024, 512, 256
     dropout: float = 0.0  # the paper does not use dropout
     batch_norm: bool = False  # not in the paper; helps on small data (see note)
     cross_fields: tuple[tuple[int, ...], ...] = ()  # Eq. (2): fields crossed in the wide part
@@ -164,8 +163,7 @@ class WideDeep(nn.Module):
         if not isinstance(config, WideDeepConfig):
             raise TypeError(f"expected WideDeepConfig, got {type(config).__name__}")
         self.config = c = config
-        # Wide part, Eq. (1): one weight per raw feature, per cross-product feature, per dense
-        # value.
+        # Wide part, Eq. (1): one weight per raw feature, cross-product feature, dense value.
         self.wide_raw = FieldEmbedding(c.field_dims, 1, init_std=0.0)
         cross_sizes = [cross_product_ids(torch.zeros(1, len(c.field_dims), dtype=torch.long), k,
                                          c.field_dims, c.cross_buckets)[1] for k in c.cross_fields]
