@@ -6,8 +6,8 @@
 # token) -> a T5-style encoder-decoder trained to generate the next item's ID -> beam search
 # constrained by a prefix trie of valid IDs -> Recall/NDCG by leave-one-out beside popularity.
 #
-# CPU command (synthetic default, small preset; about 75 s of CPU time on one thread, measured as
-# 5 min wall on a shared 2-core machine loaded by ~10 other jobs):
+# CPU command (synthetic default, small preset; about 70 s of CPU time on one thread, measured as
+# 4 min wall on a shared 2-core machine loaded by ~10 other jobs):
 #
 #     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --threads 1
 #
@@ -15,7 +15,7 @@
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/TIGER/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 \
-#         --time-budget 1080 --checkpoint /tmp/tiger_beauty.pt \
+#         --time-budget 1000 --round-steps 60 --checkpoint /tmp/tiger_beauty.pt \
 #         --plot assets/TIGER/beauty_curve.png --out assets/TIGER/results/beauty.json
 #
 # Continue the same run later, e.g. on a GPU (the step count, optimiser and semantic IDs are restored):
