@@ -3,7 +3,7 @@
 #
 # Train the deep candidate generation model of Covington et al. (RecSys 2016) on next-item examples,
 # evaluate it by full ranking (leave-one-out, seen items excluded) beside popularity, then serve it:
-# exact top-K versus a faiss HNSW index over the item vectors (recall of the ANN and query latency).
+# exact top-K versus faiss indexes over the item vectors (recall of each ANN and query latency).
 #
 # CPU command (synthetic default, about 20 s on 2 cores):
 #
@@ -13,7 +13,7 @@
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --epochs 40 \
-#         --out assets/YoutubeDNN/results/beauty.json
+#         --time-budget 1500 --out assets/YoutubeDNN/results/beauty.json
 
 # %%
 import argparse
@@ -28,6 +28,7 @@ import torch
 import Datasets
 from Utils.evaluation import Timer, evaluate_full_ranking, popularity_metrics
 from Utils.io import add_common_args, print_result
+from Utils.mips import MipsHNSW
 from Utils.retrieval import FaissIndex, recall_vs_exact, topk
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
@@ -64,8 +65,9 @@ parser.add_argument("--keywords", action="store_true",
                     help="seqtxt: add the items' keyword tokens as one more bag (like the search bag)")
 parser.add_argument("--patience", type=int, default=3)
 parser.add_argument("--eval-every", type=int, default=1)
+parser.add_argument("--time-budget", type=float, default=None, help="stop training after N seconds")
 parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-parser.add_argument("--ann", default="hnsw", choices=["hnsw", "ivf"])
+parser.add_argument("--save-vectors", default=None, help="write user/item vectors to this .npz")
 args = parser.parse_args()
 
 cpu_setup(args.threads)
@@ -84,7 +86,8 @@ N = split.n_items
 # Each bag is an (N+1, A) table of ids per item; a user's bag is the ids of all history items.
 bag_tables: dict[str, np.ndarray] = {}
 if "attributes" in data.items:  # seqtxt: category + brand attribute ids
-    bag_tables["attributes"] = data.item_attributes(8)
+    attrs = data.item_attributes(8)
+    bag_tables["attributes"] = attrs[:, : max(1, int((attrs > 0).sum(1).max()))]
 for name in ("category", "brand"):
     if name in data.items:
         bag_tables[name] = data.item_feature(name)[:, None]
@@ -183,6 +186,7 @@ history = fit(
     model, train_step, lambda epoch: train_set.batches(args.batch_size, generator=gen), optimizer,
     args.epochs, evaluate, metric="NDCG@10", patience=args.patience, eval_every=args.eval_every,
     n_batches=train_set.num_batches(args.batch_size), desc="YoutubeDNN",
+    time_budget=args.time_budget,
 )
 samples_per_s = len(train_set) * len(history.epochs) / max(history.train_seconds, 1e-9)
 print(f"trained {len(history.epochs)} epochs in {history.train_seconds:.1f}s "
@@ -214,20 +218,25 @@ with torch.no_grad():
     item_vecs = model.item_tower().detach().cpu()
 with Timer() as t_exact:
     exact_ids, _ = topk(user_vecs, item_vecs, K)
-with Timer() as t_build:
-    index = FaissIndex(item_vecs, kind=args.ann, threads=args.threads)
-with Timer() as t_ann:
-    ann_ids, _ = index.search(user_vecs, K)
-ann = {
-    "index": args.ann, "k": K, "queries": len(user_vecs),
-    "recall_vs_exact": recall_vs_exact(ann_ids, exact_ids.numpy()),
-    "exact_ms_per_query": 1000 * t_exact.seconds / len(user_vecs),
-    "ann_ms_per_query": 1000 * t_ann.seconds / len(user_vecs),
-    "ann_build_seconds": t_build.seconds,
+if args.save_vectors:  # for offline index experiments
+    np.savez(args.save_vectors, users=user_vecs.numpy(), items=item_vecs.numpy())
+indexes = {  # HNSW on raw inner products, HNSW in L2 after the MIPS reduction, IVF (exact within lists)
+    "hnsw-ip-ef128": lambda: FaissIndex(item_vecs, kind="hnsw", ef_search=128, threads=args.threads),
+    "hnsw-ip-ef512": lambda: FaissIndex(item_vecs, kind="hnsw", ef_search=512, threads=args.threads),
+    "hnsw-mips-ef512": lambda: MipsHNSW(item_vecs, ef_search=512, threads=args.threads),
+    "ivf-ip-nprobe16": lambda: FaissIndex(item_vecs, kind="ivf", nprobe=16, threads=args.threads),
 }
-print(f"ANN ({args.ann}) recall@{K} vs exact: {ann['recall_vs_exact']:.4f}; latency per query: "
-      f"exact {ann['exact_ms_per_query']:.3f} ms, ANN {ann['ann_ms_per_query']:.3f} ms "
-      f"(batched over {len(user_vecs):,} users)")
+ann = {"k": K, "queries": len(user_vecs), "exact_ms_per_query": 1000 * t_exact.seconds / len(user_vecs)}
+for name, build in indexes.items():
+    with Timer() as t_build:
+        index = build()
+    with Timer() as t_ann:
+        ann_ids, _ = index.search(user_vecs, K)
+    ann[name] = {"recall_vs_exact": recall_vs_exact(ann_ids, exact_ids.numpy()),
+                 "ms_per_query": 1000 * t_ann.seconds / len(user_vecs), "build_seconds": t_build.seconds}
+    print(f"{name:16s}: recall@{K} vs exact top-{K} {ann[name]['recall_vs_exact']:.4f}, "
+          f"{ann[name]['ms_per_query']:.3f} ms per query (exact: {ann['exact_ms_per_query']:.3f} ms), "
+          f"built in {t_build.seconds:.2f}s; batched over {len(user_vecs):,} users")
 
 # %% [markdown]
 # ## One user: history and top recommendations (seen items excluded)
