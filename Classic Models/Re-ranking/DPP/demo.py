@@ -6,11 +6,12 @@
 # on the same lists: NDCG@10 / Recall@10 of the held-out item, ILD@10 and category coverage@10,
 # and sweep theta for the relevance-diversity trade-off.
 #
-# CPU command (synthetic default, ~15 s on a loaded 2-core machine, 1 thread):
+# CPU command (synthetic default; 46 s wall measured on a heavily loaded shared 2-core machine,
+# 1 thread — well under that on an idle one):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/DPP/demo.py"
 #
-# Beauty (attributes as categories; ~3 min, 1 thread):
+# Beauty (attributes as categories; 505 s wall on the same loaded machine, 1 thread):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/DPP/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --epochs 3
