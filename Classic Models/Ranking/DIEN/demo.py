@@ -48,7 +48,7 @@ def load_model_module():
 dien = load_model_module()
 
 # %%
-parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=4, batch_size=256,
+parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=3, batch_size=256,
                          lr=1e-3)
 parser.add_argument("--max-len", type=int, default=20, help="behaviours kept per sample")
 parser.add_argument("--dim", type=int, default=16, help="embedding dim per item field")
