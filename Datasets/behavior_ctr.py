@@ -2,8 +2,8 @@
 
 DIN (Zhou et al., KDD 2018, §6.1) and its official `build_dataset.py`: for every user with reviews
 e_1..e_n in time order, predict whether the user reviews the k-th item from the k-1 items before it;
-the positive is the real k-th item, the negative an item drawn uniformly from the items the user never
-reviewed, with the same behaviour sequence. Here the time split follows the repository's
+the positive is the real k-th item, the negative an item drawn uniformly from the items the user
+never reviewed, with the same behaviour sequence. Here the time split follows the repository's
 leave-one-out protocol (`Datasets.leave_one_out`): the prefixes ending inside the training part give
 the training samples, the validation item and the test item each give one positive and one negative
 per user (so GAUC here is the share of users whose positive outranks their negative, ties half).
@@ -13,7 +13,7 @@ Everything is vectorised: no Python loop per user or sample.
     split = Datasets.leave_one_out(data)
     fields = item_field_table(data, n_attributes=3)       # (n_items+1, G): item id + attribute ids
     ctr = build_behavior_ctr(split, max_len=20, seed=0)   # {"train", "valid", "test"} -> datasets
-    batch = next(ctr["train"].batches(256))               # user, history (b, L), target (b,), label (b,)
+    batch = next(ctr["train"].batches(256))  # user, history (b, L), target (b,), label (b,)
     history_fields = fields[batch["history"]]             # (b, L, G) — 0 rows stay 0
 """
 
@@ -26,9 +26,9 @@ from .BaseDatasets import LOOSplit, RecData, TensorDictDataset
 
 
 def item_field_table(data: RecData, n_attributes: int = 3) -> torch.Tensor:
-    """(n_items+1, G) int64, G <= 1 + n_attributes: column 0 = item id, then the item's first attribute
-    ids (categories/brand for seqtxt, category+brand codes for Amazon 2018), 0 = padding/missing;
-    attribute slots that no item fills are dropped.
+    """(n_items+1, G) int64, G <= 1 + n_attributes: column 0 = item id, then the item's first
+    attribute ids (categories/brand for seqtxt, category+brand codes for Amazon 2018), 0 =
+    padding/missing; attribute slots that no item fills are dropped.
     Row 0 is all zeros, so indexing it with a padded history keeps padding at 0."""
     ids = np.arange(data.n_items + 1, dtype=np.int64)[:, None]
     if n_attributes == 0:
@@ -41,7 +41,7 @@ def item_field_table(data: RecData, n_attributes: int = 3) -> torch.Tensor:
 
 
 def _all_items_csr(split: LOOSplit) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted keys row * (n_items+1) + item over each user's whole sequence (train + valid + test)."""
+    """Sorted keys row * (n_items+1) + item over each user's whole sequence (train+valid+test)."""
     o = split.train_offsets
     rows = np.concatenate([np.repeat(np.arange(split.n_users), np.diff(o)),
                            np.arange(split.n_users), np.arange(split.n_users)])
@@ -65,11 +65,11 @@ def sample_negatives(split: LOOSplit, rows: np.ndarray, seed: int = 0,
         if not clash.any():
             return neg.astype(np.int64)
         neg[clash] = rng.integers(1, n1, size=int(clash.sum()))
-    raise RuntimeError("could not sample unseen negatives; is some user's history the whole catalogue?")
+    raise RuntimeError("could not sample unseen negatives; does a user have the whole catalogue?")
 
 
 def _pair(user, row, history, positive, negative) -> TensorDictDataset:
-    """Interleave positives and negatives that share a history: rows 2s (label 1), 2s+1 (label 0)."""
+    """Interleave positives and negatives sharing a history: rows 2s (label 1), 2s+1 (label 0)."""
     S = len(positive)
     target = np.stack([positive, negative], 1).reshape(-1)  # (2S,)
     label = np.tile(np.array([1.0, 0.0], dtype=np.float32), S)

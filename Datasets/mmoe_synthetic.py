@@ -4,8 +4,8 @@ Ma et al., "Modeling Task Relationships in Multi-task Learning with Multi-gate M
 KDD 2018, §3.2 (synthetic data generation):
 
 1. draw two orthogonal unit vectors u1, u2 in R^d;
-2. with a scale c and a correlation score -1 <= p <= 1, set w1 = c u1 and w2 = c (p u1 + sqrt(1-p^2) u2),
-   so cos(w1, w2) = p;
+2. with a scale c and a correlation score -1 <= p <= 1, set w1 = c u1 and
+   w2 = c (p u1 + sqrt(1-p^2) u2), so cos(w1, w2) = p;
 3. draw inputs x in R^d with i.i.d. N(0, 1) entries;
 4. y_k = w_k^T x + sum_{i=1..m} sin(alpha_i w_k^T x + beta_i) + eps_k,  eps_k ~ N(0, 0.01),
    with the same sinusoid parameters alpha_i, beta_i for both tasks.
@@ -57,8 +57,9 @@ def make_mmoe_synthetic(n: int, correlation: float, *, d: int = 100, c: float = 
                         task_seed: int | None = None) -> MultiTaskRegression:
     """n samples of the paper's generator.
 
-    task_seed fixes the weight vectors and sinusoid parameters (the *tasks*); seed draws the inputs and
-    noise. Use the same task_seed with different seeds for train and test sets of the same tasks.
+    task_seed fixes the weight vectors and sinusoid parameters (the *tasks*); seed draws the inputs
+    and noise. Use the same task_seed with different seeds for train and test sets of the same
+    tasks.
     """
     if n < 1 or m < 0:
         raise ValueError(f"need n >= 1 and m >= 0, got n={n}, m={m}")

@@ -3,7 +3,8 @@
 Each impression of `Datasets.synthetic.ctr_impressions` (the user's true next item plus popularity-
 sampled items, clicks drawn from the planted click model) gets two binary labels:
 
-- task 0 "click": the planted click (interest x category, price tier, similarity to recent behaviour);
+- task 0 "click": the planted click (interest x category, price tier, similarity to recent
+  behaviour);
 - task 1 "next":  the candidate is the item the user really interacted with next (a conversion-like
   task driven by the sequential transitions and the user's interests).
 

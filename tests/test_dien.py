@@ -1,4 +1,4 @@
-"""DIEN (Zhou et al., AAAI 2019): properties of the paper, on `Classic Models/Ranking/DIEN/model.py`."""
+"""DIEN (Zhou et al., AAAI 2019): the paper's properties, on `Ranking/DIEN/model.py`."""
 
 import importlib.util
 import pathlib

@@ -1,4 +1,4 @@
-"""DIN (Zhou et al., KDD 2018): properties of the paper, checked on `Classic Models/Ranking/DIN/model.py`."""
+"""DIN (Zhou et al., KDD 2018): the paper's properties, on `Classic Models/Ranking/DIN/model.py`."""
 
 import importlib.util
 import pathlib
@@ -76,7 +76,7 @@ def test_base_model_user_vector_ignores_target_and_pools():
         with torch.no_grad():
             u1, u2 = model.user_interest(target, history), model.user_interest(other, history)
             emb = model.embed_items(history)  # (B, L, 2D)
-        assert torch.allclose(u1, u2), "the base model's user vector is the same for every candidate"
+        assert torch.allclose(u1, u2), "the base model's user vector ignores the candidate"
         n = (history[..., 0] != 0).sum(1, keepdim=True).float()
         expect = emb.sum(1) if pooling == "sum" else emb.sum(1) / n
         assert torch.allclose(u1, expect, atol=1e-6)
@@ -135,7 +135,7 @@ def test_mini_batch_aware_regulariser_touches_only_batch_ids():
     w = model.item_embeddings[0].weight
     expect_item = (w[seen].pow(2).sum(1) / freqs[0][seen]).sum()
     touched = w.grad.abs().sum(1) != 0
-    assert touched[seen].all() and touched.sum() == len(seen)  # Eq. (6): alpha_mj = 0 rows untouched
+    assert touched[seen].all() and touched.sum() == len(seen)  # Eq. (6): alpha_mj = 0 rows kept
     cats = torch.unique(torch.cat([target[:, 1], history[..., 1].flatten()]))
     cats = cats[cats != 0]
     expect_cat = (model.item_embeddings[1].weight[cats].pow(2).sum(1) / 4.0).sum()

@@ -61,7 +61,7 @@ def test_every_gate_sums_to_one_and_gates_differ_per_task():
 
 
 def test_task_input_is_the_gate_weighted_sum_of_experts():
-    """Eq. (6): with a one-hot gate, task k sees exactly expert i; with zero gate weights, the mean."""
+    """Eq. (6): with a one-hot gate, task k sees exactly expert i; with a zero gate, the mean."""
     model = make()
     sparse, dense = batch()
     x = model.inputs(sparse, dense)
@@ -107,7 +107,8 @@ def test_loss_is_bce_plus_mse_and_respects_masks():
     mse5 = torch.nn.functional.mse_loss(outputs[:5, 1], labels[:5, 1])
     assert torch.allclose(model.loss(outputs, labels, mask), bce + 0.5 * mse5)
     p = model.predict(outputs)
-    assert torch.allclose(p[:, 0], torch.sigmoid(outputs[:, 0])) and torch.equal(p[:, 1], outputs[:, 1])
+    assert torch.allclose(p[:, 0], torch.sigmoid(outputs[:, 0]))
+    assert torch.equal(p[:, 1], outputs[:, 1])
 
 
 @pytest.mark.parametrize("cls", ["MMoE", "SharedBottom"])

@@ -1,4 +1,4 @@
-"""PLE / CGC (Tang et al., RecSys 2020): properties of the paper, on `Classic Models/Ranking/PLE/model.py`."""
+"""PLE / CGC (Tang et al., RecSys 2020): the paper's properties, on `Ranking/PLE/model.py`."""
 
 import importlib.util
 import pathlib
@@ -34,7 +34,8 @@ ple = load_model_module("Ranking", "PLE")
 def make(**kw):
     torch.manual_seed(0)
     cfg = dict(dense_dim=10, sparse_vocab_sizes=(6,), dim=4, n_levels=2, n_task_experts=2,
-               n_shared_experts=3, expert_hidden=(8,), task_types=("binary", "regression", "binary"))
+               n_shared_experts=3, expert_hidden=(8,),
+               task_types=("binary", "regression", "binary"))
     cfg.update(kw)
     return ple.PLE(**cfg)
 

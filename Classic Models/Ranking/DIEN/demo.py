@@ -5,9 +5,9 @@
 #
 #     python "Classic Models/Ranking/DIEN/demo.py"
 #
-# Amazon Beauty, the same DIN-paper style samples and split as the DIN demo (same seed, so the DIN and
-# base-model numbers in the DIN note are on identical rows; about 20 min with 1 thread on a loaded
-# 2-core machine):
+# Amazon Beauty, the same DIN-paper style samples and split as the DIN demo (same seed, so the DIN
+# and base-model numbers in the DIN note are on identical rows; about 13 min with 1 thread on a
+# loaded 2-core machine):
 #
 #     OMP_NUM_THREADS=1 python "Classic Models/Ranking/DIEN/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --epochs 4 \
@@ -68,9 +68,10 @@ device = pick_device(args.device)
 # %% [markdown]
 # ## Data: (behaviours, candidate, click) rows
 # Synthetic default: impressions whose clicks were planted by the generator (interest x category,
-# price tier, similarity of the candidate to the last behaviours). Real data: the DIN paper's recipe —
-# the next item is the positive, an item the user never touched is the negative, the earlier items
-# (with their attributes) are the behaviours; leave-one-out: valid = second-to-last, test = last item.
+# price tier, similarity of the candidate to the last behaviours). Real data: the DIN paper's
+# recipe — the next item is the positive, an item the user never touched is the negative, the
+# earlier items (with their attributes) are the behaviours; leave-one-out: valid = second-to-last,
+# test = last item.
 
 # %%
 data = Datasets.load(args.data, verbose=True)
@@ -98,8 +99,8 @@ if "truth" in data.extra:  # the synthetic world knows the true click model
 else:
     sets = build_behavior_ctr(split, max_len=args.max_len, seed=args.seed, users=keep_users)
     protocol = ("DIN-paper behaviour CTR: next item = positive, one never-seen uniform item = "
-                "negative, earlier items (+ attributes) = behaviours; leave-one-out, test = last item; "
-                "GAUC = per-user AUC weighted by impressions")
+                "negative, earlier items (+ attributes) = behaviours; leave-one-out, test = last "
+                "item; GAUC = per-user AUC weighted by impressions")
 for k, v in sets.items():
     print(f"{k}: {len(v):,} rows, positive rate {v.tensors['label'].float().mean():.3f}")
 train, valid, test = sets["train"], sets["valid"], sets["test"]

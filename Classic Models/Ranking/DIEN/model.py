@@ -7,7 +7,7 @@ Official code: https://github.com/mouna99/dien (TensorFlow 1.x)
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-Notation (same letters in the note, README.md §Maths):
+Notation (same letters in the note, README.md §The maths):
     B: batch size            T: behaviour-sequence length (time steps, 0 = padding)
     G: id fields per item    D: embedding dim per field, so one item e is a G*D vector
     H: GRU hidden size (= G*D, so that the auxiliary loss can take <h_t, e_{t+1}>)
@@ -17,7 +17,7 @@ Inputs are plain tensors:
     target:       (B, G) int64       the candidate item
     history:      (B, T, G) int64    behaviours in time order, LEFT-padded with 0 (most recent last)
     neg_history:  (B, T, G) int64    one sampled non-clicked item per behaviour step, for the
-                                     auxiliary loss only (training); ignored where history is padding
+                                     auxiliary loss only (training); ignored at padded steps
     context:      (B, F) int64       optional
 
 Layers (note §Architecture):
@@ -25,12 +25,14 @@ Layers (note §Architecture):
     auxiliary loss       next behaviour e_b[t+1] vs a sampled one, supervises h_t, Eq. (5)
     attention            a_t = softmax_t(h_t W e_a), Eq. (7)
     interest evolving    AUGRU: the update gate is scaled by a_t, Eqs. (10)-(11) -> h'_T
-    output               MLP on [h'_T, e_a, context, ...] -> logit; L = L_target + alpha L_aux, Eq. (6)
+    output               MLP on [h'_T, e_a, context, ...] -> logit
+    loss                 L = L_target + alpha L_aux, Eq. (6)
 
 NOTE: the auxiliary score sigma(h_t, e) is the sigmoid of the inner product <h_t, e>, as the paper
       writes it; the official code uses a small MLP on [h_t, e] instead.
-NOTE: the MLP input also holds the summed behaviours and their product with the target, as the official
-      code does (`include_sum_pooling`); the paper's Fig. 1 shows only h'_T, the target and context.
+NOTE: the MLP input also holds the summed behaviours and their product with the target, as the
+      official code does (`include_sum_pooling`); the paper's Fig. 1 shows only h'_T, the target
+      and the context.
 NOTE: the MLP uses PReLU (the official DIEN code's default; DIN's Dice is not repeated here).
 NOTE: AIGRU (Eq. 8) and AGRU (Eq. 9), the paper's weaker variants, are available via `evolution`.
 """
@@ -59,8 +61,8 @@ class DIENConfig:
 
 
 class AUGRUCell(nn.Module):
-    """GRU cell whose update gate is scaled by an attention score (Eqs. 10-11), or the AGRU / AIGRU /
-    plain-GRU variants. One step: (x (B, H_in), h (B, H), a (B,)) -> h' (B, H)."""
+    """GRU cell whose update gate is scaled by an attention score (Eqs. 10-11), or the AGRU /
+    AIGRU / plain-GRU variants. One step: (x (B, H_in), h (B, H), a (B,)) -> h' (B, H)."""
 
     def __init__(self, input_size: int, hidden_size: int, mode: Evolution = "augru") -> None:
         super().__init__()
@@ -112,7 +114,8 @@ class DIEN(nn.Module):
         self.interest_extractor = nn.GRUCell(H, H)  # Eqs. (1)-(4)
         self.attention = nn.Linear(H, H, bias=False)  # W of Eq. (7)
         self.interest_evolving = AUGRUCell(H, H, cfg.evolution)  # Eqs. (8)-(11)
-        mlp_in = 2 * H + len(cfg.context_vocab_sizes) * D + (2 * H if cfg.include_sum_pooling else 0)
+        mlp_in = 2 * H + len(cfg.context_vocab_sizes) * D
+        mlp_in += 2 * H if cfg.include_sum_pooling else 0  # [sum_t e_t, (sum_t e_t) * e_a]
         layers: list[nn.Module] = []
         for width in cfg.mlp_hidden:
             layers += [nn.Linear(mlp_in, width), nn.PReLU(width)]
@@ -168,7 +171,7 @@ class DIEN(nn.Module):
     # ----------------------------------------------------------------- Eqs. (8)-(11)
     def evolve_interests(self, interests: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Interest evolving layer over h_t with attention a_t; returns the final state h'_T (B, H).
-        Padding has a_t = 0, so AUGRU/AGRU keep their state there; the plain GRU/AIGRU are masked."""
+        Padding has a_t = 0, so AUGRU/AGRU keep their state there; plain GRU/AIGRU are masked."""
         B, T, H = interests.shape
         h = interests.new_zeros(B, H)
         for t in range(T):

@@ -7,7 +7,7 @@ Official code: https://github.com/zhougr1993/DeepInterestNetwork (TensorFlow 1.x
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-Notation (same letters in the note, README.md §Maths):
+Notation (same letters in the note, README.md §The maths):
     B: batch size            L: behaviour-sequence length (0 = padding)
     G: id fields per item    (e.g. goods id, category id; the paper uses goods/shop/category)
     F: context (user/ad) fields, optional
@@ -21,18 +21,18 @@ Inputs are plain tensors:
 
 The model returns one logit per row; `torch.sigmoid(logit)` is the click probability.
 
-Pooling modes (note §Base model vs DIN):
-    pooling="attention"  DIN, Eq. (3): v_U(A) = sum_j a(e_j, v_A) e_j, weights NOT softmax-normalised
+Pooling modes (note §The maths: Eqs. (1) and (3)):
+    pooling="attention"  DIN, Eq. (3): v_U(A) = sum_j a(e_j, v_A) e_j, weights NOT normalised
     pooling="sum"        base model, Eq. (1) sum pooling
     pooling="mean"       base model, Eq. (1) average pooling
 
 NOTE: the activation unit's input is [e_j, v_A, e_j - v_A, e_j * v_A] (as in the official code); the
-      paper's Fig. 2 draws an "out product" of e_j and v_A. The element-wise product and difference carry
-      the same pairwise information at O(D) instead of O(D^2) cost.
+      paper's Fig. 2 draws an "out product" of e_j and v_A. The element-wise product and difference
+      carry the same pairwise information at O(D) instead of O(D^2) cost.
 NOTE: the output layer is one logit with a sigmoid instead of the paper's 2-way softmax; the two are
       the same model (softmax over [z0, z1] = sigmoid(z1 - z0)).
 NOTE: the activation unit's output bias starts at 1 (`attention_init_bias`), so DIN starts as the
-      sum-pooling base model; the paper does not give an initialisation (note §Deviations).
+      sum-pooling base model; the paper gives no initialisation (note §Deviations from the paper).
 NOTE: the activation unit runs only on real (non-padding) behaviours, so Dice's batch statistics are
       those of real behaviours, and padded positions get weight exactly 0.
 """
@@ -51,7 +51,7 @@ Pooling = Literal["attention", "sum", "mean"]
 
 @dataclass
 class DINConfig:
-    item_vocab_sizes: tuple[int, ...]  # one per item field (goods id, category, ...), id 0 = padding
+    item_vocab_sizes: tuple[int, ...]  # one per item field (goods id, category, ...); 0 = padding
     context_vocab_sizes: tuple[int, ...] = ()  # user/context fields; empty when there are none
     dim: int = 16  # per-field embedding dim; the official Amazon code uses 64 per field on a GPU
     pooling: Pooling = "attention"  # "attention" = DIN; "sum"/"mean" = the paper's base model
@@ -62,7 +62,7 @@ class DINConfig:
     dice_eps: float = 1e-8  # paper Eq. (9): epsilon inside sqrt(Var[s] + eps)
     mba_lambda: float = 0.0  # mini-batch aware L2 strength, Eq. (7); 0 switches it off
     id_frequencies: list[torch.Tensor] | None = field(default=None, repr=False)
-    # ^ n_j of Eq. (6): occurrences of each id in the training set, one (V_g,) tensor per item field;
+    # ^ n_j of Eq. (6): occurrences of each id in the training set, one (V_g,) tensor per field;
     #   None = all 1 (plain L2 over the ids in the batch)
 
 
@@ -108,7 +108,8 @@ class MLP(nn.Sequential):
 class DIN(nn.Module):
     """Deep Interest Network (pooling="attention") or the base model (pooling="sum"/"mean").
 
-    Build with keywords, e.g. `DIN(item_vocab_sizes=(n_items + 1, n_cats + 1))`, or `DIN.from_config(c)`.
+    Build with keywords, e.g. `DIN(item_vocab_sizes=(n_items + 1, n_cats + 1))`, or
+    `DIN.from_config(c)`.
     """
 
     def __init__(self, **kwargs) -> None:
@@ -159,7 +160,7 @@ class DIN(nn.Module):
 
     # ----------------------------------------------------------------- embeddings
     def embed_items(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids: (..., G) int64 -> (..., G*D): one item = the concatenation of its field embeddings."""
+        """ids: (..., G) int64 -> (..., G*D): concatenated field embeddings."""
         if ids.shape[-1] != len(self.item_embeddings):
             raise ValueError(f"expected {len(self.item_embeddings)} item fields in the last dim, "
                              f"got shape {tuple(ids.shape)}")
@@ -190,7 +191,7 @@ class DIN(nn.Module):
         return weights
 
     def user_interest(self, target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        """The user's behaviour vector v_U: (B, G*D). Attention (Eq. 3) or sum/mean pooling (Eq. 1)."""
+        """User vector v_U (B, G*D): attention (Eq. 3) or sum/mean pooling (Eq. 1)."""
         behaviours = self.embed_items(history)  # (B, L, G*D); padding rows are the zero vector
         mask = (history[..., 0] != 0).float()  # (B, L)
         if self.config.pooling == "attention":
@@ -237,7 +238,8 @@ class DIN(nn.Module):
             total = total + (table.weight[present].pow(2).sum(-1) / n_j).sum()
         return total
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, *, target: torch.Tensor | None = None,
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, *,
+             target: torch.Tensor | None = None,
              history: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. (2): mean negative log-likelihood, plus lambda * Eq. (6) when mba_lambda > 0
         (then pass the batch's `target` and `history` so the regulariser knows which ids it saw)."""

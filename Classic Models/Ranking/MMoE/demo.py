@@ -54,10 +54,13 @@ parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=5,
                          lr=1e-3)
 parser.add_argument("--experiment", default="ctr", choices=["ctr", "correlation"],
                     help="ctr: two-task split of --data; correlation: the paper's synthetic study")
-parser.add_argument("--correlations", default="1.0,0.9,0.5", help="correlation experiment: p values")
+parser.add_argument("--correlations", default="1.0,0.9,0.5",
+                    help="correlation experiment: p values")
 parser.add_argument("--runs", type=int, default=5, help="correlation experiment: repeats per p")
 parser.add_argument("--n-train", type=int, default=10_000, help="correlation experiment: samples")
 parser.add_argument("--n-test", type=int, default=2_000, help="correlation experiment: samples")
+parser.add_argument("--plot-dir", default=str(ROOT / "assets" / "MMoE"),
+                    help="correlation experiment: where the loss-curve PNGs go")
 parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
 args = parser.parse_args()
 cpu_setup(args.threads)
@@ -67,8 +70,8 @@ device = pick_device(args.device)
 
 # %% [markdown]
 # ## Part 1 (default): a two-task split of the synthetic default
-# Task "click" is the generator's planted click; task "next" is whether the candidate is the item the
-# user really took next. Both share the user's interests, but they are not the same task.
+# Task "click" is the generator's planted click; task "next" is whether the candidate is the item
+# the user really took next. Both share the user's interests, but they are not the same task.
 
 # %%
 def predict(model, ds, batch_size=4096):
@@ -121,8 +124,9 @@ def run_ctr():
     # Baseline of the ranking stage: one logistic regression per task on the same fields.
     lr_metrics = {}
     for k, task in enumerate(TASKS):
-        parts = [CTRDataset(sparse=sets[s].tensors["sparse"], labels=sets[s].tensors["labels"][:, k],
-                            users=sets[s].tensors["user"]) for s in ("train", "valid", "test")]
+        parts = [CTRDataset(sparse=sets[s].tensors["sparse"],
+                            labels=sets[s].tensors["labels"][:, k], users=sets[s].tensors["user"])
+                 for s in ("train", "valid", "test")]
         res = logistic_regression(*parts, field_dims=dims, seed=args.seed)
         lr_metrics.update({f"{n}_{task}": v for n, v in res["metrics"].items()})
     lr_metrics["AUC_mean"] = float(np.mean([lr_metrics[f"AUC_{t}"] for t in TASKS]))
@@ -165,8 +169,8 @@ def run_ctr():
     m, h = results["MMoE"][2], results["MMoE"][1]
     print_result(
         model="MMoE", data=args.data,
-        protocol="two-task split of the synthetic impressions (click = planted click, next = the true "
-                 "next item); leave-one-out, test = last step; metrics per task",
+        protocol="two-task split of the synthetic impressions (click = planted click, next = the "
+                 "true next item); leave-one-out, test = last step; metrics per task",
         metrics=m, baseline={"name": "logistic regression per task", "metrics": lr_metrics},
         train_seconds=seconds["MMoE"], eval_seconds=0.0, epochs=len(h.epochs),
         params=count_params(model), out=args.out,
@@ -179,9 +183,9 @@ def run_ctr():
 
 # %% [markdown]
 # ## Part 2 (`--experiment correlation`): the paper's synthetic study
-# Two regression tasks whose weight vectors have cosine p (Datasets/mmoe_synthetic.py). Same tasks for
-# train and test (task_seed), fresh inputs for test. Models of about equal size, trained with Adam;
-# the curve is the test MSE summed over the two tasks, averaged over runs.
+# Two regression tasks whose weight vectors have cosine p (Datasets/mmoe_synthetic.py). Same tasks
+# for train and test (task_seed), fresh inputs for test. Models of about equal size, trained with
+# Adam; the curve is the test MSE summed over the two tasks, averaged over runs.
 
 # %%
 def build_regressor(kind: str, d: int):
@@ -239,14 +243,15 @@ def run_correlation():
             print(f"p={p:.1f} {kind:>13s}: final test MSE {finals[(p, kind)][0]:.4f} "
                   f"± {finals[(p, kind)][1]:.4f} over {args.runs} runs", flush=True)
     train_seconds = time.perf_counter() - t_start
-    out_dir = ROOT / "assets" / "MMoE"
+    out_dir = Path(args.plot_dir)
     for p in correlations:
         plot_curves({kind: (list(range(1, args.epochs + 1)), curves[(p, kind)].tolist())
                      for kind in kinds},
                     out_dir / f"synthetic_loss_corr_{p:.1f}.png", xlabel="epoch",
                     ylabel="test MSE (task 1 + task 2)",
                     title=f"MMoE synthetic data, correlation {p:.1f} (mean of {args.runs} runs)")
-    metrics = {f"MSE_{kind}_corr{p:.1f}": finals[(p, kind)][0] for p in correlations for kind in kinds}
+    keys = [(p, kind) for p in correlations for kind in kinds]
+    metrics = {f"MSE_{kind}_corr{p:.1f}": finals[(p, kind)][0] for p, kind in keys}
     print_result(
         model="MMoE", data="mmoe-synthetic (Ma et al. 2018 generator, d=100, c=1, m=10)",
         protocol=f"{args.n_train} train / {args.n_test} test samples per run, same tasks; test MSE "
@@ -255,7 +260,7 @@ def run_correlation():
             k: v for k, v in metrics.items() if "Shared-Bottom" in k}},
         train_seconds=train_seconds, eval_seconds=0.0, epochs=args.epochs, params=params["MMoE"],
         out=args.out, params_by_model=params,
-        std={f"MSE_{kind}_corr{p:.1f}": finals[(p, kind)][1] for p in correlations for kind in kinds},
+        std={f"MSE_{kind}_corr{p:.1f}": finals[(p, kind)][1] for p, kind in keys},
         curves={f"{kind}_corr{p:.1f}": curves[(p, kind)].tolist() for p in correlations
                 for kind in kinds},
         threads=torch.get_num_threads(),

@@ -1,13 +1,13 @@
 """Multi-gate Mixture-of-Experts (MMoE) and the Shared-Bottom multi-task model it is compared with.
 
-Paper: Jiaqi Ma, Zhe Zhao, Xinyang Yi, Jilin Chen, Lichan Hong, Ed H. Chi. "Modeling Task Relationships
-       in Multi-task Learning with Multi-gate Mixture-of-Experts". KDD 2018.
+Paper: Jiaqi Ma, Zhe Zhao, Xinyang Yi, Jilin Chen, Lichan Hong, Ed H. Chi. "Modeling Task
+       Relationships in Multi-task Learning with Multi-gate Mixture-of-Experts". KDD 2018.
        https://dl.acm.org/doi/10.1145/3219819.3220007
 Official code: none released (the note links the paper's figures and the synthetic generator).
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-Notation (same letters in the note, README.md §Maths):
+Notation (same letters in the note, README.md §The maths):
     B: batch size     K: number of tasks     E: number of experts (the paper's n)
     F: sparse fields  Fd: dense features     D: embedding dim per sparse field
     X: width of the input vector x = [embeddings of the F fields, Fd dense values]
@@ -17,11 +17,13 @@ Inputs are plain tensors: `sparse (B, F) int64` (0 = padding/unknown) and/or `de
 Outputs are `(B, K)` raw task outputs: a logit for a "binary" task, the prediction for "regression".
 
     Shared-Bottom, Eq. (1):  y_k = h^k(f(x))
-    MMoE, Eqs. (5)-(7):      y_k = h^k(f^k(x)),  f^k(x) = sum_i g^k(x)_i f_i(x),  g^k(x) = softmax(W_gk x)
+    MMoE, Eqs. (6)-(7):      y_k = h^k(f^k(x)),  f^k(x) = sum_i g^k(x)_i f_i(x),
+                             g^k(x) = softmax(W_gk x)
 
-NOTE: the paper's gate is linear without a bias (softmax(W_gk x)); we follow that. Experts and towers
-      are ReLU MLPs of configurable depth (the paper's synthetic experiment uses one layer each).
-NOTE: the joint loss is the (optionally weighted) sum of the task losses; the paper trains on the sum.
+NOTE: the paper's gate is linear without a bias (softmax(W_gk x)); we follow that. Experts and
+      towers are ReLU MLPs of configurable depth (the paper's synthetic experiment uses one layer
+      each).
+NOTE: the joint loss is the (optionally weighted) sum of the task losses; the paper uses the sum.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int | None = None) -> nn.
 
 def _check(cfg: MultiTaskConfig) -> None:
     if not cfg.task_types or any(t not in ("binary", "regression") for t in cfg.task_types):
-        raise ValueError(f"task_types must list 'binary'/'regression' per task, got {cfg.task_types}")
+        raise ValueError(f"task_types must list 'binary'/'regression' per task, "
+                         f"got {cfg.task_types}")
     if not cfg.sparse_vocab_sizes and cfg.dense_dim <= 0:
         raise ValueError("need sparse_vocab_sizes and/or dense_dim > 0 (the model has no input)")
     if any(v < 1 for v in cfg.sparse_vocab_sizes) or cfg.dense_dim < 0 or cfg.dim < 1:
@@ -111,7 +114,8 @@ class _MultiTaskBase(nn.Module):
             (total scalar, per-task losses (K,)).
         """
         if outputs.shape != labels.shape:
-            raise ValueError(f"outputs {tuple(outputs.shape)} and labels {tuple(labels.shape)} differ")
+            raise ValueError(f"outputs {tuple(outputs.shape)} and labels {tuple(labels.shape)} "
+                             "differ")
         labels = labels.float()
         per_task = []
         for k, kind in enumerate(self.config.task_types):
@@ -133,7 +137,8 @@ class _MultiTaskBase(nn.Module):
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         """Probabilities for binary tasks, values for regression tasks: (B, K)."""
-        binary = torch.tensor([t == "binary" for t in self.config.task_types], device=outputs.device)
+        kinds = self.config.task_types
+        binary = torch.tensor([t == "binary" for t in kinds], device=outputs.device)
         return torch.where(binary, torch.sigmoid(outputs), outputs)
 
 
@@ -185,7 +190,7 @@ class MMoE(_MultiTaskBase):
         experts = torch.stack([expert(x) for expert in self.experts], dim=1)  # f_i(x): (B, E, H)
         gates = torch.stack([torch.softmax(gate(x), dim=-1) for gate in self.gates], 1)  # (B, K, E)
         mixed = gates @ experts  # Eq. (6) f^k(x): (B, K, E) @ (B, E, H) -> (B, K, H)
-        out = torch.cat([tower(mixed[:, k]) for k, tower in enumerate(self.towers)], dim=-1)  # (B, K)
+        out = torch.cat([tower(mixed[:, k]) for k, tower in enumerate(self.towers)], -1)  # (B, K)
         return (out, gates) if return_gates else out
 
 

@@ -56,8 +56,8 @@ device = pick_device(args.device)
 
 # %% [markdown]
 # ## A two-task split of the synthetic default
-# Task "click" is the generator's planted click; task "next" is whether the candidate is the item the
-# user really took next. Both share the user's interests, but they are not the same task.
+# Task "click" is the generator's planted click; task "next" is whether the candidate is the item
+# the user really took next. Both share the user's interests, but they are not the same task.
 
 # %%
 def predict(model, ds, batch_size=4096):
@@ -108,8 +108,9 @@ def run_ctr():
     # Baseline of the ranking stage: one logistic regression per task on the same fields.
     lr_metrics = {}
     for k, task in enumerate(TASKS):
-        parts = [CTRDataset(sparse=sets[s].tensors["sparse"], labels=sets[s].tensors["labels"][:, k],
-                            users=sets[s].tensors["user"]) for s in ("train", "valid", "test")]
+        parts = [CTRDataset(sparse=sets[s].tensors["sparse"],
+                            labels=sets[s].tensors["labels"][:, k], users=sets[s].tensors["user"])
+                 for s in ("train", "valid", "test")]
         res = logistic_regression(*parts, field_dims=dims, seed=args.seed)
         lr_metrics.update({f"{n}_{task}": v for n, v in res["metrics"].items()})
     lr_metrics["AUC_mean"] = float(np.mean([lr_metrics[f"AUC_{t}"] for t in TASKS]))
@@ -152,8 +153,8 @@ def run_ctr():
     m, h = results["PLE"][2], results["PLE"][1]
     print_result(
         model="PLE", data=args.data,
-        protocol="two-task split of the synthetic impressions (click = planted click, next = the true "
-                 "next item); leave-one-out, test = last step; metrics per task",
+        protocol="two-task split of the synthetic impressions (click = planted click, next = the "
+                 "true next item); leave-one-out, test = last step; metrics per task",
         metrics=m, baseline={"name": "logistic regression per task", "metrics": lr_metrics},
         train_seconds=seconds["PLE"], eval_seconds=0.0, epochs=len(h.epochs),
         params=count_params(model), out=args.out, levels=args.levels,

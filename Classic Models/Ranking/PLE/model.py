@@ -7,11 +7,13 @@ Official code: none released by the authors.
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-Notation (same letters in the note, README.md §Maths):
+Notation (same letters in the note, README.md §The maths):
     B: batch size        K: number of tasks
-    m_k: task-specific experts per task (`n_task_experts`)    m_s: shared experts (`n_shared_experts`)
+    m_k: task-specific experts per task (`n_task_experts`)
+    m_s: shared experts (`n_shared_experts`)
     N: number of extraction levels (`n_levels`; N = 1 is CGC)
-    F: sparse fields     Fd: dense features     D: embedding dim     X: input width     H: expert width
+    F: sparse fields     Fd: dense features     D: embedding dim
+    X: input width       H: expert width
 
 Inputs are plain tensors: `sparse (B, F) int64` (0 = padding/unknown) and/or `dense (B, Fd) float`.
 Outputs are `(B, K)` raw task outputs: a logit for a "binary" task, the prediction for "regression".
@@ -22,11 +24,12 @@ Outputs are `(B, K)` raw task outputs: a logit for a "binary" task, the predicti
     loss, Eqs. (7)-(9): L = sum_k w_k L_k,  w_k^(t) = w_{k,0} * gamma_k^t,
                         L_k = mean of task k's loss over the samples in its sample space (delta = 1)
 
-In every level but the last, a shared gate mixes *all* experts (every task's and the shared ones) into
-the input of the next level's shared experts; the task gates only see their own and the shared experts.
+In every level but the last, a shared gate mixes *all* experts (every task's and the shared ones)
+into the input of the next level's shared experts; a task gate sees only its own and the shared
+experts.
 
-NOTE: gates are linear without bias + softmax, as in the paper's formula. Experts and towers are ReLU
-      MLPs of configurable depth.
+NOTE: gates are linear without bias + softmax, as in the paper's formula. Experts and towers are
+      ReLU MLPs of configurable depth.
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ class PLE(nn.Module):
             raise ValueError(f"task_types must list 'binary'/'regression' per task, "
                              f"got {cfg.task_types}")
         if not cfg.sparse_vocab_sizes and cfg.dense_dim <= 0:
-            raise ValueError("need sparse_vocab_sizes and/or dense_dim > 0 (the model has no input)")
+            raise ValueError("need sparse_vocab_sizes and/or dense_dim > 0 (no input otherwise)")
         if cfg.n_levels < 1 or cfg.n_task_experts < 0 or cfg.n_shared_experts < 0:
             raise ValueError(f"need n_levels >= 1 and non-negative expert counts, got "
                              f"{cfg.n_levels}, {cfg.n_task_experts}, {cfg.n_shared_experts}")
@@ -182,14 +185,16 @@ class PLE(nn.Module):
         """Eq. (7) with Eq. (9)'s per-task sample spaces.
 
         Args:
-            outputs, labels: (B, K).  mask: (B, K) bool delta_k^i — False where sample i lies outside
-            task k's sample space (e.g. conversion labels only exist for clicked rows); None = all.
+            outputs, labels: (B, K).  mask: (B, K) bool delta_k^i — False where sample i lies
+            outside task k's sample space (e.g. conversion labels exist only for clicked rows);
+            None = all rows count.
             step: training step t for Eq. (8)'s weight schedule.
         Returns:
             (total scalar, per-task losses (K,)).
         """
         if outputs.shape != labels.shape:
-            raise ValueError(f"outputs {tuple(outputs.shape)} and labels {tuple(labels.shape)} differ")
+            raise ValueError(f"outputs {tuple(outputs.shape)} and labels {tuple(labels.shape)} "
+                             "differ")
         labels = labels.float()
         per_task = []
         for k, kind in enumerate(self.config.task_types):
@@ -207,7 +212,8 @@ class PLE(nn.Module):
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         """Probabilities for binary tasks, values for regression tasks: (B, K)."""
-        binary = torch.tensor([t == "binary" for t in self.config.task_types], device=outputs.device)
+        kinds = self.config.task_types
+        binary = torch.tensor([t == "binary" for t in kinds], device=outputs.device)
         return torch.where(binary, torch.sigmoid(outputs), outputs)
 
 
