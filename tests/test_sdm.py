@@ -296,3 +296,23 @@ def test_overfits_a_tiny_batch():
     with torch.no_grad():
         top1 = model.score(model(profile=profile, short=short, long=long)).argmax(1)
     assert (top1 == target).all()
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+def test_beauty_fallback_split_keeps_every_action_once_in_order():
+    """No clock on Beauty: last 5 actions = session; session + long-term = the history, in order."""
+    from Datasets import leave_one_out, load
+    from tests.conftest import shared_path
+
+    split = leave_one_out(load(f"seqtxt:{shared_path('amazon-beauty', 'Beauty.txt')}"))
+    hist, _ = split.history("test", 50)
+    hist = torch.from_numpy(hist)
+    short, long = split_latest_session(hist, last_n=5)
+    assert ((short != 0).sum(1) == (hist != 0).sum(1).clamp(max=5)).all()
+    joined = torch.cat([long, short], dim=1)
+    packed = torch.stack([torch.cat([r[r != 0], r[r == 0]]) for r in joined[:500]])
+    expect = torch.stack([torch.cat([r[r != 0], r[r == 0]]) for r in hist[:500]])
+    assert torch.equal(packed[:, : hist.shape[1]], expect)

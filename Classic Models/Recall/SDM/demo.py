@@ -1,12 +1,13 @@
 # %% [markdown]
 # # SDM demo: sessions -> short-term + long-term -> gated user vector -> next-item recall
 #
-# Run on a CPU (synthetic default, about 30 s on 2 cores):
+# Run on a CPU (synthetic default; 78 s wall with one thread on a shared 2-core machine that other
+# jobs kept at load ~9.5, 58 s of it training):
 #
-#     python "Classic Models/Recall/SDM/demo.py"
+#     NUM_THREADS=1 python "Classic Models/Recall/SDM/demo.py"
 #
-# Amazon Beauty (no clock in the file: the last `--short-len` actions form the session; about
-# 20 minutes with one thread):
+# Amazon Beauty (no clock in the file: the last `--short-len` actions form the session; 11 minutes
+# wall with one thread on the same loaded machine, early stopping after 8 epochs):
 #
 #     NUM_THREADS=1 python "Classic Models/Recall/SDM/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --epochs 40 --short-len 5
@@ -284,7 +285,17 @@ print(
 # %% [markdown]
 # ## One user: history, session split, top-10 recommendations (exact top-K serving)
 
+
 # %%
+def describe(i: int) -> str:
+    """The item's text; Beauty has no titles, so its first keyword tokens are shown too."""
+    text = data.item_text(i)
+    if "keywords" in data.items and isinstance(data.items["keywords"].iloc[i], list):
+        words = "".join(data.items["keywords"].iloc[i][:4]).replace("\u2581", " ").strip()
+        text += f"  ({words})" if words else ""
+    return text
+
+
 lengths = (h != 0).sum(1)
 r = int(torch.argmax(((lengths >= 6) & has_long).int()))  # the first user with a long-term part
 offsets, seen = split.seen("test")
@@ -299,16 +310,16 @@ target = int(split.targets("test")[rows[r]])
 print(f"user {int(split.users[rows[r]])}")
 print("  long-term behaviour (oldest first):")
 for i in long[r][long[r] != 0].tolist()[-8:]:
-    print("    ", data.item_text(i))
+    print("    ", describe(i))
 print("  latest session:")
 for i in short[r][short[r] != 0].tolist():
-    print("    ", data.item_text(i))
+    print("    ", describe(i))
 print(f"  gate G mean for this user: {G[r].mean().item():.3f}")
 print("  top-10 recommendations (seen items excluded):")
 for rank, i in enumerate(ids[0].tolist(), 1):
     mark = "  <- the held-out next item" if i == target else ""
-    print(f"    {rank:2d}. {data.item_text(i)}{mark}")
-print("  held-out next item:", data.item_text(target))
+    print(f"    {rank:2d}. {describe(i)}{mark}")
+print("  held-out next item:", describe(target))
 
 # %%
 beats = test_metrics["NDCG@10"] > pop_test["NDCG@10"]
