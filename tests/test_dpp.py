@@ -216,3 +216,20 @@ def test_bad_arguments_fail_early():
     with pytest.raises(TypeError):
         dpp.DPPReranker(thetaa=0.5)
     assert math.isclose(dpp.relevance_weight(0.9), 4.5)
+
+
+def test_rerank_metrics_score_positions_and_count_stopped_slots_as_misses():
+    # Utils/rerank_eval.py, shared by the three re-rankers' demos
+    import numpy as np
+
+    from Utils.rerank_eval import initial_positions, rerank_metrics
+
+    items = np.array([[5, 6, 7, 8]])
+    labels = np.array([[0.0, 0.0, 1.0, 0.0]])
+    one = np.ones(1)
+    initial = rerank_metrics(initial_positions(1, 2), items, labels, k=2, n_relevant=one)
+    assert initial["NDCG@2"] == 0.0 and initial["Recall@2"] == 0.0
+    moved_up = rerank_metrics(np.array([[2, -1]]), items, labels, k=2, n_relevant=one)
+    assert moved_up["NDCG@2"] == pytest.approx(1.0) and moved_up["Recall@2"] == 1.0
+    second = rerank_metrics(np.array([[-1, 2]]), items, labels, k=2, n_relevant=one)
+    assert second["NDCG@2"] == pytest.approx(1 / math.log2(3))

@@ -136,3 +136,41 @@ def test_bad_arguments_fail_early():
         model(features=torch.randn(1, 5, 6), pv=torch.randn(1, 5, 5))
     with pytest.raises(ValueError):
         model(features=torch.randn(1, 3, 6))
+
+
+def test_simulated_clicks_plant_an_order_free_within_list_redundancy_effect():
+    # Datasets/rerank_lists.simulate_clicks: the labels the PRM demo trains on
+    import numpy as np
+
+    import Datasets
+    from Datasets import rerank_lists as RL
+
+    data = Datasets.load("synthetic")
+    t = data.extra["truth"]
+    group, cat = t["item_group"], t["item_category"]
+    ids = np.arange(1, data.n_items + 1)
+    sizes = np.bincount(group[1:])
+    i = int(ids[sizes[group[1:]] >= 2][0])  # an item with a variant sibling j
+    j = int(ids[(group[1:] == group[i]) & (ids != i)][0])
+    fillers = ids[(cat[1:] != cat[i]) & (group[1:] != group[i])]
+    _, first = np.unique(group[fillers], return_index=True)  # one item per other variant group
+    fillers = fillers[np.sort(first)][:49]
+    base = np.concatenate([[i], fillers])[None]  # (1, 50): i and 49 unrelated items
+    with_sibling = base.copy()
+    with_sibling[0, -1] = j  # swap one unrelated item for i's sibling
+    hist = np.zeros((1, 20), dtype=np.int64)
+    hist[0, -1] = int(fillers[0])
+
+    def logit_of_i(items):
+        lists = {"items": items, "user": np.array([1]), "history": hist}
+        _, p = RL.simulate_clicks(data, lists)
+        return float(np.log(p[0, 0] / (1 - p[0, 0])))
+
+    drop = logit_of_i(base) - logit_of_i(with_sibling)
+    # one more variant (-2) and one more item of i's category among the 49 others (-4 / 49)
+    assert drop == pytest.approx(2.0 + 4.0 / 49, abs=1e-3)
+    perm = np.random.default_rng(0).permutation(50)
+    lists = {"items": with_sibling, "user": np.array([1]), "history": hist}
+    _, p = RL.simulate_clicks(data, lists)
+    _, p_perm = RL.simulate_clicks(data, {**lists, "items": with_sibling[:, perm]})
+    np.testing.assert_allclose(p_perm, p[:, perm], rtol=1e-6)  # order-free
