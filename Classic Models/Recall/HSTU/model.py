@@ -173,8 +173,10 @@ class HSTU(nn.Module):
         self.position_embedding = nn.Embedding(cfg.max_len, cfg.dim)
         self.embed_dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(HSTULayer(cfg) for _ in range(cfg.n_blocks))
-        # official: truncated-normal-ish init with std sqrt(1/D) for the embeddings
-        nn.init.normal_(self.item_embedding.weight, std=math.sqrt(1.0 / cfg.dim))
+        # official init (truncated normal there): items std 0.02, positions std sqrt(1/D). The small
+        # item scale matters: Adam's fixed-size steps then move item vectors fast, relative to their
+        # norm; with std sqrt(1/D) the full-softmax run on Beauty collapsed to popularity.
+        nn.init.normal_(self.item_embedding.weight, std=0.02)
         nn.init.normal_(self.position_embedding.weight, std=math.sqrt(1.0 / cfg.dim))
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
