@@ -10,8 +10,8 @@
 # (`Datasets/rerank_lists.simulate_clicks`: an item is clicked less when its near-duplicates or many
 # items of its category are in the same list). On real data (Beauty): the held-out next item.
 #
-# CPU command (synthetic default; 167 s wall measured on a heavily loaded shared 2-core machine
-# (load average ~11), 1 thread — of which ~105 s is PRM training):
+# CPU command (synthetic default; 50 s wall on a shared 2-core machine at load average ~5, 167 s at
+# load ~11; 1 thread):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/PRM/demo.py"
 #
