@@ -1,13 +1,13 @@
 # %% [markdown]
 # # DIEN demo — behaviour-sequence CTR with interest evolution (AUGRU + auxiliary loss)
 #
-# CPU, synthetic default (about 1 min of CPU on 2 cores):
+# CPU, synthetic default (43 s of CPU time with 1 thread):
 #
 #     python "Classic Models/Ranking/DIEN/demo.py"
 #
 # Amazon Beauty, the same DIN-paper style samples and split as the DIN demo (same seed, so the DIN
-# and base-model numbers in the DIN note are on identical rows; about 13 min with 1 thread on a
-# loaded 2-core machine):
+# and base-model numbers in the DIN note are on identical rows; 206 s of CPU time, 13 min of wall
+# time with 1 thread on a loaded, shared 2-core machine):
 #
 #     OMP_NUM_THREADS=1 python "Classic Models/Ranking/DIEN/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --epochs 4 \

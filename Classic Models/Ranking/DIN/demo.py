@@ -1,12 +1,12 @@
 # %% [markdown]
 # # DIN demo — behaviour-sequence CTR: base model (sum pooling) vs DIN vs logistic regression
 #
-# CPU, synthetic default (about 30 s on 2 cores):
+# CPU, synthetic default (23 s of CPU time with 1 thread; base model + DIN + logistic regression):
 #
 #     python "Classic Models/Ranking/DIN/demo.py"
 #
 # Amazon Beauty, built the way the DIN paper built its Amazon set (see `Datasets/behavior_ctr.py`;
-# about 15 min with 1 thread on a loaded 2-core machine):
+# 66 s of CPU time, 7 min of wall time with 1 thread on a loaded, shared 2-core machine):
 #
 #     OMP_NUM_THREADS=1 python "Classic Models/Ranking/DIN/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --epochs 4 \

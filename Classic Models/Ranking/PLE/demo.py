@@ -1,7 +1,7 @@
 # %% [markdown]
 # # PLE demo — multi-task ranking: MMoE vs PLE (vs logistic regression)
 #
-# CPU, synthetic default, two tasks "click" and "next" (about 40 s of CPU on 2 cores):
+# CPU, synthetic default, two tasks "click" and "next" (27 s of CPU time with 1 thread):
 #
 #     python "Classic Models/Ranking/PLE/demo.py"
 #
