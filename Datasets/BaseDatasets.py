@@ -184,6 +184,9 @@ class RecData:
             bits.append(row["title"][:60])
         else:
             bits.append(f"item {self.item_raw[i]}")
+            kw = row["keywords"] if "keywords" in row else None
+            if isinstance(kw, list) and kw:  # Beauty: keyword tokens stand in for the title
+                bits.append("~ " + " ".join(str(t).replace("\u2581", "") for t in kw[:4]))
         if "category" in row and isinstance(row["category"], str) and row["category"]:
             bits.append(f"[{row['category']}]")
         elif "attributes" in row and isinstance(row["attributes"], list):
