@@ -6,11 +6,13 @@
 # interest through a faiss index and merge, and (on the synthetic data) check that the interest
 # capsules recover the interests planted in each user.
 #
-# CPU command (synthetic default, about 40 s on 2 cores):
+# CPU command (synthetic default; 84 s wall, 54 s of it training, measured on one thread of a shared,
+# heavily loaded 2-core machine):
 #
-#     .venv/bin/python "Classic Models/Recall/MIND/demo.py"
+#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/MIND/demo.py" --threads 1
 #
-# Beauty (the note's Results; one thread of a loaded 2-core machine, up to 30 min):
+# Beauty (the note's Results; 17 epochs, 763 s of training, about 26 min wall on one thread of the
+# same loaded machine):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/MIND/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --epochs 40 \
