@@ -5,11 +5,13 @@
 # evaluate it by full ranking (leave-one-out, seen items excluded) beside popularity, then serve it:
 # exact top-K versus faiss indexes over the item vectors (recall of each ANN and query latency).
 #
-# CPU command (synthetic default, about 20 s on 2 cores):
+# CPU command (synthetic default; 143 s wall, 96 s of it training, measured on one thread of a shared,
+# heavily loaded 2-core machine):
 #
-#     .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py"
+#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py" --threads 1
 #
-# Beauty (the note's Results; about 10 min on one thread of a loaded 2-core machine):
+# Beauty (the note's Results; 17 epochs, 566 s of training, about 14 min wall on one thread of the
+# same loaded machine):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --epochs 40 \
