@@ -9,16 +9,16 @@ This file stands alone: it needs only torch. Copy it into your project as is.
 
 What is here (the note's section numbers in brackets):
 - `item_embedding()`: Eq. (2), e_i = f_item(F_i), the mean of the id embedding and the side-feature
-  embeddings of an item (the "pooling layer") [note §2].
+  embeddings of an item (the "pooling layer") [note §3].
 - `b2i_routing()`: Algorithm 1, behaviour-to-interest dynamic routing with one shared bilinear map S,
   routing logits drawn at random once and never learned, squash (Eq. (7)), a fixed number of iterations,
   and the dynamic interest count K'_u of Eq. (8) [note §3].
 - `user_tower()`: interest capsules concatenated with the user-profile embedding, then ReLU layers per
-  interest ("H layers"), giving V_u = (v_u^1 .. v_u^K) of Eq. (1) [note §4].
+  interest ("H layers"), giving V_u = (v_u^1 .. v_u^K) of Eq. (1) [note §3].
 - `label_aware_attention()`: Eq. (9), the training-time attention of the target over the interests with
-  power p [note §5].
-- `loss()`: Eq. (10)-(11), sampled softmax of the attended user vector, with log-Q correction [note §6].
-- `score_items()`: Eq. (3), f_score = max_k e_i . v_u^k, the merge of per-interest retrieval [note §7].
+  power p [note §3; the pow deviation in §7].
+- `loss()`: Eq. (10)-(11), sampled softmax of the attended user vector, with log-Q correction [note §3].
+- `score_items()`: Eq. (3), f_score = max_k e_i . v_u^k, the merge of per-interest retrieval [note §6].
 
 Notation: B batch, L history length, K interests (max), K'_u interests of user u, D dim, S side features
 per item, F user-profile features, M sampled negatives, N items (ids 1..N, 0 = padding).
@@ -52,8 +52,8 @@ class MINDConfig:
     n_side_ids: int = 0  # vocabulary of item side-feature ids (category, brand, ...; 0 = padding)
     user_feature_sizes: tuple[int, ...] = ()  # vocabulary of each user-profile feature (P_u)
     max_len: int = 50  # longest history; sizes the fixed routing logits
-    n_interests: int = 4  # K, the most interests per user (paper: K = 3-5 on Amazon Books / Tmall)
-    routing_iters: int = 3  # r in Algorithm 1 (paper: 3)
+    n_interests: int = 4  # K, the most interests per user
+    routing_iters: int = 3  # r in Algorithm 1; 3 as in capsule routing (Sabour et al.)
     dynamic_k: bool = True  # Eq. (8): fewer interests for users with few behaviours
     pow_p: float = 2.0  # p of Eq. (9); larger p -> closer to hard attention
     routing_sigma: float = 1.0  # std of the random routing logits b_ij ~ N(0, sigma^2)

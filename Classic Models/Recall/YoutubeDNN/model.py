@@ -11,7 +11,7 @@ What is here (the note's section numbers in brackets):
   brands, ...), concatenated with user features and the example age, then a tower of ReLU layers whose
   top layer is the user vector u (Figure 3) [note §3].
 - `item_tower()`: the softmax weights v_j, one row per item, which serve as item vectors for
-  nearest-neighbour serving [note §4].
+  nearest-neighbour serving [note §6].
 - `loss()`: sampled softmax with log-Q correction for the sampling distribution, the paper's way of
   training the softmax of Eq. (1) over millions of classes [note §3.2].
 
