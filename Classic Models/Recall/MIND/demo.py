@@ -6,8 +6,8 @@
 # interest through a faiss index and merge, and (on the synthetic data) check that the interest
 # capsules recover the interests planted in each user.
 #
-# CPU command (synthetic default; 84 s wall, 54 s of it training, measured on one thread of a shared,
-# heavily loaded 2-core machine):
+# CPU command (synthetic default; 23 s wall, 16 s of it training, on one thread of a shared 2-core
+# machine at load average 2; 84 s wall when the machine was heavily loaded):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/MIND/demo.py" --threads 1
 #

@@ -5,8 +5,8 @@
 # evaluate it by full ranking (leave-one-out, seen items excluded) beside popularity, then serve it:
 # exact top-K versus faiss indexes over the item vectors (recall of each ANN and query latency).
 #
-# CPU command (synthetic default; 143 s wall, 96 s of it training, measured on one thread of a shared,
-# heavily loaded 2-core machine):
+# CPU command (synthetic default; 19 s wall, 12 s of it training, on one thread of a shared 2-core
+# machine at load average 2; 143 s wall when the machine was heavily loaded):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py" --threads 1
 #
