@@ -1,9 +1,9 @@
 """Approximate maximum-inner-product search (MIPS) with faiss HNSW through the reduction to L2.
 
 Recall models (YoutubeDNN, MIND) score items by the *inner product* u . v, and their item vectors have
-very different norms (popular items grow long). A graph index built directly on inner products is weak
-then: inner product is not a metric, so HNSW's neighbour graph misleads the search (on Beauty, a
-YoutubeDNN model's HNSW-IP index found only 56% of the exact top-50).
+different norms. A graph index built directly on inner products can then be weak, inner product not
+being a metric (on Beauty, a YoutubeDNN model's HNSW-IP index found only 56% of the exact top-50; this
+index found 99%).
 
 The classic fix (Bachrach et al., RecSys 2014) appends one coordinate so that inner-product order
 becomes Euclidean order: with phi = max_j |v_j|,
