@@ -148,6 +148,7 @@ def main(argv=None):
         print(f"theta={theta:<5} " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()))
 
     print(f"\ninitial ranking: {base}\nDPP theta={args.theta}: {ours}")
+    # the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
     print_result(
         model="DPP",
         data=args.data,

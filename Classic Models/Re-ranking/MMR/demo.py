@@ -139,6 +139,7 @@ def main(argv=None):
         print(f"lambda={lam:<5} " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()))
 
     print(f"\ninitial ranking: {base}\nMMR lambda={args.lam}: {ours}")
+    # the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
     print_result(
         model="MMR",
         data=args.data,

@@ -245,6 +245,7 @@ def main(argv=None):
         + ("-noPE" if args.no_position else "")
         + ("-pointwise" if args.no_context else "")
     )
+    # the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
     print_result(
         model=variant,
         data=args.data,

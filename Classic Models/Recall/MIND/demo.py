@@ -278,6 +278,7 @@ if "truth" in data.extra:
         print(f"saved {args.plot}")
 
 # %%
+# the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
 print_result(
     model="MIND", data=args.data,
     protocol=f"leave-one-out, full ranking over {N} items, seen items excluded, test split",

@@ -4,8 +4,8 @@ Both re-rankers get the same candidate lists (top-50 of the first-stage ranker, 
 same min-max relevance and the same item features (cosine similarity), so the curves compare the
 selection rules and nothing else. Plots NDCG@10 against ILD@10 with the initial ranking as a point.
 
-    OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/DPP/tradeoff.py"   # ~20-40 s
-    OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/DPP/tradeoff.py" \
+    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.rerank_tradeoff   # ~20-40 s
+    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.rerank_tradeoff \
         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt   # 31 min on a loaded machine
 
 Writes assets/DPP/tradeoff_<data>.png and assets/DPP/results/tradeoff_<data>.json.
@@ -28,8 +28,8 @@ from Utils.plotting import plot_scatter
 from Utils.rerank_eval import initial_positions, rerank_metrics
 from Utils.training import cpu_setup, set_seed
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[2]
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "Classic Models" / "Re-ranking" / "DPP"
 
 
 def _load(name: str, path: Path):

@@ -2,7 +2,7 @@
 computes log-determinants explicitly (O(N k^4) with batched slogdet), per list, for N candidates
 and k picks.
 
-    OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/DPP/benchmark.py" \
+    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.dpp_speed \
         --out assets/DPP/results/speed.json
 
 Prints a markdown table (ms per list; median of --repeats runs) and writes it as json with --out.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "Classic Models" / "Re-ranking" / "DPP"
 
 
 def load_model_module():
