@@ -31,3 +31,20 @@ def load_module(relpath: str, name: str | None = None):
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def model_module(stage: str, name: str):
+    """`Classic Models/<stage>/<name>/model.py` as a module (registered as `<name>_model`)."""
+    return load_module(f"Classic Models/{stage}/{name}/model.py", f"{name.lower()}_model")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny test models: one intra-op thread avoids spin-waiting on a shared, loaded CPU; seeded."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # tests that draw without a generator stay order-independent
+    yield
+    torch.set_num_threads(n)

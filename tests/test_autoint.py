@@ -1,36 +1,14 @@
 """AutoInt (Song et al., CIKM 2019): properties of the paper, checked on
 `Classic Models/Ranking/AutoInt/model.py`."""
 
-import importlib.util
-import pathlib
-import sys
 
 import pytest
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import model_module
 
-
-def load_model_module(name: str):
-    path = ROOT / "Classic Models" / "Ranking" / name / "model.py"
-    spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-M = load_model_module("AutoInt")
+M = model_module("Ranking", "AutoInt")
 FIELD_DIMS = (6, 9, 4, 5)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(n)
 
 
 def batch(B=32, seed=0, dense_dim=0):

@@ -1,37 +1,15 @@
 """DCN-V2 (Wang et al., WWW 2021): properties of the paper, checked on
 `Classic Models/Ranking/DCNv2/model.py`."""
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import model_module
 
-
-def load_model_module(name: str):
-    path = ROOT / "Classic Models" / "Ranking" / name / "model.py"
-    spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-M = load_model_module("DCNv2")
+M = model_module("Ranking", "DCNv2")
 FIELD_DIMS = (6, 9, 4)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(n)
 
 
 def poly_residual(t, y, degree):

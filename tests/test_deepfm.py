@@ -1,7 +1,6 @@
 """DeepFM (Guo et al., IJCAI 2017): properties of the paper, checked on
 `Classic Models/Ranking/DeepFM/model.py`."""
 
-import importlib.util
 import itertools
 import pathlib
 import sys
@@ -9,29 +8,13 @@ import sys
 import pytest
 import torch
 
+from tests.conftest import model_module
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def load_model_module(name: str):
-    path = ROOT / "Classic Models" / "Ranking" / name / "model.py"
-    spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-M = load_model_module("DeepFM")
+M = model_module("Ranking", "DeepFM")
 FIELD_DIMS = (5, 7, 3, 4)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(n)
 
 
 def random_batch(B, field_dims=FIELD_DIMS, dense_dim=0, seed=0):

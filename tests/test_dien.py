@@ -1,35 +1,13 @@
 """DIEN (Zhou et al., AAAI 2019): the paper's properties, on `Ranking/DIEN/model.py`."""
 
-import importlib.util
-import pathlib
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import model_module
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread avoids spin-waiting on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def load_model_module(stage: str, name: str):
-    path = ROOT / "Classic Models" / stage / name / "model.py"
-    spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-dien = load_model_module("Ranking", "DIEN")
+dien = model_module("Ranking", "DIEN")
 VOCAB = (40, 6)
 
 

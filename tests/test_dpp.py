@@ -1,26 +1,14 @@
 """Properties of DPP fast greedy MAP (Chen, Zhang & Zhou, NeurIPS 2018) — see the DPP note."""
 
-import importlib.util
 import itertools
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_module
 
-
-def _load(name: str, rel: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
-
-
-dpp = _load("dpp_model", "Classic Models/Re-ranking/DPP/model.py")
+dpp = load_module("Classic Models/Re-ranking/DPP/model.py", "dpp_model")
 
 
 def _random_kernel(gen: torch.Generator, n: int, d: int, theta: float = 0.6, ridge: float = 1e-2):

@@ -9,36 +9,14 @@
 - the model overfits a tiny batch.
 """
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import model_module
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a loaded 2-core machine thrashes with more."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def load_model_module(stage: str, name: str):
-    path = ROOT / "Classic Models" / stage / name / "model.py"
-    spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-mind = load_model_module("Recall", "MIND")
+mind = model_module("Recall", "MIND")
 N_ITEMS, N_SIDE, MAX_LEN = 40, 9, 12
 
 

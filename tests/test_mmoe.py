@@ -1,38 +1,15 @@
 """MMoE (Ma et al., KDD 2018): properties of the paper, on `Classic Models/Ranking/MMoE/model.py`,
 and of its synthetic generator `Datasets/mmoe_synthetic.py`."""
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from Datasets.mmoe_synthetic import make_mmoe_synthetic, make_task_weights
+from tests.conftest import model_module
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread avoids spin-waiting on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def load_model_module(stage: str, name: str):
-    path = ROOT / "Classic Models" / stage / name / "model.py"
-    spec = importlib.util.spec_from_file_location(f"{name.lower()}_model", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-mmoe = load_model_module("Ranking", "MMoE")
+mmoe = model_module("Ranking", "MMoE")
 
 
 def make(cls=None, **kw):

@@ -1,24 +1,12 @@
 """Properties of MMR (Carbonell & Goldstein, SIGIR 1998) — see the MMR note."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_module
 
-
-def _load(name: str, rel: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
-
-
-mmr = _load("mmr_model", "Classic Models/Re-ranking/MMR/model.py")
+mmr = load_module("Classic Models/Re-ranking/MMR/model.py", "mmr_model")
 
 
 def _reference_mmr(rel: list[float], sim: list[list[float]], lam: float, k: int) -> list[int]:

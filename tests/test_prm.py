@@ -1,24 +1,12 @@
 """Properties of PRM (Pei et al., RecSys 2019) — see the PRM note."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_module
 
-
-def _load(name: str, rel: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
-
-
-prm = _load("prm_model", "Classic Models/Re-ranking/PRM/model.py")
+prm = load_module("Classic Models/Re-ranking/PRM/model.py", "prm_model")
 
 
 def _inputs(gen, B=4, N=12, F=6, P=5):

@@ -9,9 +9,6 @@
   full softmax when the sample is the whole corpus.
 """
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -19,19 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from Datasets.sessions import latest_session_mask, session_ids, split_latest_session
+from tests.conftest import load_module
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load(folder: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / folder / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look the module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-sdm = _load("Classic Models/Recall/SDM", "sdm_model")
+sdm = load_module("Classic Models/Recall/SDM/model.py", "sdm_model")
 
 N_ITEMS, N_USERS = 40, 6
 
