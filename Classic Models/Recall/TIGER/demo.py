@@ -318,7 +318,7 @@ def evaluate():
 
 # fit() runs "epochs" of `round_steps` steps each; the step counter lives in `state`.
 budget_left = None if args.time_budget is None else args.time_budget
-max_rounds = 10**9
+max_rounds = 9999  # with only a time budget: rounds until it is spent
 if args.steps is not None:
     max_rounds = max(0, -(-(args.steps - state["step"]) // round_steps))
 elif args.epochs:
@@ -363,14 +363,6 @@ print(f"without the trie, {valid_share:.1%} of the top-10 generated IDs name a r
 # ## One user: history and top-10 generated items, with their semantic IDs
 
 # %%
-def describe(i: int) -> str:
-    """The item's text, plus its first keyword tokens where the source has them (Beauty)."""
-    text = data.item_text(i)
-    if "keywords" in data.items:
-        text += "  kw: " + " ".join(k.replace(chr(0x2581), "") for k in data.items["keywords"][i][:4])
-    return text
-
-
 row = int(test_rows[0])
 hist_items, _ = split.history("test", args.max_history)
 items, scores, gen_codes = model.generate(
@@ -378,13 +370,13 @@ items, scores, gen_codes = model.generate(
     history=trim(torch.from_numpy(hist_items[row : row + 1])).to(device), beam=10)
 print(f"user {split.users[row]}: last items of the history (semantic ID, item)")
 for i in [int(x) for x in hist_items[row] if x][-6:]:
-    print(f"   {tuple(table.item_to_sid[i].tolist())}  {describe(i)}")
+    print(f"   {tuple(table.item_to_sid[i].tolist())}  {data.item_text(i)}")
 target = int(split.test_items[row])
-print(f"held-out next item: {tuple(table.item_to_sid[target].tolist())}  {describe(target)}")
+print(f"held-out next item: {tuple(table.item_to_sid[target].tolist())}  {data.item_text(target)}")
 print("top-10 generated (constrained beam search; log p(ID)):")
 for r, (i, s) in enumerate(zip(items[0].tolist(), scores[0].tolist()), 1):
     hit = "  <- held-out item" if i == target else ""
-    print(f"  {r:2d}. {tuple(table.item_to_sid[i].tolist())} {s:7.2f}  {describe(i)}{hit}")
+    print(f"  {r:2d}. {tuple(table.item_to_sid[i].tolist())} {s:7.2f}  {data.item_text(i)}{hit}")
 
 # %%
 if args.plot and state["curve"]:
