@@ -11,12 +11,12 @@
 #
 #     .venv/bin/python "Classic Models/Recall/HSTU/demo.py"
 #
-# Beauty, the note's Results (about 30 min on one thread of a loaded 2-core machine):
+# Beauty, the note's Results (about 18 min on one thread of a shared 2-core machine):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/HSTU/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --loss ce \
-#         --epochs 200 --time-budget 1500 --target-ndcg 0.0512 \
-#         --plot assets/HSTU/beauty_ce_curve.png --out assets/HSTU/results/beauty_ce.json
+#         --temperature 0.1 --epochs 200 --patience 3 --time-budget 900 --target-ndcg 0.0512 \
+#         --plot assets/HSTU/beauty_ce_t01_curve.png --out assets/HSTU/results/beauty_ce_t01.json
 
 # %%
 import argparse

@@ -14,7 +14,7 @@
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/SASRec/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --loss ce \
-#         --epochs 200 --time-budget 1500 --target-ndcg 0.0512 \
+#         --epochs 200 --patience 3 --time-budget 1500 --target-ndcg 0.0512 \
 #         --plot assets/SASRec/beauty_ce_curve.png --out assets/SASRec/results/beauty_ce.json
 
 # %%
