@@ -7,9 +7,10 @@
 # ranking (leave-one-out, seen items excluded) beside popularity; print one user's history and top
 # recommendations. Timestamps feed the relative attention bias when the data has them.
 #
-# CPU command (synthetic default, about 30 s on 2 cores):
+# CPU command (synthetic default, 13 s wall with one thread on a shared 2-core machine; it beats
+# popularity several times over):
 #
-#     .venv/bin/python "Classic Models/Recall/HSTU/demo.py"
+#     .venv/bin/python "Classic Models/Recall/HSTU/demo.py" --threads 1
 #
 # Beauty, the note's Results (about 18 min on one thread of a shared 2-core machine):
 #
