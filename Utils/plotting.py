@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_curves(curves: dict[str, tuple[list, list]], path: str | Path, *, xlabel: str = "epoch",
-                ylabel: str = "", title: str = "", logy: bool = False) -> Path:
+                ylabel: str = "", title: str = "", logy: bool = False, logx: bool = False) -> Path:
     """Line plot of named (x, y) curves, saved as PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,6 +24,8 @@ def plot_curves(curves: dict[str, tuple[list, list]], path: str | Path, *, xlabe
         ax.set_title(title)
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     ax.grid(alpha=0.3)
     if len(curves) > 1:
         ax.legend()

@@ -161,10 +161,35 @@ def update_readme(readme: Path = ROOT / "README.md", check: bool = False) -> boo
     return True
 
 
+def recall_figure(root: Path = ROOT, out: Path | None = None) -> Path:
+    """Recall@K of every recall model's headline Beauty run (and popularity), one line each."""
+    from .plotting import plot_curves
+
+    curves, pop = {}, None
+    for r in sorted(collect(root), key=lambda r: ORDER.index(r["dir"]) if r["dir"] in ORDER else 99):
+        m = r["res"]["metrics"]
+        if "Beauty" not in str(r["res"].get("data", "")) or "Recall@10" not in m or "ILD@10" in m:
+            continue
+        ks = sorted(int(k.split("@")[1]) for k in m if k.startswith("Recall@"))
+        curves[r["res"]["model"]] = (ks, [m[f"Recall@{k}"] for k in ks])
+        b = (r["res"].get("baseline") or {}).get("metrics") or {}
+        if pop is None and "Recall@10" in b:
+            bk = sorted(int(k.split("@")[1]) for k in b if k.startswith("Recall@"))
+            pop = (bk, [b[f"Recall@{k}"] for k in bk])
+    if pop is not None:
+        curves["Popularity"] = pop
+    return plot_curves(curves, out or root / "assets" / "recall_at_k_beauty.png", xlabel="K",
+                       ylabel="Recall@K (test)", logx=True,
+                       title="Amazon Beauty, full ranking, seen items excluded")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="results overview in README.md from assets/*/results/*.json")
     p.add_argument("--check", action="store_true")
+    p.add_argument("--figure", action="store_true", help="also redraw assets/recall_at_k_beauty.png")
     a = p.parse_args(argv)
+    if a.figure:
+        print(f"wrote {recall_figure()}")
     ok = update_readme(check=a.check)
     if a.check and not ok:
         print("README results section is stale: run `python -m Utils.results_table`", file=sys.stderr)

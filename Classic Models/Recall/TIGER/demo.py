@@ -391,6 +391,7 @@ if args.plot and state["curve"]:
     print("curve saved to", args.plot)
 
 wall = time.perf_counter() - t_start
+# the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
 print_result(
     model=f"TIGER ({preset})", data=args.data,
     protocol=(f"leave-one-out, constrained beam search (beam {args.beam}) over all "

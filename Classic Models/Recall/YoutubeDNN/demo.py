@@ -257,6 +257,7 @@ for i, s in zip(ids[0].tolist(), scores[0].tolist()):
     print(f"   {s:7.3f}  {data.item_text(i)}{mark}")
 
 # %%
+# the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
 print_result(
     model="YoutubeDNN", data=args.data,
     protocol=f"leave-one-out, full ranking over {N} items, seen items excluded, test split",
