@@ -236,6 +236,7 @@ if args.plot:
     print("curve saved to", plot_curves(curves, args.plot, ylabel="NDCG@10",
                                         title=f"HSTU ({args.loss}) on {data.name}"))
 
+# the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
 print_result(
     model=f"HSTU ({args.loss})", data=args.data,
     protocol="leave-one-out, full ranking over all items, seen items excluded",
