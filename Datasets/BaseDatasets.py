@@ -398,6 +398,11 @@ class LOOSplit:
         o = self.train_offsets
         return _left_pad_windows(self.train_items, o[:-1], o[1:], max_len + 1)
 
+    def train_sequence_timestamps(self, max_len: int) -> np.ndarray:
+        """(U, max_len+1) timestamps of the same windows as `train_sequences` (0 at padding)."""
+        o = self.train_offsets
+        return _left_pad_windows(self.train_timestamps, o[:-1], o[1:], max_len + 1)
+
     def next_item_examples(
         self, max_len: int, max_per_user: int | None = None, seed: int = 0
     ) -> dict[str, torch.Tensor]:

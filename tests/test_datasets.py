@@ -215,3 +215,12 @@ def test_k_core_keeps_only_dense_part():
     k = Datasets.k_core(d, 5)
     assert k.interactions.groupby("user").size().min() >= 5
     assert k.interactions.groupby("item").size().min() >= 5
+
+
+def test_train_sequence_timestamps_align_with_items():
+    s = leave_one_out(load("synthetic"))
+    items, ts = s.train_sequences(20), s.train_sequence_timestamps(20)
+    assert items.shape == ts.shape
+    assert np.array_equal(items == 0, ts == 0)  # same padding slots (synthetic times are > 0)
+    real = np.where(items > 0, ts, -1)
+    assert np.all(np.diff(real, axis=1)[:, :] >= np.where(real[:, :-1] < 0, -np.inf, 0))

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 import Datasets
-from Datasets.BaseDatasets import _left_pad_windows  # same windows as train_sequences, for times
 from Utils.evaluation import Timer, evaluate_full_ranking, popularity_metrics
 from Utils.io import add_common_args, print_result
 from Utils.plotting import plot_curves
@@ -85,9 +84,7 @@ data = Datasets.load(args.data, verbose=True)
 split = Datasets.leave_one_out(data)
 print(split)
 sequences = torch.from_numpy(split.train_sequences(args.max_len))  # (U, L+1), left-padded
-o = split.train_offsets
-seq_ts = _left_pad_windows(split.train_timestamps, o[:-1], o[1:], args.max_len + 1)
-seq_ts = torch.from_numpy(seq_ts)  # (U, L+1) times of the same windows
+seq_ts = torch.from_numpy(split.train_sequence_timestamps(args.max_len))  # (U, L+1) same windows
 use_time = bool(data.has_timestamps)  # seqtxt has positions only: the bias is positional
 print(f"timestamps in the relative attention bias: {use_time}")
 train_set = Datasets.TensorDictDataset({"seq": sequences, "ts": seq_ts})
