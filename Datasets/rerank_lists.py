@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from Utils.evaluation import csr_mask
+
 try:
     from tqdm.auto import tqdm
 except ImportError:  # pragma: no cover
@@ -106,18 +108,6 @@ def train_scorer(
     return model
 
 
-def _seen_mask(
-    offsets: np.ndarray, items: np.ndarray, rows: np.ndarray, n_cols: int
-) -> torch.Tensor:
-    """(len(rows), n_cols) bool: True where the item is in the row's CSR list."""
-    lens = offsets[rows + 1] - offsets[rows]
-    flat = np.concatenate([items[offsets[r] : offsets[r + 1]] for r in rows]) if len(rows) else []
-    r_idx = np.repeat(np.arange(len(rows)), lens)
-    mask = torch.zeros(len(rows), n_cols, dtype=torch.bool)
-    mask[torch.from_numpy(r_idx), torch.as_tensor(flat, dtype=torch.long)] = True
-    return mask
-
-
 @torch.no_grad()
 def _top_n(
     scorer: HistoryScorer, history: np.ndarray, seen: torch.Tensor | None, n: int, chunk: int = 2048
@@ -163,7 +153,7 @@ def candidate_lists(
     seen = None
     if exclude_seen:
         offsets, items = split.seen(stage)
-        seen = _seen_mask(offsets, items, rows, split.n_items + 1)
+        seen = csr_mask(offsets, items, rows, split.n_items + 1)
     ids, scores, uvec = _top_n(scorer, hist, seen, n_candidates)
     target = split.targets(stage)
     return {
@@ -277,13 +267,8 @@ def simulate_clicks(
 
 
 def describe_item(data, i: int, width: int = 60) -> str:
-    """`data.item_text(i)` plus the first keyword tokens when the source has them (Beauty)."""
-    text = data.item_text(int(i))
-    if "keywords" in data.items and 0 < i <= data.n_items:
-        kw = data.items["keywords"].iloc[int(i)]
-        if isinstance(kw, list) and kw:
-            text += " ~ " + " ".join(str(t).replace("\u2581", "") for t in kw[:4])
-    return text[:width]
+    """`data.item_text(i)` (title or Beauty keyword tokens, category or attributes), cut to width."""
+    return data.item_text(int(i))[:width]
 
 
 def similarity_features(kind: str, data, scorer: HistoryScorer) -> torch.Tensor:
