@@ -21,6 +21,7 @@ What is planted (the ground truth is kept in `truth` for tests and notes):
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import tempfile
@@ -232,7 +233,10 @@ def load_synthetic(seed: int = 0, config: SyntheticConfig | None = None):
 
     cfg = config or SyntheticConfig()
     key = (seed, tuple(sorted(vars(cfg).items())))
-    tag = f"seed{seed}_u{cfg.n_users}_i{cfg.n_items}_{abs(hash(key[1])) % 10**8}"
+    # a stable digest of the config: the built-in hash() of strings changes with every process
+    # (PYTHONHASHSEED), which made each run write a new cache folder and never reuse one
+    digest = hashlib.sha1(repr(key[1]).encode()).hexdigest()[:10]
+    tag = f"seed{seed}_u{cfg.n_users}_i{cfg.n_items}_{digest}"
     folder = cache_dir() / tag
     world = _TRUTH.get(key)
     if world is None or not (folder / "meta.json.gz").is_file():

@@ -158,6 +158,25 @@ def test_next_item_examples_use_only_earlier_items_and_cap():
 # ---- synthetic default ---------------------------------------------------------------------------------
 
 
+def test_synthetic_cache_folder_is_the_same_in_every_process(tmp_path):
+    """The cache key must not come from the built-in hash() of strings, which PYTHONHASHSEED
+    changes per process: then every run wrote a new folder and none was ever reused."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from Datasets.synthetic import SyntheticConfig, load_synthetic; "
+            "d = load_synthetic(0, SyntheticConfig(n_users=60, n_items=80)); print(d.report.source)")
+    env = dict(os.environ)
+    folders = set()
+    for hash_seed in ("1", "2"):
+        env["PYTHONHASHSEED"] = hash_seed
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             check=True).stdout
+        folders.add(out.strip().splitlines()[-1])
+    assert len(folders) == 1, folders
+
+
 def test_synthetic_is_deterministic_and_has_planted_structure():
     d1 = load("synthetic")
     from Datasets.synthetic import generate
