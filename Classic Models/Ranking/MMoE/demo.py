@@ -25,13 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import Datasets
-from Datasets.BaseDatasets import CTRDataset, TensorDictDataset
+from Datasets.BaseDatasets import TensorDictDataset
 from Datasets.mmoe_synthetic import make_mmoe_synthetic
-from Datasets.multitask_ctr import FIELDS, TASKS, two_task_impressions
-from Utils.baselines import logistic_regression
-from Utils.evaluation import evaluate_ctr
 from Utils.io import add_common_args, print_result
+from Utils.multitask_demo import run_two_task
 from Utils.plotting import plot_curves
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
@@ -76,99 +73,14 @@ device = pick_device(args.device)
 # the user really took next. Both share the user's interests, but they are not the same task.
 
 # %%
-def predict(model, ds, batch_size=4096):
-    model.eval()
-    with torch.no_grad():
-        out = [model.predict(model(b["sparse"].to(device))).cpu()
-               for b in ds.batches(batch_size, shuffle=False)]
-    return torch.cat(out).numpy()  # (S, K)
-
-
-def task_metrics(model, ds):
-    p, y, users = predict(model, ds), ds.tensors["labels"].numpy(), ds.tensors["user"].numpy()
-    out = {}
-    for k, task in enumerate(TASKS):
-        for name, value in evaluate_ctr(y[:, k], p[:, k], users).items():
-            out[f"{name}_{task}"] = value
-    out["AUC_mean"] = float(np.mean([out[f"AUC_{t}"] for t in TASKS]))
-    return out
-
-
-def train_ctr(kind, sets, dims):
-    set_seed(args.seed)
-    common = dict(task_types=("binary", "binary"), sparse_vocab_sizes=tuple(dims), dim=16)
-    if kind == "Shared-Bottom":
-        model = mmoe.SharedBottom(**common, bottom_hidden=(128,), tower_hidden=(32,))
-    elif kind == "MMoE":
-        model = mmoe.MMoE(**common, n_experts=8, expert_hidden=(32,), tower_hidden=(32,))
-    else:
-        model = ple.PLE(**common, n_levels=2, n_task_experts=2, n_shared_experts=4,
-                        expert_hidden=(32,), tower_hidden=(32,))
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    gen = torch.Generator().manual_seed(args.seed)
-    train = sets["train"]
-
-    def step(b):
-        return model.loss(model(b["sparse"].to(device)), b["labels"].to(device))
-
-    hist = fit(model, step, lambda e: train.batches(args.batch_size, generator=gen), opt,
-               args.epochs, evaluate=lambda: task_metrics(model, sets["valid"]), metric="AUC_mean",
-               patience=2, n_batches=train.num_batches(args.batch_size), desc=kind)
-    return model, hist
-
-
 def run_ctr():
-    data = Datasets.load(args.data, verbose=True)
-    split = Datasets.leave_one_out(data)
-    sets, dims = two_task_impressions(data, split, seed=args.seed)
-    print(split, {k: len(v) for k, v in sets.items()}, "fields:", dict(zip(FIELDS, dims)))
-    # Baseline of the ranking stage: one logistic regression per task on the same fields.
-    lr_metrics = {}
-    for k, task in enumerate(TASKS):
-        parts = [CTRDataset(sparse=sets[s].tensors["sparse"],
-                            labels=sets[s].tensors["labels"][:, k], users=sets[s].tensors["user"])
-                 for s in ("train", "valid", "test")]
-        res = logistic_regression(*parts, field_dims=dims, seed=args.seed)
-        lr_metrics.update({f"{n}_{task}": v for n, v in res["metrics"].items()})
-    lr_metrics["AUC_mean"] = float(np.mean([lr_metrics[f"AUC_{t}"] for t in TASKS]))
-    results, seconds = {}, {}
-    for kind in ("Shared-Bottom", "MMoE"):
-        t0 = time.perf_counter()
-        model, hist = train_ctr(kind, sets, dims)
-        seconds[kind] = time.perf_counter() - t0
-        results[kind] = (model, hist, task_metrics(model, sets["test"]))
-    for name, m in [("logistic regression", lr_metrics)] + [(k, v[2]) for k, v in results.items()]:
-        print(f"{name:>20s}  " + "  ".join(f"{k} {m[k]:.4f}" for k in
-                                           ("AUC_click", "AUC_next", "GAUC_click", "GAUC_next")))
-
-    # One user: history and the top candidates by p(click) * p(next)
-    model = results["MMoE"][0]
-    test = sets["test"]
-    row = 0
-    user = int(test.tensors["user"][row])
-    hist_items, _ = split.history("test", 20)
-    urow = int(np.searchsorted(split.users, user))
-    print(f"\nuser {user} — last behaviours (oldest first):")
-    for i in hist_items[urow][hist_items[urow] > 0][-6:]:
-        print("   ", data.item_text(int(i)))
-    cand = np.argsort(-split.item_counts())[:200]
-    cand = np.unique(np.append(cand, split.targets("test")[urow]))
-    base = test.tensors["sparse"][row]
-    sparse = base.repeat(len(cand), 1)
-    cat = data.item_feature("category")
-    sparse[:, 1] = torch.as_tensor(cand)
-    sparse[:, 2] = torch.as_tensor(cat[cand])
-    sparse[:, 3] = torch.as_tensor(data.item_feature("brand")[cand])
-    sparse[:, 4] = torch.as_tensor(data.item_feature("price_bucket")[cand])
-    p = predict(model, TensorDictDataset({"sparse": sparse}))
-    order = np.argsort(-(p[:, 0] * p[:, 1]))[:5]
-    print(f"top 5 of {len(cand)} candidates by p(click) x p(next):")
-    for j in order:
-        mark = "  <- held-out next item" if cand[j] == split.targets("test")[urow] else ""
-        print(f"    click {p[j, 0]:.3f}  next {p[j, 1]:.3f}  {data.item_text(int(cand[j]))}{mark}")
-
-    m, h = results["MMoE"][2], results["MMoE"][1]
+    results, seconds, lr_metrics = run_two_task({
+        "Shared-Bottom": lambda common: mmoe.SharedBottom(**common, bottom_hidden=(128,),
+                                                          tower_hidden=(32,)),
+        "MMoE": lambda common: mmoe.MMoE(**common, n_experts=8, expert_hidden=(32,),
+                                         tower_hidden=(32,)),
+    }, show="MMoE", args=args, device=device)
+    model, h, m = results["MMoE"]
     print_result(
         model="MMoE", data=args.data,
         protocol="two-task split of the synthetic impressions (click = planted click, next = the "
