@@ -120,3 +120,26 @@ def test_bad_arguments_fail_early():
     target, history, _ = batch()
     with pytest.raises(ValueError):
         model(target, history, return_aux=True)
+
+
+def test_dice_mlp_uses_batch_stats_in_training_and_running_stats_at_eval():
+    model = make()  # activation="dice", as the official DIEN's output network
+    assert any(isinstance(m, dien.Dice) for m in model.mlp.modules())
+    assert not any(isinstance(m, dien.Dice) for m in make(activation="prelu").mlp.modules())
+    target, history, _ = batch()
+    model.train()
+    model(target, history)  # updates the running mean / variance of Dice's normaliser
+    model.eval()
+    alone = model(target[:1], history[:1])
+    together = model(target, history)[:1]
+    # at eval a row's score must not depend on which other rows share its batch
+    assert torch.allclose(alone, together, atol=1e-6)
+    # Dice with E[s] = 0, Var[s] -> 0 is PReLU with slope alpha (DIN paper, Eq. 8 vs Eq. 9)
+    act = dien.Dice(3, eps=1e-12)
+    act.alpha.data.fill_(0.25)
+    act.eval()
+    act.norm.running_var.fill_(1e-12)
+    s = torch.tensor([[-2.0, 0.5, 3.0]])
+    assert torch.allclose(act(s), torch.where(s > 0, s, 0.25 * s))
+    with pytest.raises(ValueError, match="activation"):
+        make(activation="relu")

@@ -33,7 +33,8 @@ NOTE: the auxiliary score sigma(h_t, e) is the sigmoid of the inner product <h_t
 NOTE: the MLP input also holds the summed behaviours and their product with the target, as the
       official code does (`include_sum_pooling`); the paper's Fig. 1 shows only h'_T, the target
       and the context.
-NOTE: the MLP uses PReLU (the official DIEN code's default; DIN's Dice is not repeated here).
+NOTE: the MLP's activation is Dice (DIN paper Eq. 9), as the official DIEN model builds its output
+      network (`build_fcn_net(inp, use_dice=True)`); `activation="prelu"` gives PReLU instead.
 NOTE: AIGRU (Eq. 8) and AGRU (Eq. 9), the paper's weaker variants, are available via `evolution`.
 """
 
@@ -58,6 +59,23 @@ class DIENConfig:
     aux_weight: float = 1.0  # alpha of Eq. (6); the official code uses 1
     mlp_hidden: tuple[int, ...] = (200, 80)  # as DIN and the official code
     include_sum_pooling: bool = True  # official code: also feed sum_t e_t and (sum_t e_t) * e_a
+    activation: Literal["dice", "prelu"] = "dice"  # MLP activation; the official DIEN uses Dice
+    dice_eps: float = 1e-8  # epsilon inside sqrt(Var[s] + eps) of Dice
+
+
+class Dice(nn.Module):
+    """DIN's data-adaptive activation: f(s) = p(s) * s + (1 - p(s)) * alpha * s with
+    p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps)); batch statistics in training, their moving
+    averages at test time (a BatchNorm without affine parameters keeps exactly these)."""
+
+    def __init__(self, width: int, *, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(width, eps=eps, affine=False)
+        self.alpha = nn.Parameter(torch.zeros(width))  # slope of the "off" side
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(self.norm(s))  # s: (B, W)
+        return p * s + (1.0 - p) * self.alpha * s
 
 
 class AUGRUCell(nn.Module):
@@ -98,6 +116,8 @@ class DIEN(nn.Module):
                              f"got {cfg.item_vocab_sizes}")
         if cfg.evolution not in ("augru", "agru", "aigru", "gru"):
             raise ValueError(f"evolution must be augru/agru/aigru/gru, got {cfg.evolution!r}")
+        if cfg.activation not in ("dice", "prelu"):
+            raise ValueError(f"activation must be 'dice' or 'prelu', got {cfg.activation!r}")
         if cfg.dim < 1 or cfg.aux_weight < 0:
             raise ValueError(f"need dim >= 1 and aux_weight >= 0, got {cfg.dim}, {cfg.aux_weight}")
         self.config = cfg
@@ -118,7 +138,8 @@ class DIEN(nn.Module):
         mlp_in += 2 * H if cfg.include_sum_pooling else 0  # [sum_t e_t, (sum_t e_t) * e_a]
         layers: list[nn.Module] = []
         for width in cfg.mlp_hidden:
-            layers += [nn.Linear(mlp_in, width), nn.PReLU(width)]
+            act = Dice(width, eps=cfg.dice_eps) if cfg.activation == "dice" else nn.PReLU(width)
+            layers += [nn.Linear(mlp_in, width), act]
             mlp_in = width
         layers.append(nn.Linear(mlp_in, 1))
         self.mlp = nn.Sequential(*layers)

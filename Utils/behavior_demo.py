@@ -1,0 +1,149 @@
+"""What the demos of the behaviour-sequence CTR models (DIN, DIEN) share.
+
+The rows are (behaviours, candidate, click): on the synthetic default, impressions whose clicks
+the generator planted; on real data, the DIN paper's recipe (`Datasets.behavior_ctr`: next item =
+positive, a never-touched item = negative, earlier items with their attributes = behaviours;
+leave-one-out). This module builds them, fits the logistic-regression baseline on the candidate's
+fields, predicts and scores a model, and shows one user's top candidates with the model's weights
+over the behaviours. Each demo keeps its models and their training.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import Datasets
+from Datasets.BaseDatasets import CTRDataset, TensorDictDataset
+from Datasets.behavior_ctr import build_behavior_ctr, item_field_table
+
+from .baselines import logistic_regression
+from .evaluation import evaluate_ctr
+
+
+def add_behavior_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--max-len", type=int, default=20, help="behaviours kept per sample")
+    parser.add_argument("--dim", type=int, default=16, help="embedding dim per item field")
+    parser.add_argument("--n-attributes", type=int, default=3,
+                        help="attribute/category fields per item, beside the item id")
+    parser.add_argument("--max-users", type=int, default=None,
+                        help="keep a random subset of users (seeded) to shorten real-data runs")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    return parser
+
+
+@dataclass
+class BehaviorCTR:
+    data: object
+    split: object
+    fields: torch.Tensor  # (n_items + 1, G) item id + attribute ids; row 0 = padding
+    vocab: tuple[int, ...]  # vocabulary size of each of the G item fields
+    sets: dict  # "train" / "valid" / "test" -> TensorDictDataset(user, history, target, label)
+    protocol: str
+    n_users: int
+
+
+def load_behavior_ctr(args) -> BehaviorCTR:
+    """Rows for `args.data` (see the module docstring), printed with their positive rates."""
+    data = Datasets.load(args.data, verbose=True)
+    split = Datasets.leave_one_out(data)
+    print(split)
+    fields = item_field_table(data, n_attributes=args.n_attributes)  # (n_items+1, G)
+    vocab = tuple(int(v) + 1 for v in fields.max(0).values)
+    keep_users = None
+    if args.max_users is not None and args.max_users < split.n_users:
+        keep_users = np.sort(np.random.default_rng(args.seed).choice(
+            split.n_users, args.max_users, replace=False))
+        print(f"subsampled {args.max_users:,} of {split.n_users:,} users (seed {args.seed})")
+    if "truth" in data.extra:  # the synthetic world knows the true click model
+        from Datasets.synthetic import ctr_impressions
+
+        sets = {}
+        for stage in ("train", "valid", "test"):
+            imp = ctr_impressions(data, split, stage, max_len=args.max_len, seed=args.seed)
+            sets[stage] = TensorDictDataset(
+                {k: torch.as_tensor(imp[k]) for k in ("user", "history", "label")}
+                | {"target": torch.as_tensor(imp["item"])})
+        protocol = ("synthetic impressions with planted clicks (true next item + 3 "
+                    "popularity-sampled items per step), leave-one-out: test = last step")
+    else:
+        sets = build_behavior_ctr(split, max_len=args.max_len, seed=args.seed, users=keep_users)
+        protocol = ("DIN-paper behaviour CTR: next item = positive, one never-seen uniform item = "
+                    "negative, earlier items (+ attributes) = behaviours; leave-one-out, test = "
+                    "last item; GAUC = per-user AUC weighted by impressions")
+    for k, v in sets.items():
+        print(f"{k}: {len(v):,} rows, positive rate {v.tensors['label'].float().mean():.3f}")
+    n_users = int(split.n_users if keep_users is None else len(keep_users))
+    return BehaviorCTR(data, split, fields, vocab, sets, protocol, n_users)
+
+
+def logistic_baseline(b: BehaviorCTR, seed: int) -> dict:
+    """The ranking stage's baseline: logistic regression on the candidate's fields only."""
+    def as_ctr(ds):
+        return CTRDataset(sparse=b.fields[ds.tensors["target"]], labels=ds.tensors["label"],
+                          users=ds.tensors["user"])
+
+    res = logistic_regression(*(as_ctr(b.sets[s]) for s in ("train", "valid", "test")),
+                              field_dims=list(b.vocab), seed=seed)
+    print("logistic regression, test:", {k: round(v, 4) for k, v in res["metrics"].items()})
+    return res
+
+
+def predict(model: torch.nn.Module, ds, fields: torch.Tensor, device,
+            batch_size: int = 4096) -> np.ndarray:
+    """Click probabilities of `model(target_fields, history_fields)` for every row of ds."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for b in ds.batches(batch_size, shuffle=False):
+            logits = model(fields[b["target"]].to(device), fields[b["history"]].to(device))
+            out.append(torch.sigmoid(logits).cpu())
+    return torch.cat(out).numpy()
+
+
+def ctr_metrics(model: torch.nn.Module, ds, fields: torch.Tensor, device) -> dict[str, float]:
+    """AUC, LogLoss and GAUC (per-user AUC weighted by impressions)."""
+    return evaluate_ctr(ds.tensors["label"].numpy(), predict(model, ds, fields, device),
+                        ds.tensors["user"].numpy())
+
+
+def describe(data, i: int) -> str:
+    """Title/category when the source has them; seqtxt items add their first keyword tokens."""
+    text = data.item_text(i)
+    if "keywords" in data.items and isinstance(data.items["keywords"].iloc[i], list):
+        text += " | " + " ".join(k.lstrip("\u2581") for k in data.items["keywords"].iloc[i][:4])
+    return text
+
+
+def show_user(model: torch.nn.Module, b: BehaviorCTR, max_len: int,
+              weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], what: str) -> None:
+    """The first test row's user: last behaviours, the model's top 5 of the 200 most popular items
+    (+ the held-out one), and `weights(candidate (1, G), history (1, L, G)) -> (L,)` of the top
+    candidate over the behaviours, printed after `what`."""
+    test = b.sets["test"]
+    row = int(test.tensors["row"][0]) if "row" in test.tensors else 0
+    hist_items, _ = b.split.history("test", max_len)
+    history = torch.as_tensor(hist_items[row])  # (L,)
+    print(f"\nuser {b.split.users[row]} — last behaviours (oldest first):")
+    for i in history[history > 0].tolist()[-8:]:
+        print("   ", describe(b.data, i))
+    popular = np.argsort(-b.split.item_counts())[:200]
+    candidates = torch.as_tensor(np.unique(np.append(popular, b.split.targets("test")[row])))
+    cand_fields = b.fields[candidates]  # (C, G)
+    hist_fields = b.fields[history].unsqueeze(0).expand(len(candidates), -1, -1)  # (C, L, G)
+    model.eval()
+    with torch.no_grad():
+        scores = torch.sigmoid(model(cand_fields, hist_fields))
+        top = torch.topk(scores, 5).indices
+        w = weights(cand_fields[top[:1]], hist_fields[:1])
+    held_out = int(b.split.targets("test")[row])
+    print(f"top 5 of {len(candidates)} candidates (200 most popular + the held-out item "
+          f"'{describe(b.data, held_out)}'):")
+    for j in top.tolist():
+        mark = "  <- held-out next item" if int(candidates[j]) == held_out else ""
+        print(f"    p={scores[j]:.3f}  {describe(b.data, int(candidates[j]))}{mark}")
+    print(what, [round(x, 2) for x in w[history > 0].tolist()[-8:]])
