@@ -170,3 +170,23 @@ def test_mips_reduction_index_finds_the_inner_product_top_k():
     l2 = ((q[:, None, :] - aug[None, :, :]) ** 2).sum(-1)  # (U, N)
     top_l2 = np.argsort(l2, axis=1)[:, :20] + 1
     assert recall_vs_exact(top_l2, exact_ids.numpy()) > 0.99
+
+
+def test_bag_average_equals_the_masked_mean_of_the_non_padding_embeddings():
+    """The fused embedding_bag mean must be exactly the average over non-padding ids (values and
+    gradients), with a zero vector for an all-padding row (Figure 3's averaged bags)."""
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(40, 6, padding_idx=0)
+    ids = torch.randint(1, 40, (9, 11))
+    ids[0] = 0  # all padding
+    ids[1, :10] = 0  # one real id
+    ids[2, ::2] = 0  # padding scattered, not only on the left
+    mask = (ids != 0).unsqueeze(-1).float()
+    ref = (table(ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    out = ytd.masked_mean(table, ids)
+    assert torch.allclose(out, ref, atol=1e-6)
+    assert torch.equal(out[0], torch.zeros(6))
+    assert torch.allclose(out[1], table.weight[ids[1, 10]])
+    (g_out,) = torch.autograd.grad(out.pow(2).sum(), table.weight)
+    (g_ref,) = torch.autograd.grad(ref.pow(2).sum(), table.weight)
+    assert torch.allclose(g_out, g_ref, atol=1e-6)
