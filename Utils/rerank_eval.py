@@ -58,3 +58,37 @@ def rerank_metrics(
 def initial_positions(n_lists: int, k: int) -> np.ndarray:
     """The unmodified initial ranking: positions 0..k-1 for every list."""
     return np.tile(np.arange(k), (n_lists, 1))
+
+
+def heldout_list_evaluator(lists: dict, data, k: int):
+    """evaluate(positions) -> metrics for candidate lists whose label is one held-out item per user
+    (`Datasets.rerank_lists.candidate_lists`): Recall counts a target missing from the list as
+    missed; ILD and coverage use the data's item categories / attribute sets."""
+    from Datasets import rerank_lists as RL
+
+    cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
+    ones = np.ones(len(lists["items"]))
+
+    def evaluate(positions) -> dict[str, float]:
+        return rerank_metrics(positions, lists["items"], lists["labels"], k=k, categories=cats,
+                              category_sets=cat_sets, n_relevant=ones)
+
+    return evaluate
+
+
+def show_reranked_list(data, lists: dict, positions, k: int, label: str) -> None:
+    """The first user whose held-out item is in the list: history, the initial top k and the
+    re-ranked top k side by side ("-" where a re-ranker stopped early)."""
+    from Datasets import rerank_lists as RL
+
+    u = int(np.argmax(lists["labels"].sum(1) > 0))
+    print(f"\nuser {lists['user'][u]} — last items of the history:")
+    for i in [i for i in lists["history"][u] if i > 0][-5:]:
+        print("   ", RL.describe_item(data, int(i)))
+    print(f"held-out item: {RL.describe_item(data, int(lists['target'][u]))}")
+    print(f"\ninitial top-{k}  |  {label}")
+    for r in range(k):
+        a = RL.describe_item(data, int(lists["items"][u, r]))
+        p = int(positions[u, r])
+        b = RL.describe_item(data, int(lists["items"][u, p])) if p >= 0 else "-"
+        print(f"  {r + 1:2d}. {a[:55]:55s} | {b[:55]}")

@@ -23,13 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import Datasets
 from Datasets import rerank_lists as RL
 from Utils.io import add_common_args, print_result
-from Utils.rerank_eval import initial_positions, rerank_metrics
+from Utils.rerank_eval import heldout_list_evaluator, initial_positions, show_reranked_list
 from Utils.training import cpu_setup, set_seed
 
 HERE = Path(__file__).resolve().parent
@@ -98,21 +97,9 @@ def main(argv=None):
     )
     lists = RL.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
     ranker_seconds = time.perf_counter() - t0
-    cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
     feats = RL.similarity_features(args.similarity, data, scorer)  # float32; S cast to float64
     U = len(lists["items"])
-    ones = np.ones(U)
-
-    def evaluate(positions):
-        return rerank_metrics(
-            positions,
-            lists["items"],
-            lists["labels"],
-            k=args.k,
-            categories=cats,
-            category_sets=cat_sets,
-            n_relevant=ones,
-        )
+    evaluate = heldout_list_evaluator(lists, data, args.k)
 
     # %% re-rank with the DPP
     t1 = time.perf_counter()
@@ -124,18 +111,7 @@ def main(argv=None):
     ours = evaluate(positions)
 
     # %% one user: history, initial top-k and DPP top-k
-    u = int(np.argmax(lists["labels"][:, : args.candidates].sum(1) > 0))
-    hist = [i for i in lists["history"][u] if i > 0][-5:]
-    print(f"\nuser {lists['user'][u]} — last items of the history:")
-    for i in hist:
-        print("   ", RL.describe_item(data, int(i)))
-    print(f"held-out item: {RL.describe_item(data, int(lists['target'][u]))}")
-    print(f"\ninitial top-{args.k}  |  DPP top-{args.k} (theta={args.theta})")
-    for r in range(args.k):
-        a = RL.describe_item(data, int(lists["items"][u, r]))
-        p = positions[u, r]
-        b = RL.describe_item(data, int(lists["items"][u, p])) if p >= 0 else "-"
-        print(f"  {r + 1:2d}. {a[:55]:55s} | {b[:55]}")
+    show_reranked_list(data, lists, positions, args.k, f"DPP top-{args.k} (theta={args.theta})")
 
     # %% trade-off sweep
     sweep = []
