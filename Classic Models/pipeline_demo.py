@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from Datasets.rerank_lists import (
     minmax_scores,
 )
 from Utils.evaluation import evaluate_ctr, evaluate_full_ranking, popularity_metrics
-from Utils.io import add_common_args, print_result
+from Utils.io import add_common_args, load_model_file, print_result
 from Utils.metrics import ndcg_at_k, recall_at_k
 from Utils.rerank_eval import rerank_metrics
 from Utils.retrieval import FaissIndex, topk
@@ -55,11 +54,7 @@ def load_model_module(stage: str, name: str):
     key = f"pipeline_{stage}_{name}".replace("-", "_")
     if key in sys.modules:
         return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, HERE / stage / name / "model.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[key] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_model_file(HERE / stage / name / "model.py", key)
 
 
 def parse_args(argv=None):

@@ -10,24 +10,17 @@ Both methods must return the same list; the script checks that on every case.
 """
 
 import argparse
-import importlib.util
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from Utils.io import load_model_file
+
 HERE = Path(__file__).resolve().parent.parent / "Classic Models" / "Re-ranking" / "DPP"
 
-
-def load_model_module():
-    spec = importlib.util.spec_from_file_location("dpp_model", HERE / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dpp_model"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def timed(fn, repeats: int) -> float:
@@ -50,7 +43,7 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_flush_denormal(True)
-    dpp = load_model_module()
+    dpp = load_model_file(HERE / "model.py", "dpp_model")
     gen = torch.Generator().manual_seed(0)
     rows = []
     for n in [int(x) for x in args.sizes.split(",")]:

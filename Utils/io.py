@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -97,3 +100,17 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer=None,
     if optimizer is not None and opt_state is not None:
         optimizer.load_state_dict(opt_state)
     return payload
+
+
+def load_model_file(path: str | Path, name: str) -> ModuleType:
+    """Import a stand-alone model file by its path, as module `name` (registered in sys.modules,
+    which dataclasses need while the file runs). Model folders have spaces in their names, so the
+    files cannot be imported as packages; each demo loads its own `model.py` this way."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

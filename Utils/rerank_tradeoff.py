@@ -13,9 +13,7 @@ Writes assets/DPP/tradeoff_<data>.png and assets/DPP/results/tradeoff_<data>.jso
 """
 
 import argparse
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch
 
 import Datasets
 from Datasets import rerank_lists as RL
+from Utils.io import load_model_file
 from Utils.plotting import plot_scatter
 from Utils.rerank_eval import initial_positions, rerank_metrics
 from Utils.training import cpu_setup, set_seed
@@ -31,13 +30,6 @@ from Utils.training import cpu_setup, set_seed
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "Classic Models" / "Re-ranking" / "DPP"
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def plot(result: dict, tag: str, k: int = 10) -> Path:
@@ -77,9 +69,9 @@ def main(argv=None):
         return
     cpu_setup()
     set_seed(args.seed)
-    demo = _load("dpp_demo", HERE / "demo.py")
-    dpp = demo.load_model_module()
-    mmr = _load("mmr_model", HERE.parent / "MMR" / "model.py")
+    demo = load_model_file(HERE / "demo.py", "dpp_demo")  # its rerank(); main() does not run
+    dpp = load_model_file(HERE / "model.py", "dpp_model")
+    mmr = load_model_file(HERE.parent / "MMR" / "model.py", "mmr_model")
 
     t0 = time.perf_counter()
     data = Datasets.load(args.data)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+
+from Utils.io import load_model_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = (ROOT.parent / "shared" / "data").resolve()
@@ -26,11 +27,7 @@ def load_module(relpath: str, name: str | None = None):
     name = name or "m_" + "_".join(path.with_suffix("").parts[-2:]).replace(" ", "_").replace("-", "_")
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_model_file(path, name)
 
 
 def model_module(stage: str, name: str):

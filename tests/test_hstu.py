@@ -1,26 +1,14 @@
 """HSTU (Zhai et al., ICML 2024): the paper's properties, checked on tiny cases."""
 
-import importlib.util
 import math
-import pathlib
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import model_module
 
-
-def _load(folder: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / folder / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look the module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-hstu = _load("Classic Models/Recall/HSTU", "hstu_model")
+hstu = model_module("Recall", "HSTU")
 
 
 def _model(**kw) -> "hstu.HSTU":

@@ -1,25 +1,13 @@
 """SASRec (Kang & McAuley, ICDM 2018): the paper's properties, checked on tiny cases."""
 
-import importlib.util
-import pathlib
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import model_module
 
-
-def _load(folder: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / folder / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look the module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-sasrec = _load("Classic Models/Recall/SASRec", "sasrec_model")
+sasrec = model_module("Recall", "SASRec")
 
 
 def _model(loss: str = "bce", **kw) -> "sasrec.SASRec":

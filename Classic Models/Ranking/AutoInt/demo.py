@@ -16,8 +16,6 @@
 # The last line printed is `RESULT {json}`.
 
 # %%
-import importlib.util
-import sys
 from pathlib import Path
 
 from Utils.field_ctr_demo import (
@@ -27,20 +25,13 @@ from Utils.field_ctr_demo import (
     prepare,
     train_and_report,
 )
+from Utils.io import load_model_file
 
 HERE = Path(__file__).resolve().parent
 
 
-def load_model_module():
-    """model.py stands alone; load it by path (the folder name has a space)."""
-    spec = importlib.util.spec_from_file_location("autoint_model", HERE / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-autoint = load_model_module()
+autoint = load_model_file(HERE / "model.py", "autoint_model")
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset is AutoInt+
 # with the paper's interacting layers (3 layers, 2 heads, d' = 32, residual) and the reczoo BARS

@@ -17,8 +17,6 @@
 # The last line printed is `RESULT {json}`.
 
 # %%
-import importlib.util
-import sys
 from pathlib import Path
 
 from Utils.field_ctr_demo import (
@@ -28,20 +26,13 @@ from Utils.field_ctr_demo import (
     prepare,
     train_and_report,
 )
+from Utils.io import load_model_file
 
 HERE = Path(__file__).resolve().parent
 
 
-def load_model_module():
-    """model.py stands alone; load it by path (the folder name has a space)."""
-    spec = importlib.util.spec_from_file_location("dcnv2_model", HERE / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-dcnv2 = load_model_module()
+dcnv2 = load_model_file(HERE / "model.py", "dcnv2_model")
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset follows the
 # reczoo BARS Frappe settings where they fit (embedding 10, Adam 1e-3, learning rate / 10 on

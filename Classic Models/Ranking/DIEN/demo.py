@@ -17,8 +17,6 @@
 
 # %%
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
@@ -31,22 +29,14 @@ from Utils.behavior_demo import (
     logistic_baseline,
     show_user,
 )
-from Utils.io import add_common_args, print_result
+from Utils.io import add_common_args, load_model_file, print_result
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
 HERE = Path(__file__).resolve().parent
 
 
-def load_model_module():
-    """model.py stands alone; load it by path (the folder name has a space)."""
-    spec = importlib.util.spec_from_file_location("dien_model", HERE / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-dien = load_model_module()
+dien = load_model_file(HERE / "model.py", "dien_model")
 
 # %%
 parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=3, batch_size=256,

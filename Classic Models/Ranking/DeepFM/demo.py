@@ -16,8 +16,6 @@
 # The last line printed is `RESULT {json}`.
 
 # %%
-import importlib.util
-import sys
 from pathlib import Path
 
 from Utils.field_ctr_demo import (
@@ -27,20 +25,13 @@ from Utils.field_ctr_demo import (
     prepare,
     train_and_report,
 )
+from Utils.io import load_model_file
 
 HERE = Path(__file__).resolve().parent
 
 
-def load_model_module():
-    """model.py stands alone; load it by path (the folder name has a space)."""
-    spec = importlib.util.spec_from_file_location("deepfm_model", HERE / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-deepfm = load_model_module()
+deepfm = load_model_file(HERE / "model.py", "deepfm_model")
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset follows the
 # reczoo BARS Frappe settings (embedding 10, 400-400-400 with batch norm, dropout 0.2, embedding L2

@@ -17,8 +17,6 @@
 
 # %%
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import torch
 
 from Datasets.BaseDatasets import TensorDictDataset
 from Datasets.mmoe_synthetic import make_mmoe_synthetic
-from Utils.io import add_common_args, print_result
+from Utils.io import add_common_args, load_model_file, print_result
 from Utils.multitask_demo import run_two_task
 from Utils.plotting import plot_curves
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
@@ -36,17 +34,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 
 
-def load_model_module(folder: Path, name: str):
-    """model.py files stand alone; load them by path (folder names have spaces)."""
-    spec = importlib.util.spec_from_file_location(name, folder / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-mmoe = load_model_module(HERE, "mmoe_model")
-ple = load_model_module(HERE.parent / "PLE", "ple_model")
+mmoe = load_model_file(HERE / "model.py", "mmoe_model")
+ple = load_model_file(HERE.parent / "PLE" / "model.py", "ple_model")
 
 # %%
 parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=5, batch_size=256,

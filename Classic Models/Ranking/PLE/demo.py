@@ -12,30 +12,20 @@
 
 # %%
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
 import torch
 
-from Utils.io import add_common_args, print_result
+from Utils.io import add_common_args, load_model_file, print_result
 from Utils.multitask_demo import run_two_task
 from Utils.training import count_params, cpu_setup, pick_device, set_seed
 
 HERE = Path(__file__).resolve().parent
 
 
-def load_model_module(folder: Path, name: str):
-    """model.py files stand alone; load them by path (folder names have spaces)."""
-    spec = importlib.util.spec_from_file_location(name, folder / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-ple = load_model_module(HERE, "ple_model")
-mmoe = load_model_module(HERE.parent / "MMoE", "mmoe_model")
+ple = load_model_file(HERE / "model.py", "ple_model")
+mmoe = load_model_file(HERE.parent / "MMoE" / "model.py", "mmoe_model")
 
 # %%
 parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=5, batch_size=256,

@@ -17,8 +17,6 @@
 # The last line printed is `RESULT {json}`.
 
 # %%
-import importlib.util
-import sys
 from pathlib import Path
 
 from Utils.field_ctr_demo import (
@@ -28,20 +26,13 @@ from Utils.field_ctr_demo import (
     prepare,
     train_and_report,
 )
+from Utils.io import load_model_file
 
 HERE = Path(__file__).resolve().parent
 
 
-def load_model_module():
-    """model.py stands alone; load it by path (the folder name has a space)."""
-    spec = importlib.util.spec_from_file_location("widedeep_model", HERE / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-widedeep = load_model_module()
+widedeep = load_model_file(HERE / "model.py", "widedeep_model")
 
 # Per data source: the synthetic preset is sized to run in seconds and crosses the fields whose
 # interactions the generator planted (user x category, last item x item); the libfm preset follows

@@ -18,8 +18,6 @@
 
 # %%
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
@@ -27,19 +25,12 @@ import torch
 
 import Datasets
 from Datasets import rerank_lists as RL
-from Utils.io import add_common_args, print_result
+from Utils.io import add_common_args, load_model_file, print_result
 from Utils.rerank_eval import heldout_list_evaluator, initial_positions, show_reranked_list
 from Utils.training import cpu_setup, set_seed
 
 HERE = Path(__file__).resolve().parent
 
-
-def load_model_module():
-    spec = importlib.util.spec_from_file_location("dpp_model", HERE / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dpp_model"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv=None):
@@ -85,7 +76,7 @@ def main(argv=None):
     args = parse_args(argv)
     cpu_setup()
     set_seed(args.seed)
-    dpp = load_model_module()
+    dpp = load_model_file(HERE / "model.py", "dpp_model")
 
     # %% data, split and the first-stage ranker (trained on the training part only)
     data = Datasets.load(args.data)

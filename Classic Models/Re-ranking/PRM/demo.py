@@ -22,8 +22,6 @@
 
 # %%
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
@@ -33,19 +31,12 @@ import torch
 import Datasets
 from Datasets import TensorDictDataset
 from Datasets import rerank_lists as RL
-from Utils.io import add_common_args, print_result
+from Utils.io import add_common_args, load_model_file, print_result
 from Utils.rerank_eval import initial_positions, rerank_metrics
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
 HERE = Path(__file__).resolve().parent
 
-
-def load_model_module():
-    spec = importlib.util.spec_from_file_location("prm_model", HERE / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["prm_model"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv=None):
@@ -106,7 +97,7 @@ def main(argv=None):
     cpu_setup()
     set_seed(args.seed)
     device = pick_device(args.device)
-    prm = load_model_module()
+    prm = load_model_file(HERE / "model.py", "prm_model")
 
     # %% data, split and the pre-trained first-stage ranker (frozen from here on)
     data = Datasets.load(args.data)

@@ -20,29 +20,20 @@
 
 # %%
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
 import torch
 
 import Datasets
-from Utils.io import add_common_args
+from Utils.io import add_common_args, load_model_file
 from Utils.seqrec import add_seqrec_args, train_and_report
 from Utils.training import cpu_setup, pick_device, set_seed
 
 HERE = Path(__file__).resolve().parent
 
 
-def load_model_module():
-    spec = importlib.util.spec_from_file_location("sasrec_model", HERE / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-sas = load_model_module()
+sas = load_model_file(HERE / "model.py", "sasrec_model")
 
 # %%
 parser = add_common_args(argparse.ArgumentParser(description="SASRec demo"), epochs=8, lr=1e-3,

@@ -17,8 +17,6 @@
 
 # %%
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
@@ -33,22 +31,15 @@ from Datasets.sessions import (
     trim_left_padding,
 )
 from Utils.evaluation import evaluate_full_ranking, popularity_metrics
-from Utils.io import add_common_args, print_result
+from Utils.io import add_common_args, load_model_file, print_result
 from Utils.retrieval import topk
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
 HERE = Path(__file__).resolve().parent
 
 
-def load_model_module():
-    spec = importlib.util.spec_from_file_location("sdm_model", HERE / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sdm_model"] = module  # dataclasses look the module up while the file runs
-    spec.loader.exec_module(module)
-    return module
 
-
-sdm = load_model_module()
+sdm = load_model_file(HERE / "model.py", "sdm_model")
 
 # %%
 parser = add_common_args(

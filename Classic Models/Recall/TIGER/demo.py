@@ -25,9 +25,7 @@
 
 # %%
 import argparse
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -37,7 +35,13 @@ import torch
 import Datasets
 from Datasets.item_text import item_embeddings
 from Utils.evaluation import Timer, csr_mask, popularity_metrics
-from Utils.io import add_common_args, load_checkpoint, print_result, save_checkpoint
+from Utils.io import (
+    add_common_args,
+    load_checkpoint,
+    load_model_file,
+    print_result,
+    save_checkpoint,
+)
 from Utils.metrics import ranking_metrics
 from Utils.plotting import plot_curves
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
@@ -45,16 +49,9 @@ from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 HERE = Path(__file__).resolve().parent
 
 
-def load_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"tiger_{name}", HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-rq = load_module("rqvae")
-tg = load_module("model")
+rq = load_model_file(HERE / "rqvae.py", "tiger_rqvae")
+tg = load_model_file(HERE / "model.py", "tiger_model")
 
 # %%
 parser = add_common_args(argparse.ArgumentParser(description="TIGER demo"), epochs=0, lr=1e-3,

@@ -19,8 +19,6 @@
 
 # %%
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ import torch
 
 import Datasets
 from Utils.evaluation import Timer, evaluate_full_ranking, popularity_metrics
-from Utils.io import add_common_args, print_result
+from Utils.io import add_common_args, load_model_file, print_result
 from Utils.mips import MipsHNSW
 from Utils.retrieval import FaissIndex, recall_vs_exact, topk
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
@@ -37,15 +35,8 @@ from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 HERE = Path(__file__).resolve().parent
 
 
-def load_model_module():
-    spec = importlib.util.spec_from_file_location("youtubednn_model", HERE / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-ytd = load_model_module()
+ytd = load_model_file(HERE / "model.py", "youtubednn_model")
 
 # %%
 parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=30, lr=1e-3,
