@@ -22,7 +22,6 @@ from Utils.io import load_model_file
 HERE = Path(__file__).resolve().parent.parent / "Classic Models" / "Re-ranking" / "DPP"
 
 
-
 def timed(fn, repeats: int) -> float:
     fn()  # warm-up: first-call allocations and dispatch caches
     times = []

@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "Classic Models" / "Re-ranking" / "DPP"
 
 
-
 def plot(result: dict, tag: str, k: int = 10) -> Path:
     """NDCG@k against ILD@k for every sweep point, plus the initial ranking."""
     ndcg, ild = f"NDCG@{k}", f"ILD@{k}"

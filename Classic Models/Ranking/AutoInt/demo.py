@@ -30,7 +30,6 @@ from Utils.io import load_model_file
 HERE = Path(__file__).resolve().parent
 
 
-
 autoint = load_model_file(HERE / "model.py", "autoint_model")
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset is AutoInt+

@@ -31,7 +31,6 @@ from Utils.io import load_model_file
 HERE = Path(__file__).resolve().parent
 
 
-
 dcnv2 = load_model_file(HERE / "model.py", "dcnv2_model")
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset follows the

@@ -34,7 +34,6 @@ from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 HERE = Path(__file__).resolve().parent
 
 
-
 din = load_model_file(HERE / "model.py", "din_model")
 
 # %%

@@ -30,7 +30,6 @@ from Utils.io import load_model_file
 HERE = Path(__file__).resolve().parent
 
 
-
 deepfm = load_model_file(HERE / "model.py", "deepfm_model")
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset follows the

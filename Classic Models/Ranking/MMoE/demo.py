@@ -34,7 +34,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 
 
-
 mmoe = load_model_file(HERE / "model.py", "mmoe_model")
 ple = load_model_file(HERE.parent / "PLE" / "model.py", "ple_model")
 

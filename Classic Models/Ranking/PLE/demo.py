@@ -23,7 +23,6 @@ from Utils.training import count_params, cpu_setup, pick_device, set_seed
 HERE = Path(__file__).resolve().parent
 
 
-
 ple = load_model_file(HERE / "model.py", "ple_model")
 mmoe = load_model_file(HERE.parent / "MMoE" / "model.py", "mmoe_model")
 

@@ -31,7 +31,6 @@ from Utils.io import load_model_file
 HERE = Path(__file__).resolve().parent
 
 
-
 widedeep = load_model_file(HERE / "model.py", "widedeep_model")
 
 # Per data source: the synthetic preset is sized to run in seconds and crosses the fields whose

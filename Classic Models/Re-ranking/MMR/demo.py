@@ -32,7 +32,6 @@ from Utils.training import cpu_setup, set_seed
 HERE = Path(__file__).resolve().parent
 
 
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     add_common_args(

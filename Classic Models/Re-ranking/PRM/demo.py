@@ -38,7 +38,6 @@ from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 HERE = Path(__file__).resolve().parent
 
 
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     add_common_args(p, epochs=10, batch_size=256, lr=2e-3)

@@ -33,7 +33,6 @@ from Utils.training import cpu_setup, pick_device, set_seed
 HERE = Path(__file__).resolve().parent
 
 
-
 hstu = load_model_file(HERE / "model.py", "hstu_model")
 
 # %%

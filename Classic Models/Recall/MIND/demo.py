@@ -36,7 +36,6 @@ HERE = Path(__file__).resolve().parent
 ASSETS = HERE.parents[2] / "assets" / "MIND"
 
 
-
 mind = load_model_file(HERE / "model.py", "mind_model")
 
 # %%

@@ -32,7 +32,6 @@ from Utils.training import cpu_setup, pick_device, set_seed
 HERE = Path(__file__).resolve().parent
 
 
-
 sas = load_model_file(HERE / "model.py", "sasrec_model")
 
 # %%

@@ -49,7 +49,6 @@ from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 HERE = Path(__file__).resolve().parent
 
 
-
 rq = load_model_file(HERE / "rqvae.py", "tiger_rqvae")
 tg = load_model_file(HERE / "model.py", "tiger_model")
 

@@ -35,7 +35,6 @@ from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 HERE = Path(__file__).resolve().parent
 
 
-
 ytd = load_model_file(HERE / "model.py", "youtubednn_model")
 
 # %%
