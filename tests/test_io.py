@@ -42,3 +42,16 @@ def test_checkpoint_roundtrip_and_no_silent_overwrite(tmp_path):
 def test_plot_curves_writes_png(tmp_path):
     p = plot_curves({"a": ([1, 2, 3], [0.1, 0.2, 0.25])}, tmp_path / "x.png", ylabel="NDCG@10")
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_load_model_file_imports_by_path_and_names_a_missing_file(tmp_path):
+    import sys
+
+    from Utils.io import load_model_file
+
+    f = tmp_path / "model.py"
+    f.write_text("from dataclasses import dataclass\n\n@dataclass\nclass Cfg:\n    d: int = 3\n")
+    mod = load_model_file(f, "tmp_model_under_test")
+    assert mod.Cfg().d == 3 and sys.modules["tmp_model_under_test"] is mod  # dataclasses need it
+    with pytest.raises(FileNotFoundError, match="nope.py"):
+        load_model_file(tmp_path / "nope.py", "nope_model")
