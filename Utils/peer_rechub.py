@@ -26,7 +26,7 @@ import torch
 import Datasets
 from Utils.evaluation import evaluate_full_ranking
 from Utils.io import add_common_args, print_result
-from Utils.training import cpu_setup, set_seed
+from Utils.training import count_params, cpu_setup, set_seed
 
 
 def main() -> None:
@@ -104,7 +104,7 @@ def main() -> None:
                  protocol="leave-one-out, full ranking, seen items excluded, test split",
                  metrics=metrics, baseline=None, train_seconds=sum(epoch_seconds),
                  eval_seconds=eval_seconds,
-                 epochs=args.epochs, params=sum(p.numel() for p in model.parameters()),
+                 epochs=args.epochs, params=count_params(model),
                  out=args.out, samples_per_second=len(y) * args.epochs / sum(epoch_seconds),
                  epoch_seconds=epoch_seconds, train_examples=len(y),
                  threads=torch.get_num_threads(), config=vars(args))
