@@ -72,6 +72,8 @@ parser.add_argument("--steps", type=int, default=None, help="seq2seq steps (None
 parser.add_argument("--round-steps", type=int, default=None, help="steps between validations")
 parser.add_argument("--warmup", type=int, default=10000,
                     help="constant lr for this many steps, then inverse-sqrt decay (paper: 10k)")
+parser.add_argument("--ramp", type=int, default=0,
+                    help="linear lr ramp from 0 over the first N steps (0 = none, as the paper)")
 parser.add_argument("--beam", type=int, default=20, help="beam width (>= the largest K)")
 parser.add_argument("--eval-users", type=int, default=1000, help="validation users per check")
 parser.add_argument("--test-users", type=int, default=0, help="0 = all users")
@@ -197,7 +199,11 @@ seq_cfg = tg.TIGERConfig(code_sizes=(rq_cfg.codebook_size,) * rq_cfg.n_levels + 
                          max_history=args.max_history, **SEQ)
 model = tg.TIGER(seq_cfg).to(device)
 model.set_catalogue(sids.to(device))
-optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+# fused AdamW: one kernel for all parameters instead of a few per tensor (CUDA only)
+optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01,
+                              **({"fused": True} if device.type == "cuda" else {}))
+if device.type == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 print(f"TIGER seq2seq: {count_params(model):,} parameters ({preset} preset)")
 
 train = Datasets.RecallDataset(split, max_len=args.max_history)  # every prefix -> next item
@@ -212,11 +218,15 @@ if args.resume:
 
 
 def lr_at(step: int) -> float:
-    """Constant for `warmup` steps, then inverse-sqrt decay (the paper's schedule, scaled)."""
-    return args.lr * min(1.0, (args.warmup / max(step, 1)) ** 0.5)
+    """Constant for `warmup` steps, then inverse-sqrt decay (the paper's schedule, scaled); with
+    --ramp, a linear ramp from 0 over the first `ramp` steps."""
+    ramp = min(1.0, step / args.ramp) if args.ramp else 1.0
+    return args.lr * ramp * min(1.0, (args.warmup / max(step, 1)) ** 0.5)
 
 
 hist_len = (train.tensors["history"] != 0).sum(1)  # (S,) items of history per example
+if device.type == "cuda":  # the whole training set fits on the GPU: batches are gathered there
+    train.tensors = {k: v.to(device) for k, v in train.tensors.items()}
 
 
 def trim(history: torch.Tensor) -> torch.Tensor:
