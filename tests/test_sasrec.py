@@ -107,3 +107,27 @@ def test_overfits_a_tiny_set(loss):
         states = model(history)  # (8, 6, D)
         top1 = (states @ model.item_embedding.weight[1:].T).argmax(-1) + 1  # (8, 6)
     assert (top1 == targets).float().mean() == 1.0
+
+
+def test_recbole_atomic_file_keeps_every_interaction_in_time_order(tmp_path):
+    """The side-by-side RecBole run (Utils/peer_recbole.py) must see exactly our sequences: its
+    leave-one-out split orders by the timestamp column, so positions must follow each user's line."""
+    import pandas as pd
+
+    from Datasets.seqtxt import load_seqtxt
+    from Utils.peer_recbole import write_atomic
+
+    lines = ["1 5 3 9 2", "2 4 4 7", "3 8 1 6 5 3"]
+    (tmp_path / "toy.txt").write_text("\n".join(lines) + "\n")
+    data = load_seqtxt(str(tmp_path / "toy.txt"))
+    path = write_atomic(data, tmp_path / "rb" / "toy", "toy")
+    df = pd.read_csv(path, sep="\t")
+    assert list(df.columns) == ["user_id:token", "item_id:token", "timestamp:float"]
+    assert len(df) == sum(len(ln.split()) - 1 for ln in lines)
+    raw_items = data.item_raw
+    for user, group in df.groupby("user_id:token"):
+        group = group.sort_values("timestamp:float")
+        assert group["timestamp:float"].tolist() == list(range(len(group)))
+        raw = [str(raw_items[i]) for i in group["item_id:token"]]
+        line = next(ln for ln in lines if ln.split()[0] == str(data.user_raw[user]))
+        assert raw == line.split()[1:]

@@ -42,6 +42,8 @@ parser.add_argument("--loss", default="ce", choices=["bce", "ce", "sampled_ce"],
 parser.add_argument("--blocks", type=int, default=2)
 parser.add_argument("--heads", type=int, default=2)
 parser.add_argument("--negatives", type=int, default=256, help="S for --loss sampled_ce")
+parser.add_argument("--ffn-dim", type=int, default=0,
+                    help="point-wise FFN width; 0 = dim, the paper's square W1, W2 (RecBole: 256)")
 args = add_seqrec_args(parser).parse_args()
 
 cpu_setup(args.threads)
@@ -67,6 +69,7 @@ print(f"{len(train_set):,} user sequences, {n_positions:,} next-item targets per
 config = sas.SASRecConfig(
     n_items=split.n_items, max_len=args.max_len, dim=args.dim, n_blocks=args.blocks,
     n_heads=args.heads, dropout=args.dropout, loss=args.loss, n_negatives=args.negatives,
+    ffn_dim=args.ffn_dim,
 )
 model = sas.SASRec(config).to(device)
 optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
