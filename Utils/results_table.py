@@ -44,7 +44,7 @@ PAPER = {
 # The run each note calls its headline (other real-data files are ablations / sweeps, shown in the
 # notes). A model folder missing here contributes all of its real-data files.
 HEADLINE = {
-    "SASRec": "beauty_ce.json", "HSTU": "beauty_ce_t01.json", "TIGER": "beauty.json",
+    "SASRec": "beauty_ce_batch32_seed0.json", "HSTU": "beauty_ce_t01.json", "TIGER": "beauty.json",
     "YoutubeDNN": "beauty.json", "MIND": "beauty.json", "SDM": "beauty_short5.json",
     "WideDeep": "frappe.json", "DeepFM": "frappe.json", "DCNv2": "frappe.json", "AutoInt": "frappe.json",
     "DIN": "beauty.json", "DIEN": "beauty.json", "MMoE": "correlation.json",
