@@ -7,7 +7,7 @@ gets a scratch virtual environment of its own, never this repo's requirements:
     /tmp/rbvenv/bin/pip install torch==2.13.0 recbole==1.2.1 "numpy<2" "pandas<2.3" "scipy<1.14" \\
         "scikit-learn<1.6" "setuptools<70"
     PYTHONPATH=. /tmp/rbvenv/bin/python -m Utils.peer_recbole \\
-        --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --epochs 30
+        --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --epochs 26
 
 What it does: writes our loaded interactions as a RecBole atomic file (user, item, position as the
 timestamp, so RecBole's time-ordered leave-one-out split equals `Datasets.leave_one_out`), then runs
@@ -32,6 +32,7 @@ import torch
 
 import Datasets
 from Utils.io import add_common_args, print_result
+from Utils.training import count_params
 
 
 def write_atomic(data, folder: Path, name: str) -> Path:
@@ -65,8 +66,6 @@ def main() -> None:
     # RecBole 1.2.1 pickles its config into the checkpoint it reloads for the test (torch >= 2.6
     # refuses that by default); the file is the one this run just wrote.
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     data = Datasets.load(args.data, verbose=True)
     work = Path(args.workdir).resolve()
@@ -90,7 +89,7 @@ def main() -> None:
     })
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    if args.threads:
+    if args.threads:  # after RecBole's own set-up, so its defaults cannot override it
         torch.set_num_threads(args.threads)
     dataset = create_dataset(config)
     print(dataset)
@@ -107,7 +106,7 @@ def main() -> None:
         print(f"epoch {epoch + 1}: valid NDCG@10 {score:.4f} at {curve[-1]['wall_seconds']:.0f}s",
               flush=True)
 
-    best_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
+    _, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
                                          callback_fn=on_valid)
     fit_seconds = time.perf_counter() - t0
     reached = [p for p in curve if p["NDCG@10"] >= args.target_ndcg]
@@ -122,7 +121,7 @@ def main() -> None:
         protocol=("RecBole leave-one-out (LS valid_and_test, order TO), full ranking with history "
                   "items masked, test split, best validation NDCG@10 model"),
         metrics=metrics, baseline=None, train_seconds=fit_seconds, eval_seconds=eval_seconds,
-        epochs=len(curve), params=sum(p.numel() for p in model.parameters()),
+        epochs=len(curve), params=count_params(model),
         best_valid={k: float(v) for k, v in best_valid.items()},
         best_epoch=max(curve, key=lambda p: p["NDCG@10"])["epoch"] if curve else None,
         time_to_target_seconds=reached[0]["wall_seconds"] if reached else None,
