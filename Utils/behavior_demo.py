@@ -23,6 +23,7 @@ from Datasets.behavior_ctr import build_behavior_ctr, item_field_table
 
 from .baselines import logistic_regression
 from .evaluation import evaluate_ctr
+from .metrics import auc
 
 
 def add_behavior_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -109,6 +110,41 @@ def ctr_metrics(model: torch.nn.Module, ds, fields: torch.Tensor, device) -> dic
     """AUC, LogLoss and GAUC (per-user AUC weighted by impressions)."""
     return evaluate_ctr(ds.tensors["label"].numpy(), predict(model, ds, fields, device),
                         ds.tensors["user"].numpy())
+
+
+POSITIVE_COUNT_BUCKETS = ((0, 0), (1, 4), (5, 19), (20, None))
+
+
+def auc_by_positive_count(model: torch.nn.Module, b: BehaviorCTR, stage: str,
+                          device) -> dict[str, dict] | None:
+    """AUC within groups of a stage's (positive, negative) pairs, grouped by how often the pair's
+    positive item was a clicked target in the training rows: 0, 1-4, 5-19, >= 20 times. Tells
+    whether a model's edge rests on well-trained or on rarely seen items. Real-data rows only
+    (each positive followed by its negative); None for other row layouts (the synthetic default).
+    Returns {"0": {"pairs": n, "AUC": x}, "1-4": ..., "5-19": ..., "20+": ...}."""
+    ds = b.sets[stage].tensors
+    label = ds["label"].numpy()
+    if len(label) % 2 or not ((label[0::2] == 1).all() and (label[1::2] == 0).all()):
+        return None
+    train = b.sets["train"].tensors
+    clicked = train["target"][train["label"] > 0].numpy()
+    count = np.bincount(clicked, minlength=b.fields.shape[0])[ds["target"].numpy()[0::2]]
+    score = predict(model, b.sets[stage], b.fields, device)
+    out = {}
+    for lo, hi in POSITIVE_COUNT_BUCKETS:
+        in_bucket = (count >= lo) & (count <= (np.inf if hi is None else hi))
+        rows = np.repeat(in_bucket, 2)  # the pair's positive and its negative
+        name = f"{lo}+" if hi is None else (str(lo) if lo == hi else f"{lo}-{hi}")
+        out[name] = {"pairs": int(in_bucket.sum()),
+                     "AUC": auc(label[rows], score[rows]) if in_bucket.any() else None}
+    return out
+
+
+def print_by_positive_count(name: str, stage: str, buckets: dict[str, dict] | None) -> None:
+    if buckets is not None:
+        print(f"{name}, {stage} AUC by the positive's training clicks: " + "  ".join(
+            f"{k}: {'-' if v['AUC'] is None else round(v['AUC'], 4)} ({v['pairs']:,} pairs)"
+            for k, v in buckets.items()))
 
 
 def describe(data, i: int) -> str:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 
 import Datasets
 from Datasets.field_ctr import FieldCTR, build_field_ctr
 
 from .baselines import logistic_regression
-from .ctr_training import ctr_metrics, train_ctr_model
+from .ctr_training import ctr_metrics, predict_ctr, train_ctr_model
 from .io import add_common_args, print_result
+from .metrics import auc
 from .training import count_params, cpu_setup, pick_device, set_seed
 
 
@@ -100,6 +102,31 @@ def show_context(model: torch.nn.Module, ctr: FieldCTR, device) -> None:
         print(f"   {p:.3f}  {ctr.describe_item(i)}{'  *' if i == truth else ''}")
 
 
+def auc_by_seen_pair(model: torch.nn.Module, ctr: FieldCTR, device) -> dict[str, dict] | None:
+    """Test AUC of two groups of positives, each against all test negatives: positives whose
+    (user, item) pair was clicked in the training rows, and positives of a pair never clicked
+    there. Separates memorising known pairs from generalising to new ones. None without a field
+    named "user"; a group without positives gets AUC None.
+    Returns {"seen pair": {"positives": n, "AUC": x}, "new pair": {...}}."""
+    if "user" not in ctr.field_names:
+        return None
+    u, i = ctr.field_names.index("user"), ctr.item_field
+    n_items = ctr.field_dims[i]
+    train_sparse = ctr.train.tensors["sparse"].numpy()
+    train_label = ctr.train.tensors["label"].numpy()
+    clicked = np.unique(train_sparse[train_label > 0, u].astype(np.int64) * n_items
+                        + train_sparse[train_label > 0, i])
+    sparse, label = ctr.test.tensors["sparse"].numpy(), ctr.test.tensors["label"].numpy() > 0
+    seen = np.isin(sparse[:, u].astype(np.int64) * n_items + sparse[:, i], clicked)
+    score = predict_ctr(model, ctr.test, device)
+    out = {}
+    for name, group in (("seen pair", label & seen), ("new pair", label & ~seen)):
+        rows = group | ~label
+        out[name] = {"positives": int(group.sum()),
+                     "AUC": auc(label[rows], score[rows]) if group.any() else None}
+    return out
+
+
 def train_and_report(name: str, model: torch.nn.Module, ctr: FieldCTR, lr_res: dict, args,
                      device, *, desc: str | None = None) -> dict:
     """Train (early stopping on validation AUC, one lr/10 phase), test, show one context, print
@@ -114,6 +141,11 @@ def train_and_report(name: str, model: torch.nn.Module, ctr: FieldCTR, lr_res: d
     metrics = ctr_metrics(model, ctr.test, device)
     eval_seconds = time.perf_counter() - t1
     print(f"{name}, test:", {k: round(v, 4) for k, v in metrics.items()})
+    by_pair = auc_by_seen_pair(model, ctr, device)
+    if by_pair is not None:
+        print(f"{name}, test AUC by (user, item) pair: " + "  ".join(
+            f"{k}: {'-' if v['AUC'] is None else round(v['AUC'], 4)} ({v['positives']:,} positives)"
+            for k, v in by_pair.items()))
     show_context(model, ctr, device)
     return print_result(
         model=name, data=args.data, protocol=ctr.protocol, metrics=metrics,
@@ -121,5 +153,5 @@ def train_and_report(name: str, model: torch.nn.Module, ctr: FieldCTR, lr_res: d
         train_seconds=train_seconds, eval_seconds=eval_seconds,
         epochs=sum(len(h.epochs) for h in phases), params=count_params(model), out=args.out,
         config={k: v for k, v in vars(args).items() if k not in ("out",)},
-        valid_auc=max(h.best_metric for h in phases),
+        valid_auc=max(h.best_metric for h in phases), auc_by_seen_pair=by_pair,
     )

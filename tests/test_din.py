@@ -179,3 +179,47 @@ def test_behavior_ctr_builder_follows_the_din_recipe():
                 assert pos == len(seq) - 2
             else:
                 assert 1 <= pos <= len(seq) - 3
+
+
+def test_auc_by_positive_count_groups_pairs_by_the_positives_training_clicks():
+    """Utils/behavior_demo.auc_by_positive_count: each bucket's AUC equals scikit-learn's on the
+    pairs whose positive was a clicked training target that many times; the pairs' positive and
+    negative stay together."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from Datasets.BaseDatasets import TensorDictDataset
+    from Utils.behavior_demo import BehaviorCTR, auc_by_positive_count
+
+    n_items, rng = 30, np.random.default_rng(1)
+    clicks = np.repeat(np.arange(1, 11), np.arange(1, 11) ** 2 // 4)  # item i clicked ~i^2/4 times
+    train_target = np.stack([clicks, rng.integers(11, n_items + 1, len(clicks))], 1).reshape(-1)
+    train = TensorDictDataset({"target": torch.as_tensor(train_target),
+                               "label": torch.tensor([1.0, 0.0]).repeat(len(clicks))})
+    S = 40
+    test_target = np.stack([rng.integers(1, 16, S), rng.integers(11, n_items + 1, S)], 1)
+    test_target = test_target.reshape(-1)  # rows 2s: positive, 2s+1: its negative
+    test = TensorDictDataset({"target": torch.as_tensor(test_target),
+                              "history": torch.zeros(2 * S, 3, dtype=torch.long),
+                              "label": torch.tensor([1.0, 0.0]).repeat(S)})
+    score_of_item = torch.as_tensor(rng.normal(size=n_items + 1), dtype=torch.float32)
+
+    class ItemScore(torch.nn.Module):  # logit = a fixed score per candidate item
+        def forward(self, target, history):
+            return score_of_item[target[:, 0]]
+
+    fields = torch.arange(n_items + 1)[:, None]
+    b = BehaviorCTR(None, None, fields, (n_items + 1,), {"train": train, "test": test}, "", 0)
+    got = auc_by_positive_count(ItemScore(), b, "test", torch.device("cpu"))
+    count = np.bincount(clicks, minlength=n_items + 1)[test_target[0::2]]
+    prob = torch.sigmoid(score_of_item[test_target]).numpy()
+    label = np.tile([1.0, 0.0], S)
+    for name, (lo, hi) in zip(got, ((0, 0), (1, 4), (5, 19), (20, 10**9))):
+        pairs = (count >= lo) & (count <= hi)
+        assert got[name]["pairs"] == pairs.sum() > 0
+        rows = np.repeat(pairs, 2)
+        assert got[name]["AUC"] == pytest.approx(roc_auc_score(label[rows], prob[rows]))
+    assert sum(v["pairs"] for v in got.values()) == S
+    # rows that are not (positive, negative) pairs: no breakdown
+    b.sets["test"] = TensorDictDataset(dict(test.tensors, label=torch.ones(2 * S)))
+    assert auc_by_positive_count(ItemScore(), b, "test", torch.device("cpu")) is None

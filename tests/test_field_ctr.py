@@ -38,3 +38,41 @@ def test_frappe_protocol_uses_the_validation_file_for_training_and_the_test_file
     ctr = build_field_ctr(Datasets.load(f"libfm:{path}"), holdout=0.1, seed=0)
     assert len(ctr.train) + len(ctr.valid) == 57_722 and len(ctr.test) == 28_860
     assert ctr.field_names[:2] == ["user", "item"] and len(ctr.field_dims) == 10
+
+
+def test_auc_by_seen_pair_splits_test_positives_by_training_clicks(tmp_path):
+    """Utils/field_ctr_demo.auc_by_seen_pair: positives whose (user, item) pair was clicked in
+    training vs the rest, each against all test negatives, equal scikit-learn's AUC; the two AUCs
+    weighted by their positives give the overall AUC."""
+    from sklearn.metrics import roc_auc_score
+
+    from Utils.field_ctr_demo import auc_by_seen_pair
+
+    rng = np.random.default_rng(0)
+    rows = [(int(rng.choice([-1, 1])), [int(rng.integers(0, 6)), 6 + int(rng.integers(0, 8))])
+            for _ in range(400)]
+    write_libfm(tmp_path, "toy.validation.libfm", rows[:300])
+    write_libfm(tmp_path, "toy.test.libfm", rows[300:])
+    ctr = build_field_ctr(Datasets.load(f"libfm:{tmp_path}"), holdout=0.2, seed=0)
+    ctr.field_names[0] = "user"
+    item_score = torch.randn(ctr.field_dims[ctr.item_field],
+                             generator=torch.Generator().manual_seed(0))
+
+    class ItemScore(torch.nn.Module):
+        def forward(self, sparse, dense=None):
+            return item_score[sparse[:, ctr.item_field]]
+
+    got = auc_by_seen_pair(ItemScore(), ctr, torch.device("cpu"))
+    tr, y_tr = ctr.train.tensors["sparse"].numpy(), ctr.train.tensors["label"].numpy()
+    clicked = {(int(a), int(b)) for a, b in tr[y_tr > 0][:, [0, ctr.item_field]]}
+    te, y = ctr.test.tensors["sparse"].numpy(), ctr.test.tensors["label"].numpy()
+    seen = np.array([(int(a), int(b)) in clicked for a, b in te[:, [0, ctr.item_field]]])
+    p = torch.sigmoid(item_score[torch.as_tensor(te[:, ctr.item_field])]).numpy()
+    for name, group in (("seen pair", (y > 0) & seen), ("new pair", (y > 0) & ~seen)):
+        assert got[name]["positives"] == group.sum() > 0
+        rows = group | (y == 0)
+        assert got[name]["AUC"] == pytest.approx(roc_auc_score(y[rows], p[rows]))
+    mix = sum(v["AUC"] * v["positives"] for v in got.values()) / (y > 0).sum()
+    assert mix == pytest.approx(roc_auc_score(y, p))
+    ctr.field_names[0] = "f0"
+    assert auc_by_seen_pair(ItemScore(), ctr, torch.device("cpu")) is None

@@ -24,9 +24,11 @@ import torch
 
 from Utils.behavior_demo import (
     add_behavior_args,
+    auc_by_positive_count,
     ctr_metrics,
     load_behavior_ctr,
     logistic_baseline,
+    print_by_positive_count,
     show_user,
 )
 from Utils.io import add_common_args, load_model_file, print_result
@@ -95,6 +97,9 @@ dien_test = ctr_metrics(model, test, fields, device)
 eval_seconds = time.perf_counter() - t0
 for name, m in [("logistic regression", lr_result["metrics"]), ("DIEN", dien_test)]:
     print(f"{name:>22s}  " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+by_count = {stage: auc_by_positive_count(model, bctr, stage, device) for stage in ("valid", "test")}
+for stage, buckets in by_count.items():
+    print_by_positive_count("DIEN", stage, buckets)
 
 # %% [markdown]
 # ## One user: history, DIEN's attention over the evolving interests, and the top candidates
@@ -117,6 +122,7 @@ print_result(
     train_seconds=train_seconds, eval_seconds=eval_seconds, epochs=len(hist.epochs),
     params=count_params(model), out=args.out,
     valid_metrics=hist.epochs[hist.best_epoch - 1],
+    auc_by_positive_count=by_count,
     n_users=bctr.n_users, rows={k: len(v) for k, v in bctr.sets.items()}, max_len=args.max_len,
     dim=args.dim, evolution=args.evolution, aux_weight=args.aux_weight,
     activation=args.activation, threads=torch.get_num_threads(),

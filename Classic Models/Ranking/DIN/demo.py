@@ -23,9 +23,11 @@ import torch
 
 from Utils.behavior_demo import (
     add_behavior_args,
+    auc_by_positive_count,
     ctr_metrics,
     load_behavior_ctr,
     logistic_baseline,
+    print_by_positive_count,
     show_user,
 )
 from Utils.io import add_common_args, load_model_file, print_result
@@ -106,6 +108,12 @@ eval_seconds = time.perf_counter() - t0
 for name, m in [("logistic regression", lr_result["metrics"]), ("base (sum pooling)", base_test),
                 ("DIN", din_test)]:
     print(f"{name:>22s}  " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+by_count = {name: {stage: auc_by_positive_count(m, bctr, stage, device)
+                    for stage in ("valid", "test")}
+            for name, m in (("base", base), ("DIN", model))}
+for name, stages in by_count.items():
+    for stage, buckets in stages.items():
+        print_by_positive_count(name, stage, buckets)
 
 # %% [markdown]
 # ## One user: history, DIN's activation weights, and the top candidates
@@ -125,6 +133,7 @@ print_result(
                 "train_seconds": base_seconds, "epochs": len(base_hist.epochs)},
     valid_metrics={"DIN": hist.epochs[hist.best_epoch - 1],
                    "base": base_hist.epochs[base_hist.best_epoch - 1]},
+    auc_by_positive_count=by_count,
     n_users=bctr.n_users, rows={k: len(v) for k, v in bctr.sets.items()}, max_len=args.max_len,
     dim=args.dim, threads=torch.get_num_threads(),
 )
