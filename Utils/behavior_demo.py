@@ -147,6 +147,29 @@ def print_by_positive_count(name: str, stage: str, buckets: dict[str, dict] | No
             for k, v in buckets.items()))
 
 
+def step_negatives(history: torch.Tensor, n_items: int, generator: torch.Generator,
+                   clicks: torch.Tensor | None = None, max_rounds: int = 100) -> torch.Tensor:
+    """One "non-clicked" item per behaviour step, for DIEN's auxiliary loss; 0 at padding.
+
+    clicks None: uniform over items 1..n_items. clicks (N,) = every training click's item: an entry
+    drawn uniformly, so an item comes up in proportion to its clicks (the official DIEN iterator
+    draws from its list of all reviews), redrawn where it equals that step's own behaviour."""
+    if clicks is None:
+        neg = torch.randint(1, n_items + 1, history.shape, generator=generator)
+    else:
+        neg = clicks[torch.randint(len(clicks), history.shape, generator=generator)]
+        for _ in range(max_rounds):
+            clash = (neg == history) & (history > 0)
+            if not clash.any():
+                break
+            neg[clash] = clicks[torch.randint(len(clicks), (int(clash.sum()),),
+                                              generator=generator)]
+        else:
+            raise RuntimeError(f"step negatives still equal their behaviour after {max_rounds} "
+                               "rounds; does one item hold (almost) all clicks?")
+    return torch.where(history > 0, neg, 0)
+
+
 def describe(data, i: int) -> str:
     """Title/category when the source has them; seqtxt items add their first keyword tokens."""
     text = data.item_text(i)

@@ -143,3 +143,26 @@ def test_dice_mlp_uses_batch_stats_in_training_and_running_stats_at_eval():
     assert torch.allclose(act(s), torch.where(s > 0, s, 0.25 * s))
     with pytest.raises(ValueError, match="activation"):
         make(activation="relu")
+
+
+def test_step_negatives_follow_clicks_and_avoid_the_steps_own_behaviour():
+    """Utils/behavior_demo.step_negatives: 0 at padding; popularity mode draws items in proportion
+    to their clicks and never the behaviour of the same step; uniform mode covers 1..n_items."""
+    from Utils.behavior_demo import step_negatives
+
+    clicks = torch.tensor([1] * 6 + [2] * 3 + [3] * 1)  # item 1: 60% of clicks, 2: 30%, 3: 10%
+    history = torch.tensor([[0, 0, 1, 2, 3, 1]]).repeat(20_000, 1)
+    gen = torch.Generator().manual_seed(0)
+    neg = step_negatives(history, 5, gen, clicks=clicks)
+    assert (neg[:, :2] == 0).all() and (neg[:, 2:] > 0).all()
+    assert not ((neg == history) & (history > 0)).any()
+    # step with behaviour 3: items 1 and 2 in the ratio 6 : 3
+    share = torch.bincount(neg[:, 4], minlength=4).float() / len(neg)
+    assert share[1].item() == pytest.approx(2 / 3, abs=0.02)
+    assert share[2].item() == pytest.approx(1 / 3, abs=0.02)
+    # step with behaviour 1: items 2 and 3 in the ratio 3 : 1
+    share = torch.bincount(neg[:, 2], minlength=4).float() / len(neg)
+    assert share[2].item() == pytest.approx(0.75, abs=0.02) and share[1] == 0
+    uniform = step_negatives(history, 5, gen)
+    assert set(uniform[:, 2:].unique().tolist()) == {1, 2, 3, 4, 5}
+    assert (uniform[:, :2] == 0).all()

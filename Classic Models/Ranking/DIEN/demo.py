@@ -30,6 +30,7 @@ from Utils.behavior_demo import (
     logistic_baseline,
     print_by_positive_count,
     show_user,
+    step_negatives,
 )
 from Utils.io import add_common_args, load_model_file, print_result
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
@@ -47,6 +48,9 @@ parser.add_argument("--aux-weight", type=float, default=1.0,
 parser.add_argument("--evolution", default="augru", choices=["augru", "agru", "aigru", "gru"])
 parser.add_argument("--activation", default="dice", choices=["dice", "prelu"],
                     help="MLP activation (official DIEN: Dice)")
+parser.add_argument("--aux-negatives", default="uniform", choices=["uniform", "popularity"],
+                    help="the auxiliary loss's non-clicked item per step: uniform over items (the "
+                         "paper's wording) or in proportion to training clicks (official code)")
 args = add_behavior_args(parser).parse_args()
 cpu_setup(args.threads)
 set_seed(args.seed)
@@ -75,13 +79,13 @@ model = dien.DIEN(item_vocab_sizes=bctr.vocab, dim=args.dim, evolution=args.evol
 opt = torch.optim.Adam(model.parameters(), lr=args.lr)
 gen = torch.Generator().manual_seed(args.seed)
 neg_gen = torch.Generator().manual_seed(args.seed + 7)
+# --aux-negatives popularity: draw from every training click (the official iterator's way)
+click_pool = None if args.aux_negatives == "uniform" else torch.as_tensor(split.train_items)
 
 
 def step(b):
     history = b["history"]
-    # one uniformly sampled item per behaviour step: the "non-clicked" item of Eq. (5)
-    neg_items = torch.randint(1, split.n_items + 1, history.shape, generator=neg_gen)
-    neg_items = torch.where(history > 0, neg_items, 0)
+    neg_items = step_negatives(history, split.n_items, neg_gen, clicks=click_pool)
     logits, aux = model(fields[b["target"]].to(device), fields[history].to(device),
                         neg_history=fields[neg_items].to(device), return_aux=True)
     return model.loss(logits, b["label"].to(device), aux)
@@ -125,5 +129,5 @@ print_result(
     auc_by_positive_count=by_count,
     n_users=bctr.n_users, rows={k: len(v) for k, v in bctr.sets.items()}, max_len=args.max_len,
     dim=args.dim, evolution=args.evolution, aux_weight=args.aux_weight,
-    activation=args.activation, threads=torch.get_num_threads(),
+    activation=args.activation, aux_negatives=args.aux_negatives, threads=torch.get_num_threads(),
 )
