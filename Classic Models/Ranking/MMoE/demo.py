@@ -101,10 +101,25 @@ def build_regressor(kind: str, d: int):
                    expert_hidden=(16,), tower_hidden=(8,))
 
 
+def paired_gains(by_run: dict, p: float, pairs) -> dict[str, dict]:
+    """Per run, the final test MSE of model a minus that of model b (the runs share their tasks
+    and data, so the difference is paired): mean, standard error, the mean as a share of a's mean
+    MSE, and on how many runs b is lower."""
+    out = {}
+    for a, b in pairs:
+        d = by_run[(p, a)] - by_run[(p, b)]  # (runs,)
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
+        out[f"{a} - {b}"] = {"mean": float(d.mean()), "se": se,
+                             "relative": float(d.mean() / by_run[(p, a)].mean()),
+                             "wins": int((d > 0).sum())}
+    return out
+
+
 def run_correlation():
     kinds = ("Shared-Bottom", "MMoE", "PLE")
     correlations = [float(p) for p in args.correlations.split(",")]
-    curves, finals, params = {}, {}, {}
+    curves, finals, params, by_run = {}, {}, {}, {}
+    paired_all = {}
     t_start = time.perf_counter()
     for p in correlations:
         for kind in kinds:
@@ -143,8 +158,16 @@ def run_correlation():
             arr = np.array(per_run)  # (runs, epochs)
             curves[(p, kind)] = arr.mean(0)
             finals[(p, kind)] = (float(arr[:, -1].mean()), float(arr[:, -1].std()))
+            by_run[(p, kind)] = arr[:, -1]
             print(f"p={p:.1f} {kind:>13s}: final test MSE {finals[(p, kind)][0]:.4f} "
                   f"± {finals[(p, kind)][1]:.4f} over {args.runs} runs", flush=True)
+        paired = paired_gains(by_run, p, (("Shared-Bottom", "MMoE"), ("MMoE", "PLE")))
+        for name, g in paired.items():
+            se = "-" if g["se"] is None else f"{g['se']:.4f}"
+            print(f"p={p:.1f} {name}: {g['mean']:+.4f} ± {se} (s.e.), "
+                  f"{g['relative']:.0%} of the first, lower on {g['wins']}/{args.runs} runs",
+                  flush=True)
+        paired_all.update({f"{k}_corr{p:.1f}": v for k, v in paired.items()})
     train_seconds = time.perf_counter() - t_start
     out_dir = Path(args.plot_dir)
     for p in correlations:
@@ -166,6 +189,8 @@ def run_correlation():
         std={f"MSE_{kind}_corr{p:.1f}": finals[(p, kind)][1] for p, kind in keys},
         curves={f"{kind}_corr{p:.1f}": curves[(p, kind)].tolist() for p in correlations
                 for kind in kinds},
+        paired_gain=paired_all,
+        final_by_run={f"{kind}_corr{p:.1f}": by_run[(p, kind)].tolist() for p, kind in keys},
         threads=torch.get_num_threads(),
     )
 
