@@ -47,7 +47,7 @@ HEADLINE = {
     "SASRec": "beauty_ce_batch32_seed0.json", "HSTU": "beauty_ce_t01.json", "TIGER": "beauty.json",
     "YoutubeDNN": "beauty.json", "MIND": "beauty.json", "SDM": "beauty_short5.json",
     "WideDeep": "frappe.json", "DeepFM": "frappe.json", "DCNv2": "frappe.json", "AutoInt": "frappe.json",
-    "DIN": "beauty.json", "DIEN": "beauty.json", "MMoE": "correlation.json",
+    "DIN": "beauty.json", "DIEN": "beauty.json", "MMoE": "correlation_30runs.json",
     "DPP": "beauty.json", "MMR": "beauty.json", "PRM": "beauty.json", "Pipeline": "beauty.json",
 }
 
