@@ -14,12 +14,20 @@ def write_libfm(folder, name, rows):
                                        for y, fs in rows))
 
 
-def test_without_a_train_file_the_validation_file_is_split_and_test_is_kept(tmp_path):
+def toy_libfm_split(folder, n_rows, n_validation, n_users, n_items):
+    """Random (user, item) click rows written as a validation file and a test file (no train
+    file); returns the rows."""
     rng = np.random.default_rng(0)
-    rows = [(int(rng.choice([-1, 1])), [int(rng.integers(0, 5)), 5 + int(rng.integers(0, 7))])
-            for _ in range(200)]
-    write_libfm(tmp_path, "toy.validation.libfm", rows[:150])
-    write_libfm(tmp_path, "toy.test.libfm", rows[150:])
+    rows = [(int(rng.choice([-1, 1])), [int(rng.integers(0, n_users)),
+                                        n_users + int(rng.integers(0, n_items))])
+            for _ in range(n_rows)]
+    write_libfm(folder, "toy.validation.libfm", rows[:n_validation])
+    write_libfm(folder, "toy.test.libfm", rows[n_validation:])
+    return rows
+
+
+def test_without_a_train_file_the_validation_file_is_split_and_test_is_kept(tmp_path):
+    rows = toy_libfm_split(tmp_path, 200, 150, n_users=5, n_items=7)
     ctr = build_field_ctr(Datasets.load(f"libfm:{tmp_path}"), holdout=0.2, seed=0)
     assert (len(ctr.train), len(ctr.valid), len(ctr.test)) == (120, 30, 50)
     labels = np.array([1.0 if y > 0 else 0.0 for y, _ in rows], dtype=np.float32)
@@ -48,11 +56,7 @@ def test_auc_by_seen_pair_splits_test_positives_by_training_clicks(tmp_path):
 
     from Utils.field_ctr_demo import auc_by_seen_pair
 
-    rng = np.random.default_rng(0)
-    rows = [(int(rng.choice([-1, 1])), [int(rng.integers(0, 6)), 6 + int(rng.integers(0, 8))])
-            for _ in range(400)]
-    write_libfm(tmp_path, "toy.validation.libfm", rows[:300])
-    write_libfm(tmp_path, "toy.test.libfm", rows[300:])
+    toy_libfm_split(tmp_path, 400, 300, n_users=6, n_items=8)
     ctr = build_field_ctr(Datasets.load(f"libfm:{tmp_path}"), holdout=0.2, seed=0)
     ctr.field_names[0] = "user"
     item_score = torch.randn(ctr.field_dims[ctr.item_field],
