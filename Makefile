@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-real lint clean-venv
+.PHONY: demo test test-real lint check-notes mathjax clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,8 +15,20 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) "Classic Models/pipeline_demo.py"
 
-test: $(STAMP)
+test: $(STAMP) mathjax
 	$(PY) -m pytest -q -m "not slow" tests
+
+# MathJax 3 (the engine GitHub renders maths with) for the notes' formula check; optional: without node
+# or the npm registry the check is skipped with its reason printed.
+mathjax:
+	@test -d $(VENV)/node/node_modules/mathjax-full || { command -v npm >/dev/null \
+	  && npm install --silent --no-audit --no-fund --prefix $(VENV)/node mathjax-full@3.2.2 >/dev/null 2>&1 \
+	  || echo "mathjax-full not installed (needs node/npm): the MathJax render check will be skipped"; }
+
+# Every note against the template, its excerpts against the code, its numbers against the stored runs,
+# and every formula rendered by MathJax 3.
+check-notes: $(STAMP) mathjax
+	$(PY) -m Utils.notes_check --mathjax
 
 # Real-data checks and long reproductions (need ../shared/data).
 test-real: $(STAMP)

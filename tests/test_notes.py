@@ -1,0 +1,212 @@
+"""The notes teach from one template, their excerpts match the code, their maths renders, their numbers
+are backed by stored runs, and every model file's usage example runs from a copy of that file alone.
+
+The rules live in `Utils/notes_check.py` (also a command: `python -m Utils.notes_check`); the first
+tests here run them on every note, the last ones show each rule catches what it is meant to catch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from Utils import notes_check as nc
+from Utils import seed_summary
+
+NOTES = nc.note_paths()
+
+
+def test_all_seventeen_notes_are_found():
+    assert len(NOTES) == 17, [p.parent.name for p in NOTES]
+
+
+@pytest.mark.parametrize("note", NOTES, ids=[p.parent.name for p in NOTES])
+def test_note_follows_the_template(note):
+    rep = nc.check_note(note)
+    assert not rep.problems, "\n".join(rep.problems)
+
+
+@pytest.mark.parametrize("page", [p for p in nc.overview_paths() + [nc.ROOT / "README.md",
+                                  nc.MODELS_DIR / "README.md"]],
+                         ids=lambda p: str(p.relative_to(nc.ROOT)))
+def test_overviews_and_readmes(page):
+    assert page.is_file(), f"{page} is missing"
+    rep = nc.check_overview(page)
+    assert not rep.problems, "\n".join(rep.problems)
+
+
+def test_every_seed_summary_recomputes_from_its_runs():
+    summaries = sorted((nc.ROOT / "assets").glob("*/results/summary_*.json"))
+    assert summaries, "no summary_*.json found"
+    for path in summaries:
+        stored = json.loads(path.read_text())
+        fresh = seed_summary.recompute(path)
+        for key in ("metrics", "sd"):
+            assert stored[key].keys() == fresh[key].keys(), path
+            for k, v in fresh[key].items():
+                assert stored[key][k] == pytest.approx(v, abs=1e-9), f"{path.name} {key}[{k}]"
+        assert stored["n"] == len(stored["runs"]) == fresh["n"]
+
+
+def test_every_formula_renders_in_mathjax3():
+    reason = nc.mathjax_available()
+    if reason:
+        pytest.skip(f"MathJax check needs node + mathjax-full: {reason}")
+    rendered, errors = nc.render_mathjax(nc.markdown_pages())
+    assert rendered > 300
+    assert not errors, "\n".join(errors)
+
+
+def test_model_files_import_only_torch_and_the_standard_library():
+    import ast
+
+    for path in nc.model_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for name in names:
+                top = name.split(".")[0]
+                assert top == "torch" or top in sys.stdlib_module_names, f"{path}: imports {name}"
+
+
+_RUNNER = textwrap.dedent("""
+    import json, os, shutil, sys, tempfile, traceback
+    jobs = json.loads(sys.stdin.read())
+    failures = []
+    for path, code in jobs:
+        folder = tempfile.mkdtemp()
+        shutil.copy(path, folder)          # the file alone, as a reader copies it
+        os.chdir(folder)
+        sys.path.insert(0, folder)
+        for mod in ("model", "rqvae"):
+            sys.modules.pop(mod, None)
+        try:
+            exec(compile(code, path + ":Usage", "exec"), {"__name__": "__usage__"})
+        except Exception:
+            failures.append([path, traceback.format_exc(limit=3)])
+        sys.path.remove(folder)
+    print(json.dumps(failures))
+""")
+
+
+def test_every_model_file_has_a_usage_example_that_runs_from_a_copy_alone():
+    files = nc.model_files()
+    missing = [str(p.relative_to(nc.ROOT)) for p in files if nc.usage_block(p) is None]
+    assert not missing, f"no `Usage::` block in the module docstring of {missing}"
+    jobs = [[str(p), nc.usage_block(p)] for p in files]
+    proc = subprocess.run([sys.executable, "-c", _RUNNER], input=json.dumps(jobs), capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    failures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not failures, "\n\n".join(f"{p}\n{tb}" for p, tb in failures)
+
+
+# --- each rule catches what it should -------------------------------------------------------------
+
+
+def _report(tmp_path: Path, text: str) -> nc.Report:
+    note = tmp_path / "README.md"
+    note.write_text(text)
+    return nc.Report(note)
+
+
+def test_maths_rule_catches_githubs_pitfalls(tmp_path, monkeypatch):
+    monkeypatch.setattr(nc, "ROOT", tmp_path)
+    text = ("ok $a_i$ and $x + y$.\n"
+            "set $\\{1, 2\\}$ loses its braces\n"
+            "thin $a\\,b$ space\n"
+            "broken $a +\n"
+            "b$ across lines\n"
+            "touching 2$x$\n"
+            "text $$x$$ inline display\n")
+    rep = _report(tmp_path, text)
+    nc.check_maths(rep, text)
+    joined = "\n".join(rep.problems)
+    assert ":2: backslash before punctuation" in joined and ":3: backslash before punctuation" in joined
+    assert ":4: inline maths" in joined and ":5: inline maths" in joined
+    assert ":6: `$` touches" in joined and ":7: display maths" in joined
+    assert not any(p.startswith(f"{'README.md'}:1:") for p in rep.problems)
+    good = "Use $\\lbrace 1, 2 \\rbrace$ and $a\\thinspace b$.\n\n$$\\sum_i x_i \\qquad (1)$$\n"
+    rep = _report(tmp_path, good)
+    nc.check_maths(rep, good)
+    assert not rep.problems and rep.stats["formulas"] == 3
+
+
+def test_excerpt_rule_catches_code_that_drifted(tmp_path, monkeypatch):
+    monkeypatch.setattr(nc, "ROOT", tmp_path)
+    (tmp_path / "model.py").write_text(
+        "def squash(z, eps=1e-9):\n"
+        "    norm2 = (z * z).sum(-1, keepdim=True)\n"
+        "    scale = norm2 / (1 + norm2)\n"
+        "    return scale * z / (norm2 + eps).sqrt()\n\n"
+        "def other():\n"
+        "    return 1\n")
+
+    def note(code: str, name: str = "squash") -> str:
+        return (f"## From paper to code\n\n`model.py`, `{name}()`:\n```python\n{code}\n```\n")
+
+    def problems(text):
+        rep = _report(tmp_path, text)
+        nc.check_excerpts(rep, tmp_path / "README.md", text, minimum=1)
+        return rep.problems
+
+    assert not problems(note("norm2 = (z * z).sum(-1, keepdim=True)\nscale = norm2 / (1 + norm2)"))
+    assert not problems(note("norm2 = (z * z).sum(-1, keepdim=True)\n...\nreturn scale * z / (norm2 + eps).sqrt()"))
+    assert "not verbatim" in problems(note("norm2 = (z * z).sum(-1)"))[0]             # drifted
+    assert "not verbatim" in problems(note("return 1", name="squash"))[0]              # wrong function
+    assert "not defined" in problems(note("return 1", name="missing"))[0]
+    assert "not verbatim" in problems(note("scale = norm2 / (1 + norm2)\nnorm2 = (z * z).sum(-1, keepdim=True)"))[0]
+
+
+def test_number_rule_catches_a_number_no_json_holds(tmp_path, monkeypatch):
+    monkeypatch.setattr(nc, "ROOT", tmp_path)
+    nc._JSON_CACHE.clear()
+    res = tmp_path / "assets" / "Foo" / "results"
+    res.mkdir(parents=True)
+    (res / "a.json").write_text('{"metrics": {"Recall@10": 0.053912, "NDCG@10": 0.02761}}')
+    (res / "b.json").write_text('{"metrics": {"Recall@10": 0.0612}}')
+    table = ("| model | R@10 | N@10 |\n|---|---|---|\n"
+             "| Foo | 0.0539 | 0.0276 |\n"             # backed by a.json
+             "| Foo (paper, Table 1) | 0.0999 | 0.0111 |\n"  # attributed quote: skipped
+             "| Foo | 0.0612 | 0.0276 |\n"             # each found, not in one json
+             "| Foo | 0.0540 | 0.0276 |\n")            # 0.0540 printed by nothing
+    rep = _report(tmp_path, table)
+    nc.check_numbers(rep, table, 1, "Foo")
+    assert len(rep.problems) == 2
+    assert ":5:" in rep.problems[0] and "not all in one json" in rep.problems[0]
+    assert ":6:" in rep.problems[1] and "0.0540" in rep.problems[1]
+    nc._JSON_CACHE.clear()
+
+
+def test_heading_and_word_rules(tmp_path, monkeypatch):
+    monkeypatch.setattr(nc, "ROOT", tmp_path)
+    good = "".join(f"## {h}\n\ntext\n\n" for h in nc.TEMPLATE)
+    rep = _report(tmp_path, good)
+    nc.check_headings(rep, good)
+    nc.check_words(rep, good)
+    assert not rep.problems
+    bad = good.replace("## Idea", "## 2. The idea") + "As the issue author asked, target met.\n"
+    rep = _report(tmp_path, bad)
+    nc.check_headings(rep, bad)
+    nc.check_words(rep, bad)
+    assert len(rep.problems) == 3
+
+
+def test_seed_summary_is_mean_and_sample_sd(tmp_path):
+    runs = []
+    for i, v in enumerate([0.1, 0.2, 0.3]):
+        p = tmp_path / f"run{i}.json"
+        p.write_text(json.dumps({"model": "M", "data": "d", "protocol": "p", "metrics": {"AUC": v},
+                                 "baseline": {"name": "b", "metrics": {"AUC": 0.5}}}))
+        runs.append(p)
+    out = tmp_path / "summary_x.json"
+    assert seed_summary.main([str(out)] + [str(p) for p in runs]) == 0
+    s = json.loads(out.read_text())
+    assert s["metrics"]["AUC"] == pytest.approx(0.2) and s["sd"]["AUC"] == pytest.approx(0.1)
+    assert s["runs"] == ["run0.json", "run1.json", "run2.json"] and s["baseline"]["metrics"]["AUC"] == 0.5
+    assert seed_summary.recompute(out)["metrics"] == s["metrics"]
