@@ -26,23 +26,27 @@ STAGES = ("Recall", "Ranking", "Re-ranking")
 # The papers' own numbers on the same public data, quoted in the issues / ../shared/data/README.md.
 PAPER = {
     ("SASRec", "Beauty"): "R@10 0.0605 · N@10 0.0318 (TIGER paper, Table 1)",
-    ("HSTU", "Beauty"): "— (paper reports no Beauty number; compare with SASRec)",
+    ("HSTU", "Beauty"): "R@10 0.0788 · N@10 0.0439 (official code, recomputed in the eSASRec paper; refit on train + validation)",
     ("TIGER", "Beauty"): "R@10 0.0648 · N@10 0.0384 (paper, Table 1)",
-    ("YoutubeDNN", "Beauty"): "— (no Beauty number; target: Caser R@10 0.0347 · N@10 0.0176)",
-    ("MIND", "Beauty"): "— (no Beauty number; target: Caser R@10 0.0347 · N@10 0.0176)",
-    ("SDM", "Beauty"): "— (no Beauty number; target: Caser R@10 0.0347 · N@10 0.0176)",
+    ("YoutubeDNN", "Beauty"): "— (no Beauty number in the paper; Caser R@10 0.0347 · N@10 0.0176, TIGER paper, Table 1)",
+    ("MIND", "Beauty"): "— (no Beauty number in the paper; Caser R@10 0.0347 · N@10 0.0176, TIGER paper, Table 1)",
+    ("SDM", "Beauty"): "— (no Beauty number in the paper; Caser R@10 0.0347 · N@10 0.0176, TIGER paper, Table 1)",
     ("DeepFM", "frappe"): "AUC 0.9839 (BARS Frappe_x1, mean of 5 runs; 3.9× more training rows)",
     ("DCNv2", "frappe"): "AUC 0.9838 (BARS Frappe_x1, mean of 5 runs)",
     ("AutoInt", "frappe"): "AUC 0.9837 (AutoInt+, BARS Frappe_x1, mean of 5 runs)",
     ("WideDeep", "frappe"): "AUC 0.9831 (BARS Frappe_x1, mean of 5 runs)",
-    ("DIN", "Beauty"): "— (paper: Amazon Electronics, not Beauty; target: base < DIN)",
-    ("DIEN", "Beauty"): "— (paper: Amazon Books/Electronics; target: DIN ≤ DIEN)",
+    ("DIN", "Beauty"): "— (paper: Amazon Electronics, not Beauty; its claim: DIN above the base model)",
+    ("DIEN", "Beauty"): "— (paper: Amazon Books/Electronics; its claim: DIEN above DIN)",
     ("MMoE", "mmoe"): "gain over shared-bottom grows as ρ falls (paper, Fig. 4)",
 }
 
 
-# The run each note calls its headline (other real-data files are ablations / sweeps, shown in the
-# notes). A model folder missing here contributes all of its real-data files.
+# The run each note calls its headline (other real-data files are ablations / sweeps, in the lab logs).
+# A `summary_*.json` (mean ± sd over seeds, `python -m Utils.seed_summary`) is preferred when it exists.
+# A model folder missing here contributes all of its real-data files.
+SUMMARY = {"SASRec": "summary_beauty.json", "HSTU": "summary_beauty.json", "DIN": "summary_beauty.json",
+           "DIEN": "summary_beauty.json", "WideDeep": "summary_frappe.json", "DeepFM": "summary_frappe.json",
+           "DCNv2": "summary_frappe.json", "AutoInt": "summary_frappe.json"}
 HEADLINE = {
     "SASRec": "beauty_ce_batch32_seed0.json", "HSTU": "beauty_ce_t01.json", "TIGER": "beauty.json",
     "YoutubeDNN": "beauty.json", "MIND": "beauty.json", "SDM": "beauty_short5.json",
@@ -56,6 +60,13 @@ ORDER = ["YoutubeDNN", "MIND", "SDM", "HSTU", "TIGER", "SASRec", "WideDeep", "De
          "AutoInt", "DIN", "DIEN", "MMoE", "PLE", "MMR", "DPP", "PRM", "Pipeline"]
 
 
+def headline_file(model_dir: str, root: Path = ROOT) -> str | None:
+    """The file name of a model's headline result: its seed summary when stored, else the single run."""
+    if model_dir in SUMMARY and (root / "assets" / model_dir / "results" / SUMMARY[model_dir]).is_file():
+        return SUMMARY[model_dir]
+    return HEADLINE.get(model_dir)
+
+
 def _folder_of(model_dir: str) -> Path | None:
     if model_dir == "Pipeline":
         return ROOT / "Classic Models"
@@ -66,7 +77,7 @@ def _folder_of(model_dir: str) -> Path | None:
     return None
 
 
-def _headline(metrics: dict) -> str:
+def _headline(metrics: dict, sd: dict | None = None) -> str:
     if "rerank/NDCG@10" in metrics:  # the funnel: one number per stage
         keys = ["recall/Recall@200", "rank/NDCG@10", "rerank/NDCG@10", "rerank/ILD@10"]
     elif "Recall@10" in metrics and "ILD@10" not in metrics:
@@ -90,15 +101,19 @@ def _headline(metrics: dict) -> str:
             name = k
             for a, b in short.items():
                 name = name.replace(a + "@", b + "@")
-            parts.append(f"{name} {metrics[k]:.4f}")
+            parts.append(f"{name} {_fmt(metrics[k], (sd or {}).get(k))}")
     return " · ".join(parts)
+
+
+def _fmt(value: float, sd: float | None = None) -> str:
+    return f"{value:.4f}" if sd is None else f"{value:.4f} ± {sd:.4f}"
 
 
 def _baseline(res: dict) -> str:
     b = res.get("baseline") or {}
     if not isinstance(b, dict) or not b.get("metrics"):
         return ""
-    return f"{b.get('name', 'baseline')}: {_headline(b['metrics'])}"
+    return f"{b.get('name', 'baseline')}: {_headline(b['metrics'], b.get('sd'))}"
 
 
 def collect(root: Path = ROOT) -> list[dict]:
@@ -114,7 +129,7 @@ def collect(root: Path = ROOT) -> list[dict]:
         if data.startswith("synthetic") or not isinstance(res["metrics"], dict):
             continue
         model_dir = f.parent.parent.name
-        if model_dir in HEADLINE and f.name != HEADLINE[model_dir]:
+        if model_dir in HEADLINE and f.name != headline_file(model_dir, root):
             continue
         rows.append({"dir": model_dir, "file": f.relative_to(root).as_posix(), "res": res})
     return rows
@@ -122,7 +137,8 @@ def collect(root: Path = ROOT) -> list[dict]:
 
 def render(root: Path = ROOT) -> str:
     lines = [
-        "| Model | Data | This repo (test split) | Baseline, same split | Paper | Note | Raw result |",
+        "| Model | Data | This repo (test split; mean ± sd over n seeds) | Baseline, same split | Paper "
+        "| Note | Raw result |",
         "|---|---|---|---|---|---|---|",
     ]
     rows = sorted(collect(root), key=lambda r: (ORDER.index(r["dir"]) if r["dir"] in ORDER else 99,
@@ -139,8 +155,9 @@ def render(root: Path = ROOT) -> str:
         if folder is not None:
             rel = folder.relative_to(root).as_posix().replace(" ", "%20")
             note = f"[note]({rel}/README.md#results)"
+        runs = f" (n = {res['n']})" if "n" in res else ""
         lines.append(
-            f"| {res['model']} | {data_name} | {_headline(res['metrics'])} | {_baseline(res)} | "
+            f"| {res['model']}{runs} | {data_name} | {_headline(res['metrics'], res.get('sd'))} | {_baseline(res)} | "
             f"{paper} | {note} | [json]({r['file'].replace(' ', '%20')}) |"
         )
     return "\n".join(lines)
@@ -159,6 +176,176 @@ def update_readme(readme: Path = ROOT / "README.md", check: bool = False) -> boo
     if new != text:
         readme.write_text(new)
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Ledgers: the results several notes share, written once in the stage overviews between
+# <!-- ledger:NAME:start --> and <!-- ledger:NAME:end -->.
+
+# Published numbers on the same Beauty split (leave-one-out, full ranking): quotes, not our runs.
+BEAUTY_PUBLISHED = [
+    ("Caser (TIGER paper, Table 1)", {"Recall@10": "0.0347", "NDCG@10": "0.0176"}),
+    ("HGN (TIGER paper, Table 1)", {"Recall@10": "0.0512", "NDCG@10": "0.0266"}),
+    ("SASRec, one sampled negative (TIGER paper, Table 1)",
+     {"Recall@5": "0.0387", "NDCG@5": "0.0249", "Recall@10": "0.0605", "NDCG@10": "0.0318"}),
+    ("S3-Rec (TIGER paper, Table 1)",
+     {"Recall@5": "0.0387", "NDCG@5": "0.0244", "Recall@10": "0.0647", "NDCG@10": "0.0327"}),
+    ("TIGER (TIGER paper, Table 1)",
+     {"Recall@5": "0.0454", "NDCG@5": "0.0321", "Recall@10": "0.0648", "NDCG@10": "0.0384"}),
+    ("HSTU, official code (eSASRec paper; refit on train + validation)",
+     {"Recall@10": "0.0788", "NDCG@10": "0.0439"}),
+    ("SASRec+SS, 256 sampled negatives (eSASRec paper; refit on train + validation)",
+     {"Recall@10": "0.0921", "NDCG@10": "0.0531"}),
+]
+FRAPPE_BARS = {"WideDeep": "0.9831", "DeepFM": "0.9839", "DCNv2": "0.9838", "AutoInt": "0.9837"}
+
+
+def _load(root: Path, model_dir: str, name: str | None) -> tuple[dict, str] | None:
+    if name is None:
+        return None
+    f = root / "assets" / model_dir / "results" / name
+    if not f.is_file():
+        return None
+    return json.loads(f.read_text()), f.relative_to(root).as_posix()
+
+
+def _link(rel: str, page: Path) -> str:
+    """A Markdown link to `rel` (repo-relative) from a page in `Classic Models/<Stage>/`."""
+    return f"[json](../../{rel.replace(' ', '%20')})"
+
+
+def _cells(metrics: dict, sd: dict | None, keys: list[str]) -> list[str]:
+    return [_fmt(metrics[k], (sd or {}).get(k)) if metrics.get(k) is not None else "–" for k in keys]
+
+
+def ledger_beauty(root: Path = ROOT) -> str:
+    keys = ["Recall@5", "NDCG@5", "Recall@10", "NDCG@10", "Recall@50", "NDCG@50"]
+    head = "| Model | runs | " + " | ".join(keys) + " | raw |"
+    lines = [head, "|" + "---|" * (len(keys) + 3)]
+    pop = None
+    for m in ["YoutubeDNN", "MIND", "SDM", "HSTU", "TIGER", "SASRec"]:
+        got = _load(root, m, headline_file(m, root))
+        if got is None:
+            continue
+        res, rel = got
+        note = f"[{m}]({m}/README.md)"
+        lines.append(f"| {note} | {res.get('n', 1)} | " + " | ".join(_cells(res["metrics"], res.get("sd"), keys))
+                     + f" | {_link(rel, root)} |")
+        if pop is None and res.get("baseline"):
+            pop = (res["baseline"], rel)
+    peer = _load(root, "SASRec", "recbole_beauty_ce.json")
+    if peer is not None:
+        res, rel = peer
+        lines.append("| RecBole 1.2.1 SASRec, full softmax, measured here on the same split | 1 | "
+                     + " | ".join(_cells(res["metrics"], None, keys)) + f" | {_link(rel, root)} |")
+    if pop is not None:
+        (b, rel) = pop
+        lines.append(f"| {b.get('name', 'popularity')} (counts from training interactions) | – | "
+                     + " | ".join(_cells(b["metrics"], b.get("sd"), keys)) + f" | {_link(rel, root)} |")
+    for name, vals in BEAUTY_PUBLISHED:
+        lines.append(f"| {name} | – | " + " | ".join(vals.get(k, "–") for k in keys) + " | – |")
+    return "\n".join(lines)
+
+
+def ledger_frappe(root: Path = ROOT) -> str:
+    keys = ["AUC", "LogLoss", "GAUC"]
+    lines = ["| Model | runs | AUC | LogLoss | GAUC | AUC, seen (user, app) pair | AUC, new pair | raw |",
+             "|" + "---|" * 8]
+    base = None
+    for m in ["WideDeep", "DeepFM", "DCNv2", "AutoInt"]:
+        got = _load(root, m, headline_file(m, root))
+        if got is None:
+            continue
+        res, rel = got
+        seen = res.get("auc_by_seen_pair") or {}
+        seen_sd = res.get("auc_by_seen_pair_sd") or {}
+        pairs = [_fmt(seen[g]["AUC"], (seen_sd.get(g) or {}).get("AUC")) if g in seen else "–"
+                 for g in ("seen pair", "new pair")]
+        lines.append(f"| [{res['model']}]({m}/README.md) | {res.get('n', 1)} | "
+                     + " | ".join(_cells(res["metrics"], res.get("sd"), keys) + pairs)
+                     + f" | {_link(rel, root)} |")
+        if base is None and res.get("baseline"):
+            base = (res["baseline"], res.get("n", 1), rel)
+    if base is not None:
+        b, n, rel = base
+        lines.append(f"| {b.get('name')} (stored with the Wide&Deep runs) | {n} | "
+                     + " | ".join(_cells(b["metrics"], b.get("sd"), keys)) + f" | – | – | {_link(rel, root)} |")
+    names = {"WideDeep": "Wide&Deep", "DeepFM": "DeepFM", "DCNv2": "DCN-V2", "AutoInt": "AutoInt+"}
+    for m, auc in FRAPPE_BARS.items():
+        lines.append(f"| {names[m]} (BARS Frappe_x1, mean of 5 runs, trained on the full train file) | 5 | "
+                     f"{auc} | – | – | – | – | – |")
+    return "\n".join(lines)
+
+
+def ledger_behaviour(root: Path = ROOT) -> str:
+    keys = ["AUC", "GAUC", "LogLoss"]
+    lines = ["| Model | runs | AUC | GAUC | LogLoss | raw |", "|---|---|---|---|---|---|"]
+    din = _load(root, "DIN", headline_file("DIN", root))
+    rows = []
+    if din is not None and isinstance(din[0].get("base_model"), dict):
+        b = din[0]["base_model"]
+        sd = (din[0].get("base_model_sd") or {}).get("metrics")
+        rows.append(("Embedding&MLP base model, sum pooling (DIN runs)", din[0].get("n", 1), b["metrics"], sd, din[1]))
+    for m, name, label in [("DIN", headline_file("DIN", root), "[DIN](DIN/README.md)"),
+                           ("DIEN", headline_file("DIEN", root), "[DIEN](DIEN/README.md), uniform auxiliary negatives"),
+                           ("DIEN", "summary_beauty_aux-popularity.json",
+                            "[DIEN](DIEN/README.md), auxiliary negatives by clicks (as the official code)")]:
+        got = _load(root, m, name)
+        if got is not None:
+            rows.append((label, got[0].get("n", 1), got[0]["metrics"], got[0].get("sd"), got[1]))
+    if din is not None and din[0].get("baseline"):
+        b = din[0]["baseline"]
+        rows.append((f"{b['name']} (DIN runs)", din[0].get("n", 1), b["metrics"], b.get("sd"), din[1]))
+    for label, n, metrics, sd, rel in rows:
+        lines.append(f"| {label} | {n} | " + " | ".join(_cells(metrics, sd, keys)) + f" | {_link(rel, root)} |")
+    return "\n".join(lines)
+
+
+def ledger_rerank(root: Path = ROOT) -> str:
+    keys = ["NDCG@10", "Recall@10", "ILD@10", "Coverage@10"]
+    lines = ["| Re-ranker | " + " | ".join(keys) + " | raw |", "|" + "---|" * (len(keys) + 2)]
+    base = None
+    for m in ["MMR", "DPP", "PRM"]:
+        got = _load(root, m, HEADLINE.get(m))
+        if got is None:
+            continue
+        res, rel = got
+        lines.append(f"| [{m}]({m}/README.md) | " + " | ".join(_cells(res["metrics"], res.get("sd"), keys))
+                     + f" | {_link(rel, root)} |")
+        if base is None and res.get("baseline"):
+            base = (res["baseline"], rel)
+    if base is not None:
+        b, rel = base
+        lines.append(f"| {b['name']} (stored with the MMR run) | " + " | ".join(_cells(b["metrics"], None, keys))
+                     + f" | {_link(rel, root)} |")
+    return "\n".join(lines)
+
+
+LEDGERS = {
+    "beauty": ("Classic Models/Recall/README.md", ledger_beauty),
+    "frappe": ("Classic Models/Ranking/README.md", ledger_frappe),
+    "behaviour": ("Classic Models/Ranking/README.md", ledger_behaviour),
+    "rerank": ("Classic Models/Re-ranking/README.md", ledger_rerank),
+}
+
+
+def update_ledgers(root: Path = ROOT, check: bool = False) -> bool:
+    """Rewrite every ledger between its markers; with check=True only report whether all are current."""
+    current = True
+    for name, (page, render_fn) in LEDGERS.items():
+        path = root / page
+        text = path.read_text()
+        start, end = f"<!-- ledger:{name}:start -->", f"<!-- ledger:{name}:end -->"
+        if start not in text or end not in text:
+            raise SystemExit(f"{path}: markers {start} / {end} not found")
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        new = f"{head}{start}\n{render_fn(root)}\n{end}{tail}"
+        if new != text:
+            current = False
+            if not check:
+                path.write_text(new)
+    return current
 
 
 def recall_figure(root: Path = ROOT, out: Path | None = None) -> Path:
@@ -191,8 +378,10 @@ def main(argv=None) -> None:
     if a.figure:
         print(f"wrote {recall_figure()}")
     ok = update_readme(check=a.check)
+    ok = update_ledgers(check=a.check) and ok
     if a.check and not ok:
-        print("README results section is stale: run `python -m Utils.results_table`", file=sys.stderr)
+        print("README results section or a stage ledger is stale: run `python -m Utils.results_table`",
+              file=sys.stderr)
         raise SystemExit(1)
 
 

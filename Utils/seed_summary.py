@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 # Numeric top-level fields averaged besides the metric dicts.
+SKIP = ("config", "curve", "sweep", "metrics", "baseline", "valid_metrics")
 SCALARS = ("train_seconds", "eval_seconds", "wall_seconds", "epochs", "best_epoch", "params")
 
 
@@ -67,7 +68,27 @@ def summarize(runs: list[dict], names: list[str]) -> dict:
     for k in SCALARS:
         if all(isinstance(r.get(k), (int, float)) for r in runs):
             out[k], out[k + "_sd"] = _mean_sd([r[k] for r in runs])
+    # Nested results a demo stores besides its metrics (DIN's base model, AUC by group, ...).
+    for k, v in runs[0].items():
+        if isinstance(v, dict) and k not in SKIP and k not in out:
+            tree = _mean_tree([r.get(k) for r in runs])
+            if tree is not None:
+                out[k], out[k + "_sd"] = tree
     return out
+
+
+def _mean_tree(values: list) -> tuple | None:
+    """(mean tree, sd tree) over the numeric leaves that every value has; None when there are none."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return _mean_sd(values)
+    if not all(isinstance(v, dict) for v in values):
+        return None
+    mean, sd = {}, {}
+    for key in values[0]:
+        sub = _mean_tree([v.get(key) for v in values])
+        if sub is not None:
+            mean[key], sd[key] = sub
+    return (mean, sd) if mean else None
 
 
 def build(out_path: Path, run_paths: list[Path]) -> dict:
@@ -99,9 +120,20 @@ def write_json_atomic(path: Path, obj: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("out", type=Path, help="summary json to write (e.g. assets/M/results/summary_beauty.json)")
-    ap.add_argument("runs", type=Path, nargs="+", help="RESULT jsons, one per seed")
+    ap.add_argument("out", type=Path, nargs="?", help="summary json to write (assets/M/results/summary_x.json)")
+    ap.add_argument("runs", type=Path, nargs="*", help="RESULT jsons, one per seed")
+    ap.add_argument("--refresh", action="store_true",
+                    help="recompute every stored assets/*/results/summary_*.json from the runs it names")
     args = ap.parse_args(argv)
+    if args.refresh:
+        root = Path(__file__).resolve().parent.parent
+        for path in sorted(root.glob("assets/*/results/summary_*.json")):
+            write_json_atomic(path, recompute(path))
+            print(f"refreshed {path.relative_to(root)}")
+        return 0
+    if args.out is None or not args.runs:
+        print("error: give the summary path and at least one RESULT json (or --refresh)", file=sys.stderr)
+        return 2
     if args.out.name in {p.name for p in args.runs}:
         print("error: the summary path is one of the runs; expected a new file name", file=sys.stderr)
         return 2
@@ -120,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     if "baseline" in summary:
         b = summary["baseline"]
         print(f"  baseline {b['name']}: " + ", ".join(f"{k} {v:.4f}" for k, v in b["metrics"].items()))
+    for k, v in summary.items():
+        if k != "baseline" and not k.endswith("_sd") and isinstance(v, dict) \
+                and isinstance(v.get("metrics"), dict):
+            sd = summary[k + "_sd"]["metrics"]
+            print(f"  {k}: " + ", ".join(f"{m} {x:.4f} ± {sd[m]:.4f}" for m, x in v["metrics"].items()))
     print(f"wrote {args.out}")
     return 0
 

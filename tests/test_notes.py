@@ -45,12 +45,19 @@ def test_every_seed_summary_recomputes_from_its_runs():
     assert summaries, "no summary_*.json found"
     for path in summaries:
         stored = json.loads(path.read_text())
-        fresh = seed_summary.recompute(path)
-        for key in ("metrics", "sd"):
-            assert stored[key].keys() == fresh[key].keys(), path
-            for k, v in fresh[key].items():
-                assert stored[key][k] == pytest.approx(v, abs=1e-9), f"{path.name} {key}[{k}]"
-        assert stored["n"] == len(stored["runs"]) == fresh["n"]
+        fresh = json.loads(json.dumps(seed_summary.recompute(path)))
+        assert _close(stored, fresh), f"{path} differs from its runs: rerun python -m Utils.seed_summary"
+        assert stored["n"] == len(stored["runs"]) == fresh["n"] >= 1
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(a - b) <= 1e-9 * max(1.0, abs(b))
+    return a == b
 
 
 def test_every_formula_renders_in_mathjax3():

@@ -18,3 +18,8 @@ def test_render_reads_stored_results(tmp_path):
     table = results_table.render(tmp_path)
     assert "R@10 0.0500" in table and "Popularity: R@10 0.0110" in table
     assert "AUC 0.9" not in table  # synthetic runs are not headline numbers
+
+
+def test_stage_ledgers_are_current():
+    assert results_table.update_ledgers(check=True), (
+        "a ledger in Classic Models/<Stage>/README.md is stale: run `python -m Utils.results_table`")
