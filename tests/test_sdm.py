@@ -1,6 +1,6 @@
 """SDM (Lv et al., CIKM 2019): the paper's properties, checked on tiny cases.
 
-- the gate G of Eq. (15) lies in (0, 1) and fuses as o = (1 - G) * p + G * s (Eq. (16)):
+- the gate G of Eq. (21) lies in (0, 1) and fuses as o = (1 - G) * p + G * s (Eq. (22)):
   G = 1 leaves only the short-term vector (long-term inputs cannot matter), G = 0 only the
   long-term one;
 - the session rule of §3.1 (same session while the gap is under 10 minutes, at most 50 actions)
@@ -74,8 +74,8 @@ def test_gate_lies_strictly_between_zero_and_one():
     assert G.std() > 1e-3  # a real, input-dependent gate, not a constant
 
 
-def test_fusion_follows_eq16_gate_weights_short_term():
-    """o = (1 - G) * p + G * s: the gate multiplies the SHORT-term vector s (paper Eq. (16))."""
+def test_fusion_follows_eq22_gate_weights_short_term():
+    """o = (1 - G) * p + G * s: the gate multiplies the SHORT-term vector s (paper Eq. (22))."""
     model = _model()
     profile, short, long = _batch()
     with torch.no_grad():
@@ -209,7 +209,7 @@ def test_padding_changes_nothing():
 
 
 def test_count_pooling_equals_one_row_per_element():
-    """Eq. (12) pooled from value counts (small vocabularies) equals the per-element attention."""
+    """Eqs. (17)-(18) from value counts (small vocabularies) equal the per-element attention."""
     model = _model()
     profile, short, long = _batch(seed=11)
     long[3, -4:] = long[3, -1]  # repeated items and repeated categories

@@ -12,6 +12,10 @@
 #     NUM_THREADS=1 python "Classic Models/Recall/SDM/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --epochs 40 --short-len 5
 #
+# The note's gate figure (the synthetic run above, plus a PNG of 1 - G per user):
+#
+#     NUM_THREADS=1 python "Classic Models/Recall/SDM/demo.py" --plot-gate assets/SDM/gate_synthetic.png
+#
 # Protocol: leave-one-out, full ranking over all items, seen items excluded, against popularity on
 # the same split. The last line is `RESULT {json}`.
 
@@ -73,6 +77,11 @@ parser.add_argument(
     type=float,
     default=None,
     help="ablation: fix G (1 = session only, 0 = long-term only) in training and evaluation",
+)
+parser.add_argument(
+    "--plot-gate",
+    default=None,
+    help="save a figure of the gate G of Eq. (21) per test user here (PNG)",
 )
 args = parser.parse_args()
 
@@ -271,6 +280,63 @@ print(
     f"mean gate G: {gate_mean:.3f} overall; {gate_with:.3f} for users with long-term "
     f"behaviour, {gate_without:.3f} without"
 )
+
+
+# %% [markdown]
+# ## The gate per user (figure): what each user takes from the long-term vector, 1 - G
+
+
+# %%
+def plot_gate(G: torch.Tensor, long_len: torch.Tensor, short_len: torch.Tensor, path: str) -> None:
+    """What the gate takes from the long-term vector, 1 - G (log scale: G is often near 1).
+    Left: each user's mean over the D dimensions against the number of long-term actions.
+    Right: per dimension, for 16 users spread over the long-term lengths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    G, long_len, short_len = G.cpu().numpy(), long_len.cpu().numpy(), short_len.cpu().numpy()
+    take = np.clip(1.0 - G, 1e-6, 1.0)  # (B, D) weight of p in o = (1 - G) p + G s
+    mean_take = take.mean(1)  # (B,)
+    fig, (ax0, ax1) = plt.subplots(
+        1, 2, figsize=(12, 4.8), dpi=120, gridspec_kw={"width_ratios": [1, 1.3]}
+    )
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(long_len))
+    sc = ax0.scatter(long_len + jitter, mean_take, c=short_len, s=6, alpha=0.5, cmap="viridis")
+    fig.colorbar(sc, ax=ax0, label="session length (actions)")
+    for n in np.unique(long_len):
+        ax0.plot(n, np.median(mean_take[long_len == n]), "r_", ms=12, mew=2)
+    ax0.set_yscale("log")
+    ax0.set_xlabel("long-term actions before the session")
+    ax0.set_ylabel("mean of 1 - G over the dimensions")
+    ax0.set_title("share of the user vector taken from the long-term p\n(red: median per length)")
+    ax0.grid(alpha=0.3)
+    order = np.argsort(long_len, kind="stable")
+    pick = order[np.linspace(0, len(order) - 1, 16).astype(int)]  # spread over the lengths
+    im = ax1.imshow(take[pick], aspect="auto", cmap="magma", norm=LogNorm(1e-6, 1.0))
+    fig.colorbar(im, ax=ax1, label="1 - G (per dimension)")
+    ax1.set_yticks(
+        range(len(pick)),
+        [f"long {long_len[i]}, session {short_len[i]}" for i in pick],
+        fontsize=7,
+    )
+    ax1.set_xlabel("dimension of the user vector")
+    ax1.set_title("1 - G per dimension, 16 users")
+    fig.suptitle(
+        f"SDM gate, Eq. (21), on {data.name} ({len(mean_take):,} test users; "
+        f"mean G = {G.mean():.3f})"
+    )
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    print("gate figure saved to", path)
+
+
+if args.plot_gate:
+    plot_gate(G, (long != 0).sum(1), (short != 0).sum(1), args.plot_gate)
 
 # %% [markdown]
 # ## One user: history, session split, top-10 recommendations (exact top-K serving)

@@ -4,13 +4,26 @@ Fuyu Lv, Taiwei Jin, Changlong Yu, Fei Sun, Quan Lin, Keping Yang, Wilfred Ng. C
 Paper: https://arxiv.org/abs/1909.00385
 Official code (TF 1.4): https://github.com/alicogintel/SDM
 This file stands alone: it needs only torch. The note (README.md beside it) derives every
-equation referenced below as ``Eq. (n)``.
+equation referenced below as ``Eq. (n)``, numbered as in the paper (arXiv v2, §3).
 
-A user's behaviour is cut into sessions (10-minute gaps, at most 50 actions; note §1). The latest
-session is the short-term behaviour S^u, encoded by an LSTM, multi-head self-attention and a
-user attention into s^u; the behaviour before it, L^u, is split by feature type (item id,
-category, brand, ...) and each type is pooled by a user attention, then a dense layer gives p^u.
-A gate decides, per dimension, how much of each enters the user vector o^u (note §3.5):
+Usage::
+
+    import torch
+    from model import SDM, SDMConfig
+    model = SDM(SDMConfig(n_items=50, profile_sizes={"user": 11}, dim=16, num_heads=2))
+    short = torch.randint(1, 51, (3, 5))                # (B, S) latest session, 0 = padding
+    long = torch.randint(0, 51, (3, 8))                 # (B, T) earlier behaviour
+    o, G = model(profile={"user": torch.tensor([1, 2, 3])}, short=short, long=long,
+                 return_gate=True)                      # (B, D) user vector, (B, D) gate
+    scores = model.score(o)                             # (B, N + 1), Eq. (1)
+    loss = model.loss(o, torch.tensor([4, 5, 6]), torch.randint(1, 51, (20,)))
+
+A user's behaviour is cut into sessions (10-minute gaps, at most 50 actions; note, "Problem").
+The latest session is the short-term behaviour S^u, encoded by an LSTM, multi-head
+self-attention and a user attention into s^u; the behaviour before it, L^u, is split by feature
+type (item id, category, brand, ...) and each type is pooled by a user attention, then a dense
+layer gives p^u.
+A gate decides, per dimension, how much of each enters the user vector o^u (Eqs. (21)-(22)):
 
     G = sigmoid(W1 e_u + W2 s + W3 p + b),   o = (1 - G) * p + G * s
 
@@ -31,7 +44,7 @@ NOTE (deviations, each also in the note's "Deviations"):
 - A multi-valued feature (e.g. Beauty's attribute ids) is mean-pooled into one vector per item
   in Eq. (4); in the long-term split every value of every earlier item is one element of L_f^u.
 - Self-attention is followed by residual + layer norm and scaled by 1/sqrt(D/H), as in the
-  official code (the paper's Eq. (9) writes the unscaled product).
+  official code (the paper's Eq. (13) writes the unscaled product).
 """
 
 from __future__ import annotations
@@ -54,7 +67,7 @@ class SDMConfig:
     lstm_layers: int = 1  # official flag num_layers=1; more layers get residuals (paper §4.4)
     dropout: float = 0.2  # official default dropout
     # A long-term feature with at most this many values (category, brand, ...) is pooled from the
-    # count of each value instead of one row per occurrence: the same Eq. (12), far fewer rows.
+    # count of each value instead of one row per occurrence: Eqs. (17)-(18), far fewer rows.
     count_pooling_max_vocab: int = 4096
 
     def __post_init__(self) -> None:
@@ -84,13 +97,13 @@ def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
 
 
 class MultiHeadSelfAttention(nn.Module):
-    """Eqs. (7)-(10): H heads over the LSTM states, then residual + layer norm (official code)."""
+    """Eqs. (11)-(14): H heads over the LSTM states, then residual + layer norm (official code)."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.to_qkv = nn.Linear(dim, 3 * dim)
-        self.to_out = nn.Linear(dim, dim)  # W^O of Eq. (7)
+        self.to_out = nn.Linear(dim, dim)  # W^O of Eq. (11)
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
@@ -101,10 +114,10 @@ class MultiHeadSelfAttention(nn.Module):
         q, k, v = (
             self.to_qkv(x).view(B, S, 3, H, D // H).permute(2, 0, 3, 1, 4)
         )  # 3 x (B, H, S, D/H)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(D // H)  # (B, H, S, S), Eq. (9)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(D // H)  # (B, H, S, S), Eq. (13)
         weights = masked_softmax(scores, mask[:, None, None, :])  # padded keys get weight 0
-        heads = weights @ v  # (B, H, S, S) @ (B, H, S, D/H) -> (B, H, S, D/H), Eq. (10)
-        out = self.to_out(heads.transpose(1, 2).reshape(B, S, D))  # (B, S, D), Eq. (7)
+        heads = weights @ v  # (B, H, S, S) @ (B, H, S, D/H) -> (B, H, S, D/H), Eq. (14)
+        out = self.to_out(heads.transpose(1, 2).reshape(B, S, D))  # (B, S, D), Eq. (11)
         return self.norm(x + self.dropout(out))
 
 
@@ -152,7 +165,7 @@ class SDM(nn.Module):
         )
         self.profile_proj = nn.Linear(D * len(config.profile_sizes), D)
 
-        # Short-term: LSTM (Eq. (6)) -> multi-head self-attention (Eqs. (7)-(10)) -> user attention.
+        # Short-term: LSTM (Eqs. (6)-(10)) -> self-attention (Eqs. (11)-(14)) -> user attention.
         F_ = len(self.feature_names)
         self.lstm = nn.ModuleList(
             [
@@ -161,9 +174,9 @@ class SDM(nn.Module):
             ]
         )
         self.self_attention = MultiHeadSelfAttention(D, config.num_heads, config.dropout)
-        # Long-term: Eq. (14) dense layer over the concatenated per-feature poolings.
+        # Long-term: Eq. (20) dense layer over the concatenated per-feature poolings.
         self.long_proj = nn.Linear(F_ * D, D)
-        # Gated fusion, Eq. (15): W1 e_u + W2 s + W3 p + b.
+        # Gated fusion, Eq. (21): W1 e_u + W2 s + W3 p + b.
         self.gate_user = nn.Linear(D, D, bias=True)  # W1 and b
         self.gate_short = nn.Linear(D, D, bias=False)  # W2
         self.gate_long = nn.Linear(D, D, bias=False)  # W3
@@ -217,7 +230,7 @@ class SDM(nn.Module):
 
     # ------------------------------------------------------------------ towers
     def short_term(self, short: Tensor, e_u: Tensor) -> Tensor:
-        """Eqs. (6)-(11): latest session (B, S) left-padded -> s^u (B, D).
+        """Eqs. (6)-(16): latest session (B, S) left-padded -> s^u (B, D).
 
         The LSTM reads the session right-aligned at the start, so left padding never enters its
         state; padded positions are masked out of both attentions.
@@ -233,16 +246,16 @@ class SDM(nn.Module):
         right_mask = right != 0
         x = self.dropout(self.embed_items(right))  # (B, S, F*D)
         for layer, lstm in enumerate(self.lstm):
-            h, _ = lstm(x)  # (B, S, D), Eq. (6); trailing padding cannot reach earlier states
+            h, _ = lstm(x)  # (B, S, D), Eqs. (6)-(10); trailing padding cannot reach earlier states
             x = h if layer == 0 else x + h  # residual between stacked layers (paper §4.4)
-        x_hat = self.self_attention(x, right_mask)  # (B, S, D), Eqs. (7)-(10)
+        x_hat = self.self_attention(x, right_mask)  # (B, S, D), Eqs. (11)-(14)
         alpha = masked_softmax(
             (x_hat @ e_u.unsqueeze(-1)).squeeze(-1), right_mask
-        )  # (B, S), Eq. (11)
-        return (alpha.unsqueeze(-1) * x_hat).sum(1)  # (B, D), Eq. (11)
+        )  # (B, S), Eq. (15)
+        return (alpha.unsqueeze(-1) * x_hat).sum(1)  # (B, D), Eq. (16)
 
     def long_term(self, long: Tensor, e_u: Tensor) -> Tensor:
-        """Eqs. (12)-(14): behaviour before the session (B, T) left-padded -> p^u (B, D)."""
+        """Eqs. (17)-(20): behaviour before the session (B, T) left-padded -> p^u (B, D)."""
         B, T = long.shape
         pooled = []
         for name in self.feature_names:
@@ -252,14 +265,14 @@ class SDM(nn.Module):
                 pooled.append(self._pool_by_counts(codes, emb.weight, e_u))
                 continue
             g = emb(codes)  # (B, T*A, D): one row per element g_k of L_f^u
-            alpha = masked_softmax((g @ e_u.unsqueeze(-1)).squeeze(-1), codes != 0)  # Eq. (12)
+            alpha = masked_softmax((g @ e_u.unsqueeze(-1)).squeeze(-1), codes != 0)  # Eq. (17)
             alpha = self.dropout(alpha)  # dropout on attention weights, as the official code
-            pooled.append((alpha.unsqueeze(-1) * g).sum(1))  # (B, D): z_f^u, Eq. (12)
-        z = torch.cat(pooled, dim=-1)  # (B, F*D), Eq. (13)
-        return torch.tanh(self.long_proj(z))  # (B, D), Eq. (14)
+            pooled.append((alpha.unsqueeze(-1) * g).sum(1))  # (B, D): z_f^u, Eq. (18)
+        z = torch.cat(pooled, dim=-1)  # (B, F*D), Eq. (19)
+        return torch.tanh(self.long_proj(z))  # (B, D), Eq. (20)
 
     def _pool_by_counts(self, codes: Tensor, table: Tensor, e_u: Tensor) -> Tensor:
-        """Eq. (12) for a small vocabulary, exactly: a value met c times gets weight c * exp(score).
+        """Eqs. (17)-(18) for a small vocabulary, exactly: weight c * exp(score) for c hits.
 
         sum_k softmax_k(g_k . e_u) g_k over the elements equals sum_v softmax_v(E_v . e_u +
         log c_v) E_v over the distinct values v, so (B, V) scores replace (B, T*A, D) rows.
@@ -274,7 +287,7 @@ class SDM(nn.Module):
         return alpha @ table  # (B, V) @ (V, D) -> (B, D)
 
     def gate(self, e_u: Tensor, s: Tensor, p: Tensor) -> Tensor:
-        """Eq. (15): G = sigmoid(W1 e_u + W2 s + W3 p + b), (B, D) each -> (B, D) in (0, 1)."""
+        """Eq. (21): G = sigmoid(W1 e_u + W2 s + W3 p + b), (B, D) each -> (B, D) in (0, 1)."""
         return torch.sigmoid(self.gate_user(e_u) + self.gate_short(s) + self.gate_long(p))
 
     def user_tower(
@@ -286,7 +299,7 @@ class SDM(nn.Module):
         force_gate: float | None = None,
         return_gate: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """The user vector o^u of Eq. (16).
+        """The user vector o^u of Eq. (22).
 
         Args:
             profile: field name -> (B,) int64 codes (e.g. {"user": user ids}).
@@ -311,7 +324,7 @@ class SDM(nn.Module):
         G = self.gate(e_u, s, p)  # (B, D)
         if force_gate is not None:
             G = torch.full_like(G, float(force_gate))
-        o = (1.0 - G) * p + G * s  # (B, D), Eq. (16)
+        o = (1.0 - G) * p + G * s  # (B, D), Eq. (22)
         return (o, G) if return_gate else o
 
     forward = user_tower

@@ -18,6 +18,11 @@
 #         --time-budget 1000 --round-steps 60 --checkpoint /tmp/tiger_beauty.pt \
 #         --plot assets/TIGER/beauty_curve.png --out assets/TIGER/results/beauty.json
 #
+# Semantic IDs only, and the note's code-tree figure (about 11 s of CPU time, no seq2seq training):
+#
+#     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --threads 1 --ids-only \
+#         --code-tree assets/TIGER/code_tree_synthetic.png
+#
 # Continue the same run later, e.g. on a GPU (the step count, optimiser and semantic IDs are restored):
 #
 #     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --data seqtxt:... --device cuda \
@@ -82,6 +87,10 @@ parser.add_argument("--checkpoint", default=None, help="save (and with --resume,
 parser.add_argument("--resume", action="store_true")
 parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
 parser.add_argument("--plot", default=None, help="save the learning curve (PNG) here")
+parser.add_argument("--code-tree", default=None,
+                    help="draw the semantic-ID code tree (a few first codes, the items under them)")
+parser.add_argument("--ids-only", action="store_true",
+                    help="stop after the semantic IDs (and the --code-tree figure): no seq2seq")
 args = parser.parse_args()
 
 cpu_setup(args.threads)
@@ -189,6 +198,89 @@ print(f"RQ-VAE: codebook usage per level {rq_state['codebook_usage']} of {rq_cfg
       f"with another item (largest group {rq_state['largest_collision_group']}); 4th-token range "
       f"{table.sizes[-1]}; residual norm by level {np.round(rq_state['residual_norm_per_level'], 4)}"
       f"; tables invert: {inv_ok}")
+
+
+# %% [markdown]
+# ## The code tree (figure): items that share a prefix of their semantic ID
+#
+# Each level of the RQ-VAE refines the previous one, so the ID is a path in a tree: the first code
+# is a coarse group, the next codes split it. If the content embedding carries the category, the
+# items under one first code should mostly share a category, and the share grows with the prefix.
+
+
+# %%
+def category_purity(sids: torch.Tensor, categories: list[str], length: int) -> float:
+    """Share of items whose category is the most common one among the items that share the first
+    `length` codes of their ID (1.0: every prefix group is one category)."""
+    groups: dict[tuple, list[str]] = {}
+    for sid, cat in zip(sids[:, :length].tolist(), categories):
+        groups.setdefault(tuple(sid), []).append(cat)
+    return sum(max(g.count(c) for c in set(g)) for g in groups.values()) / len(categories)
+
+
+def plot_code_tree(sids: torch.Tensor, path: str, n_roots: int = 3, n_children: int = 2,
+                   n_leaves: int = 3) -> None:
+    """The `n_roots` largest first-level codes; under each its `n_children` largest second-level
+    codes; under each its first `n_leaves` items with their full ID, title and category."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    codes = sids.tolist()  # row i-1 = item i
+    first = torch.bincount(sids[:, 0])
+    roots = torch.argsort(first, descending=True, stable=True)[:n_roots].tolist()
+    fig, ax = plt.subplots(figsize=(12, 0.42 * n_roots * n_children * n_leaves + 1.2), dpi=120)
+    y = 0.0
+    for c0 in roots:
+        under0 = [i for i, s in enumerate(codes, 1) if s[0] == c0]
+        second = torch.bincount(torch.tensor([codes[i - 1][1] for i in under0]))
+        children = torch.argsort(second, descending=True, stable=True)[:n_children].tolist()
+        ys1 = []
+        for c1 in children:
+            leaves = [i for i in under0 if codes[i - 1][1] == c1]
+            size = {}  # items per third code under this prefix
+            for i in leaves:
+                size[codes[i - 1][2]] = size.get(codes[i - 1][2], 0) + 1
+            leaves.sort(key=lambda i: (-size[codes[i - 1][2]], codes[i - 1][2:]))  # shared c2 first
+            ys = [y - k for k in range(min(n_leaves, len(leaves)))]
+            for i, yy in zip(leaves, ys):
+                ax.plot([1, 2], [np.mean(ys), yy], color="0.6", lw=0.8)
+                ax.text(2.05, yy, f"{tuple(codes[i - 1])}  {data.item_text(i)}", va="center",
+                        fontsize=8, family="monospace")
+            more = f" (+{len(leaves) - len(ys)} more)" if len(leaves) > len(ys) else ""
+            ax.text(0.95, np.mean(ys) + 0.15, f"c1={c1}: {len(leaves)} items{more}", ha="right",
+                    va="bottom", fontsize=8, color="tab:orange")
+            ax.plot(1, np.mean(ys), "o", color="tab:orange")
+            ys1.append(np.mean(ys))
+            y = ys[-1] - 1.0
+        for yy in ys1:
+            ax.plot([0, 1], [np.mean(ys1), yy], color="0.4", lw=1.2)
+        ax.plot(0, np.mean(ys1), "o", color="tab:blue", ms=9)
+        ax.text(0, np.mean(ys1) + 0.45, f"c0={c0}\n{len(under0)} items", ha="center",
+                fontsize=9, color="tab:blue")
+        y -= 0.8
+    ax.set_xlim(-0.3, 5.6)
+    ax.axis("off")
+    ax.set_title(f"Semantic IDs on {data.name}: the {n_roots} largest first codes, their "
+                 f"{n_children} largest second codes, and items under them (ID = c0, c1, c2, c3)",
+                 fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    print("code tree saved to", path)
+
+
+if "category" in data.items:
+    cats = [str(c) for c in data.items["category"].tolist()[1:]]
+    purity = [category_purity(sids, cats, t) for t in range(sids.shape[1])]  # prefix 0..M codes
+    print("category purity of the groups of items sharing their first 0, 1, ..., M codes:",
+          [round(p, 3) for p in purity])
+if args.code_tree:
+    plot_code_tree(sids, args.code_tree)
+if args.ids_only:
+    raise SystemExit(0)
 
 # %% [markdown]
 # ## The seq2seq model: hashed user token + history IDs -> next item's 4 tokens (Eq. 7-8)

@@ -5,6 +5,18 @@ Lichan Hong, Yi Tay, Vinh Q. Tran, Jonah Samost, Maciej Kula, Ed H. Chi, Maheswa
 "Recommender Systems with Generative Retrieval", NeurIPS 2023. https://arxiv.org/abs/2305.05065
 Official code: none released (the paper used T5X). T5 itself: Raffel et al., JMLR 2020.
 
+Usage::
+
+    import torch
+    from model import TIGER, TIGERConfig
+    cfg = TIGERConfig(code_sizes=(4, 4, 2), n_user_buckets=10, d_model=16, n_heads=2, d_head=8,
+                      d_ff=32, n_encoder_layers=1, n_decoder_layers=1)
+    model = TIGER(cfg)
+    model.set_catalogue(torch.tensor([[0, 0, 0], [0, 1, 0], [1, 2, 0], [1, 2, 1], [3, 3, 0]]))
+    user, history = torch.tensor([7, 8]), torch.tensor([[0, 1, 2], [3, 4, 5]])  # 0 = padding
+    loss = model.loss(user=user, history=history, target=torch.tensor([3, 1]))  # Eq. (8)
+    items, scores, codes = model.generate(user=user, history=history, beam=3)  # (B, 3), Eq. (9)
+
 This file stands alone: it needs only torch. Copy it into your project as is. The semantic IDs it
 reads and writes come from the RQ-VAE in rqvae.py beside it (or from any other tokenizer): give the
 model the (N, T) table of item IDs with `set_catalogue` and it does the rest.
@@ -15,7 +27,7 @@ Notation (the note, README.md, uses the same letters):
     H: heads, Dh: head dim, K: beam width, N: items in the catalogue (ids 1..N; 0 = padding),
     V: code-token vocabulary = Σ_j sizes[j].
 
-What the model does (note §3.3-§3.4):
+What the model does (note, "Maths", Eqs. (7)-(9); the paper numbers no equations):
     input  = [u, c^{(1)}_1..c^{(1)}_T, ..., c^{(L)}_1..c^{(L)}_T]   hashed user token + history IDs
     h      = Enc(input)                                   bidirectional T5 encoder
     p(c_t | c_<t, input) = softmax(Dec(c_<t, h) Wᵀ)        Eq. (7)  T5 decoder, tied embedding W

@@ -6,6 +6,17 @@ Lichan Hong, Yi Tay, Vinh Q. Tran, Jonah Samost, Maciej Kula, Ed H. Chi, Maheswa
 Official code: none released. Residual quantisation follows Zeghidour et al. (SoundStream, 2021) and
 Lee et al. (RQ-VAE, CVPR 2022), as the paper does.
 
+Usage::
+
+    import torch
+    from rqvae import RQVAE, RQVAEConfig, SemanticIDTable
+    rqvae = RQVAE(RQVAEConfig(input_dim=32, hidden_dims=(16,), latent_dim=8, codebook_size=16))
+    x = torch.randn(64, 32)                        # (B, E) item content embeddings
+    out = rqvae(x)                                 # first call: k-means init of the codebooks
+    out["loss"].backward()                         # Eq. (6) = recon Eq. (4) + Eq. (5)
+    codes = rqvae.eval().encode(x)                 # (B, M) codes per item
+    table = SemanticIDTable.from_codes(codes, 16)  # + de-duplicating token, lookup both ways
+
 This file stands alone: it needs only torch. Copy it into your project as is. It is the first of
 TIGER's two learned parts; the second (the seq2seq recommender) is model.py beside it.
 
@@ -13,7 +24,7 @@ Notation (the note, README.md, uses the same letters):
     B: batch (items), E: content-embedding dim, D: latent dim, M: levels (codebooks),
     C: codes per codebook. Level d = 0..M-1 (the paper counts from 0 too).
 
-What the model does (note §3.1):
+What the model does (note, "Maths"; the paper numbers no equations):
     z = Enc(x)                                                  Eq. (1)  DNN encoder, E -> D
     r_0 = z;  c_d = argmin_k ||r_d - e^d_k||;  r_{d+1} = r_d - e^d_{c_d}   Eq. (2)  residual quantisation
     ẑ = Σ_d e^d_{c_d};  x̂ = Dec(ẑ)                              Eq. (3)  quantised latent, decoder
@@ -219,7 +230,7 @@ class RQVAE(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# Semantic IDs: M codes + a de-duplicating last token (note §3.2)
+# Semantic IDs: M codes + a de-duplicating last token (note, "Maths")
 # --------------------------------------------------------------------------------------------------
 
 
