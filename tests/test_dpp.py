@@ -221,3 +221,17 @@ def test_rerank_metrics_score_positions_and_count_stopped_slots_as_misses():
     assert moved_up["NDCG@2"] == pytest.approx(1.0) and moved_up["Recall@2"] == 1.0
     second = rerank_metrics(np.array([[-1, 2]]), items, labels, k=2, n_relevant=one)
     assert second["NDCG@2"] == pytest.approx(1 / math.log2(3))
+
+
+def test_demo_kernel_and_picks_are_eq14_and_match_the_reranker():
+    """The figure's kernel is Diag(q) S Diag(q) with q = exp(alpha r), and its picks are the
+    DPPReranker's picks for the same list (explicit kernel vs log-space relevance)."""
+    demo = load_module("Classic Models/Re-ranking/DPP/demo.py", "dpp_demo")
+    gen = torch.Generator().manual_seed(5)
+    r, f = torch.rand(20, generator=gen), torch.randn(20, 6, generator=gen)
+    kernel, picks = demo.kernel_and_picks(dpp, scores=r, item_vectors=f, theta=0.7, k=8)
+    q = torch.exp(dpp.relevance_weight(0.7) * r.double())
+    S = kernel / torch.outer(q, q)
+    assert torch.allclose(S, dpp.similarity_matrix(f[None].double(), ridge=1e-3)[0])
+    ref = dpp.DPPReranker(theta=0.7, max_length=8)(scores=r[None].double(), item_vectors=f[None])
+    assert torch.equal(picks, ref[0])

@@ -86,3 +86,18 @@ def test_bad_arguments_fail_early():
         mmr.mmr_select(
             relevance=torch.rand(2, 5), similarity=torch.rand(2, 5, 4), lam=0.5, max_length=3
         )
+
+
+def test_demo_step_trace_matches_mmr_select_and_eq1():
+    """The figure's per-step terms: same picks as mmr_select, and mmr = relevance - redundancy."""
+    demo = load_module("Classic Models/Re-ranking/MMR/demo.py", "mmr_demo")
+    gen = torch.Generator().manual_seed(3)
+    rel = torch.rand(25, generator=gen)
+    sim = mmr.cosine_similarity(torch.randn(1, 25, 6, generator=gen))[0]
+    for lam in (0.0, 0.5, 0.9):
+        steps = demo.mmr_trace(relevance=rel, similarity=sim, lam=lam, k=8)
+        ref = mmr.mmr_select(relevance=rel[None], similarity=sim[None], lam=lam, max_length=8)
+        assert [s["pick"] for s in steps] == ref[0].tolist()
+        assert steps[0]["redundancy"] == 0.0
+        for s in steps[1:]:
+            assert s["mmr"] == pytest.approx(s["relevance"] - s["redundancy"])

@@ -162,3 +162,24 @@ def test_simulated_clicks_plant_an_order_free_within_list_redundancy_effect():
     _, p = RL.simulate_clicks(data, lists)
     _, p_perm = RL.simulate_clicks(data, {**lists, "items": with_sibling[:, perm]})
     np.testing.assert_allclose(p_perm, p[:, perm], rtol=1e-6)  # order-free
+
+
+def test_demo_attention_maps_are_row_stochastic_and_leave_the_output_unchanged():
+    """The figure's attention: rows sum to 1, padded keys get 0, and asking for the weights does
+    not change PRM's scores."""
+    demo = load_module("Classic Models/Re-ranking/PRM/demo.py", "prm_demo")
+    torch.manual_seed(0)
+    model = prm.PRM(feature_dim=6, pv_dim=3, max_len=10, d_model=16, n_heads=2, n_blocks=2)
+    model.eval()
+    x, pv = torch.randn(3, 10, 6), torch.randn(3, 10, 3)
+    mask = torch.ones(3, 10, dtype=torch.bool)
+    mask[1, 7:] = False
+    with torch.no_grad():
+        before = model(features=x, pv=pv, mask=mask)
+    att = demo.attention_maps(model, features=x, pv=pv, mask=mask)  # (n_blocks, B, N, N)
+    assert att.shape == (2, 3, 10, 10)
+    assert torch.allclose(att.sum(-1), torch.ones(2, 3, 10), atol=1e-5)
+    assert float(att[:, 1, :, 7:].abs().max()) == 0.0
+    with torch.no_grad():
+        after = model(features=x, pv=pv, mask=mask)
+    assert torch.equal(before, after)

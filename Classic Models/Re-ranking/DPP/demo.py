@@ -11,6 +11,11 @@
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/DPP/demo.py"
 #
+# The note's figure (one list's kernel with the greedy picks; about 50 s):
+#
+#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/DPP/demo.py" --sweep "" \
+#         --plot-kernel assets/DPP/kernel_synthetic.png
+#
 # Beauty (attributes as categories; 505 s wall on the same loaded machine, 1 thread):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/DPP/demo.py" \
@@ -57,6 +62,12 @@ def parse_args(argv=None):
         help="theta values for the trade-off curve ('' to skip)",
     )
     p.add_argument("--chunk", type=int, default=1024, help="lists per DPP batch")
+    p.add_argument(
+        "--plot-kernel",
+        metavar="PATH",
+        default=None,
+        help="PNG: the kernel of one list's first 20 candidates, greedy picks marked",
+    )
     return p.parse_args(argv)
 
 
@@ -69,6 +80,63 @@ def rerank(dpp, lists, feats, *, theta, k, window, chunk, ridge=1e-3):
     for s in range(0, len(items), chunk):
         out.append(model(scores=scores[s : s + chunk], item_vectors=feats[items[s : s + chunk]]))
     return torch.cat(out).numpy()
+
+
+def kernel_and_picks(dpp, *, scores, item_vectors, theta: float, k: int, ridge=1e-3):
+    """ONE list: the kernel L' of Eq. (14) and the fast greedy's picks on it (Alg. 1).
+
+    scores: (N,) relevance in [0, 1]; item_vectors: (N, D). Returns (L' (N, N) float64,
+    picks (k,) positions in pick order, -1 after a stop).
+    """
+    sim = dpp.similarity_matrix(item_vectors[None].double(), ridge=ridge)  # (1, N, N) S
+    kernel = dpp.build_kernel(scores=scores[None].double(), similarity=sim, theta=theta)
+    picks = dpp.greedy_map(kernel, max_length=k).selected[0]  # (k,)
+    return kernel[0], picks
+
+
+def short_label(data, item: int) -> str:
+    """The item's category (the bracket of its text on synthetic data), else its text, cut."""
+    text = RL.describe_item(data, item)
+    return text.rsplit("[", 1)[-1].rstrip("]") if "[" in text else text[:20]
+
+
+def plot_kernel(path, kernel, picks, items, data, *, theta: float) -> None:
+    """Heatmap of L'_ij / sqrt(L'_ii L'_jj) = S_ij; the relevance q_i = e^{alpha r_i} beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    L = kernel.numpy()
+    q = np.sqrt(np.diag(L))  # e^{alpha r_i}
+    S = L / np.outer(q, q)  # the similarity part of L'
+    n = len(L)
+    order = {int(j): t + 1 for t, j in enumerate(picks.tolist()) if j >= 0}
+    labels = [f"#{i + 1} {short_label(data, int(items[i]))}" for i in range(n)]
+    fig, (ax, axq) = plt.subplots(
+        1, 2, figsize=(12, 8.5), dpi=110, gridspec_kw={"width_ratios": [5, 1]}
+    )
+    im = ax.imshow(S, cmap="viridis", vmin=min(0.0, S.min()), vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.04, label="S_ij = L'_ij / sqrt(L'_ii L'_jj)")
+    ax.set_xticks(range(n), labels, rotation=70, ha="right", fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
+    for i, t in order.items():
+        ax.add_patch(plt.Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
+        ax.text(i, i, str(t), ha="center", va="center", color="white", fontsize=8, weight="bold")
+        ax.get_yticklabels()[i].set_color("red")
+    ax.set_title(f"DPP kernel of one list, θ = {theta}: red boxes = greedy picks, in pick order")
+    colors = ["tab:red" if i in order else "tab:gray" for i in range(n)]
+    axq.barh(range(n), np.log(q**2), color=colors)
+    axq.set_ylim(n - 0.5, -0.5)
+    axq.set_yticks([])
+    axq.set_xlabel("log q_i² = 2α r_i")
+    axq.set_title("relevance")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"saved {path}")
 
 
 def main(argv=None):
@@ -102,6 +170,17 @@ def main(argv=None):
 
     # %% one user: history, initial top-k and DPP top-k
     show_reranked_list(data, lists, positions, args.k, f"DPP top-{args.k} (theta={args.theta})")
+
+    # %% one list: the kernel and the greedy picks on its first 20 candidates (--plot-kernel)
+    if args.plot_kernel:
+        u = int(lists["labels"].sum(1).argmax())  # the list shown above
+        n_show = min(20, lists["items"].shape[1])
+        items_u = torch.from_numpy(lists["items"][u, :n_show])
+        r = RL.minmax_scores(torch.from_numpy(lists["init_scores"][u : u + 1, :n_show]))[0]
+        kernel, picks = kernel_and_picks(
+            dpp, scores=r, item_vectors=feats[items_u], theta=args.theta, k=args.k
+        )
+        plot_kernel(args.plot_kernel, kernel, picks, items_u.numpy(), data, theta=args.theta)
 
     # %% trade-off sweep
     sweep = []

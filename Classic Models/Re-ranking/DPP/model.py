@@ -5,31 +5,43 @@ Process to Improve Recommendation Diversity". NeurIPS 2018.
 Link: https://arxiv.org/abs/1709.05135
 Official code (NumPy, one list at a time): https://github.com/laming-chen/fast-map-dpp
 
+Usage::
+
+    import torch
+    from model import DPPReranker, build_kernel, greedy_map, similarity_matrix
+    scores = torch.rand(2, 30)  # (B, N) relevance r on [0, 1]
+    item_vectors = torch.randn(2, 30, 8)  # (B, N, D) features f; S = their cosine
+    positions = DPPReranker(theta=0.7, max_length=10)(scores=scores, item_vectors=item_vectors)
+    S = similarity_matrix(item_vectors.double(), ridge=1e-3)  # (B, N, N), the default ridge
+    result = greedy_map(build_kernel(scores=scores, similarity=S, theta=0.7), max_length=10)
+    assert torch.equal(result.selected, positions)  # same picks, computed in log space
+
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-What it does (note §2-§4): given a candidate list with relevance scores r and item feature
-vectors f, build the kernel L = Diag(exp(alpha r)) S Diag(exp(alpha r)) with S_ij = <f_i, f_j>,
-then pick items greedily so that log det(L_Y) grows the most at each step. The greedy step needs
-no determinant: it keeps an incremental Cholesky factor, so a list of k items out of N costs
-O(N k^2) in total (`greedy_map`), instead of k rounds of N log-determinants (`naive_greedy_map`,
-the reference). The sliding-window variant (`greedy_map`, window_size=w) only asks each item to
-differ from the w - 1 items right before it, which is what a user scrolling a long feed perceives.
+What it does (the note: Idea, Maths): given a candidate list with relevance scores r and item
+feature vectors f, build the kernel L = Diag(exp(alpha r)) S Diag(exp(alpha r)) with S_ij = <f_i,
+f_j>, then pick items greedily so that log det(L_Y) grows the most at each step. The greedy step
+needs no determinant: it keeps an incremental Cholesky factor, so a list of k items out of N costs
+O(N k^2) in total (`greedy_map`), instead of k rounds of N log-determinants (`naive_greedy_map`, the
+reference). The sliding-window variant (`greedy_map`, window_size=w) only asks each item to differ
+from the w - 1 items right before it, which is what a user scrolling a long feed perceives.
 
 Notation (shapes):
     B: number of lists (users) in the batch     N: candidates per list
     D: item feature dim                          k: items to select (max_length)
     w: window size (sliding-window variant)      t: step of the greedy loop (0-based)
 
-Equation numbers refer to the note (README.md beside this file):
+Equation numbers are the paper's (the note uses the same):
     Eq. (1)  j = argmax_i log det(L_{Y+i}) - log det(L_Y)            greedy MAP step
-    Eq. (2)  L_Y = V V^T,  V c_i^T = L_{Y,i},  d_i^2 = L_ii - ||c_i||^2  Cholesky of the chosen set
-    Eq. (3)  det(L_{Y+i}) = det(L_Y) d_i^2  =>  j = argmax_i log d_i^2
-    Eq. (4)  e_i = (L_ji - <c_j, c_i>) / d_j,  c_i <- [c_i, e_i],  d_i^2 <- d_i^2 - e_i^2
-    Eq. (5)  L = Diag(r) S Diag(r)                                    relevance x similarity kernel
-    Eq. (6)  log det(L_Y) = sum_{u in Y} log r_u^2 + log det(S_Y)
-    Eq. (7)  theta * sum r_u + (1 - theta) log det(S_Y)
+    Eq. (2)-(4)  L_Y = V V^T,  V c_i^T = L_{Y,i},  d_i^2 = L_ii - ||c_i||^2   Cholesky of Y + i
+    Eq. (5)-(6)  det(L_{Y+i}) = det(L_Y) d_i^2  =>  j = argmax_i log d_i^2
+    Eq. (8)-(9)  e_i = (L_ji - <c_j, c_i>) / d_j,  c_i <- [c_i, e_i],  d_i^2 <- d_i^2 - e_i^2
+    Eq. (10) the same step with Y replaced by the last w - 1 picks (sliding window, Alg. 2)
+    Eq. (11) L = Diag(r) S Diag(r)                                    relevance x similarity kernel
+    Eq. (12) log det(L_Y) = sum_{u in Y} log r_u^2 + log det(S_Y)
+    Eq. (13)-(14)  theta * sum r_u + (1 - theta) log det(S_Y)
              ->  L' = Diag(e^{alpha r}) S Diag(e^{alpha r}),  alpha = theta / (2 (1 - theta))
-    Stopping rule (paper §4): stop when the best d_j^2 < min_gain; min_gain = 1 stops as soon as
+    Stopping rule (Alg. 1): stop when the best d_j^2 < min_gain; min_gain = 1 stops as soon as
     adding an item would lower det(L_Y) (the unconstrained MAP); a tiny min_gain guards round-off.
 
 NOTE (deviations, each also listed in the note):
@@ -56,7 +68,7 @@ from torch import nn
 
 @dataclass
 class DPPConfig:
-    theta: float = 0.7  # relevance vs diversity, Eq. (7); tune it on a trade-off curve
+    theta: float = 0.7  # relevance vs diversity, Eq. (13); tune it on a trade-off curve
     max_length: int = 10  # k: length of the re-ranked list (we report @10)
     window_size: int | None = None  # w: None = plain greedy (Alg. 1); set w for long feeds (Alg. 2)
     min_gain: float = 1e-10  # stop when best d_j^2 < min_gain; 1.0 = the paper's unconstrained rule
@@ -65,7 +77,7 @@ class DPPConfig:
 
 
 def relevance_weight(theta: float) -> float:
-    """Eq. (7): alpha = theta / (2 (1 - theta)), the exponent put on the relevance scores."""
+    """Eq. (14): alpha = theta / (2 (1 - theta)), the exponent put on the relevance scores."""
     if not 0.0 <= theta < 1.0:
         raise ValueError(f"theta must be in [0, 1), got {theta}")
     return theta / (2.0 * (1.0 - theta))
@@ -93,7 +105,7 @@ def similarity_matrix(item_vectors: torch.Tensor, *, ridge: float = 0.0) -> torc
 
 
 def build_kernel(*, scores: torch.Tensor, similarity: torch.Tensor, theta: float) -> torch.Tensor:
-    """Eq. (5)+(7): L = Diag(exp(alpha r)) S Diag(exp(alpha r)).
+    """Eq. (11)+(14): L = Diag(exp(alpha r)) S Diag(exp(alpha r)).
 
     Args:
         scores: (B, N) relevance r from the ranker (put them on a common scale, e.g. [0, 1]).
@@ -132,11 +144,11 @@ def greedy_map(
 ) -> GreedyResult:
     """Fast greedy MAP (paper Alg. 1), or its sliding-window form (Alg. 2) when window_size is set.
 
-    Cost: O(N k^2) per list for Alg. 1 (each step updates N vectors c_i of length <= k, Eq. (4));
+    Cost: O(N k^2) per list for Alg. 1 (each step updates N vectors c_i of length <= k, Eq. (9));
     O(N k w) for Alg. 2.
 
     With `log_quality` = log q^2 the kernel passed in is S and the DPP is L = Diag(q) S Diag(q)
-    (Eq. (5)). Since det(L_{Y+i}) / det(L_Y) = q_i^2 d_i^2(S), the step of Eq. (3) becomes
+    (Eq. (11)). Since det(L_{Y+i}) / det(L_Y) = q_i^2 d_i^2(S), the step of Eq. (6) becomes
     argmax_i log q_i^2 + log d_i^2(S): the same picks as running on L, without ever forming
     exp(alpha r), which overflows float64 once alpha r > 354 (theta close to 1).
 
@@ -148,7 +160,7 @@ def greedy_map(
         window_size: w >= 2 for Alg. 2; None for Alg. 1.
         log_quality: (B, N) log q_i^2 = 2 alpha r_i, or None.
     Returns:
-        GreedyResult; `cholesky` is the incremental factor V (Eq. (2)) of the kernel passed in,
+        GreedyResult; `cholesky` is the incremental factor V (Eq. (2)-(4)) of the kernel passed in,
         for Alg. 1; None for Alg. 2.
     """
     if kernel.dim() != 3 or kernel.shape[1] != kernel.shape[2]:
@@ -168,7 +180,7 @@ def greedy_map(
     d2 = kernel.diagonal(dim1=1, dim2=2).clone()  # (B, N) d_i^2 with Y empty: L_ii
     if valid is not None:
         d2 = d2.masked_fill(~valid, -math.inf)
-    # c_i stacked as rows: C[:, s, i] is the s-th entry of c_i (Eq. (2)); Alg. 2 keeps only w rows.
+    # c_i stacked as rows: C[:, s, i] is the s-th entry of c_i (Eq. (3)); Alg. 2 keeps only w rows.
     n_rows = k if window_size is None else window_size
     C = kernel.new_zeros(B, n_rows, N)  # (B, k or w, N)
     V = kernel.new_zeros(B, n_rows, n_rows) if window_size is not None else None  # window factor
@@ -180,7 +192,7 @@ def greedy_map(
     m = 0  # rows of C in use (= |Y| for Alg. 1, = window fill for Alg. 2)
 
     for t in range(k):
-        # Eq. (3): argmax_i log d_i^2 (+ log q_i^2); d_i^2 <= 0 (round-off, chosen) -> -inf
+        # Eq. (6): argmax_i log d_i^2 (+ log q_i^2); d_i^2 <= 0 (round-off, chosen) -> -inf
         objective = torch.where(d2 > 0, d2.clamp_min(1e-300).log(), -math.inf)  # (B, N)
         if log_quality is not None:
             objective = objective + log_quality
@@ -194,7 +206,7 @@ def greedy_map(
         d_sel[:, t] = torch.where(active, gain.clamp_min(0).sqrt(), 0.0)
         if t == k - 1:
             break
-        # Eq. (4): one new entry e_i for every candidate's c_i, from the chosen j's c_j and d_j.
+        # Eq. (8)-(9): one new entry e_i for every candidate's c_i, from the chosen j's c_j and d_j.
         d_j = gain.clamp_min(1e-300).sqrt()  # (B,) clamp only matters for stopped lists
         c_j = C[rows, :m, j] if m > 0 else None  # (B, m)
         L_j = kernel[rows, j, :]  # (B, N)
@@ -217,7 +229,7 @@ def greedy_map(
 
     cholesky = None
     if window_size is None:
-        # V = C[:, :, Y]^T: row t holds c_{y_t}; C[t, y_t] = d_{y_t} (Eq. (4) with i = j).
+        # V = C[:, :, Y]^T: row t holds c_{y_t}; C[t, y_t] = d_{y_t} (Eq. (9) with i = j).
         idx = selected.clamp_min(0).unsqueeze(1).expand(B, k, k)  # (B, k, k)
         cholesky = torch.gather(C, 2, idx).transpose(1, 2).tril(-1)  # (B, k, k) below diagonal
         # the diagonal is d_{y_t} = sqrt(gain); the last pick's row of C is never written
@@ -300,7 +312,7 @@ def naive_greedy_map(
 
 
 class DPPReranker(nn.Module):
-    """Re-rank B candidate lists with the DPP of Eq. (7) and fast greedy MAP (Alg. 1 / Alg. 2).
+    """Re-rank B candidate lists with the DPP of Eq. (14) and fast greedy MAP (Alg. 1 / Alg. 2).
 
     No parameters: theta is the only knob. forward() returns positions into the candidate list.
     """
@@ -318,7 +330,7 @@ class DPPReranker(nn.Module):
         self.config = config
 
     def kernel(self, *, scores: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
-        """(B, N) scores + (B, N, D) features -> (B, N, N) kernel L' of Eq. (7)."""
+        """(B, N) scores + (B, N, D) features -> (B, N, N) kernel L' of Eq. (14)."""
         cfg = self.config
         sim = similarity_matrix(item_vectors, ridge=cfg.ridge).to(cfg.dtype)  # (B, N, N)
         return build_kernel(scores=scores, similarity=sim, theta=cfg.theta)
@@ -345,7 +357,7 @@ class DPPReranker(nn.Module):
         cfg = self.config
         # S in the features' dtype (float32 is plenty for a cosine), the greedy in cfg.dtype
         sim = similarity_matrix(item_vectors, ridge=cfg.ridge).to(cfg.dtype)  # (B, N, N) S
-        # Eq. (7) in log space: log q_i^2 = 2 alpha r_i (see greedy_map), never exp(alpha r)
+        # Eq. (14) in log space: log q_i^2 = 2 alpha r_i (see greedy_map), never exp(alpha r)
         log_quality = 2.0 * relevance_weight(cfg.theta) * scores.to(cfg.dtype)  # (B, N)
         result = greedy_map(
             sim,

@@ -11,6 +11,11 @@
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/MMR/demo.py"
 #
+# The note's figure (one list, relevance vs redundancy of each pick; about 25 s):
+#
+#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/MMR/demo.py" --sweep "" \
+#         --plot-steps assets/MMR/mmr_steps_synthetic.png
+#
 # Beauty (attributes as categories; 365 s wall on the same loaded machine, 1 thread):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/MMR/demo.py" \
@@ -54,6 +59,12 @@ def parse_args(argv=None):
         help="lambda values for the trade-off curve ('' to skip)",
     )
     p.add_argument("--chunk", type=int, default=1024, help="lists per MMR batch")
+    p.add_argument(
+        "--plot-steps",
+        metavar="PATH",
+        default=None,
+        help="PNG: relevance and redundancy of each MMR pick for one list, step by step",
+    )
     return p.parse_args(argv)
 
 
@@ -67,6 +78,76 @@ def rerank(mmr, lists, feats, *, lam, k, chunk):
         for s in range(0, len(items), chunk)
     ]
     return torch.cat(out).numpy()
+
+
+def mmr_trace(*, relevance, similarity, lam: float, k: int) -> list[dict]:
+    """Eq. (1) for ONE list, step by step: at each slot the pick and the two terms it traded.
+
+    relevance: (N,) Sim1; similarity: (N, N) Sim2. Returns k dicts with `pick` (position),
+    `relevance` = lambda * Sim1, `redundancy` = (1 - lambda) * max_{j in S} Sim2 (0 for slot 1)
+    and `mmr` = their difference (slot 1: the most relevant item, as in `mmr_select`).
+    """
+    N = relevance.shape[0]
+    chosen: list[int] = []
+    steps = []
+    for _ in range(min(k, N)):
+        rest = torch.tensor([i for i in range(N) if i not in chosen])
+        if chosen:
+            red = (1 - lam) * similarity[rest][:, chosen].max(dim=1).values  # (|rest|,)
+            mr = lam * relevance[rest] - red
+        else:  # empty S: slot 1 is the most relevant candidate (see model.py NOTE)
+            red, mr = torch.zeros(len(rest)), relevance[rest]
+        best = int(mr.argmax())
+        j = int(rest[best])
+        steps.append(
+            {
+                "pick": j,
+                "relevance": float(lam * relevance[j]),
+                "redundancy": float(red[best]),
+                "mmr": float(lam * relevance[j] - red[best]),
+            }
+        )
+        chosen.append(j)
+    return steps
+
+
+def short_label(data, item: int) -> str:
+    """The item's category (the bracket of its text on synthetic data), else its text, cut."""
+    text = RL.describe_item(data, item)
+    return text.rsplit("[", 1)[-1].rstrip("]") if "[" in text else text[:20]
+
+
+def plot_steps(path, steps, items, data, *, lam: float) -> None:
+    """Bars per slot: +lambda*Sim1 and -(1-lambda)*max Sim2 of the pick; dot = the MMR score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = range(len(steps))
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
+    ax.bar(x, [s["relevance"] for s in steps], color="tab:blue", label="λ · Sim1 (relevance)")
+    ax.bar(
+        x,
+        [-s["redundancy"] for s in steps],
+        color="tab:red",
+        label="−(1−λ) · max over S of Sim2 (redundancy)",
+    )
+    ax.plot(x, [s["mmr"] for s in steps], "ko", label="MMR score of the pick, Eq. (1)")
+    ax.axhline(0, color="black", lw=0.8)
+    labels = [
+        f"{t + 1}: #{s['pick'] + 1} {short_label(data, int(items[s['pick']]))}"
+        for t, s in enumerate(steps)
+    ]
+    ax.set_xticks(list(x), labels, rotation=40, ha="right", fontsize=8)
+    ax.set_xlabel("slot: initial rank # and category of the item MMR picked")
+    ax.set_title(f"MMR, one list, λ = {lam}: what each pick gained and paid")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"saved {path}")
 
 
 def main(argv=None):
@@ -98,6 +179,14 @@ def main(argv=None):
 
     # %% one user: history, initial top-k and MMR top-k
     show_reranked_list(data, lists, positions, args.k, f"MMR top-{args.k} (lambda={args.lam})")
+
+    # %% one list step by step: relevance gained and redundancy paid by each pick (--plot-steps)
+    if args.plot_steps:
+        u = int(lists["labels"].sum(1).argmax())  # the list shown above
+        rel = RL.minmax_scores(torch.from_numpy(lists["init_scores"][u : u + 1]).float())[0]
+        sim = mmr.cosine_similarity(feats[torch.from_numpy(lists["items"][u : u + 1])])[0]
+        steps = mmr_trace(relevance=rel, similarity=sim, lam=args.lam, k=args.k)
+        plot_steps(args.plot_steps, steps, lists["items"][u], data, lam=args.lam)
 
     # %% trade-off sweep
     sweep = []

@@ -5,10 +5,21 @@ Documents and Producing Summaries". SIGIR 1998.
 Link: https://doi.org/10.1145/290941.291025
 Official code: none (the paper gives the formula).
 
+Usage::
+
+    import torch
+    from model import MMRReranker
+    scores = torch.rand(2, 30)  # (B, N) ranker scores, already on [0, 1]
+    item_vectors = torch.randn(2, 30, 8)  # (B, N, D) item features; Sim2 = their cosine
+    mmr = MMRReranker(lam=0.7, max_length=10)
+    positions = mmr(scores=scores, item_vectors=item_vectors)  # (B, 10) into the list
+    print(positions[0].tolist())
+
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-What it does (note §2): build the list one slot at a time; each slot takes the candidate with the
-best trade-off between its relevance and its redundancy with what is already selected:
+What it does (the note: Idea, Maths): build the list one slot at a time; each slot takes the
+candidate with the best trade-off between its relevance and its redundancy with what is already
+selected:
 
     Eq. (1)  MMR = argmax_{D_i in R \\ S} [ lambda * Sim1(D_i, Q)
                                           - (1 - lambda) * max_{D_j in S} Sim2(D_i, D_j) ]

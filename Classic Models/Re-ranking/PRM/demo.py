@@ -15,6 +15,11 @@
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/PRM/demo.py"
 #
+# The note's figure (self-attention over one test list; the same run plus one plot):
+#
+#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/PRM/demo.py" \
+#         --plot-attention assets/PRM/attention_synthetic.png
+#
 # Beauty (attributes as categories; 957 s wall on the same loaded machine, 1 thread):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/PRM/demo.py" \
@@ -62,6 +67,12 @@ def parse_args(argv=None):
         help="ablation: attention only to the item itself (pointwise, same size)",
     )
     p.add_argument("--patience", type=int, default=3)
+    p.add_argument(
+        "--plot-attention",
+        metavar="PATH",
+        default=None,
+        help="PNG: self-attention (block 1, mean over heads) over one test list",
+    )
     return p.parse_args(argv)
 
 
@@ -78,6 +89,42 @@ def item_table(data, scorer) -> torch.Tensor:
         onehot[:, 0] = 0.0
         parts.append(onehot)
     return torch.cat(parts, dim=1)
+
+
+def attention_maps(model, **inputs) -> torch.Tensor:
+    """Self-attention weights of every encoder block, (n_blocks, B, N, N), mean over heads.
+
+    Row i is how much item i reads from each item of the list (the softmax of Eq. (6); rows sum
+    to 1, padded keys get 0). Hooks ask `nn.MultiheadAttention` for its weights during one forward
+    pass; the model's own code and outputs are untouched.
+    """
+    maps, handles = [], []
+
+    def ask_for_weights(module, args, kwargs):
+        kwargs["need_weights"], kwargs["average_attn_weights"] = True, True
+        return args, kwargs
+
+    def keep_weights(module, args, output):
+        maps.append(output[1])  # (B, N, N)
+
+    for block in model.blocks:
+        att = block.attention
+        handles.append(att.register_forward_pre_hook(ask_for_weights, with_kwargs=True))
+        handles.append(att.register_forward_hook(keep_weights))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack(maps)
+
+
+def short_label(data, item: int) -> str:
+    """The item's category (the bracket of its text on synthetic data), else its text, cut."""
+    text = RL.describe_item(data, item)
+    return text.rsplit("[", 1)[-1].rstrip("]") if "[" in text else text[:20]
 
 
 def to_dataset(lists, labels) -> TensorDictDataset:
@@ -227,6 +274,28 @@ def main(argv=None):
             f"  {r + 1:2d}. {RL.describe_item(data, a)[:50]:50s} ({int(y_test[u, r])}) | "
             f"{RL.describe_item(data, b)[:50]:50s} ({int(y_test[u, pos[u, r]])})"
         )
+
+    # %% what PRM reads: self-attention over this user's list (--plot-attention)
+    if args.plot_attention:
+        from Utils.plotting import plot_heatmap
+
+        one = {k: v[u : u + 1] for k, v in test_ds.tensors.items()}
+        att = attention_maps(model, **inputs(one))[0, 0].cpu().numpy()  # block 1, (N, N)
+        labels = [
+            f"#{r + 1} {short_label(data, int(i))}" + (" *" if y_test[u, r] else "")
+            for r, i in enumerate(test_l["items"][u])
+        ]
+        plot_heatmap(
+            att,
+            args.plot_attention,
+            xlabels=labels,
+            ylabels=labels,
+            xlabel="key: item read (initial rank, category; * = clicked)",
+            ylabel="query: item being rescored",
+            title="PRM self-attention over one list (block 1, mean over heads)",
+            colorbar_label="attention weight",
+        )
+        print(f"saved {args.plot_attention}")
 
     print(f"\ninitial ranking: {base}\nPRM: {ours}")
     variant = (

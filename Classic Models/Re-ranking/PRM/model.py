@@ -5,19 +5,32 @@ Junfeng Ge, Wenwu Ou, Dan Pei. "Personalized Re-ranking for Recommendation". Rec
 Link: https://arxiv.org/abs/1904.06813
 Official code: none released with the paper (LibRerank, by other authors, re-implements it).
 
+Usage::
+
+    import torch
+    from model import PRM
+    model = PRM(feature_dim=16, pv_dim=8, max_len=20, d_model=32, n_heads=2, n_blocks=1)
+    x, pv = torch.randn(4, 20, 16), torch.randn(4, 20, 8)  # (B, N, F), (B, N, P), initial order
+    clicks = (torch.rand(4, 20) < 0.2).float()  # (B, N) labels y_i
+    loss = PRM.loss(model(features=x, pv=pv), clicks)  # Eq. (2) with the softmax of Eq. (9)
+    loss.backward()
+    order = model.rerank(features=x, pv=pv)  # (B, N) positions into the list, best first
+
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-What it does (note §2): a ranker scores items one at a time, so it cannot see that an item's appeal
-depends on the other items shown with it. PRM reads the ranker's whole initial list at once with a
-Transformer encoder and rescores every item in the context of the others:
+What it does (the note: Idea, Maths): a ranker scores items one at a time, so it cannot see that an
+item's appeal depends on the other items shown with it. PRM reads the ranker's whole initial list at
+once with a Transformer encoder and rescores every item in the context of the others:
 
-    Eq. (1)  E' = [x_i ; pv_i]                      item features + personalised vector
-    Eq. (2)  E'' = E' + PE                           learnable embedding of the initial rank
-    Eq. (3)  E = E'' W^E + b^E                       project to d_model
-    Eq. (4)  Attention(Q, K, V) = softmax(Q K^T / sqrt(d)) V, multi-head
-    Eq. (5)  S' = LayerNorm(S + Dropout(MH(S))),  F = LayerNorm(S' + Dropout(FFN(S')))   per block
-    Eq. (6)  Score(i) = softmax_i(F^(N_x) W^F + b^F)                                 over the list
-    Eq. (7)  L = - sum_lists sum_i y_i log Score(i)                                 click labels
+    Eq. (2)  L = sum_lists l({y_i, P(y_i | X, PV)})   list-wise loss; here softmax cross-entropy
+    Eq. (3)  E' = [x_i ; pv_i]                      item features + personalised vector
+    Eq. (4)  E'' = E' + PE                           learnable embedding of the initial rank
+    Eq. (5)  E = E'' W^E + b^E                       project to d_model
+    Eq. (6)  Attention(Q, K, V) = softmax(Q K^T / sqrt(d)) V
+    Eq. (7)  S' = MH(E) = Concat(head_1, ..., head_h) W^O                           multi-head
+    Eq. (8)  F^(N_x) = FFN(MH(F^(N_x - 1)))   N_x blocks, residual + LayerNorm around each part
+    Eq. (9)  Score(i) = softmax_i(F^(N_x) W^F + b^F)                                 over the list
+Equation numbers are the paper's (the note uses the same).
 
 Notation (shapes):
     B: lists in the batch    N: items per list (initial ranking order)
@@ -29,7 +42,7 @@ NOTE (deviations, each also listed in the note):
       (element-wise product of the user and item vectors of the first-stage ranker), whose sum is
       the ranker's score.
     * Padding: lists may be shorter than N; padded slots are masked out of attention and softmax.
-    * Lists without any click carry no signal under Eq. (7) and are skipped in the mean.
+    * Lists without any click carry no signal under Eq. (2) and are skipped in the mean.
     * `list_context=False` is not in the paper: it limits attention to the item itself, which turns
       PRM into a pointwise scorer of the same size, to measure what the list context adds.
 """
@@ -53,12 +66,12 @@ class PRMConfig:
     n_blocks: int = 2  # N_x: encoder blocks (the paper finds a few blocks enough)
     ffn_dim: int = 128  # hidden width of the position-wise FFN
     dropout: float = 0.1
-    use_position: bool = True  # Eq. (2); False makes PRM permutation-equivariant over the list
+    use_position: bool = True  # Eq. (4); False makes PRM permutation-equivariant over the list
     list_context: bool = True  # False: each item attends only to itself (a pointwise ablation)
 
 
 class EncoderBlock(nn.Module):
-    """Eq. (4)-(5): multi-head self-attention and FFN, each with residual + LayerNorm (post-LN)."""
+    """Eq. (6)-(8): multi-head self-attention and FFN, each with residual + LayerNorm (post-LN)."""
 
     def __init__(self, d_model: int, n_heads: int, ffn_dim: int, dropout: float):
         super().__init__()
@@ -78,8 +91,8 @@ class EncoderBlock(nn.Module):
         att, _ = self.attention(
             s, s, s, key_padding_mask=pad, attn_mask=attn_mask, need_weights=False
         )  # (B, N, D)
-        s = self.norm1(s + self.drop(att))  # Eq. (5), first half
-        return self.norm2(s + self.drop(self.ffn(s)))  # Eq. (5), second half
+        s = self.norm1(s + self.drop(att))  # Eq. (7) + residual, LayerNorm
+        return self.norm2(s + self.drop(self.ffn(s)))  # Eq. (8): FFN + residual, LayerNorm
 
 
 class PRM(nn.Module):
@@ -103,14 +116,14 @@ class PRM(nn.Module):
             )
         self.config = config
         width = config.feature_dim + config.pv_dim
-        # Eq. (2): PE has the width of [x_i; pv_i], added before the projection as in the paper
+        # Eq. (4): PE has the width of [x_i; pv_i], added before the projection as in the paper
         self.position = nn.Embedding(config.max_len, width) if config.use_position else None
-        self.input_proj = nn.Linear(width, config.d_model)  # Eq. (3)
+        self.input_proj = nn.Linear(width, config.d_model)  # Eq. (5)
         self.blocks = nn.ModuleList(
             EncoderBlock(config.d_model, config.n_heads, config.ffn_dim, config.dropout)
             for _ in range(config.n_blocks)
         )
-        self.output = nn.Linear(config.d_model, 1)  # Eq. (6): W^F, b^F
+        self.output = nn.Linear(config.d_model, 1)  # Eq. (9): W^F, b^F
         if self.position is not None:
             nn.init.normal_(self.position.weight, std=0.1)
 
@@ -126,7 +139,7 @@ class PRM(nn.Module):
             pv: (B, N, P) float personalised vectors, or None when pv_dim = 0.
             mask: (B, N) bool, True = real item (default: all real).
         Returns:
-            logits (B, N): Score(i) = softmax over the list of these (Eq. (6)); -inf at padding.
+            logits (B, N): Score(i) = softmax over the list of these (Eq. (9)); -inf at padding.
         """
         cfg = self.config
         if features.dim() != 3 or features.shape[-1] != cfg.feature_dim:
@@ -142,24 +155,24 @@ class PRM(nn.Module):
                 raise ValueError(
                     f"pv must be (B, N, {cfg.pv_dim}) = {(B, N, cfg.pv_dim)}, got {got}"
                 )
-            e = torch.cat([features, pv], dim=-1)  # Eq. (1)   (B, N, F + P)
+            e = torch.cat([features, pv], dim=-1)  # Eq. (3)   (B, N, F + P)
         else:
             e = features
         if self.position is not None:
-            e = e + self.position(torch.arange(N, device=e.device))  # Eq. (2)   (B, N, F + P)
-        s = self.input_proj(e)  # Eq. (3)   (B, N, D)
+            e = e + self.position(torch.arange(N, device=e.device))  # Eq. (4)   (B, N, F + P)
+        s = self.input_proj(e)  # Eq. (5)   (B, N, D)
         pad = torch.zeros(B, N, dtype=torch.bool, device=e.device) if mask is None else ~mask
         attn_mask = None
         if not cfg.list_context:  # ablation: attention restricted to the item itself
             attn_mask = ~torch.eye(N, dtype=torch.bool, device=e.device)  # (N, N)
         for block in self.blocks:
-            s = block(s, pad, attn_mask)  # Eq. (4)-(5)   (B, N, D)
+            s = block(s, pad, attn_mask)  # Eq. (6)-(8)   (B, N, D)
         logits = self.output(s).squeeze(-1)  # (B, N)
         return logits.masked_fill(pad, -math.inf)
 
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Eq. (7): -sum_i y_i log softmax_i(logits), averaged over lists with at least one click.
+        """Eq. (2): -sum_i y_i log softmax_i(logits), averaged over lists with at least one click.
 
         Args:
             logits: (B, N) from forward (-inf at padding).
