@@ -54,6 +54,26 @@ def test_attention_uses_the_unscaled_inner_product_by_default():
     torch.testing.assert_close(layer(e)[0], torch.relu(alpha @ v))
 
 
+@pytest.mark.parametrize("scale", [False, True])
+def test_attention_maps_are_the_weights_forward_uses_and_rows_sum_to_one(scale):
+    """The figure's weights: `attention_maps()` returns, per layer, the alpha of Eq. (5) that
+    `forward` mixes the values with (rebuilding each layer's output from it); rows sum to 1."""
+    model = M.AutoInt(M.AutoIntConfig(field_dims=FIELD_DIMS, dense_dim=1, num_layers=2,
+                                      num_heads=2, attention_dim=3, scale_attention=scale,
+                                      embed_init_std=1.0)).double().eval()
+    sparse, dense = batch(B=5, dense_dim=1)
+    maps = model.attention_maps(sparse, dense.double())
+    assert len(maps) == 2 and maps[0].shape == (5, 2, 5, 5)
+    e = model.embedding(sparse, dense.double())  # (B, M, D)
+    for layer, alpha in zip(model.layers, maps):
+        torch.testing.assert_close(alpha.sum(-1), torch.ones(5, 2, 5, dtype=torch.float64))
+        v = layer.W_value(e).view(5, 5, 2, 3).transpose(1, 2)  # (B, Hh, M, A)
+        heads = (alpha @ v).transpose(1, 2).reshape(5, 5, 6)
+        torch.testing.assert_close(layer(e), torch.relu(heads + layer.W_res(e)))
+        e = layer(e)
+    assert maps[0].std() > 0  # not uniform: the weights depend on the fields
+
+
 def test_autoint_plus_adds_the_dnn_logit():
     cfg = dict(field_dims=FIELD_DIMS, num_layers=2)
     plus = M.AutoInt(M.AutoIntConfig(**cfg, dnn_hidden=(16,))).eval()

@@ -142,6 +142,26 @@ def test_overfits_a_tiny_batch(kw):
     assert loss.item() < 0.05
 
 
+def test_cross_weight_blocks_average_abs_w_per_field_pair():
+    """The figure's matrix: mean |W_0| over the block of field a's rows and field b's columns
+    (sparse fields D columns each, dense fields one each); low rank reads W = U V^T."""
+    model = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dense_dim=1, embed_dim=2, hidden=(4,)))
+    sizes, d = [2, 2, 2, 1], 7
+    W = torch.zeros(d, d)
+    starts = [0, 2, 4, 6]
+    W[starts[0]:starts[0] + 2, starts[2]:starts[2] + 2] = -3.0  # field 0 x field 2, sign ignored
+    W[starts[3], starts[1]] = 5.0  # dense field x field 1: one of its 2 cells
+    model.cross.layers[0].W.data = W
+    expected = torch.zeros(4, 4)
+    expected[0, 2], expected[3, 1] = 3.0, 5.0 / (sizes[3] * sizes[1])
+    torch.testing.assert_close(model.cross_weight_blocks(0), expected)
+    low = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dense_dim=1, embed_dim=2, hidden=(4,),
+                                cross_rank=2))
+    U, V = low.cross.layers[0].U.data[0], low.cross.layers[0].V.data[0]
+    model.cross.layers[0].W.data = U @ V.T
+    torch.testing.assert_close(low.cross_weight_blocks(0), model.cross_weight_blocks(0))
+
+
 def test_bad_configs_fail_early():
     with pytest.raises(ValueError, match="cross_rank"):
         M.DCNv2Config(field_dims=FIELD_DIMS, num_experts=4)

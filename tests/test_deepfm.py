@@ -32,6 +32,16 @@ def test_fm_second_order_equals_brute_force_pairwise_sum():
     torch.testing.assert_close(M.fm_second_order(e), brute)
 
 
+def test_pair_interactions_are_the_terms_of_the_fm_sum():
+    """The heatmap's cells (`fm_pair_interactions`) are the terms of Eq. (2)'s double sum: the
+    strict upper triangle adds up to the O(N D) second-order term, and the matrix is symmetric."""
+    e = torch.randn(6, 5, 4, dtype=torch.float64)  # (B, N, D)
+    pairs = M.fm_pair_interactions(e)  # (B, N, N)
+    torch.testing.assert_close(pairs, pairs.transpose(1, 2))
+    torch.testing.assert_close(torch.triu(pairs, diagonal=1).sum(dim=(1, 2)), M.fm_second_order(e))
+    torch.testing.assert_close(pairs[:, 1, 3], (e[:, 1] * e[:, 3]).sum(-1))
+
+
 def test_model_fm_term_is_eq2_with_real_valued_dense_features():
     """y_FM = b + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j, for one-hot AND real-valued x."""
     cfg = M.DeepFMConfig(field_dims=FIELD_DIMS, dense_dim=2, embed_dim=3, embed_init_std=0.5)

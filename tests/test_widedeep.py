@@ -83,6 +83,26 @@ def test_joint_training_one_loss_updates_both_parts():
     assert ids == {id(p) for p in model.parameters()}  # the two groups cover the whole model
 
 
+def test_wide_logit_is_raw_plus_cross_weights_and_a_cross_weight_can_be_read_alone():
+    """What the demo's figure reads: Eq. (1)'s wide logit is the sum of the raw-feature weights,
+    the cross-product weights and b; a row with only the crossed fields set (the others padding)
+    has exactly one non-zero term, the weight of that combination's cross id."""
+    dims = (5, 6, 4)
+    model = M.WideDeep(M.WideDeepConfig(field_dims=dims, hidden=(4,), cross_fields=((0, 1), (1, 2))))
+    with torch.no_grad():
+        for p in model.wide_parameters():
+            p.normal_()
+    sparse = torch.tensor([[1, 2, 3], [4, 5, 1], [2, 0, 3]])
+    raw = model.wide_raw(sparse).sum(dim=(1, 2))
+    cross = model.wide_cross(model.cross_features(sparse)).sum(dim=(1, 2))
+    torch.testing.assert_close(model.wide(sparse, None), raw + cross + model.bias)
+    only = torch.tensor([[3, 4, 0]])  # fields 0 and 1 set: cross (0, 1) present, (1, 2) missing
+    w = model.wide_cross(model.cross_features(only))[0, :, 0]  # (C,)
+    ids, _ = M.cross_product_ids(only, (0, 1), dims, buckets=1 << 20)
+    assert w[1] == 0
+    torch.testing.assert_close(w[0], model.wide_cross.table.weight[int(ids[0]), 0])
+
+
 def test_overfits_a_tiny_batch():
     dims = (20, 30, 4)
     model = M.WideDeep(M.WideDeepConfig(field_dims=dims, dense_dim=1, embed_dim=8, hidden=(32,),

@@ -5,9 +5,21 @@ Official code: https://github.com/DeepGraphLearning/RecommenderSystems (featureR
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
+Usage::
+
+    import torch
+    from model import AutoInt, AutoIntConfig
+    model = AutoInt(AutoIntConfig(field_dims=(10, 20, 5), dense_dim=1, embed_dim=8,
+                                  attention_dim=4, dnn_hidden=(16,)))    # AutoInt+
+    sparse = torch.randint(0, 5, (8, 3))                # (B, F) int64, 0 = padding
+    dense = torch.rand(8, 1)                            # (B, Fd) float
+    logits = model(sparse, dense)                       # (B,) logits of Eq. (9) + DNN
+    loss = model.loss(logits, torch.randint(0, 2, (8,)))
+    alpha = model.attention_maps(sparse, dense)         # per layer (B, Hh, M, M), rows sum to 1
+
 Every field becomes one vector; multi-head self-attention over the set of field vectors lets each
 field pick which other fields to interact with, and stacking interacting layers builds higher-order
-combinations (note §2). Residual connections keep the lower-order terms. AutoInt+ adds a plain
+combinations (note, "Idea"). Residual connections keep the lower-order terms. AutoInt+ adds a plain
 feed-forward network on the same embeddings and sums the two logits.
 
 Notation (the same in the note, README.md):
@@ -141,6 +153,22 @@ class InteractingLayer(nn.Module):
         self.W_res = nn.Linear(in_dim, out, bias=False) if residual else None
         self.out_dim = out
 
+    @torch.no_grad()
+    def attention(self, e: torch.Tensor) -> torch.Tensor:
+        """The weights alpha of Eq. (5) that `forward` uses, for reading. e: (B, M, D_in).
+
+        Returns (B, Hh, M, M): row m is how field m spreads its attention over the M fields (sums
+        to 1).
+        """
+        B, M, _ = e.shape
+        Hh, A = self.heads, self.att_dim
+        q = self.W_query(e).view(B, M, Hh, A).transpose(1, 2)  # (B, Hh, M, A)
+        k = self.W_key(e).view(B, M, Hh, A).transpose(1, 2)  # (B, Hh, M, A)
+        scores = q @ k.transpose(-1, -2)  # (B, Hh, M, M)
+        if self.scale:
+            scores = scores / math.sqrt(A)
+        return torch.softmax(scores, dim=-1)
+
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         """e: (B, M, D_in) field vectors. Returns (B, M, Hh * A)."""
         B, M, _ = e.shape
@@ -191,6 +219,21 @@ class AutoInt(nn.Module):
         for layer in self.layers:  # loop over the few layers, not over samples
             e = layer(e)
         return e
+
+    @torch.no_grad()
+    def attention_maps(self, sparse: torch.Tensor, dense: torch.Tensor | None = None
+                       ) -> list[torch.Tensor]:
+        """The attention weights of every interacting layer, for reading which fields combine.
+
+        Args: as `forward`. Returns a list of num_layers tensors (B, Hh, M, M); in each, row m of a
+        head is field m's softmax over the M fields (Eq. (5)).
+        """
+        check_inputs(sparse, dense, self.config.field_dims, self.config.dense_dim)
+        e, maps = self.embedding(sparse, dense), []  # (B, M, D)
+        for layer in self.layers:  # the same pass as interacting_layers(), keeping alpha
+            maps.append(layer.attention(e))
+            e = layer(e)
+        return maps
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. (9) before the sigmoid (+ the DNN logit for AutoInt+).

@@ -7,11 +7,23 @@ Official code: the `Cross` layer of TensorFlow Recommenders
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
+Usage::
+
+    import torch
+    from model import DCNv2, DCNv2Config
+    model = DCNv2(DCNv2Config(field_dims=(10, 20, 5), dense_dim=2, embed_dim=4, hidden=(16,)))
+    sparse = torch.randint(0, 5, (8, 3))                # (B, F) int64, 0 = padding
+    dense = torch.rand(8, 2)                            # (B, Fd) float
+    logits = model(sparse, dense)                       # (B,) logits of Eq. (2)
+    loss = model.loss(logits, torch.randint(0, 2, (8,)))
+    blocks = model.cross_weight_blocks()                # (F + Fd, F + Fd) mean |W_0| per field pair
+
 A cross network builds explicit, bounded-degree feature crosses: each cross layer multiplies the
 input x_0 element-wise with a learned linear map of the previous layer, so l layers give every
-polynomial term of x_0 up to degree l + 1 (note §3). A deep network beside it (parallel) or after it
-(stacked) adds implicit interactions. The cross weights may be factored into low-rank experts mixed
-by a gate.
+polynomial term of x_0 up to degree l + 1 (note, "Maths"). A deep network beside it (parallel) or
+after it (stacked) adds implicit interactions. The cross weights may be factored into low-rank
+experts mixed by a gate. `cross_weight_blocks()` reads a cross layer's W per pair of fields (the
+note's figure).
 
 Notation (the same in the note, README.md; equation numbers follow the arXiv version):
     B: batch size      F: number of sparse fields      Fd: number of dense fields
@@ -194,7 +206,7 @@ class CrossLayer(nn.Module):
 
 
 class CrossNetwork(nn.Module):
-    """L cross layers applied to x_0 (note §3)."""
+    """L cross layers applied to x_0 (note, "Maths")."""
 
     def __init__(self, dim: int, num_layers: int, rank: int | None, num_experts: int,
                  activation: str | None):
@@ -256,6 +268,24 @@ class DCNv2(nn.Module):
         else:  # Fig. 1(a): cross(x_0) || deep(x_0)
             final = torch.cat([xc, self.dnn(x0)], dim=1)  # (B, d + H)
         return self.logit(final).squeeze(-1)  # (B,)
+
+    @torch.no_grad()
+    def cross_weight_blocks(self, layer: int = 0) -> torch.Tensor:
+        """Mean |W_l| per (field, field) block: which pairs of fields a cross layer crosses.
+
+        In the first layer W_0[i, j] weights the product x_0[i] * x_0[j] (Eq. (1) with x_l = x_0),
+        so block (a, b) holds the weights of the crosses of field a with field b. Low rank:
+        W = U V^T (Eq. (4)), |W| averaged over the experts. Fields: the F sparse fields (D columns
+        each), then the Fd dense ones (1 column each). Returns (F + Fd, F + Fd) float.
+        """
+        c, cross = self.config, self.cross.layers[layer]
+        if cross.rank is None:
+            W = cross.W.abs()  # (d, d)
+        else:
+            W = torch.einsum("kdr,ker->kde", cross.U, cross.V).abs().mean(0)  # mean_i |U_i V_i^T|
+        sizes = [c.embed_dim] * len(c.field_dims) + [1] * c.dense_dim
+        rows = torch.split(W, sizes, dim=0)  # F + Fd blocks of rows
+        return torch.stack([torch.stack([b.mean() for b in r.split(sizes, dim=1)]) for r in rows])
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Eq. (3): mean log loss + lambda * sum_l ||W_l||^2 over the cross layers."""

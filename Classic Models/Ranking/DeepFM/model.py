@@ -5,8 +5,18 @@ Official code: none released by the authors (the paper's numbers come from their
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
+Usage::
+
+    import torch
+    from model import DeepFM, DeepFMConfig
+    model = DeepFM(DeepFMConfig(field_dims=(10, 20, 5), dense_dim=1, hidden=(16,)))
+    sparse = torch.randint(1, 5, (4, 3))  # (B, F) int64, 0 = padding
+    dense = torch.rand(4, 1)  # (B, Fd) float
+    logits = model(sparse, dense)  # (B,) y_FM + y_DNN, Eq. (1) before the sigmoid
+    loss = model.loss(logits, torch.tensor([1, 0, 0, 1]))
+
 DeepFM puts a factorization machine (FM) and a deep network side by side on ONE shared embedding
-(note §2): the FM part models first- and second-order feature interactions explicitly, the deep part
+(note, Idea): the FM part models first- and second-order feature interactions explicitly, the deep part
 models high-order interactions implicitly, and no hand-made cross features are needed (unlike the
 wide part of Wide & Deep).
 
@@ -141,8 +151,22 @@ def fm_second_order(e: torch.Tensor) -> torch.Tensor:
     return 0.5 * (square_of_sum - sum_of_square).sum(dim=1)  # (B,)
 
 
+def fm_pair_interactions(e: torch.Tensor) -> torch.Tensor:
+    """The terms of Eq. (2)'s double sum one by one: <v_i, v_j> x_i x_j for every field pair.
+
+    For inspection only (the note's heatmap); the model computes their sum in O(N D) with
+    `fm_second_order()`. The strict upper triangle of each (N, N) matrix sums to that value.
+
+    Args:
+        e: (B, N, D) the field vectors already scaled by their values, e_i = v_i x_i.
+    Returns:
+        (B, N, N) matrix of <e_i, e_j>; the diagonal (<e_i, e_i>) is not part of Eq. (2).
+    """
+    return e @ e.transpose(1, 2)  # (B, N, D) @ (B, D, N) -> (B, N, N)
+
+
 class DeepFM(nn.Module):
-    """FM component + deep component on a shared embedding (note §3)."""
+    """FM component + deep component on a shared embedding (note, Maths)."""
 
     def __init__(self, config: DeepFMConfig):
         super().__init__()

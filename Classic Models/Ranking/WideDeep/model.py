@@ -7,9 +7,19 @@ open-sourced implementation, linked from the paper).
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
+Usage::
+
+    import torch
+    from model import WideDeep, WideDeepConfig
+    config = WideDeepConfig(field_dims=(10, 20, 5), hidden=(16,), cross_fields=((0, 1),))
+    model = WideDeep(config)
+    sparse = torch.randint(1, 5, (4, 3))  # (B, F) int64, 0 = padding
+    logits = model(sparse)  # (B,) wide + deep logit, Eq. (4) before the sigmoid
+    loss = model.loss(logits, torch.tensor([1, 0, 0, 1]))
+
 A wide linear model over raw sparse features and cross-product transformations MEMORISES feature
 co-occurrences seen in training; a deep MLP over dense embeddings GENERALISES to unseen
-combinations. Both are trained jointly on one logistic loss (note §2).
+combinations. Both are trained jointly on one logistic loss (note, Idea).
 
 Notation (the same in the note, README.md):
     B: batch size      F: number of sparse fields      Fd: number of dense fields
@@ -25,7 +35,7 @@ NOTE: cross-product features (Eq. (2)) are given as tuples of field indices, e.g
     `crossed_column` does. A cross is "missing" (id 0) when any of its fields is padding.
 NOTE: the paper trains the wide part with FTRL + L1 and the deep part with AdaGrad. torch has no
     FTRL; `wide_parameters()` / `deep_parameters()` let a caller use two optimisers. The demo uses
-    one Adam for both (note §6).
+    one Adam for both (note, Training and serving).
 """
 
 from dataclasses import dataclass
