@@ -141,6 +141,39 @@ def test_time_buckets_are_monotone_in_abs_delta_and_clipped():
     assert len(torch.unique(b)) > 20  # buckets actually separate short and long gaps
 
 
+def test_time_buckets_of_common_gaps_match_the_note():
+    """ln|Δt| / 0.301 (the official bucketization): 0.301 = log10(2), but over the natural log a
+    bucket spans a factor e^0.301 ≈ 1.35, about 2.3 buckets per doubling (the note's "Maths")."""
+    assert abs(math.log10(2) - 0.301) < 1e-4
+    gaps = {1: 0, 10: 7, 60: 13, 3600: 27, 86400: 37, 30 * 86400: 49, 365 * 86400: 57,
+            3650 * 86400: 65}
+    got = hstu.time_buckets(torch.tensor(list(gaps)), n_buckets=128, divisor=0.301).tolist()
+    assert got == list(gaps.values())
+    # doubling a gap moves it about 2.3 buckets, not 1
+    assert hstu.time_buckets(torch.tensor([2**20]), n_buckets=128, divisor=0.301) == 46
+
+
+def test_plotted_attention_weights_are_the_last_layers_eq2_weights():
+    """`HSTU.attention_weights` (the note's figure) returns exactly the weights the last layer applies:
+    SiLU(QKᵀ + rab) / n on allowed pairs, 0 on future or padded keys."""
+    model = _model()
+    history = torch.tensor([[0, 0, 3, 7, 1, 9, 4, 2]])
+    ts = torch.tensor([[0, 0, 10, 70, 4000, 4100, 90000, 90060]])
+    weights = model.attention_weights(history, ts)  # (1, H, L, L)
+    captured = {}
+    layer = model.layers[-1]
+    hook = layer.register_forward_pre_hook(lambda _, args: captured.update(a=args))
+    with torch.no_grad():
+        model(history, ts)
+    hook.remove()
+    x, allowed, t = captured["a"]
+    with torch.no_grad():
+        _, _, expected = layer.attention(x, allowed, t)
+    torch.testing.assert_close(weights, expected)
+    assert torch.all(weights[0].triu(1) == 0)  # future keys
+    assert torch.all(weights[0, :, :, :2] == 0)  # padded keys
+
+
 @pytest.mark.parametrize("loss", ["sampled_softmax", "ce"])
 def test_overfits_a_tiny_set(loss):
     torch.manual_seed(0)

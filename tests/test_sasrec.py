@@ -57,11 +57,11 @@ def test_scores_are_dot_products_with_the_shared_item_embedding():
     history = torch.tensor([[0, 1, 2, 3]])
     scores = model.score(history)
     assert scores.shape == (1, 31) and scores[0, 0] == float("-inf")
-    expected = model(history)[:, -1] @ model.item_embedding.weight[1:].T  # Eq. (7), M = E
+    expected = model(history)[:, -1] @ model.item_embedding.weight[1:].T  # Eq. (6), M = E
     torch.testing.assert_close(scores[:, 1:], expected)
 
 
-def test_bce_loss_is_eq8_with_one_negative_per_position():
+def test_bce_loss_is_the_papers_with_one_negative_per_position():
     model = _model("bce")
     history = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
     targets = torch.tensor([[0, 2, 3, 4], [5, 6, 7, 8]])
@@ -84,6 +84,32 @@ def test_full_softmax_loss_is_cross_entropy_over_all_items():
     torch.testing.assert_close(
         model.loss(history, targets), F.cross_entropy(logits, targets[0, 1:] - 1)
     )
+
+
+def test_plotted_attention_weights_are_causal_softmax_rows_that_reproduce_the_layer():
+    """The figure's weights (Eq. 2 recomputed outside the fused kernel): each row sums to 1, future
+    and padded keys get 0, and weights @ V gives back the attention layer's own output."""
+    model = _model()
+    history = torch.tensor([[0, 0, 3, 7, 1, 9, 4, 2]])
+    weights = model.attention_weights(history)  # (1, H, L, L)
+    assert weights.shape == (1, 2, 8, 8)
+    real = weights[0, :, 2:]  # rows of real queries
+    torch.testing.assert_close(real.sum(-1), torch.ones(2, 6))
+    assert torch.all(real[:, :, :2] == 0)  # padded keys
+    assert torch.all(weights[0].triu(1)[:, 2:] == 0)  # future keys (j > t) of real queries
+    # the same weights applied to V reproduce CausalSelfAttention.forward on the captured inputs
+    attn = model.blocks[-1].attention
+    captured = {}
+    hook = attn.register_forward_pre_hook(lambda _, args: captured.update(a=args))
+    with torch.no_grad():
+        model(history)
+    hook.remove()
+    x, allowed = captured["a"]
+    B, L, D = x.shape
+    v = attn.to_qkv(x).chunk(3, dim=-1)[2].view(B, L, 2, D // 2).transpose(1, 2)  # (B, H, L, D/H)
+    by_hand = attn.out((weights @ v).transpose(1, 2).reshape(B, L, D))
+    with torch.no_grad():
+        torch.testing.assert_close(by_hand[:, 2:], attn(x, allowed)[:, 2:], atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("loss", ["bce", "ce", "sampled_ce"])

@@ -12,22 +12,30 @@
 #
 #     .venv/bin/python "Classic Models/Recall/HSTU/demo.py" --threads 1
 #
-# Beauty, the note's Results (about 18 min on one thread of a shared 2-core machine):
+# The note's figure (the same run, then the last layer's pointwise attention over one user's
+# history):
+#
+#     .venv/bin/python "Classic Models/Recall/HSTU/demo.py" --threads 1 \
+#         --plot-attention assets/HSTU/attention_synthetic.png
+#
+# Beauty, the note's Results (about 20 min per seed on one thread of a shared 2-core machine):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/HSTU/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --loss ce \
-#         --temperature 0.1 --epochs 200 --patience 3 --time-budget 900 --target-ndcg 0.0512 \
-#         --plot assets/HSTU/beauty_ce_t01_curve.png --out assets/HSTU/results/beauty_ce_t01.json
+#         --temperature 0.1 --epochs 200 --patience 3 --time-budget 1500 --target-ndcg 0.0512 \
+#         --out assets/HSTU/results/beauty_ce_t01_budget1500.json
 
 # %%
 import argparse
+import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import Datasets
 from Utils.io import add_common_args, load_model_file
-from Utils.seqrec import add_seqrec_args, train_and_report
+from Utils.seqrec import add_seqrec_args, describe, train_and_report
 from Utils.training import cpu_setup, pick_device, set_seed
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +54,8 @@ parser.add_argument("--qk-dim", type=int, default=16)
 parser.add_argument("--v-dim", type=int, default=16)
 parser.add_argument("--negatives", type=int, default=512, help="S for --loss sampled_softmax")
 parser.add_argument("--temperature", type=float, default=0.05)
+parser.add_argument("--plot-attention", default=None, metavar="PATH",
+                    help="after training, save the last layer's attention over one user's history")
 args = add_seqrec_args(parser).parse_args()
 
 cpu_setup(args.threads)
@@ -94,9 +104,75 @@ def train_step(batch):
 # history, one user's top-10, the curve and the RESULT line — the last line printed)
 
 # %%
-train_and_report(
+result = train_and_report(
     name="HSTU", model=model, train_step=train_step,
     score=lambda history, history_ts: model.score(history, history_ts if use_time else None),
     optimizer=optimizer, data=data, split=split, sequences=sequences, train_set=train_set,
     gen=gen, args=args, device=device,
 )
+
+
+# %% [markdown]
+# ## What the model computes: the last layer's pointwise attention over one user's history
+# Row t is the state after reading item t (the query), column j an earlier item (the key). HSTU has
+# no softmax: the plotted weight is Eq. (2)'s SiLU(q_t·k_j + rab^{p,t}) / n (n = max_len), averaged
+# over the heads. It can be negative, and a row's sum (printed beside it) is not 1: its size is the
+# "intensity" that softmax would normalise away. `--plot-attention PATH` saves it (the note's figure).
+
+# %%
+def plot_pointwise_attention(weights: np.ndarray, labels: list[str], path: str, title: str) -> None:
+    """Heatmap of a causal (L, L) weight matrix that may be negative (diverging colours, 0 = white);
+    masked cells (future keys) left blank; each row's sum written beside its label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    L = len(labels)
+    shown = np.where(np.tril(np.ones((L, L), dtype=bool)), weights, np.nan)
+    top = float(np.nanmax(np.abs(shown)))
+    fig, ax = plt.subplots(figsize=(3.5 + 0.6 * L, 2 + 0.45 * L), dpi=120)
+    im = ax.imshow(shown, cmap="RdBu_r", vmin=-top, vmax=top)
+    fig.colorbar(im, ax=ax, label="weight SiLU(q·k + rab) / n")
+    for r in range(L):
+        for c in range(r + 1):
+            ax.text(c, r, f"{shown[r, c] * 1e3:.1f}", ha="center", va="center", fontsize=6,
+                    color="white" if abs(shown[r, c]) > 0.6 * top else "black")
+    rows = [f"{lab}  (sum {np.nansum(shown[r]) * 1e3:.1f})" for r, lab in enumerate(labels)]
+    ax.set_xticks(range(L), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(L), rows, fontsize=7)
+    ax.set_xlabel("key: earlier item j   (cell values × 1e-3)")
+    ax.set_ylabel("query: state after item t   (row sum × 1e-3)")
+    ax.set_title(title, fontsize=9)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def short_label(t: int, text: str) -> str:
+    """'3. Yara Baby Classic Baby Sham… [Baby Care]': position, cut title, whole category."""
+    title, _, category = text.partition(" [")
+    title = title if len(title) <= 26 else title[:25] + "…"
+    return f"{t + 1}. {title}" + (f" [{category}" if category else "")
+
+
+if args.plot_attention:
+    hist_items, hist_ts = split.history("test", args.max_len)  # what the test scores read
+    lengths = (hist_items != 0).sum(1)
+    row = int(np.argmax((lengths >= 8) & (lengths <= 14)))  # a whole history that fits a plot
+    real = hist_items[row] != 0
+    items = torch.from_numpy(hist_items[row][real]).unsqueeze(0).to(device)  # (1, L)
+    ts = torch.from_numpy(hist_ts[row][real]).unsqueeze(0).to(device) if use_time else None
+    model.eval()
+    weights = model.attention_weights(items, ts).mean(1)[0].cpu().numpy()  # (L, L), head mean
+    labels = [short_label(t, describe(data, int(i))) for t, i in enumerate(items[0].tolist())]
+    plot_pointwise_attention(
+        weights, labels, args.plot_attention,
+        f"HSTU, last layer, pointwise SiLU attention (no softmax), user {split.users[row]}")
+    print(f"user {split.users[row]}: weights of the last state over its history "
+          f"(sum {weights[-1].sum():.4f}, not 1):")
+    for t, i in enumerate(items[0].tolist()):
+        print(f"  {weights[-1, t]:+.4f}  {describe(data, i)}")
+    print("attention plot saved to", args.plot_attention)
+    print("RESULT " + json.dumps(result))  # the RESULT line stays the last line printed

@@ -8,18 +8,32 @@ code behind the paper's public-data experiments, Section 4.1.1).
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
+Usage::
+
+    import torch
+    from model import HSTU, HSTUConfig
+    model = HSTU(HSTUConfig(n_items=100, max_len=20, dim=16, n_blocks=2, n_negatives=32))
+    history = torch.randint(1, 101, (2, 20))  # (B, L) item ids, 0 = padding on the left
+    times = torch.cumsum(torch.randint(1, 10**5, (2, 20)), dim=1)  # (B, L) seconds, increasing
+    loss = model.loss(history[:, :-1], history[:, 1:], times[:, :-1])  # sampled softmax
+    loss.backward()
+    scores = model.eval().score(history, times)  # (B, N + 1) cosine / τ, column 0 = -inf
+    weights = model.attention_weights(history, times)  # (B, H, L, L) SiLU weights, not softmax
+
 Notation (the note, README.md, uses the same letters):
     B: batch (users), L: history length (<= max_len), D: embedding dim, H: heads,
     d_qk / d_v: per-head query-key / value dims, N: number of items (1..N; 0 is padding),
     S: number of sampled negatives, τ: softmax temperature.
 
-One HSTU layer (note §3; equation numbers as in the paper):
+One HSTU layer (the note's "Maths"; equation numbers as in the paper):
     U(X), V(X), Q(X), K(X) = Split(φ1(f1(X)))          Eq. (1)  f1 linear, φ1 = SiLU
     A(X) V(X) = φ2(Q(X) K(X)ᵀ + rab^{p,t}) V(X)        Eq. (2)  φ2 = SiLU, no softmax, divided by n
     Y(X) = f2(Norm(A(X) V(X)) ⊙ U(X))                  Eq. (3)  f2 linear, Norm = LayerNorm
 with a residual X + Y(X) and a LayerNorm on the layer input, as the official code does.
 rab^{p,t} (relative attention bias) = b^p[i - j] + b^t[bucket(t_i - t_j)],
-bucket = ⌊ln|Δt| / 0.301⌋.
+bucket = ⌊ln max(|Δt|, 1) / 0.301⌋ clipped to 128, as the official code's bucketization_fn.
+0.301 is log10(2), but the official code divides the *natural* log by it, so a bucket spans a
+factor e^0.301 ≈ 1.35 of |Δt| (about 2.3 buckets per doubling), not a factor 2.
 
 Training (official research code): the output embedding and the item embeddings are L2-normalised
 and their dot product divided by τ = 0.05; loss = sampled softmax against S uniformly drawn
@@ -37,9 +51,10 @@ NOTE (deviations, each listed in the note's "Deviations" section):
   When no timestamps are given the bias is positional only.
 - The temperature stays the official 0.05 by default; with the *full* softmax over the 12,101
   Beauty items, τ = 0.05 collapsed every user onto popularity in the first epoch, so the Beauty
-  full-softmax runs use τ = 0.1 (and 0.2, too flat; note §7).
+  full-softmax runs use τ = 0.1 (and 0.2, too flat; the note's "Deviations").
 - M-FALCON (batched inference over candidates) and stochastic length (training-time sequence
-  sparsification) are not implemented: note §5 explains them; at max_len = 50 they would not matter.
+  sparsification) are not implemented: the note explains them; at max_len = 50 they would not
+  matter.
 """
 
 from __future__ import annotations
@@ -220,6 +235,22 @@ class HSTU(nn.Module):
         for layer in self.layers:
             x = layer(x, allowed, timestamps) * real.unsqueeze(-1)  # (B, L, D)
         return F.normalize(x, dim=-1, eps=self.cfg.eps)  # official L2NormEmbeddingPostprocessor
+
+    @torch.no_grad()
+    def attention_weights(
+        self, history: torch.Tensor, timestamps: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L) history -> (B, H, L, L) weights of the last layer's Eq. (2), SiLU(QKᵀ + rab) / n
+        on allowed pairs and 0 elsewhere: not normalised (rows need not sum to 1), for inspection;
+        the note's figure plots them."""
+        layer = self.layers[-1]
+        captured = {}
+        hook = layer.register_forward_pre_hook(lambda _, args: captured.update(a=args))
+        try:
+            self.forward(history, timestamps)
+        finally:
+            hook.remove()
+        return layer.attention(*captured["a"])[2]  # inputs of the last layer -> its weights
 
     def item_embeddings(self) -> torch.Tensor:
         """(N + 1, D) L2-normalised item embeddings (row 0 = padding, zero)."""

@@ -11,22 +11,29 @@
 #
 #     .venv/bin/python "Classic Models/Recall/SASRec/demo.py" --threads 1
 #
-# Beauty, the note's Results (about 20-30 min on one thread of a loaded 2-core machine):
+# The note's figure (the same run, then the last block's attention over one user's history):
+#
+#     .venv/bin/python "Classic Models/Recall/SASRec/demo.py" --threads 1 \
+#         --plot-attention assets/SASRec/attention_synthetic.png
+#
+# Beauty, the note's Results (5-7 min per seed on one thread of a shared 2-core machine):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/SASRec/demo.py" \
-#         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --loss ce \
-#         --epochs 200 --patience 3 --time-budget 1500 --target-ndcg 0.0512 \
-#         --plot assets/SASRec/beauty_ce_curve.png --out assets/SASRec/results/beauty_ce.json
+#         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --loss ce --seed 0 \
+#         --batch-size 32 --epochs 200 --patience 3 --time-budget 900 --target-ndcg 0.0512 \
+#         --out assets/SASRec/results/beauty_ce_batch32_seed0.json
 
 # %%
 import argparse
+import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import Datasets
 from Utils.io import add_common_args, load_model_file
-from Utils.seqrec import add_seqrec_args, train_and_report
+from Utils.seqrec import add_seqrec_args, describe, train_and_report
 from Utils.training import cpu_setup, pick_device, set_seed
 
 HERE = Path(__file__).resolve().parent
@@ -44,6 +51,8 @@ parser.add_argument("--heads", type=int, default=2)
 parser.add_argument("--negatives", type=int, default=256, help="S for --loss sampled_ce")
 parser.add_argument("--ffn-dim", type=int, default=0,
                     help="point-wise FFN width; 0 = dim, the paper's square W1, W2 (RecBole: 256)")
+parser.add_argument("--plot-attention", default=None, metavar="PATH",
+                    help="after training, save the last block's attention over one user's history")
 args = add_seqrec_args(parser).parse_args()
 
 cpu_setup(args.threads)
@@ -88,9 +97,68 @@ def train_step(batch):
 # history, one user's top-10, the curve and the RESULT line — the last line printed)
 
 # %%
-train_and_report(
+result = train_and_report(
     name="SASRec", model=model, train_step=train_step,
     score=lambda history, history_ts: model.score(history),  # SASRec uses no timestamps
     optimizer=optimizer, data=data, split=split, sequences=sequences, train_set=train_set,
     gen=gen, args=args, device=device,
 )
+
+
+# %% [markdown]
+# ## What the model computes: the last block's attention over one user's history
+# Row t is the state after reading item t (the query), column j an earlier item (the key): the
+# softmax weights of Eq. (2), averaged over the heads; each row sums to 1, the upper triangle is
+# masked (causality). `--plot-attention PATH` saves it (the note's figure).
+
+# %%
+def plot_attention(weights: np.ndarray, labels: list[str], path: str, title: str) -> None:
+    """Heatmap of a causal (L, L) weight matrix; masked cells (future keys) left blank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    L = len(labels)
+    shown = np.where(np.tril(np.ones((L, L), dtype=bool)), weights, np.nan)
+    fig, ax = plt.subplots(figsize=(3 + 0.55 * L, 2 + 0.45 * L), dpi=120)
+    im = ax.imshow(shown, cmap="viridis", vmin=0.0, vmax=float(np.nanmax(shown)))
+    fig.colorbar(im, ax=ax, label="attention weight")
+    for r in range(L):
+        for c in range(r + 1):
+            ax.text(c, r, f"{shown[r, c]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if shown[r, c] < 0.6 * np.nanmax(shown) else "black")
+    ax.set_xticks(range(L), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(L), labels, fontsize=7)
+    ax.set_xlabel("key: earlier item j")
+    ax.set_ylabel("query: state after item t")
+    ax.set_title(title, fontsize=9)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def short_label(t: int, text: str) -> str:
+    """'3. Yara Baby Classic Baby Sham… [Baby Care]': position, cut title, whole category."""
+    title, _, category = text.partition(" [")
+    title = title if len(title) <= 26 else title[:25] + "…"
+    return f"{t + 1}. {title}" + (f" [{category}" if category else "")
+
+
+if args.plot_attention:
+    hist_items, _ = split.history("test", args.max_len)  # (U, max_len), what the test scores read
+    lengths = (hist_items != 0).sum(1)
+    row = int(np.argmax((lengths >= 8) & (lengths <= 14)))  # a whole history that fits a plot
+    items = [int(i) for i in hist_items[row] if i]
+    model.eval()
+    weights = model.attention_weights(torch.tensor([items], device=device))  # (1, H, L, L)
+    weights = weights.mean(1)[0].cpu().numpy()  # (L, L), averaged over heads
+    labels = [short_label(t, describe(data, i)) for t, i in enumerate(items)]
+    plot_attention(weights, labels, args.plot_attention,
+                   f"SASRec, last block, softmax attention (rows sum to 1), user {split.users[row]}")
+    print(f"user {split.users[row]}: attention of the last state over its history:")
+    for t, i in enumerate(items):
+        print(f"  {weights[-1, t]:.2f}  {describe(data, i)}")
+    print("attention plot saved to", args.plot_attention)
+    print("RESULT " + json.dumps(result))  # the RESULT line stays the last line printed

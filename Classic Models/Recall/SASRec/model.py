@@ -5,17 +5,31 @@ https://arxiv.org/abs/1808.09781 -- official code (TensorFlow): https://github.c
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
+Usage::
+
+    import torch
+    from model import SASRec, SASRecConfig
+    model = SASRec(SASRecConfig(n_items=100, max_len=20, dim=16, loss="ce"))
+    history = torch.randint(1, 101, (2, 20))  # (B, L) item ids, 0 = padding on the left
+    loss = model.loss(history[:, :-1], history[:, 1:])  # every position predicts the next item
+    loss.backward()
+    scores = model.eval().score(history)  # (B, N + 1) Eq. (6) for every item, column 0 = -inf
+    weights = model.attention_weights(history)  # (B, H, L, L) last block, rows sum to 1
+
 Notation (the note, README.md, uses the same letters):
     B: batch (users), L: history length (<= max_len), D: embedding dim, H: attention heads,
     N: number of items (ids 1..N; id 0 is padding), S: number of sampled negatives.
 
-What the model does (note §2-§3):
-    Ê = E[s] * sqrt(D) + P                       Eq. (1)  input = item + learned position embeddings
-    S = SA(Ê) = softmax(Q Kᵀ / sqrt(D)) V         Eq. (2)-(3), causal: position t sees items <= t
+What the model does (equation numbers as in the paper, Section III; see the note's "Maths"):
+    Ê = M[s] * sqrt(D) + P                       Eq. (1)  input = item + learned position embeddings
+    Attention(Q, K, V) = softmax(Q Kᵀ / sqrt(D)) V   Eq. (2), causal: position t sees items <= t
+    S = SA(Ê) = Attention(Ê W^Q, Ê W^K, Ê W^V)    Eq. (3)
     F = FFN(S) = ReLU(S W1 + b1) W2 + b2          Eq. (4)
-    g(x) = x + Dropout(g(LayerNorm(x)))           Eq. (5)-(6), g in {SA, FFN}, n_blocks times
-    r_{i,t} = F_t · M_i                            Eq. (7), M = E (shared item embedding)
-    loss (paper): -Σ_t [log σ(r_{o_t,t}) + log(1 - σ(r_{j,t}))], one sampled negative j  Eq. (8)
+    S^(b) = SA(F^(b-1)), F^(b) = FFN(S^(b))       Eq. (5), n_blocks times, each sub-layer g wrapped
+    g(x) -> x + Dropout(g(LayerNorm(x)))          (unnumbered in the paper), g in {SA, FFN}
+    r_{i,t} = F_t · M_i                            Eq. (6), M = the shared item embedding
+    loss (paper): -Σ_t [log σ(r_{o_t,t}) + log(1 - σ(r_{j,t}))], one sampled negative j
+                                                   (the paper's BCE, Section III-E, unnumbered)
 
 Two more objectives are selectable with `SASRecConfig.loss`:
     "ce"          full softmax cross-entropy over all N items (RecBole's and the HSTU paper's
@@ -29,7 +43,7 @@ NOTE (deviations, each listed in the note's "Deviations" section):
   padding a batch carries, which the tests check.
 - Padding keys are masked out of attention (the official code only zeroes padded inputs, so a
   padded slot can still leak its LayerNorm bias into real positions).
-- The block follows the paper's Eq. (5)-(6) literally (pre-LayerNorm on the sub-layer input,
+- The block follows the paper's sub-layer wrapper literally (pre-LayerNorm on the sub-layer input,
   residual around it); the official TF code normalises only the queries. A final LayerNorm
   follows the last block, as in the official code.
 - The paper draws a negative not in the user's history; the default sampler here draws uniformly
@@ -57,7 +71,7 @@ class SASRecConfig:
     n_heads: int = 1  # paper: one head ("multi-head did not help"); RecBole uses 2
     ffn_dim: int = 0  # 0 -> dim, as the paper's square W1, W2
     dropout: float = 0.5  # paper: 0.5 on the sparse Amazon sets, 0.2 on MovieLens
-    loss: str = "bce"  # "bce" (paper, Eq. 8), "ce" (full softmax), "sampled_ce"
+    loss: str = "bce"  # "bce" (the paper's loss), "ce" (full softmax), "sampled_ce"
     n_negatives: int = 256  # S for "sampled_ce"
     init_std: float = 0.02  # N(0, 0.02) init of embeddings / linears, as RecBole and BERT
 
@@ -99,6 +113,15 @@ class CausalSelfAttention(nn.Module):
         )
         return self.out(a.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
 
+    def weights(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """The softmax weights of Eq. (2) that `forward` applies (its fused kernel does not return
+        them): x (B, L, D), allowed (B, 1, L, L) -> (B, H, L, L), each row sums to 1."""
+        B, L, D = x.shape
+        q, k, _ = self.to_qkv(x).chunk(3, dim=-1)  # 2 x (B, L, D)
+        q, k = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k))
+        logits = q @ k.transpose(-1, -2) / math.sqrt(D // self.n_heads)  # (B, H, L, L)
+        return logits.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+
 
 class PointWiseFFN(nn.Module):
     """Eq. (4): the same two-layer ReLU network applied at every position."""
@@ -114,7 +137,7 @@ class PointWiseFFN(nn.Module):
 
 
 class SASRecBlock(nn.Module):
-    """Eq. (5)-(6): g(x) = x + Dropout(g(LayerNorm(x))) for the attention and the FFN."""
+    """One block of Eq. (5), each sub-layer wrapped as g(x) -> x + Dropout(g(LayerNorm(x)))."""
 
     def __init__(self, cfg: SASRecConfig) -> None:
         super().__init__()
@@ -184,6 +207,19 @@ class SASRec(nn.Module):
             x = block(x, allowed, real)
         return self.final_norm(x) * real  # (B, L, D)
 
+    @torch.no_grad()
+    def attention_weights(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, L) history -> (B, H, L, L) attention weights of the last block (query row t, key
+        column j <= t; rows sum to 1), for inspection: the note's figure plots them."""
+        block = self.blocks[-1]
+        captured = {}
+        hook = block.attention.register_forward_pre_hook(lambda _, args: captured.update(a=args))
+        try:
+            self.forward(history)
+        finally:
+            hook.remove()
+        return block.attention.weights(*captured["a"])  # inputs of the last attention
+
     def user_embedding(self, history: torch.Tensor) -> torch.Tensor:
         """(B, L) left-padded history -> (B, D): the state at the most recent item."""
         return self.forward(history)[:, -1]  # left padding: the last slot is the newest item
@@ -193,7 +229,7 @@ class SASRec(nn.Module):
         return self.item_embedding.weight
 
     def score(self, history: torch.Tensor) -> torch.Tensor:
-        """Eq. (7) for every item: (B, L) history -> (B, N + 1) scores; column 0 (pad) = -inf."""
+        """Eq. (6) for every item: (B, L) history -> (B, N + 1) scores; column 0 (pad) = -inf."""
         scores = self.user_embedding(history) @ self.item_embeddings().T  # (B, D) @ (D, N+1)
         scores[:, 0] = float("-inf")
         return scores
@@ -228,7 +264,7 @@ class SASRec(nn.Module):
             return states.sum() * 0.0
         E = self.item_embeddings()  # (N+1, D)
         n_items = self.cfg.n_items
-        if self.cfg.loss == "bce":  # Eq. (8)
+        if self.cfg.loss == "bce":  # the paper's BCE (Section III-E)
             if negatives is None:
                 negatives = torch.randint(1, n_items + 1, history.shape, device=history.device)
             neg = negatives[has_target]  # (T,)
