@@ -126,7 +126,7 @@ def auc(y: ArrayLike, score: ArrayLike) -> float:
 
 def gauc(users: ArrayLike, y: ArrayLike, score: ArrayLike) -> float:
     """Per-user AUC weighted by the user's impressions; users with one class only are skipped
-    (DIN paper, Eq. 9)."""
+    (DIN paper, Eq. 10)."""
     users, y, s = _np(users).ravel(), _np(y).ravel(), _np(score).ravel()
     order = np.argsort(users, kind="stable")
     users, y, s = users[order], y[order], s[order]

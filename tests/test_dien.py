@@ -31,10 +31,10 @@ def test_augru_with_zero_attention_keeps_the_hidden_state():
     torch.manual_seed(0)
     cell = dien.AUGRUCell(5, 5, "augru")
     x, h = torch.randn(7, 5), torch.randn(7, 5)
-    assert torch.equal(cell(x, h, torch.zeros(7)), h)  # Eq. (10)-(11): u~ = 0 -> h' = h
+    assert torch.equal(cell(x, h, torch.zeros(7)), h)  # Eqs. (11)-(12): u~ = 0 -> h' = h
     moved = cell(x, h, torch.ones(7))
     assert not torch.allclose(moved, h)
-    # a = 1 is an ordinary GRU step, Eqs. (1)-(4)
+    # a = 1 is an ordinary GRU step, Eqs. (2)-(5)
     gru = dien.AUGRUCell(5, 5, "gru")
     gru.load_state_dict(cell.state_dict())
     assert torch.allclose(moved, gru(x, h, torch.ones(7)))
@@ -43,11 +43,41 @@ def test_augru_with_zero_attention_keeps_the_hidden_state():
     assert ((half - h).abs() <= (moved - h).abs() + 1e-6).all()
 
 
+def test_update_gate_is_the_gate_forward_applies():
+    """AUGRUCell.update_gate (what the demo plots) is u~'_t = a_t * u'_t of Eq. (11), and the step
+    forward() takes is h' - h = u~'_t * (h~'_t - h), Eq. (12)."""
+    torch.manual_seed(0)
+    cell = dien.AUGRUCell(5, 5, "augru")
+    x, h, a, ones = torch.randn(7, 5), torch.randn(7, 5), torch.rand(7), torch.ones(7)
+    gate, full = cell.update_gate(x, h, a), cell.update_gate(x, h, ones)  # full: u'_t
+    assert torch.allclose(gate, a[:, None] * full)
+    assert torch.allclose(cell(x, h, a) - h, gate / full * (cell(x, h, ones) - h), atol=1e-6)
+    agru = dien.AUGRUCell(5, 5, "agru")
+    assert torch.allclose(agru.update_gate(x, h, a), a[:, None].expand(7, 5))  # Eq. (10)
+
+
+def test_evolution_trace_shows_the_attention_and_gates_of_forward():
+    """The plotted a_t are Eq. (8)'s (a softmax over real steps); the plotted gate is 0 at padding
+    and never above a_t, since u'_t < 1."""
+    model = make()
+    target, history, _ = batch()
+    with torch.no_grad():
+        scores, gates = model.evolution_trace(target, history)
+        mask = history[..., 0] != 0
+        h = model.extract_interests(model.embed_items(history), mask)
+        expect = model.attention_scores(h, model.embed_items(target), mask)
+    assert torch.allclose(scores, expect)
+    assert torch.allclose(scores.sum(-1), torch.ones(len(scores)), atol=1e-6)
+    assert gates.shape == (*history.shape[:2], h.shape[-1])
+    assert (gates[~mask] == 0).all() and (gates >= 0).all()
+    assert (gates <= scores.unsqueeze(-1)).all()
+
+
 def test_auxiliary_loss_uses_the_next_behaviour():
     model = make()
     target, history, neg = batch()
     _, aux = model(target, history, neg_history=neg, return_aux=True)
-    # hand computation of Eq. (5): pairs (h_t, e_{t+1}) where both steps are real
+    # hand computation of Eq. (6): pairs (h_t, e_{t+1}) where both steps are real
     mask = history[..., 0] != 0
     e, e_neg = model.embed_items(history), model.embed_items(neg)
     h = model.extract_interests(e, mask)
@@ -71,7 +101,7 @@ def test_attention_is_a_softmax_over_real_steps_and_depends_on_the_target():
     mask = history[..., 0] != 0
     h = model.extract_interests(model.embed_items(history), mask)
     a = model.attention_scores(h, model.embed_items(target), mask)
-    assert torch.allclose(a.sum(-1), torch.ones(len(a)), atol=1e-6)  # Eq. (7) normalises
+    assert torch.allclose(a.sum(-1), torch.ones(len(a)), atol=1e-6)  # Eq. (8) normalises
     assert (a[~mask] == 0).all()
     b = model.attention_scores(h, model.embed_items(target.flip(0)), mask)
     assert not torch.allclose(a, b)
@@ -92,7 +122,7 @@ def test_loss_adds_the_weighted_auxiliary_loss():
     model = make(aux_weight=0.5)
     logits, labels, aux = torch.randn(5), torch.randint(0, 2, (5,)).float(), torch.tensor(0.8)
     bce = F.binary_cross_entropy_with_logits(logits, labels)
-    assert torch.allclose(model.loss(logits, labels, aux), bce + 0.4)  # Eq. (6)
+    assert torch.allclose(model.loss(logits, labels, aux), bce + 0.4)  # Eq. (7)
     assert torch.allclose(model.loss(logits, labels), bce)
 
 

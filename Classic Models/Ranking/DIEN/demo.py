@@ -6,12 +6,18 @@
 #     python "Classic Models/Ranking/DIEN/demo.py"
 #
 # Amazon Beauty, the same DIN-paper style samples and split as the DIN demo (same seed, so the DIN
-# and base-model numbers in the DIN note are on identical rows; 206 s of CPU time, 13 min of wall
-# time with 1 thread on a loaded, shared 2-core machine):
+# and base-model numbers in the DIN note are on identical rows; about 3 min of CPU time and 3 to 4
+# min of wall time with 1 thread):
 #
 #     OMP_NUM_THREADS=1 python "Classic Models/Ranking/DIEN/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --epochs 4 \
 #         --out assets/DIEN/results/beauty.json
+#
+# The note's figure (the same synthetic run, then the attention and the AUGRU update gate through
+# time for one user and two candidates; about 80 s of CPU time):
+#
+#     python "Classic Models/Ranking/DIEN/demo.py" --threads 1 \
+#         --plot-internals assets/DIEN/attention_and_update_gate.png
 #
 # Every flag: `--help`. The last line printed is `RESULT {json}`.
 
@@ -20,6 +26,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from Utils.behavior_demo import (
@@ -44,13 +51,16 @@ dien = load_model_file(HERE / "model.py", "dien_model")
 parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=3, batch_size=256,
                          lr=1e-3)
 parser.add_argument("--aux-weight", type=float, default=1.0,
-                    help="alpha of Eq. (6); 0 switches the auxiliary loss off")
+                    help="alpha of Eq. (7); 0 switches the auxiliary loss off")
 parser.add_argument("--evolution", default="augru", choices=["augru", "agru", "aigru", "gru"])
 parser.add_argument("--activation", default="dice", choices=["dice", "prelu"],
                     help="MLP activation (official DIEN: Dice)")
 parser.add_argument("--aux-negatives", default="uniform", choices=["uniform", "popularity"],
                     help="the auxiliary loss's non-clicked item per step: uniform over items (the "
                          "paper's wording) or in proportion to training clicks (official code)")
+parser.add_argument("--plot-internals", default=None, metavar="PATH",
+                    help="plot, for one test user and two candidates, the attention a_t and the "
+                         "AUGRU update gate through time (PNG)")
 args = add_behavior_args(parser).parse_args()
 cpu_setup(args.threads)
 set_seed(args.seed)
@@ -110,14 +120,75 @@ for stage, buckets in by_count.items():
 
 # %%
 def attention(cand, hist):
-    """a_t of Eq. (7) for one candidate (1, G) over one history (1, L, G): (L,)."""
+    """a_t of Eq. (8) for one candidate (1, G) over one history (1, L, G): (L,)."""
     mask = hist[:, :, 0] != 0
     interests = model.extract_interests(model.embed_items(hist), mask)
     return model.attention_scores(interests, model.embed_items(cand), mask)[0]
 
 
 show_user(model, bctr, args.max_len, weights=attention,
-          what="AUGRU attention a_t for the top candidate (softmax over real steps, Eq. 7):")
+          what="AUGRU attention a_t for the top candidate (softmax over real steps, Eq. 8):")
+
+# %% [markdown]
+# ## `--plot-internals PATH`: attention and the AUGRU update gate through time, one user
+# One test user whose last behaviours hold two categories; for each category, its most popular item
+# the user never touched is a candidate. Top: the attention a_t of Eq. (8) over the behaviours
+# (sums to 1 per candidate). Bottom: the AUGRU's update gate u~'_t = a_t u'_t of Eq. (11), averaged
+# over its H dimensions: how far each step moves the evolving interest h'_t towards its proposal.
+
+# %%
+def pick_user_and_candidates(b, n_show: int = 12):
+    """The first test user whose last `n_show` behaviours hold >= 3 items of each of two
+    categories (field 1 of the item table), and for each category its most popular item the user
+    never touched. Returns (history (L,) int64 left-padded, candidates [2] item ids)."""
+    hist_items, _ = b.split.history("test", args.max_len)
+    counts = b.split.item_counts()
+    cat = b.fields[:, 1].numpy()  # (n_items + 1,)
+    for row in range(len(hist_items)):
+        items = hist_items[row][hist_items[row] > 0][-n_show:]
+        cats, n = np.unique(cat[items], return_counts=True)
+        top2 = cats[np.argsort(-n)][:2]
+        if len(cats) < 2 or np.sort(n)[-2] < 3:
+            continue
+        seen = set(hist_items[row].tolist())
+        cands = [max((i for i in np.flatnonzero(cat == c) if i not in seen and i > 0),
+                     key=lambda i: counts[i]) for c in top2]
+        return torch.as_tensor(hist_items[row]), cands
+    raise RuntimeError("no test user with two categories in the last behaviours")
+
+
+if args.plot_internals:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history, cands = pick_user_and_candidates(bctr)
+    model.eval()
+    with torch.no_grad():
+        scores, gates = model.evolution_trace(
+            fields[torch.as_tensor(cands)].to(device),
+            fields[history].unsqueeze(0).expand(2, -1, -1).to(device))  # (2, T), (2, T, H)
+    real = torch.nonzero(history > 0).flatten()  # the user's behaviours, oldest first
+    steps = np.arange(len(real))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), dpi=120, sharex=True)
+    for k, (c, colour) in enumerate(zip(cands, ("tab:red", "tab:blue"))):
+        name = bctr.data.item_text(int(c))
+        top.plot(steps, scores[k, real].cpu().numpy(), "o-", color=colour, label=name)
+        bottom.plot(steps, gates[k, real].mean(-1).cpu().numpy(), "o-", color=colour, label=name)
+    top.set_ylabel("attention a_t, Eq. (8)")
+    top.set_title("DIEN, one user, two candidates: attention over the behaviours (top) and the "
+                  "AUGRU update gate (bottom)", fontsize=10)
+    top.legend(title="candidate", fontsize=8)
+    bottom.set_ylabel("update gate u~'_t = a_t u'_t\n(mean over H), Eq. (11)")
+    bottom.set_xticks(steps, [bctr.data.item_text(int(history[j])).replace(" [", "\n[")
+                              for j in real], rotation=40, ha="right", fontsize=7)
+    bottom.set_xlabel("the user's behaviours, oldest left")
+    fig.tight_layout()
+    Path(args.plot_internals).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot_internals)
+    plt.close(fig)
+    print("wrote", args.plot_internals)
 
 # %%
 print_result(

@@ -7,7 +7,19 @@ Official code: https://github.com/mouna99/dien (TensorFlow 1.x)
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-Notation (same letters in the note, README.md §The maths):
+Usage::
+
+    import torch
+    from model import DIEN
+    model = DIEN(item_vocab_sizes=(101, 11))         # item id + category id, 0 = padding
+    target = torch.randint(1, 11, (4, 2))            # (B, G) candidate
+    history = torch.randint(1, 11, (4, 6, 2))        # (B, T, G) oldest first, left-padded with 0
+    negatives = torch.randint(1, 11, (4, 6, 2))      # one sampled item per step, for Eq. (6)
+    logits, aux = model(target, history, neg_history=negatives, return_aux=True)  # (B,), scalar
+    loss = model.loss(logits, torch.ones(4), aux)    # Eq. (7)
+    scores, gates = model.evolution_trace(target, history)  # (B, T) a_t, (B, T, H) gate of Eq. (11)
+
+Notation (same letters in the note, README.md §Maths; equation numbers as in the AAAI 2019 paper):
     B: batch size            T: behaviour-sequence length (time steps, 0 = padding)
     G: id fields per item    D: embedding dim per field, so one item e is a G*D vector
     H: GRU hidden size (= G*D, so that the auxiliary loss can take <h_t, e_{t+1}>)
@@ -21,12 +33,12 @@ Inputs are plain tensors:
     context:      (B, F) int64       optional
 
 Layers (note §Architecture):
-    interest extractor   GRU over the behaviours, Eqs. (1)-(4) -> h_t
-    auxiliary loss       next behaviour e_b[t+1] vs a sampled one, supervises h_t, Eq. (5)
-    attention            a_t = softmax_t(h_t W e_a), Eq. (7)
-    interest evolving    AUGRU: the update gate is scaled by a_t, Eqs. (10)-(11) -> h'_T
+    interest extractor   GRU over the behaviours, Eqs. (2)-(5) -> h_t
+    auxiliary loss       next behaviour e_b[t+1] vs a sampled one, supervises h_t, Eq. (6)
+    attention            a_t = softmax_t(h_t W e_a), Eq. (8)
+    interest evolving    AUGRU: the update gate is scaled by a_t, Eqs. (11)-(12) -> h'_T
     output               MLP on [h'_T, e_a, context, ...] -> logit
-    loss                 L = L_target + alpha L_aux, Eq. (6)
+    loss                 L = L_target + alpha L_aux, Eq. (7); L_target is Eq. (1)
 
 NOTE: the auxiliary score sigma(h_t, e) is the sigmoid of the inner product <h_t, e>, as the paper
       writes it; the official code uses a small MLP on [h_t, e] instead.
@@ -35,7 +47,7 @@ NOTE: the MLP input also holds the summed behaviours and their product with the 
       and the context.
 NOTE: the MLP's activation is Dice (DIN paper Eq. 9), as the official DIEN model builds its output
       network (`build_fcn_net(inp, use_dice=True)`); `activation="prelu"` gives PReLU instead.
-NOTE: AIGRU (Eq. 8) and AGRU (Eq. 9), the paper's weaker variants, are available via `evolution`.
+NOTE: AIGRU (Eq. 9) and AGRU (Eq. 10), the paper's weaker variants, are available via `evolution`.
 """
 
 from __future__ import annotations
@@ -56,7 +68,7 @@ class DIENConfig:
     context_vocab_sizes: tuple[int, ...] = ()  # user profile / context fields
     dim: int = 16  # per-field embedding dim; the official Amazon code uses 18 per field
     evolution: Evolution = "augru"  # paper's best; "agru"/"aigru"/"gru" are its ablations
-    aux_weight: float = 1.0  # alpha of Eq. (6); the official code uses 1
+    aux_weight: float = 1.0  # alpha of Eq. (7); the official code uses 1
     mlp_hidden: tuple[int, ...] = (200, 80)  # as DIN and the official code
     include_sum_pooling: bool = True  # official code: also feed sum_t e_t and (sum_t e_t) * e_a
     activation: Literal["dice", "prelu"] = "dice"  # MLP activation; the official DIEN uses Dice
@@ -79,7 +91,7 @@ class Dice(nn.Module):
 
 
 class AUGRUCell(nn.Module):
-    """GRU cell whose update gate is scaled by an attention score (Eqs. 10-11), or the AGRU /
+    """GRU cell whose update gate is scaled by an attention score (Eqs. 11-12), or the AGRU /
     AIGRU / plain-GRU variants. One step: (x (B, H_in), h (B, H), a (B,)) -> h' (B, H)."""
 
     def __init__(self, input_size: int, hidden_size: int, mode: Evolution = "augru") -> None:
@@ -91,17 +103,28 @@ class AUGRUCell(nn.Module):
     def forward(self, x: torch.Tensor, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         a = a.unsqueeze(-1)  # (B, 1)
         if self.mode == "aigru":
-            x = x * a  # Eq. (8): i'_t = h_t * a_t
+            x = x * a  # Eq. (9): i'_t = h_t * a_t
         xu, xr, xh = self.x2gates(x).chunk(3, dim=-1)  # 3 x (B, H)
         hu, hr, hh = self.h2gates(h).chunk(3, dim=-1)
-        u = torch.sigmoid(xu + hu)  # Eq. (1) update gate u'_t
-        r = torch.sigmoid(xr + hr)  # Eq. (2) reset gate
-        h_tilde = torch.tanh(xh + r * hh)  # Eq. (3)
+        u = torch.sigmoid(xu + hu)  # Eq. (2) update gate u'_t
+        r = torch.sigmoid(xr + hr)  # Eq. (3) reset gate
+        h_tilde = torch.tanh(xh + r * hh)  # Eq. (4)
         if self.mode == "augru":
-            u = a * u  # Eq. (10): u~'_t = a_t * u'_t
+            u = a * u  # Eq. (11): u~'_t = a_t * u'_t
         elif self.mode == "agru":
-            u = a.expand_as(u)  # Eq. (9): the attention score replaces the update gate
-        return (1.0 - u) * h + u * h_tilde  # Eq. (11) (Eq. 4 for the plain GRU)
+            u = a.expand_as(u)  # Eq. (10): the attention score replaces the update gate
+        return (1.0 - u) * h + u * h_tilde  # Eq. (12) (Eq. 5 for the plain GRU)
+
+    def update_gate(self, x: torch.Tensor, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The update gate this step applies, (B, H): u~'_t = a_t * u'_t of Eq. (11) for AUGRU, a_t
+        for AGRU (Eq. 10), u'_t for GRU / AIGRU. For plots and tests; forward() does not call it."""
+        a = a.unsqueeze(-1)  # (B, 1)
+        if self.mode == "aigru":
+            x = x * a
+        u = torch.sigmoid(self.x2gates(x).chunk(3, dim=-1)[0] + self.h2gates(h).chunk(3, dim=-1)[0])
+        if self.mode == "augru":
+            return a * u
+        return a.expand_as(u) if self.mode == "agru" else u
 
 
 class DIEN(nn.Module):
@@ -122,7 +145,7 @@ class DIEN(nn.Module):
             raise ValueError(f"need dim >= 1 and aux_weight >= 0, got {cfg.dim}, {cfg.aux_weight}")
         self.config = cfg
         D, G = cfg.dim, len(cfg.item_vocab_sizes)
-        H = G * D  # hidden size = item size, so <h_t, e_{t+1}> is defined (Eq. 5)
+        H = G * D  # hidden size = item size, so <h_t, e_{t+1}> is defined (Eq. 6)
         self.item_embeddings = nn.ModuleList(
             nn.Embedding(v, D, padding_idx=0) for v in cfg.item_vocab_sizes)
         self.context_embeddings = nn.ModuleList(nn.Embedding(v, D) for v in cfg.context_vocab_sizes)
@@ -131,9 +154,9 @@ class DIEN(nn.Module):
         for table in self.item_embeddings:
             with torch.no_grad():
                 table.weight[0].zero_()
-        self.interest_extractor = nn.GRUCell(H, H)  # Eqs. (1)-(4)
-        self.attention = nn.Linear(H, H, bias=False)  # W of Eq. (7)
-        self.interest_evolving = AUGRUCell(H, H, cfg.evolution)  # Eqs. (8)-(11)
+        self.interest_extractor = nn.GRUCell(H, H)  # Eqs. (2)-(5)
+        self.attention = nn.Linear(H, H, bias=False)  # W of Eq. (8)
+        self.interest_evolving = AUGRUCell(H, H, cfg.evolution)  # Eqs. (9)-(12)
         mlp_in = 2 * H + len(cfg.context_vocab_sizes) * D
         mlp_in += 2 * H if cfg.include_sum_pooling else 0  # [sum_t e_t, (sum_t e_t) * e_a]
         layers: list[nn.Module] = []
@@ -152,7 +175,7 @@ class DIEN(nn.Module):
                              f"got shape {tuple(ids.shape)}")
         return torch.cat([table(ids[..., g]) for g, table in enumerate(self.item_embeddings)], -1)
 
-    # ----------------------------------------------------------------- Eqs. (1)-(4)
+    # ----------------------------------------------------------------- Eqs. (2)-(5)
     def extract_interests(self, behaviours: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Interest extractor GRU. behaviours: (B, T, H); mask: (B, T) bool, False = padding.
         Returns h: (B, T, H); the state is held (and 0 before the first behaviour) at padding."""
@@ -161,14 +184,14 @@ class DIEN(nn.Module):
         states = []
         for t in range(T):
             step = mask[:, t].unsqueeze(-1)  # (B, 1)
-            h = torch.where(step, self.interest_extractor(behaviours[:, t], h), h)  # Eq. (4)
+            h = torch.where(step, self.interest_extractor(behaviours[:, t], h), h)  # Eq. (5)
             states.append(h)
         return torch.stack(states, dim=1)  # (B, T, H)
 
-    # ----------------------------------------------------------------- Eq. (5)
+    # ----------------------------------------------------------------- Eq. (6)
     def auxiliary_loss(self, interests: torch.Tensor, behaviours: torch.Tensor,
                        negatives: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Eq. (5): h_t should score the real next behaviour e_b[t+1] above a sampled one.
+        """Eq. (6): h_t should score the real next behaviour e_b[t+1] above a sampled one.
 
         interests h: (B, T, H); behaviours e_b and negatives (B, T, H); mask (B, T) bool.
         Pairs (h_t, e_{t+1}) count only where both steps are real behaviours.
@@ -180,7 +203,7 @@ class DIEN(nn.Module):
         nll = F.softplus(-pos) + F.softplus(neg)  # -log s(pos) - log(1 - s(neg))
         return (nll * pair).sum() / pair.sum().clamp_min(1.0)
 
-    # ----------------------------------------------------------------- Eq. (7)
+    # ----------------------------------------------------------------- Eq. (8)
     def attention_scores(self, interests: torch.Tensor, target_emb: torch.Tensor,
                          mask: torch.Tensor) -> torch.Tensor:
         """a_t = exp(h_t W e_a) / sum_j exp(h_j W e_a) over real steps: (B, T); 0 at padding."""
@@ -189,7 +212,7 @@ class DIEN(nn.Module):
         scores = torch.softmax(logits, dim=-1)
         return torch.nan_to_num(scores, nan=0.0)  # rows without any behaviour: all 0
 
-    # ----------------------------------------------------------------- Eqs. (8)-(11)
+    # ----------------------------------------------------------------- Eqs. (9)-(12)
     def evolve_interests(self, interests: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Interest evolving layer over h_t with attention a_t; returns the final state h'_T (B, H).
         Padding has a_t = 0, so AUGRU/AGRU keep their state there; plain GRU/AIGRU are masked."""
@@ -201,6 +224,25 @@ class DIEN(nn.Module):
                 new = torch.where((scores[:, t] > 0).unsqueeze(-1), new, h)
             h = new
         return h
+
+    def evolution_trace(self, target: torch.Tensor,
+                        history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the interest evolving layer does for each (user, candidate), step by step: the
+        attention a_t of Eq. (8), (B, T), and the update gate the AUGRU applies at each step, (B, T, H)
+        (Eq. 11; 0 at padding). Runs the same cells as forward(); used by the demo's plot."""
+        mask = history[..., 0] != 0  # (B, T)
+        interests = self.extract_interests(self.embed_items(history), mask)  # (B, T, H)
+        scores = self.attention_scores(interests, self.embed_items(target), mask)  # (B, T)
+        h = interests.new_zeros(interests.shape[0], interests.shape[2])  # (B, H)
+        gates = []
+        for t in range(interests.shape[1]):
+            x, a = interests[:, t], scores[:, t]
+            gates.append(self.interest_evolving.update_gate(x, h, a) * mask[:, t, None])
+            new = self.interest_evolving(x, h, a)
+            if self.config.evolution in ("gru", "aigru"):
+                new = torch.where((a > 0).unsqueeze(-1), new, h)  # as evolve_interests()
+            h = new
+        return scores, torch.stack(gates, dim=1)  # (B, T), (B, T, H)
 
     # ----------------------------------------------------------------- forward / loss
     def forward(self, target: torch.Tensor, history: torch.Tensor,
@@ -241,7 +283,7 @@ class DIEN(nn.Module):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor,
              aux_loss: torch.Tensor | None = None) -> torch.Tensor:
-        """Eq. (6): L = L_target + alpha * L_aux (L_aux left out when not given)."""
+        """Eq. (7): L = L_target + alpha * L_aux (L_aux left out when not given)."""
         target_loss = F.binary_cross_entropy_with_logits(logits, labels.float())
         if aux_loss is None:
             return target_loss

@@ -6,11 +6,17 @@
 #     python "Classic Models/Ranking/DIN/demo.py"
 #
 # Amazon Beauty, built the way the DIN paper built its Amazon set (see `Datasets/behavior_ctr.py`;
-# 66 s of CPU time, 7 min of wall time with 1 thread on a loaded, shared 2-core machine):
+# about 1 min of CPU and wall time with 1 thread):
 #
 #     OMP_NUM_THREADS=1 python "Classic Models/Ranking/DIN/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --epochs 4 \
 #         --out assets/DIN/results/beauty.json
+#
+# The note's figure (the same synthetic run, then a heatmap of the activation weights of one user for
+# two candidates; about 35 s of CPU time):
+#
+#     python "Classic Models/Ranking/DIN/demo.py" --threads 1 \
+#         --plot-internals assets/DIN/attention_two_candidates.png
 #
 # Every flag: `--help`. The last line printed is `RESULT {json}`.
 
@@ -19,6 +25,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from Utils.behavior_demo import (
@@ -46,6 +53,9 @@ parser.add_argument("--mba-lambda", type=float, default=0.0,
 parser.add_argument("--activation", default="dice", choices=["dice", "prelu"])
 parser.add_argument("--attention-init-bias", type=float, default=1.0,
                     help="initial bias of the activation unit's output (1 = start as sum pooling)")
+parser.add_argument("--plot-internals", default=None, metavar="PATH",
+                    help="write a heatmap of DIN's activation weights over one test user's "
+                         "behaviours for two candidates of different categories (PNG)")
 args = add_behavior_args(parser).parse_args()
 cpu_setup(args.threads)
 set_seed(args.seed)
@@ -122,6 +132,69 @@ for name, stages in by_count.items():
 show_user(model, bctr, args.max_len,
           weights=lambda cand, hist: model.activation_weights(cand, hist)[0],
           what="activation weights for the top candidate (not normalised; padding = 0):")
+
+# %% [markdown]
+# ## `--plot-internals PATH`: the same behaviours, weighted for two different candidates
+# One test user whose last behaviours hold two categories; for each category, its most popular item
+# the user never touched is a candidate. Each heatmap row is Eq. (3)'s a(e_j, v_A) for one candidate
+# over the user's last behaviours: the candidate turns up the behaviours of its own category.
+
+# %%
+def pick_user_and_candidates(b, n_show: int = 12):
+    """The first test user whose last `n_show` behaviours hold >= 3 items of each of two
+    categories (field 1 of the item table), and for each category its most popular item the user
+    never touched. Returns (history (L,) int64 left-padded, candidates [2] item ids)."""
+    hist_items, _ = b.split.history("test", args.max_len)
+    counts = b.split.item_counts()
+    cat = b.fields[:, 1].numpy()  # (n_items + 1,)
+    for row in range(len(hist_items)):
+        items = hist_items[row][hist_items[row] > 0][-n_show:]
+        cats, n = np.unique(cat[items], return_counts=True)
+        top2 = cats[np.argsort(-n)][:2]
+        if len(cats) < 2 or np.sort(n)[-2] < 3:
+            continue
+        seen = set(hist_items[row].tolist())
+        cands = [max((i for i in np.flatnonzero(cat == c) if i not in seen and i > 0),
+                     key=lambda i: counts[i]) for c in top2]
+        return torch.as_tensor(hist_items[row]), cands
+    raise RuntimeError("no test user with two categories in the last behaviours")
+
+
+def item_label(i: int) -> str:
+    """'title [category]' on the synthetic data, the data set's own description otherwise."""
+    return bctr.data.item_text(i).replace(" [", "\n[")
+
+
+if args.plot_internals:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history, cands = pick_user_and_candidates(bctr)
+    model.eval()
+    with torch.no_grad():
+        w = model.activation_weights(fields[torch.as_tensor(cands)].to(device),
+                                     fields[history].unsqueeze(0).expand(2, -1, -1).to(device))
+    shown = torch.nonzero(history > 0).flatten()[-12:]  # the last 12 behaviours, oldest first
+    w = w[:, shown].cpu().numpy()  # (2 candidates, 12 behaviours)
+    fig, ax = plt.subplots(figsize=(12, 4.6), dpi=120)
+    im = ax.imshow(w, cmap="viridis", aspect="auto")
+    for r in range(w.shape[0]):
+        for c in range(w.shape[1]):
+            ax.text(c, r, f"{w[r, c]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if w[r, c] < (w.max() + w.min()) / 2 else "black")
+    ax.set_xticks(range(len(shown)), [item_label(int(history[j])) for j in shown], rotation=40,
+                  ha="right", fontsize=7)
+    ax.set_yticks(range(2), [f"candidate:\n{item_label(int(c))}" for c in cands], fontsize=8)
+    ax.set_xlabel("the user's last behaviours, oldest left")
+    ax.set_title("DIN activation weights a(e_j, v_A) of Eq. (3) for one user and two candidates")
+    fig.colorbar(im, ax=ax, label="weight (not normalised)")
+    fig.tight_layout()
+    Path(args.plot_internals).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot_internals)
+    plt.close(fig)
+    print("wrote", args.plot_internals)
 
 # %%
 print_result(

@@ -7,7 +7,18 @@ Official code: https://github.com/zhougr1993/DeepInterestNetwork (TensorFlow 1.x
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-Notation (same letters in the note, README.md §The maths):
+Usage::
+
+    import torch
+    from model import DIN
+    model = DIN(item_vocab_sizes=(101, 11))             # item id + category id, 0 = padding
+    target = torch.randint(1, 11, (4, 2))                # (B, G) candidate ad
+    history = torch.randint(1, 11, (4, 6, 2))           # (B, L, G) behaviours, 0 = padding
+    logits = model(target, history)                      # (B,) click logits
+    weights = model.activation_weights(target, history)  # (B, L) a(e_j, v_A) of Eq. (3)
+    loss = model.loss(logits, torch.ones(4))             # Eq. (2)
+
+Notation (same letters in the note, README.md §Maths; equation numbers as in the paper):
     B: batch size            L: behaviour-sequence length (0 = padding)
     G: id fields per item    (e.g. goods id, category id; the paper uses goods/shop/category)
     F: context (user/ad) fields, optional
@@ -21,7 +32,7 @@ Inputs are plain tensors:
 
 The model returns one logit per row; `torch.sigmoid(logit)` is the click probability.
 
-Pooling modes (note §The maths: Eqs. (1) and (3)):
+Pooling modes (note §Maths: Eqs. (1) and (3)):
     pooling="attention"  DIN, Eq. (3): v_U(A) = sum_j a(e_j, v_A) e_j, weights NOT normalised
     pooling="sum"        base model, Eq. (1) sum pooling
     pooling="mean"       base model, Eq. (1) average pooling
@@ -58,7 +69,7 @@ class DINConfig:
     attention_hidden: tuple[int, ...] = (36,)  # paper Fig. 2: one hidden layer of 36 units
     attention_init_bias: float = 1.0  # weights start near 1 = the base model's sum pooling
     mlp_hidden: tuple[int, ...] = (200, 80)  # paper Fig. 2: 200 -> 80 -> output
-    activation: Literal["dice", "prelu"] = "dice"  # paper §4.3: Dice generalises PReLU
+    activation: Literal["dice", "prelu"] = "dice"  # paper §5.2: Dice generalises PReLU
     dice_eps: float = 1e-8  # paper Eq. (9): epsilon inside sqrt(Var[s] + eps)
     mba_lambda: float = 0.0  # mini-batch aware L2 strength, Eq. (7); 0 switches it off
     id_frequencies: list[torch.Tensor] | None = field(default=None, repr=False)
@@ -71,7 +82,7 @@ class Dice(nn.Module):
     p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps)).
 
     E[s] and Var[s] are the mini-batch statistics in training and their moving averages at test time
-    (paper §4.3), which is exactly what a BatchNorm without affine parameters keeps.
+    (paper §5.2), which is exactly what a BatchNorm without affine parameters keeps.
     With E[s] = 0 and Var[s] = 0, p(s) is a hard step at 0 and Dice becomes PReLU, Eq. (8).
     """
 
