@@ -11,7 +11,7 @@ gets a scratch virtual environment of its own, never this repo's requirements:
 
 What it does: writes our loaded interactions as a RecBole atomic file (user, item, position as the
 timestamp, so RecBole's time-ordered leave-one-out split equals `Datasets.leave_one_out`), then runs
-RecBole's `Trainer` on its `SASRec` with the configuration the issue author measured (CE over all
+RecBole's `Trainer` on its `SASRec` with the configuration measured in ../shared/data/README.md (CE over all
 items, max length 50, 2 blocks, 2 heads, hidden 64, inner 256, dropout 0.5, Adam 1e-3, batch 256,
 validation NDCG@10 every epoch, early stopping after 10 epochs without gain). Every validation is
 time-stamped, so the wall time until validation NDCG@10 reaches `--target-ndcg` is measured the way

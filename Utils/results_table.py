@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 STAGES = ("Recall", "Ranking", "Re-ranking")
 
-# The papers' own numbers on the same public data, quoted in the issues / ../shared/data/README.md.
+# The papers' own numbers on the same public data (see ../shared/data/README.md and the notes).
 PAPER = {
     ("SASRec", "Beauty"): "R@10 0.0605 · N@10 0.0318 (TIGER paper, Table 1)",
     ("HSTU", "Beauty"): "R@10 0.0788 · N@10 0.0439 (official code, recomputed in the eSASRec paper; refit on train + validation)",

@@ -2,14 +2,27 @@
 and of its synthetic generator `Datasets/mmoe_synthetic.py`."""
 
 
+import ast
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from Datasets.mmoe_synthetic import make_mmoe_synthetic, make_task_weights
-from tests.conftest import model_module
+from tests.conftest import ROOT, model_module
 
 mmoe = model_module("Ranking", "MMoE")
+
+
+def demo_function(name: str):
+    """One function of the MMoE demo, without running the demo's script (it parses argv)."""
+    path = ROOT / "Classic Models" / "Ranking" / "MMoE" / "demo.py"
+    node = next(n for n in ast.parse(path.read_text()).body
+                if isinstance(n, ast.FunctionDef) and n.name == name)
+    namespace: dict = {"np": np}
+    exec(compile(ast.Module([node], type_ignores=[]), str(path), "exec"), namespace)
+    return namespace[name]
 
 
 def make(cls=None, **kw):
@@ -35,6 +48,17 @@ def test_every_gate_sums_to_one_and_gates_differ_per_task():
     assert not torch.allclose(gates[:, 0], gates[:, 1]), "each task has its own gate (Eq. 7)"
     out, g2 = model(sparse, dense, return_gates=True)
     assert torch.equal(gates, g2) and out.shape == (32, 3)
+
+
+def test_plotted_mean_gate_weights_sum_to_one_per_task():
+    """The gate figure (demo --plot-gates) shows gate_weights averaged over inputs: (K, E), and
+    each task's row is still a distribution over the experts."""
+    model = make(task_types=("regression", "regression"))
+    sparse, dense = batch(B=64, seed=1)
+    with torch.no_grad():
+        mean = model.gate_weights(sparse, dense).mean(0)  # (B, K, E) -> (K, E)
+    assert mean.shape == (2, 4)
+    assert torch.allclose(mean.sum(-1), torch.ones(2), atol=1e-6) and (mean >= 0).all()
 
 
 def test_task_input_is_the_gate_weighted_sum_of_experts():
@@ -123,3 +147,16 @@ def test_bad_arguments_fail_early():
     model = make()
     with pytest.raises(ValueError):
         model(None, torch.randn(3, 12))
+
+
+def test_stored_headline_summary_recomputes_from_the_runs():
+    """The note's table (correlation_30runs_summary.json) is the demo's --summarize of the stored
+    per-run MSEs, and its sd is the sample sd (ddof = 1)."""
+    results = ROOT / "assets" / "MMoE" / "results"
+    runs = json.loads((results / "correlation_30runs.json").read_text())["final_by_run"]
+    stored = json.loads((results / "correlation_30runs_summary.json").read_text())
+    fresh = demo_function("summarize")(runs)
+    for key in ("correlations", "runs", "mean", "sd", "median", "median_gain"):
+        assert stored[key] == fresh[key], key
+    sb = np.asarray(runs["Shared-Bottom_corr1.0"])
+    assert stored["sd"]["Shared-Bottom_corr1.0"] == pytest.approx(sb.std(ddof=1), abs=1e-6)

@@ -1,12 +1,25 @@
 """PLE / CGC (Tang et al., RecSys 2020): the paper's properties, on `Ranking/PLE/model.py`."""
 
 
+import ast
+import math
+
 import pytest
 import torch
 
-from tests.conftest import model_module
+from tests.conftest import ROOT, model_module
 
 ple = model_module("Ranking", "PLE")
+
+
+def demo_function(name: str):
+    """One function of the PLE demo, without running the demo's script (it parses argv)."""
+    path = ROOT / "Classic Models" / "Ranking" / "PLE" / "demo.py"
+    tree = ast.parse(path.read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    namespace: dict = {}
+    exec(compile(ast.Module([node], type_ignores=[]), str(path), "exec"), namespace)
+    return namespace[name]
 
 
 def make(**kw):
@@ -37,6 +50,23 @@ def test_every_gate_sums_to_one():
             assert torch.allclose(level["shared"].sum(-1), torch.ones(24), atol=1e-6)
         else:
             assert level["shared"] is None  # the last level has no shared output
+
+
+def test_plotted_gate_usage_rows_sum_to_one():
+    """The gate figure (demo --plot-gates): per level and gate, the weight on each expert group;
+    every row is a distribution, and a task gate has no weight on another task's experts."""
+    gate_usage = demo_function("gate_usage")
+    model = make()  # 3 tasks, 2 levels, m_k = 2, m_s = 3
+    sparse, dense = batch()
+    with torch.no_grad():
+        _, gates = model(sparse, dense, return_gates=True)
+    rows = gate_usage(gates, 2)
+    assert len(rows) == 3 + 1 + 3  # level 1: 3 task gates + the shared gate; level 2: 3 task gates
+    for i, row in enumerate(rows):
+        assert len(row) == 3 + 1  # task 1's, task 2's, task 3's, shared experts
+        assert math.isclose(sum(v for v in row if not math.isnan(v)), 1.0, abs_tol=1e-5)
+        if i != 3:  # a task gate: exactly one task group (its own) is selectable
+            assert sum(not math.isnan(v) for v in row[:3]) == 1
 
 
 def test_cgc_task_experts_are_private():

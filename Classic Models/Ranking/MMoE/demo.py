@@ -12,10 +12,25 @@
 #         --runs 30 --epochs 16 --batch-size 128 --n-train 50000 --n-test 5000 --threads 1 \
 #         --out assets/MMoE/results/correlation_30runs.json
 #
-# Every flag: `--help`. The last line printed is `RESULT {json}`.
+# The headline table's means, sds and medians, recomputed from the stored per-run MSEs (a second):
+#
+#     python "Classic Models/Ranking/MMoE/demo.py" \
+#         --summarize assets/MMoE/results/correlation_30runs.json \
+#         --out assets/MMoE/results/correlation_30runs_summary.json
+#
+# What the gates learn: each task's average gate weight over the 8 experts, one MMoE trained per
+# correlation 1.0 and 0.5 (run 0 of the study; 52 s of CPU time with 1 thread):
+#
+#     python "Classic Models/Ranking/MMoE/demo.py" --epochs 16 --batch-size 128 --threads 1 \
+#         --plot-gates assets/MMoE/gates_by_correlation.png \
+#         --out assets/MMoE/results/gates_by_correlation.json
+#
+# Every flag: `--help`. The last line printed is `RESULT {json}` (`--summarize`, `--plot-gates`:
+# the json written to `--out`).
 
 # %%
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -48,6 +63,12 @@ parser.add_argument("--n-train", type=int, default=50_000, help="correlation exp
 parser.add_argument("--n-test", type=int, default=5_000, help="correlation experiment: samples")
 parser.add_argument("--plot-dir", default=str(ROOT / "assets" / "MMoE"),
                     help="correlation experiment: where the loss-curve PNGs go")
+parser.add_argument("--summarize", default=None, metavar="RESULT_JSON",
+                    help="recompute mean, sd and median per model and correlation from a stored "
+                         "correlation RESULT json (its final_by_run); write them to --out")
+parser.add_argument("--plot-gates", default=None, metavar="PNG",
+                    help="train one MMoE per correlation (1.0, 0.5) on the synthetic study and plot "
+                         "each task's average gate weight per expert; --out gets the matrices")
 parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
 args = parser.parse_args()
 cpu_setup(args.threads)
@@ -100,6 +121,56 @@ def build_regressor(kind: str, d: int):
                    expert_hidden=(16,), tower_hidden=(8,))
 
 
+def train_regressor(kind: str, p: float, r: int):
+    """Run r of the study at correlation p: its own pair of tasks (task_seed), training and test
+    inputs and initialisation, the same for every model kind. Returns (model, test MSE per epoch,
+    test set)."""
+    task_seed = 1000 + r
+    tr = make_mmoe_synthetic(args.n_train, p, seed=2 * r, task_seed=task_seed)
+    te = make_mmoe_synthetic(args.n_test, p, seed=2 * r + 1, task_seed=task_seed)
+    set_seed(args.seed + r)
+    model = build_regressor(kind, tr.x.shape[1]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    ds = TensorDictDataset({"x": tr.x, "y": tr.y})
+    gen = torch.Generator().manual_seed(args.seed + r)
+    curve = []
+
+    def evaluate():
+        model.eval()
+        with torch.no_grad():
+            out = model(dense=te.x.to(device))
+            per_task = ((out - te.y.to(device)) ** 2).mean(0)  # (2,)
+        curve.append(float(per_task.sum()))
+        return {"mse": float(per_task.sum()), "mse_task1": float(per_task[0]),
+                "mse_task2": float(per_task[1])}
+
+    fit(model, lambda b: model.loss(model(dense=b["x"].to(device)), b["y"].to(device)),
+        lambda e: ds.batches(args.batch_size, generator=gen), opt, args.epochs,
+        evaluate=evaluate, metric="mse", higher_is_better=False, patience=args.epochs,
+        progress=False)
+    return model, curve, te
+
+
+def summarize(final_by_run: dict[str, list[float]]) -> dict:
+    """Mean, sd (ddof = 1) and median of the final test MSE per "<model>_corr<p>" key, and the
+    median of the paired per-run differences Shared-Bottom - MMoE and MMoE - PLE."""
+    f = {k: np.asarray(v) for k, v in final_by_run.items()}
+    correlations = sorted({float(k.rsplit("_corr", 1)[1]) for k in f}, reverse=True)
+    out = {"correlations": correlations, "runs": {k: len(v) for k, v in f.items()},
+           "mean": {k: round(float(v.mean()), 6) for k, v in f.items()},
+           "sd": {k: round(float(v.std(ddof=1)), 6) for k, v in f.items()},
+           "median": {k: round(float(np.median(v)), 6) for k, v in f.items()},
+           "median_gain": {}}
+    for key in f:
+        if key.startswith("MMoE_"):
+            corr = key[len("MMoE_"):]
+            for a, b in (("Shared-Bottom", "MMoE"), ("MMoE", "PLE")):
+                if f"{a}_{corr}" in f and f"{b}_{corr}" in f:
+                    d = f[f"{a}_{corr}"] - f[f"{b}_{corr}"]  # (runs,)
+                    out["median_gain"][f"{a} - {b}_{corr}"] = round(float(np.median(d)), 6)
+    return out
+
+
 def paired_gains(by_run: dict, p: float, pairs) -> dict[str, dict]:
     """Per run, the final test MSE of model a minus that of model b (the runs share their tasks
     and data, so the difference is paired): mean, standard error, the mean as a share of a's mean
@@ -124,35 +195,8 @@ def run_correlation():
         for kind in kinds:
             per_run = []
             for r in range(args.runs):
-                task_seed = 1000 + r
-                tr = make_mmoe_synthetic(args.n_train, p, seed=2 * r, task_seed=task_seed)
-                te = make_mmoe_synthetic(args.n_test, p, seed=2 * r + 1, task_seed=task_seed)
-                set_seed(args.seed + r)
-                model = build_regressor(kind, tr.x.shape[1]).to(device)
+                model, curve, _ = train_regressor(kind, p, r)
                 params[kind] = count_params(model)
-                opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-                ds = TensorDictDataset({"x": tr.x, "y": tr.y})
-                gen = torch.Generator().manual_seed(args.seed + r)
-                curve = []
-
-                def test_mse(model=model, te=te):
-                    model.eval()
-                    with torch.no_grad():
-                        out = model(dense=te.x.to(device))
-                        per_task = ((out - te.y.to(device)) ** 2).mean(0)  # (2,)
-                    return {"mse": float(per_task.sum()), "mse_task1": float(per_task[0]),
-                            "mse_task2": float(per_task[1])}
-
-                def evaluate(curve=curve, test_mse=test_mse):
-                    m = test_mse()
-                    curve.append(m["mse"])
-                    return m
-
-                fit(model, lambda b, model=model: model.loss(model(dense=b["x"].to(device)),
-                                                             b["y"].to(device)),
-                    lambda e, ds=ds, gen=gen: ds.batches(args.batch_size, generator=gen), opt,
-                    args.epochs, evaluate=evaluate, metric="mse", higher_is_better=False,
-                    patience=args.epochs, progress=False)
                 per_run.append(curve)
             arr = np.array(per_run)  # (runs, epochs)
             curves[(p, kind)] = arr.mean(0)
@@ -190,12 +234,105 @@ def run_correlation():
                 for kind in kinds},
         paired_gain=paired_all,
         final_by_run={f"{kind}_corr{p:.1f}": by_run[(p, kind)].tolist() for p, kind in keys},
+        summary=summarize({f"{kind}_corr{p:.1f}": by_run[(p, kind)] for p, kind in keys}),
         threads=torch.get_num_threads(),
     )
 
 
+# %% [markdown]
+# ## `--summarize`: the headline numbers from a stored run
+# Mean ± sd and median of the final test MSE per model and correlation, and the median paired gain,
+# from the per-run MSEs a correlation run stores. (The run's own `std` is the population sd.)
+
 # %%
-if args.experiment == "correlation":
+def run_summarize(path: str) -> None:
+    stored = json.loads(Path(path).read_text())
+    out = {"data": stored["data"], "protocol": stored["protocol"], "source": path,
+           **summarize(stored["final_by_run"])}
+    for key in out["mean"]:
+        print(f"{key:>24s}: mean {out['mean'][key]:.4f} ± {out['sd'][key]:.4f} (sd), "
+              f"median {out['median'][key]:.4f} over {out['runs'][key]} runs")
+    for key, g in out["median_gain"].items():
+        print(f"{key:>30s}: median per-run gain {g:+.4f}")
+    write_json(out, args.out)
+
+
+# %% [markdown]
+# ## `--plot-gates`: what each task's gate learns
+# One MMoE per correlation (run 0 of the study, same data and settings). For every task, the gate
+# weights g^k(x) of Eq. (7) averaged over the test inputs: a (tasks x experts) matrix whose rows
+# sum to 1. Related tasks can share experts; less related ones should spread apart. "overlap" is
+# sum_i min(g^1_i, g^2_i): 1 when both tasks use the experts in the same proportions, 0 when they
+# use disjoint experts.
+
+# %%
+def mean_gate_weights(model, x: torch.Tensor) -> torch.Tensor:
+    """Each task's gate weights averaged over the rows of x (B, X): (K, E), rows sum to 1."""
+    model.eval()
+    with torch.no_grad():
+        return model.gate_weights(dense=x.to(device)).mean(0).cpu()  # (B, K, E) -> (K, E)
+
+
+def run_plot_gates(path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    correlations = (1.0, 0.5)
+    mats, out = {}, {"data": "synthetic (Ma et al. 2018 generator, d=100, c=1, m=10), run 0",
+                     "protocol": f"one MMoE per correlation, {args.n_train} training samples, "
+                                 f"{args.epochs} epochs, batch {args.batch_size}; gate weights "
+                                 f"averaged over {args.n_test} test inputs",
+                     "gates": {}, "overlap": {}, "test_mse": {}}
+    for p in correlations:
+        model, curve, te = train_regressor("MMoE", p, 0)
+        g = mean_gate_weights(model, te.x)  # (K, E)
+        mats[p] = g.numpy()
+        key = f"corr{p:.1f}"
+        out["gates"][key] = [[round(float(v), 4) for v in row] for row in g]
+        out["overlap"][key] = round(float(torch.minimum(g[0], g[1]).sum()), 4)
+        out["test_mse"][key] = round(curve[-1], 6)
+        print(f"p={p:.1f}: test MSE {curve[-1]:.4f}; mean gate weights (task x expert):")
+        for k, row in enumerate(g):
+            print(f"    task {k + 1}: " + " ".join(f"{v:.2f}" for v in row))
+        print(f"    overlap sum_i min(g1_i, g2_i) = {out['overlap'][key]:.2f}")
+    fig, axes = plt.subplots(1, len(correlations), figsize=(11, 2.6), dpi=120,
+                             layout="constrained")
+    for ax, p in zip(axes, correlations):
+        m = mats[p]
+        im = ax.imshow(m, cmap="viridis", vmin=0.0, vmax=max(float(v.max()) for v in mats.values()))
+        for k in range(m.shape[0]):
+            for i in range(m.shape[1]):
+                ax.text(i, k, f"{m[k, i]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if m[k, i] < 0.5 * im.get_clim()[1] else "black")
+        ax.set_xticks(range(m.shape[1]), [f"f{i + 1}" for i in range(m.shape[1])])
+        ax.set_yticks(range(m.shape[0]), [f"task {k + 1}" for k in range(m.shape[0])])
+        ax.set_xlabel("expert")
+        ax.set_title(f"correlation p = {p:.1f}: overlap {out['overlap'][f'corr{p:.1f}']:.2f}",
+                     fontsize=9)
+    fig.colorbar(im, ax=axes, label="mean gate weight")
+    fig.suptitle("MMoE: each task's average gate weight per expert (rows sum to 1)", fontsize=10)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    print(f"wrote {path}")
+    write_json(out, args.out)
+
+
+def write_json(obj: dict, out: str | None) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(obj, indent=2) + "\n")
+        print(f"wrote {out}")
+
+
+# %%
+if args.summarize:
+    run_summarize(args.summarize)
+elif args.plot_gates:
+    run_plot_gates(args.plot_gates)
+elif args.experiment == "correlation":
     run_correlation()
 else:
     run_ctr()

@@ -5,9 +5,20 @@ Paper: Jiaqi Ma, Zhe Zhao, Xinyang Yi, Jilin Chen, Lichan Hong, Ed H. Chi. "Mode
        https://dl.acm.org/doi/10.1145/3219819.3220007
 Official code: none released (the note links the paper's figures and the synthetic generator).
 
+Usage::
+
+    import torch
+    from model import MMoE
+    model = MMoE(task_types=("binary", "regression"), dense_dim=10, n_experts=4)
+    dense = torch.randn(32, 10)                                  # (B, Fd)
+    outputs, gates = model(dense=dense, return_gates=True)       # (B, K), (B, K, E)
+    labels = torch.stack([torch.randint(0, 2, (32,)).float(), torch.randn(32)], dim=1)
+    loss = model.loss(outputs, labels)                           # BCE(task 1) + MSE(task 2)
+    probs = model.predict(outputs)                               # sigmoid for the binary task
+
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-Notation (same letters in the note, README.md §The maths):
+Notation (same letters in the note, README.md §Maths):
     B: batch size     K: number of tasks     E: number of experts (the paper's n)
     F: sparse fields  Fd: dense features     D: embedding dim per sparse field
     X: width of the input vector x = [embeddings of the F fields, Fd dense values]

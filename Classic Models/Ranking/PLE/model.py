@@ -5,9 +5,21 @@ Paper: Hongyan Tang, Junning Liu, Ming Zhao, Xudong Gong. "Progressive Layered E
        https://dl.acm.org/doi/10.1145/3383313.3412236
 Official code: none released by the authors.
 
+Usage::
+
+    import torch
+    from model import PLE
+    model = PLE(task_types=("binary", "binary"), sparse_vocab_sizes=(50, 20), dim=8, n_levels=2)
+    sparse = torch.randint(0, 20, (32, 2))                       # (B, F), 0 = padding
+    outputs, gates = model(sparse=sparse, return_gates=True)     # (B, K); one dict per level
+    labels = torch.randint(0, 2, (32, 2)).float()
+    mask = torch.ones(32, 2, dtype=torch.bool)                   # (B, K) delta_k^i of Eq. (9)
+    mask[:, 1] = labels[:, 0].bool()                             # task 2 only where task 1 = 1
+    loss = model.loss(outputs, labels, mask)                     # Eq. (9): per-task sample spaces
+
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-Notation (same letters in the note, README.md §The maths):
+Notation (same letters in the note, README.md §Maths):
     B: batch size        K: number of tasks
     m_k: task-specific experts per task (`n_task_experts`)
     m_s: shared experts (`n_shared_experts`)
