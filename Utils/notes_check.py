@@ -13,7 +13,8 @@ What is checked (each rule is a function below, and `tests/test_notes.py` runs t
 - `check_maths`: GitHub's pitfalls. Inline `$...$` must close on its line; no backslash before ASCII
   punctuation inside maths (`\\{`, `\\,`, `\\\\` ...: CommonMark consumes the backslash before MathJax
   sees it; use `\\lbrace`, `\\thinspace`); `$` must not touch a letter or digit outside the maths;
-  inline maths does not start or end with a space; `$$` starts its line.
+  inline maths does not start or end with a space; `$$` starts its line; no `|` inside maths in a
+  table row (it ends the cell).
 - `check_results_share`: the Results section is at most 25% of the note's lines.
 - `check_words`: no words about how the work was organised ("issue", "target met", "stretch").
 - `check_numbers`: in every Markdown table row of a note's Results section (and of the stage
@@ -294,6 +295,8 @@ def check_maths(rep: Report, text: str) -> None:
                 rep.add(i, f"`$` touches the letter or digit after it: {rest_no_dd[a:b + 3]!r}...")
             if tex != tex.strip():
                 rep.add(i, f"inline maths starts or ends with a space (GitHub will not render it): ${tex}$")
+            if rest_no_dd.lstrip().startswith("|") and "|" in tex:
+                rep.add(i, f"a `|` inside maths in a table row splits the cell (use \\vert): ${tex}$")
     for i, tex, _display in formulas(text):
         n_formulas += 1
         bad = PUNCT_ESCAPE.findall(tex)

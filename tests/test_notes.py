@@ -130,13 +130,14 @@ def test_maths_rule_catches_githubs_pitfalls(tmp_path, monkeypatch):
             "broken $a +\n"
             "b$ across lines\n"
             "touching 2$x$\n"
-            "text $$x$$ inline display\n")
+            "text $$x$$ inline display\n"
+            "| cell $|x|$ | 2 |\n")
     rep = _report(tmp_path, text)
     nc.check_maths(rep, text)
     joined = "\n".join(rep.problems)
     assert ":2: backslash before punctuation" in joined and ":3: backslash before punctuation" in joined
     assert ":4: inline maths" in joined and ":5: inline maths" in joined
-    assert ":6: `$` touches" in joined and ":7: display maths" in joined
+    assert ":6: `$` touches" in joined and ":7: display maths" in joined and ":8: a `|` inside" in joined
     assert not any(p.startswith(f"{'README.md'}:1:") for p in rep.problems)
     good = "Use $\\lbrace 1, 2 \\rbrace$ and $a\\thinspace b$.\n\n$$\\sum_i x_i \\qquad (1)$$\n"
     rep = _report(tmp_path, good)
