@@ -2,6 +2,8 @@
 
 - sampled softmax with log-Q correction is the full softmax cross-entropy of Eq. (1) when the "sample" is
   the whole corpus, and the correction removes most of the bias of a popularity-skewed sample;
+- with negatives sampled by popularity, the corrected logits keep the popularity order of the softmax,
+  the uncorrected ones lose it;
 - padding (id 0) changes neither the user vector nor the scores; a padding target is refused;
 - the example age is a real input and serving (no age) equals age 0;
 - the model overfits a tiny batch.
@@ -190,3 +192,33 @@ def test_bag_average_equals_the_masked_mean_of_the_non_padding_embeddings():
     (g_out,) = torch.autograd.grad(out.pow(2).sum(), table.weight)
     (g_ref,) = torch.autograd.grad(ref.pow(2).sum(), table.weight)
     assert torch.allclose(g_out, g_ref, atol=1e-6)
+
+
+def test_log_q_correction_keeps_popularity_when_negatives_are_sampled_by_popularity():
+    """Learn one logit per item (user vector fixed at 1, D = 1) from targets drawn from P, with
+    negatives drawn from Q = P, as the demo's popularity-shaped Q does. With the log-Q correction the
+    logits follow log P, the logits of the softmax of Eq. (1), in order and spread; without it they
+    tend to log P - log Q, flat here: the popularity the model should learn is cancelled (the note's
+    log-Q figure shows the same drift on the synthetic data)."""
+    p = torch.tensor([0.4, 0.3, 0.15, 0.1, 0.05])
+    logits = {}
+    for corrected in (True, False):
+        torch.manual_seed(0)
+        model = ytd.YoutubeDNN(config=ytd.YoutubeDNNConfig(n_items=5, dim=1, hidden=()))
+        opt = torch.optim.Adam([model.item_embedding.weight], lr=0.05)
+        g = torch.Generator().manual_seed(3)
+        log_expected = torch.log(20 * torch.cat([torch.ones(1), p]))  # 20 draws per batch
+        for _ in range(150):
+            target = torch.multinomial(p, 256, replacement=True, generator=g) + 1
+            neg = torch.multinomial(p, 20, replacement=True, generator=g) + 1
+            scale = 1.0 if corrected else 0.0
+            loss = model.loss(user_vec=torch.ones(256, 1), target=target, negatives=neg,
+                              log_q_target=scale * log_expected[target],
+                              log_q_negatives=scale * log_expected[neg])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        logits[corrected] = model.item_tower()[1:, 0].detach()
+    assert torch.equal(logits[True].argsort(descending=True), torch.arange(5))  # order of P
+    assert logits[True].std() > 0.8 * torch.log(p).std()  # and most of its spread
+    assert logits[False].std() < 0.5 * logits[True].std()  # popularity cancelled without it

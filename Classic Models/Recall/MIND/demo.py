@@ -11,6 +11,10 @@
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/MIND/demo.py" --threads 1
 #
+# The note's figures (synthetic data): `--plot assets/MIND/interest_capsules_synthetic.png` (what each
+# interest retrieves against the planted interests) and
+# `--plot-routing assets/MIND/routing_weights_synthetic.png` (one user's routing weights w_ij).
+#
 # Beauty (the note's Results; 17 epochs, 763 s of training, about 26 min wall on one thread of the
 # same loaded machine):
 #
@@ -60,6 +64,8 @@ parser.add_argument("--eval-every", type=int, default=1)
 parser.add_argument("--time-budget", type=float, default=None, help="stop training after N seconds")
 parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
 parser.add_argument("--plot", default=None, help="interest-recovery figure (synthetic data)")
+parser.add_argument("--plot-routing", default=None,
+                    help="heatmap of one user's routing weights w_ij, behaviours x interests (PNG)")
 args = parser.parse_args()
 
 cpu_setup(args.threads)
@@ -242,6 +248,7 @@ if "truth" in data.extra:
                 "interest_precision": float(precision[multi].mean()),
                 "mean_planted_per_user": float(planted[multi].sum(1).mean()),
                 "mean_active_interests": float(act[multi].sum(1).mean())}
+    names_c = list(truth["categories"])
     print(f"planted interests recovered by the interests: {recovery['planted_recovered']:.3f} "
           f"over {recovery['users_with_2plus_planted']} users with >= 2 planted interests "
           f"({recovery['mean_planted_per_user']:.2f} planted, "
@@ -266,6 +273,51 @@ if "truth" in data.extra:
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot)
         print(f"saved {args.plot}")
+
+# %% [markdown]
+# ## One user's routing weights (`--plot-routing PATH`)
+#
+# Algorithm 1 run on one user's history: the weight w_ij with which each behaviour i (rows, most recent
+# last) feeds each active interest j (columns) in the last routing iteration. Each row sums to 1.
+
+# %%
+if args.plot_routing:
+    from Utils.plotting import plt  # matplotlib with the Agg backend
+
+    n_beh = (hist_t > 0).sum(1)
+    pick = (active.sum(1).numpy() >= 3) & (n_beh >= 12)  # a user with several interests, long history
+    if recovery is not None:  # synthetic: >= 3 planted interests, interests on >= 2 planted categories
+        on_planted = [{int(c) for c in main_cat[v, act[v]] if planted[v, c]} for v in range(U)]
+        pick &= (planted.sum(1) >= 3) & (np.array([len(c) for c in on_planted]) >= 2)
+    u = int(np.argmax(pick)) if pick.any() else row
+    hist_u = torch.from_numpy(hist_t[u:u + 1]).to(device)  # (1, L)
+    mask_u = hist_u != 0
+    k_u = (mind.interest_count(mask_u.sum(1), K) if config.dynamic_k
+           else torch.full((1,), K, dtype=torch.long, device=device))
+    with torch.no_grad():  # the same calls as user_tower(), keeping the weights w_ij
+        _, w_u = model.b2i_routing(model.item_embedding(hist_u) * mask_u.unsqueeze(-1), mask_u, k_u)
+    real = mask_u[0].cpu().numpy()
+    w_show = w_u[0].cpu().numpy()[real][-16:, : int(k_u)]  # (behaviours, K'_u), the last 16
+    beh_ids = hist_t[u][real][-16:]
+    x_names = [f"interest {k + 1}" for k in range(int(k_u))]
+    if recovery is not None:  # name each interest by the category of its top-20 items
+        x_names = [f"{n}\n(top-20: {names_c[main_cat[u, k]]})" for k, n in enumerate(x_names)]
+    fig, ax = plt.subplots(figsize=(3.2 + 1.3 * w_show.shape[1], 1.6 + 0.3 * len(w_show)), dpi=120)
+    ax.imshow(w_show, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for (r, c), v in np.ndenumerate(w_show):
+        ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if v > 0.6 else "black")
+    ax.set_xticks(range(len(x_names)), x_names, fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(beh_ids)), [data.item_text(int(i))[:60] for i in beh_ids], fontsize=7)
+    ax.set_ylabel("behaviours i (oldest at the top, latest at the bottom)", fontsize=7)
+    ax.set_title(f"MIND B2I routing weights w_ij after {config.routing_iters} iterations\n"
+                 f"user {split.users[u]}, each row sums to 1", fontsize=8)
+    fig.tight_layout()
+    Path(args.plot_routing).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot_routing)
+    print(f"saved {args.plot_routing} (user {split.users[u]}, {int(real.sum())} behaviours, "
+          f"K'_u = {int(k_u)}; row sums {w_show.sum(1).min():.4f}..{w_show.sum(1).max():.4f})")
 
 # %%
 # the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks

@@ -7,18 +7,32 @@ Official code: none was released; Algorithm 1 and section 3 of the paper are the
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-What is here (the note's section numbers in brackets):
+Usage::
+
+    import torch
+    from model import MIND, MINDConfig
+    model = MIND(config=MINDConfig(n_items=100, dim=16, max_len=10, hidden=(32,)))
+    history = torch.randint(1, 101, (4, 10))  # (B, L) behaviours, left-padded with 0, latest last
+    interests, active = model.user_tower(history=history)  # (B, K, D), (B, K): the first K'_u
+    scores = model.score_items(interests, active, model.item_tower())  # (B, N + 1), Eq. (3)
+    loss = model.loss(interests=interests, active=active, target=torch.randint(1, 101, (4,)),
+                      negatives=torch.randint(1, 101, (32,)), log_q_target=torch.zeros(4),
+                      log_q_negatives=torch.zeros(32))
+
+What is here (equation numbers as in the paper; the note's sections in brackets):
 - `item_embedding()`: Eq. (2), e_i = f_item(F_i), the mean of the id embedding and the side-feature
-  embeddings of an item (the "pooling layer") [note §3].
+  embeddings of an item (the "pooling layer") [note: Maths].
 - `b2i_routing()`: Algorithm 1, behaviour-to-interest dynamic routing with one shared bilinear map S,
   routing logits drawn at random once and never learned, squash (Eq. (7)), a fixed number of iterations,
-  and the dynamic interest count K'_u of Eq. (8) [note §3].
+  and the dynamic interest count K'_u of Eq. (8) [note: Maths, Algorithm 1].
 - `user_tower()`: interest capsules concatenated with the user-profile embedding, then ReLU layers per
-  interest ("H layers"), giving V_u = (v_u^1 .. v_u^K) of Eq. (1) [note §3].
+  interest ("H layers"), giving V_u = (v_u^1 .. v_u^K) of Eq. (1) [note: Maths].
 - `label_aware_attention()`: Eq. (9), the training-time attention of the target over the interests with
-  power p [note §3; the pow deviation in §7].
-- `loss()`: Eq. (10)-(11), sampled softmax of the attended user vector, with log-Q correction [note §3].
-- `score_items()`: Eq. (3), f_score = max_k e_i . v_u^k, the merge of per-interest retrieval [note §6].
+  power p [note: Maths; the pow deviation in Deviations from the paper].
+- `loss()`: Eq. (10)-(11), sampled softmax of the attended user vector, with log-Q correction
+  [note: Maths].
+- `score_items()`: Eq. (3), f_score = max_k e_i . v_u^k, the merge of per-interest retrieval
+  [note: Training and serving].
 
 Notation: B batch, L history length, K interests (max), K'_u interests of user u, D dim, S side features
 per item, F user-profile features, M sampled negatives, N items (ids 1..N, 0 = padding).

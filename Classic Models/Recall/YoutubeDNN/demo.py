@@ -10,7 +10,13 @@
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py" --threads 1
 #
-# Beauty (the note's Results; 17 epochs, 566 s of training, about 14 min wall on one thread of the
+# The note's figure (adds a twin trained without the log-Q correction, about twice the time):
+#
+#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py" --threads 1 \
+#         --plot-logq assets/YoutubeDNN/logq_popularity_synthetic.png \
+#         --out assets/YoutubeDNN/results/synthetic.json
+#
+# Beauty (the note's Results; 17 epochs, 204 s of training, a few minutes wall on one thread of the
 # same loaded machine):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py" \
@@ -60,6 +66,8 @@ parser.add_argument("--eval-every", type=int, default=1)
 parser.add_argument("--time-budget", type=float, default=None, help="stop training after N seconds")
 parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
 parser.add_argument("--save-vectors", default=None, help="write user/item vectors to this .npz")
+parser.add_argument("--plot-logq", default=None,
+                    help="train a twin without the log-Q correction and plot the popularity of what each\n                    retrieves (PNG path)")
 args = parser.parse_args()
 
 cpu_setup(args.threads)
@@ -152,22 +160,30 @@ q_dev, log_expected_dev = q.to(device), log_expected.to(device)
 print(model)
 
 
-def train_step(batch):
-    u = model.user_tower(**user_inputs(batch["history"], batch["user"],
-                                       batch["example_age"].to(device)))
+def sampled_loss(m, batch, no_logq):
+    """Sampled softmax of model `m` on one batch; `no_logq` drops the log-Q correction (ablation)."""
+    u = m.user_tower(**user_inputs(batch["history"], batch["user"], batch["example_age"].to(device)))
     target = batch["target"].to(device)
     neg = torch.multinomial(q, args.negatives, replacement=True, generator=gen).to(device)
-    if args.no_logq:
+    if no_logq:
         lq_t, lq_n = torch.zeros_like(target, dtype=u.dtype), torch.zeros(len(neg), device=device)
     else:
         lq_t, lq_n = log_expected_dev[target], log_expected_dev[neg]
-    return model.loss(user_vec=u, target=target, negatives=neg, log_q_target=lq_t,
-                      log_q_negatives=lq_n)
+    return m.loss(user_vec=u, target=target, negatives=neg, log_q_target=lq_t, log_q_negatives=lq_n)
 
 
-def score_fn(batch):
-    u = model.user_tower(**user_inputs(batch["history"], batch["user"]))  # example age 0
-    return u @ model.item_tower().T  # (b, D) @ (D, N+1)
+def scorer(m):
+    def score(batch):
+        u = m.user_tower(**user_inputs(batch["history"], batch["user"]))  # example age 0
+        return u @ m.item_tower().T  # (b, D) @ (D, N+1)
+    return score
+
+
+def train_step(batch):
+    return sampled_loss(model, batch, args.no_logq)
+
+
+score_fn = scorer(model)
 
 
 def evaluate():
@@ -246,6 +262,79 @@ for i, s in zip(ids[0].tolist(), scores[0].tolist()):
     mark = "  <- test item" if i == split.test_items[row] else ""
     print(f"   {s:7.3f}  {data.item_text(i)}{mark}")
 
+# %% [markdown]
+# ## What the log-Q correction does (`--plot-logq PATH`)
+#
+# A twin model, identical but trained without the correction, is compared with the model above. Items
+# are cut into ten bins of equal size by training popularity. Left: the share of the top-10 lists
+# (seen items excluded) that falls in each bin, beside the share of the held-out test items. Right:
+# Recall@10 of the users whose test item lies in that bin. Without the correction an item that Q draws
+# often is pushed down as a negative far more often than its true share, so retrieval drifts to the
+# tail.
+
+# %%
+logq_ablation = None
+if args.plot_logq:
+    from Utils.plotting import plt  # matplotlib with the Agg backend
+
+    twin = ytd.YoutubeDNN(config=config).to(device)
+    twin_opt = torch.optim.Adam(twin.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    # as many epochs as the model above up to its best one, no early stopping: equal training
+    fit(twin, lambda batch: sampled_loss(twin, batch, not args.no_logq),
+        lambda epoch: train_set.batches(args.batch_size, generator=gen), twin_opt, history.best_epoch,
+        n_batches=train_set.num_batches(args.batch_size), desc="twin")
+    twin.eval()
+    n_bins = 10
+    item_bin = np.zeros(N + 1, dtype=np.int64)  # popularity bin of each item, 0 = rarest tenth
+    order = np.argsort(split.item_counts()[1:], kind="stable") + 1
+    item_bin[order] = np.arange(N) * n_bins // N
+    offs, seen = split.seen("test")
+    test_bin = item_bin[split.test_items]
+    profiles, recalls = {}, {}
+    for name, m in [("with log-Q", model), ("without log-Q", twin)]:
+        if args.no_logq:
+            name = {"with log-Q": "without log-Q", "without log-Q": "with log-Q"}[name]
+        with torch.no_grad():
+            uv = torch.cat([m.user_tower(**user_inputs(torch.from_numpy(hist_t[s:s + 4096]),
+                                                       user_rows[s:s + 4096]))
+                            for s in range(0, len(hist_t), 4096)]).cpu()
+            top10, _ = topk(uv, m.item_tower().detach().cpu(), 10, exclude=(offs, seen))
+        top10 = top10.numpy()
+        profiles[name] = np.bincount(item_bin[top10].ravel(), minlength=n_bins) / top10.size
+        hit = (top10 == split.test_items[:, None]).any(1)
+        recalls[name] = np.array([hit[test_bin == b].mean() for b in range(n_bins)])
+        print(f"{name:14s}: share of top-10 per popularity bin (rarest first) "
+              f"{np.round(profiles[name], 3).tolist()}; Recall@10 per bin "
+              f"{np.round(recalls[name], 3).tolist()}, overall {hit.mean():.4f}")
+    truth = np.bincount(test_bin, minlength=n_bins) / len(test_bin)
+    print(f"{'test items':14s}: share per popularity bin {np.round(truth, 3).tolist()}")
+    logq_ablation = {"bins": "ten equal-size item bins by training count, rarest first",
+                     "twin_epochs": history.best_epoch, "test_item_share": truth.tolist(),
+                     **{f"top10_share_{k.replace(' ', '_')}": v.tolist() for k, v in profiles.items()},
+                     **{f"recall10_{k.replace(' ', '_')}": v.tolist() for k, v in recalls.items()}}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4), dpi=120)
+    x = np.arange(n_bins)
+    ax1.bar(x - 0.27, truth, 0.27, label="held-out test items", color="0.6")
+    for off, name, col in [(0, "with log-Q", "C0"), (0.27, "without log-Q", "C3")]:
+        ax1.bar(x + off, profiles[name], 0.27, label=f"top-10, {name}", color=col)
+        ax2.plot(x, recalls[name], "o-", label=name, color=col)
+    for ax in (ax1, ax2):
+        ax.set_xticks(x, [f"{b + 1}" for b in x])
+        ax.set_xlabel("item popularity bin (tenths of the catalogue; 1 = rarest, 10 = most popular)",
+                      fontsize=8)
+    ax1.set_ylabel("share")
+    ax1.set_title("Where the retrieved items come from", fontsize=9)
+    ax2.set_ylabel("Recall@10 (users whose test item is in the bin)", fontsize=8)
+    ax2.set_title("Who gets a hit", fontsize=9)
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.suptitle("YoutubeDNN sampled softmax: with and without the log-Q correction "
+                 f"({args.data}, test split)", fontsize=9)
+    fig.tight_layout()
+    Path(args.plot_logq).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot_logq)
+    print(f"saved {args.plot_logq}")
+
 # %%
 # the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
 print_result(
@@ -255,6 +344,6 @@ print_result(
     train_seconds=history.train_seconds, eval_seconds=t_eval.seconds, epochs=len(history.epochs),
     params=count_params(model), out=args.out, valid_metrics=valid_metrics,
     best_epoch=history.best_epoch, samples_per_second=samples_per_s, train_examples=len(train_set),
-    ann=ann, config={k: v for k, v in vars(args).items() if k != "out"},
+    ann=ann, logq_ablation=logq_ablation, config={k: v for k, v in vars(args).items() if k != "out"},
     threads=torch.get_num_threads(),
 )

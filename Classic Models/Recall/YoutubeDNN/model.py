@@ -6,14 +6,27 @@ Official code: none was released; the paper's Figure 3 and section 3 are the spe
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
-What is here (the note's section numbers in brackets):
-- `user_tower()`: averaged bag embeddings of the watch history and of any other bag of ids (categories,
-  brands, ...), concatenated with user features and the example age, then a tower of ReLU layers whose
-  top layer is the user vector u (Figure 3) [note §3].
+Usage::
+
+    import torch
+    from model import YoutubeDNN, YoutubeDNNConfig
+    model = YoutubeDNN(config=YoutubeDNNConfig(n_items=100, dim=16, hidden=(32,)))
+    history = torch.randint(0, 101, (4, 10))  # (B, L) earlier items, 0 = padding
+    u = model.user_tower(history=history)  # (B, D); no example age = 0, as at serving
+    scores = u @ model.item_tower().T  # (B, N + 1): the logits of Eq. (1)
+    negatives = torch.randint(1, 101, (32,))  # (M,) items sampled from Q, shared by the batch
+    loss = model.loss(user_vec=u, target=torch.randint(1, 101, (4,)), negatives=negatives,
+                      log_q_target=torch.zeros(4), log_q_negatives=torch.zeros(32))
+
+What is here (the note's sections in brackets; the paper numbers almost no equations, so the note
+numbers Eq. (1)-(6) itself, (1) being the paper's softmax of section 3.1):
+- `masked_mean()`, `user_tower()`: averaged bag embeddings of the watch history and of any other bag
+  of ids (categories, brands, ...), concatenated with user features and the example age, then a tower of
+  ReLU layers whose top layer is the user vector u (Figure 3) [note: Maths, Eq. (2)-(3)].
 - `item_tower()`: the softmax weights v_j, one row per item, which serve as item vectors for
-  nearest-neighbour serving [note §6].
+  nearest-neighbour serving [note: Training and serving].
 - `loss()`: sampled softmax with log-Q correction for the sampling distribution, the paper's way of
-  training the softmax of Eq. (1) over millions of classes [note §3.2].
+  training the softmax of Eq. (1) over millions of classes [note: Maths, Eq. (4)-(5)].
 
 Notation: B batch, L history length, A bag length (e.g. attribute ids of the history), F user features,
 D embedding dim, M sampled negatives, N items (ids 1..N, 0 = padding).
