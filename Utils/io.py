@@ -1,4 +1,5 @@
-"""Command-line flags shared by every demo, the final `RESULT {json}` line, and checkpoints."""
+"""Command-line flags shared by every demo, one-line input errors, the final `RESULT {json}` line
+(written atomically), checkpoints, and locating model files without `__file__`."""
 
 from __future__ import annotations
 
@@ -8,23 +9,139 @@ import json
 import math
 import os
 import sys
+import types
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 import torch
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository (Utils/ is installed with `-e .`)
 
-def add_common_args(parser: argparse.ArgumentParser, *, epochs: int = 10, batch_size: int = 256,
+
+def model_dir(stage: str, name: str) -> Path:
+    """`Classic Models/<stage>/<name>/`: where a demo finds its own model.py without `__file__`
+    (a notebook kernel has none)."""
+    path = ROOT / "Classic Models" / stage / name
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder not found: {path}")
+    return path
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel, whose own arguments (`-f kernel.json`) are not the demo's flags."""
+    return "ipykernel" in sys.modules
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected a whole number >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected a whole number >= 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a learning rate, a temperature)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected a finite number > 0") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed; expected a finite number > 0")
+    return value
+
+
+def device_arg(text: str) -> str:
+    """argparse type: auto | cpu | cuda | cuda:N | mps, and available on this machine."""
+    if text in ("auto", "cpu"):
+        return text
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; expected auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: CUDA is not available here; expected auto or cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"{text}: only {torch.cuda.device_count()} CUDA device(s); expected cuda:0..")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise argparse.ArgumentTypeError(f"{text}: MPS is not available here; expected auto or cpu")
+    elif dev.type != "cpu":
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r}; expected auto, cpu, cuda, cuda:N or mps")
+    return text
+
+
+# Exceptions that mean "the input was wrong" (DataError is a ValueError): one line, exit status 2.
+INPUT_ERRORS = (ValueError, OSError)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print `error: <message>` on stderr and exit (status 2: bad input or flags)."""
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def install_error_hook(debug: bool = False) -> None:
+    """Outside a notebook, an uncaught input error (`DataError`, `ValueError`, `OSError`) prints one
+    line `error: ...` and exits with status 2; with `--debug` the full traceback is kept."""
+    if debug or in_notebook():
+        return
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if issubclass(kind, INPUT_ERRORS):
+            sys.stdout.flush()
+            print(f"error: {value}", file=sys.stderr, flush=True)
+            os._exit(2)  # SystemExit cannot be raised from an excepthook
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+def _one_line_error(self, message: str) -> NoReturn:
+    fail(f"{message} (see --help)")
+
+
+def _parse_demo_args(self, args=None, namespace=None):
+    """parse_args for demos: a notebook kernel's own argv is ignored (defaults run), and input errors
+    become one line unless --debug."""
+    if args is None and in_notebook():
+        args = []
+    ns = argparse.ArgumentParser.parse_args(self, args, namespace)
+    install_error_hook(getattr(ns, "debug", False))
+    return ns
+
+
+def add_common_args(parser: argparse.ArgumentParser, *, epochs: int | None = 10, batch_size: int = 256,
                     lr: float = 1e-3, data: str = "synthetic") -> argparse.ArgumentParser:
-    """The DESIGN.md flags: --data, --epochs, --batch-size, --lr, --seed, --device, --out."""
+    """The flags every demo shares (DESIGN.md): --data, --epochs, --batch-size, --lr, --seed, --device,
+    --threads, --out, --debug. Values are checked at parse time (epochs and batch size >= 1, a finite
+    positive learning rate, an available device); a bad flag is one line `error: ...` and exit 2; in a
+    notebook the kernel's arguments are ignored."""
+    for container in [parser, *parser._action_groups]:  # a demo may still redefine a common flag
+        container.conflict_handler = "resolve"
+    parser.error = types.MethodType(_one_line_error, parser)
+    parser.parse_args = types.MethodType(_parse_demo_args, parser)
     parser.add_argument("--data", default=data,
                         help="synthetic | amazon2018:PATH | seqtxt:PATH | movielens:PATH | libfm:PATH")
-    parser.add_argument("--epochs", type=int, default=epochs)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs (>= 1)")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size)
+    parser.add_argument("--lr", type=positive_float, default=lr, help="learning rate (> 0)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda[:N]")
-    parser.add_argument("--out", default=None, help="also write the RESULT json to this file")
+    parser.add_argument("--device", type=device_arg, default="auto",
+                        help="auto (cuda if available) | cpu | cuda[:N] | mps")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
+    parser.add_argument("--out", default=None,
+                        help="also write the RESULT json here (atomically: a temporary file, then rename)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     return parser
 
 
@@ -57,11 +174,23 @@ def print_result(*, model: str, data: str, protocol: str, metrics: dict, baselin
     res = _clean(res)
     line = json.dumps(res, sort_keys=False)
     if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(res, indent=2) + "\n")
+        write_json_atomic(out, res)
     print("RESULT " + line, flush=True)
     return res
+
+
+def write_json_atomic(path: str | Path, obj) -> Path:
+    """Write json through a temporary file in the same folder, then rename: an existing file is
+    replaced whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def parse_result_line(text: str) -> dict:
