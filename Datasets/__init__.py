@@ -31,8 +31,19 @@ from .BaseDatasets import (
 SPECS = ("synthetic", "amazon2018", "seqtxt", "movielens", "libfm")
 
 
-def load(spec: str = "synthetic", strict: bool = False, verbose: bool = False) -> RecData | CTRData:
-    """Load a data set from a DESIGN.md `--data` spec. Raises DataError on a bad spec or path."""
+KINDS = {"interactions": "interaction data (synthetic, amazon2018:PATH, seqtxt:PATH, movielens:PATH)",
+         "ctr": "click-through (CTR) data (libfm:PATH, or synthetic for the demos that build clicks from it)"}
+
+
+def load(spec: str = "synthetic", strict: bool = False, verbose: bool = False, *,
+         expect: str | None = None, demo: str = "this demo") -> RecData | CTRData:
+    """Load a data set from a DESIGN.md `--data` spec. Raises DataError on a bad spec or path.
+
+    `expect="interactions"` (recall, re-ranking and behaviour demos) or `expect="ctr"` (field-CTR demos)
+    turns data of the other kind into a DataError that names what `demo` reads, instead of a crash later.
+    """
+    if expect is not None and expect not in KINDS:
+        raise ValueError(f"expect must be one of {sorted(KINDS)}, got {expect!r}")
     if not isinstance(spec, str) or not spec:
         raise DataError(f"data spec must be a non-empty string like 'synthetic' or 'seqtxt:PATH', got {spec!r}")
     kind, _, arg = spec.partition(":")
@@ -67,6 +78,10 @@ def load(spec: str = "synthetic", strict: bool = False, verbose: bool = False) -
             data = load_libfm(arg, strict=strict)
     if verbose or data.report.skipped:
         print(f"[data] {data.report}")
+    if expect == "interactions" and isinstance(data, CTRData):
+        raise DataError(f"{spec!r} is click-through (CTR) data; {demo} reads {KINDS['interactions']}")
+    if expect == "ctr" and isinstance(data, RecData) and kind != "synthetic":
+        raise DataError(f"{spec!r} is interaction data; {demo} reads {KINDS['ctr']}")
     return data
 
 
