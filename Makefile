@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-real lint check-notes mathjax clean-venv
+.PHONY: demo test test-real test-notebooks notebooks lint check-notes mathjax clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,7 +16,18 @@ demo: $(STAMP)
 	$(PY) "Classic Models/pipeline_demo.py"
 
 test: $(STAMP) mathjax
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow and not notebooks" tests
+
+# Every demo as a notebook for a reader: demo.ipynb next to each demo.py (git-ignored; the `# %%`
+# script stays the source). Open one with `jupyter lab "Classic Models/Recall/SASRec/demo.ipynb"`.
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --quiet --to ipynb --set-kernel python3 "Classic Models"/*/*/demo.py \
+	  "Classic Models/pipeline_demo.py"
+	@ls "Classic Models"/*/*/demo.ipynb "Classic Models/pipeline_demo.ipynb" | wc -l | xargs echo "notebooks written:"
+
+# Executes all 17 demos and the pipeline as notebooks (jupytext -> nbclient, fresh kernel, temp folder).
+test-notebooks: $(STAMP)
+	$(PY) -m pytest -q -m notebooks tests/test_notebooks.py
 
 # MathJax 3 (the engine GitHub renders maths with) for the notes' formula check; optional: without node
 # or the npm registry the check is skipped with its reason printed.

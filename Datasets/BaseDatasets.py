@@ -466,6 +466,13 @@ def leave_one_out(data: RecData, min_len: int = 3) -> LOOSplit:
     uniq, starts, counts = np.unique(users, return_index=True, return_counts=True)
     keep_u = counts >= min_len
     n_dropped = int((~keep_u).sum())
+    if not keep_u.any():
+        longest = int(counts.max()) if len(counts) else 0
+        raise DataError(
+            f"{data.name}: every user was dropped: all {n_dropped:,} users have fewer than {min_len} "
+            f"interactions (the longest has {longest}); leave-one-out needs at least one training, "
+            f"one validation and one test item per user"
+        )
     uniq, starts, counts = uniq[keep_u], starts[keep_u], counts[keep_u]
     ends = starts + counts
     test_idx, valid_idx = ends - 1, ends - 2
@@ -501,6 +508,8 @@ class CTRData:
     field_names: F names; field_dims: vocabulary size per field including code 0.
     parts: named row-index arrays (e.g. 'train', 'validation', 'test' — one per source file).
     users: (N,) int64 user id per row when known (for GAUC), else None.
+    field_raw: per field, the source's feature ids (code c -> field_raw[k][c - 1]), when the loader
+        keeps them (libFM), else None.
     """
 
     name: str
@@ -512,6 +521,7 @@ class CTRData:
     dense: np.ndarray | None = None
     users: np.ndarray | None = None
     report: LoadReport = field(default_factory=LoadReport)
+    field_raw: list | None = None
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{k} {len(v):,}" for k, v in self.parts.items())

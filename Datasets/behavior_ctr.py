@@ -25,13 +25,21 @@ import torch
 from .BaseDatasets import LOOSplit, RecData, TensorDictDataset
 
 
+def has_item_attributes(data: RecData) -> bool:
+    """True when the items carry attribute ids, a category or a brand (`RecData.item_attributes`)."""
+    return any(c in data.items for c in ("attributes", "category", "brand"))
+
+
 def item_field_table(data: RecData, n_attributes: int = 3) -> torch.Tensor:
     """(n_items+1, G) int64, G <= 1 + n_attributes: column 0 = item id, then the item's first
     attribute ids (categories/brand for seqtxt, category+brand codes for Amazon 2018), 0 =
-    padding/missing; attribute slots that no item fills are dropped.
+    padding/missing; attribute slots that no item fills are dropped. Interactions alone (no
+    attributes, category or brand): the item id is the only field.
     Row 0 is all zeros, so indexing it with a padded history keeps padding at 0."""
+    if n_attributes < 0:
+        raise ValueError(f"n_attributes must be >= 0, got {n_attributes}")
     ids = np.arange(data.n_items + 1, dtype=np.int64)[:, None]
-    if n_attributes == 0:
+    if n_attributes == 0 or not has_item_attributes(data):
         return torch.from_numpy(ids)
     attrs = data.item_attributes(max_per_item=n_attributes)  # (n_items+1, <=A)
     attrs = attrs[:, attrs.any(axis=0)]  # drop slots no item fills (fewer attributes than asked)

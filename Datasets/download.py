@@ -8,7 +8,9 @@
 - **Checksum**: GroupLens publishes an MD5 per MovieLens zip (`<zip>.md5`), which is fetched and
   checked. The Amazon 2018 pages publish no checksums, so those files are checked for gzip integrity.
   A file that fails its check is kept as `<file>.bad` for inspection, never as the final name.
-- **Offline**: a clear error says the host could not be reached and where to put the file by hand.
+- **Offline**: a clear error says the host could not be reached and the exact path to put the file at
+  by hand; a rerun then uses that file (a MovieLens zip placed by hand is checked by its CRCs when the
+  published MD5 cannot be fetched).
 - An existing complete file is never overwritten unless `overwrite=True`.
 """
 
@@ -18,6 +20,7 @@ import argparse
 import gzip
 import hashlib
 import os
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -55,6 +58,10 @@ class DownloadError(RuntimeError):
     pass
 
 
+class OfflineError(DownloadError):
+    """The server could not be reached; the message names where to put a hand-downloaded file."""
+
+
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -63,7 +70,9 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _open(url: str, start: int = 0, timeout: float = 30.0):
+def _open(url: str, start: int = 0, timeout: float = 30.0, dest: Path | None = None):
+    """The server's response for url (from byte `start`); offline, a DownloadError that names the exact
+    path to place a hand-downloaded file at (`dest`)."""
     req = urllib.request.Request(url, headers={"User-Agent": "notes-on-recsys-models"})
     if start:
         req.add_header("Range", f"bytes={start}-")
@@ -74,11 +83,15 @@ def _open(url: str, start: int = 0, timeout: float = 30.0):
             return None
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, TimeoutError, OSError) as e:
-        host = urllib.parse.urlsplit(url).netloc
-        raise DownloadError(
-            f"cannot reach {host} ({getattr(e, 'reason', e)}). Are you offline? Download {url} by hand "
-            f"and place it where this command would have written it."
-        ) from e
+        raise offline_error(url, e, dest) from e
+
+
+def offline_error(url: str, err: BaseException, dest: Path | None) -> OfflineError:
+    host = urllib.parse.urlsplit(url).netloc
+    where = (f"by hand, place it at {Path(dest).resolve()} and run this command again"
+             if dest is not None else "by hand")
+    return OfflineError(f"cannot reach {host} ({getattr(err, 'reason', err)}). Are you offline? "
+                         f"Download {url} {where}")
 
 
 def download(url: str, dest: str | Path, md5: str | None = None, overwrite: bool = False,
@@ -92,7 +105,7 @@ def download(url: str, dest: str | Path, md5: str | None = None, overwrite: bool
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if part.exists() else 0
-    resp = _open(url, start, timeout)
+    resp = _open(url, start, timeout, dest)
     if resp is not None:
         with resp:
             status = getattr(resp, "status", 200)
@@ -145,15 +158,28 @@ def download_movielens(size: str = "1m", root: Path = DATA_DIR / "movielens", ba
         raise ValueError(f"size must be one of {list(MOVIELENS_SIZES)}, got {size!r}")
     name = MOVIELENS_SIZES[size]
     url = (base_url.rstrip("/") + f"/{name}.zip") if base_url else MOVIELENS_URL.format(name=name)
+    zip_dest = Path(root) / f"{name}.zip"
     try:
-        md5 = fetch_text(url + ".md5").split()[0].strip()
+        md5 = fetch_text(url + ".md5", timeout=kw.get("timeout", 30.0)).split()[0].strip()
+    except OfflineError as e:
+        if not zip_dest.is_file() or kw.get("overwrite"):
+            raise offline_error(url, e.__cause__ or e, zip_dest) from e.__cause__
+        # offline, with the zip placed by hand: use it; unpacking checks its CRCs
+        print(f"note: could not fetch {url}.md5 ({e.__cause__}); using {zip_dest} without the MD5 check")
+        md5 = None
     except DownloadError as e:
         if "HTTP 404" not in str(e):
             raise
         md5 = None
-    zpath = download(url, Path(root) / f"{name}.zip", md5=md5, **kw)
-    with zipfile.ZipFile(zpath) as z:
-        z.extractall(root)
+    zpath = download(url, zip_dest, md5=md5, **kw)
+    try:
+        with zipfile.ZipFile(zpath) as z:
+            bad = z.testzip()
+            if bad is not None:
+                raise zipfile.BadZipFile(f"CRC error in {bad}")
+            z.extractall(root)
+    except zipfile.BadZipFile as e:
+        raise DownloadError(f"{zpath} is not a complete zip file ({e}); delete it and run again") from e
     return Path(root) / name
 
 
@@ -191,8 +217,9 @@ def main(argv=None) -> None:
         else:
             out = download_amazon2018(a.category, a.kind, Path(a.root or DATA_DIR / "amazon2018"),
                                       overwrite=a.overwrite)
-    except DownloadError as e:
-        raise SystemExit(f"download failed: {e}") from None
+    except (DownloadError, ValueError, OSError) as e:
+        print(f"error: download failed: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"ready: {out}")
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .BaseDatasets import CTRData, CTRDataset
+from .BaseDatasets import CTRData, CTRDataset, DataError
 
 
 @dataclass
@@ -42,6 +42,9 @@ class FieldCTR:
     item_columns: dict[int, np.ndarray] = field(default_factory=dict)
     item_dense: np.ndarray | None = None  # (n_items+1, Fd) dense fields of each item, or None
     item_text: object = None  # callable item id -> str
+    # field name -> (field_dims[f],) raw id of each code as in the data file (code 0: "<pad>"), for
+    # the fields whose raw ids the source keeps (users and items); others print as their codes
+    raw_ids: dict[str, np.ndarray] = field(default_factory=dict)
 
     def candidate_rows(self, sparse_row: torch.Tensor, items: torch.Tensor,
                        dense_row: torch.Tensor | None = None
@@ -62,16 +65,48 @@ class FieldCTR:
     def describe_item(self, i: int) -> str:
         return self.item_text(int(i)) if self.item_text is not None else f"item #{int(i)}"
 
+    def raw_id(self, field_name: str, code: int) -> str:
+        """The raw id of `code` in field `field_name` as in the data file; '#code' when the source
+        keeps no raw ids for that field."""
+        raw = self.raw_ids.get(field_name)
+        return str(raw[int(code)]) if raw is not None else f"#{int(code)}"
+
+    def code_of(self, field_name: str, raw_id: str) -> int | None:
+        """Inverse of `raw_id`: the code of a raw id (a string as in the data file), or None. For a
+        field without raw ids, the code itself ('7' or '#7')."""
+        raw = self.raw_ids.get(field_name)
+        if raw is None:
+            text = str(raw_id).removeprefix("#")
+            n = self.field_dims[self.field_names.index(field_name)]
+            return int(text) if text.isdigit() and 0 < int(text) < n else None
+        hits = np.flatnonzero(np.asarray(raw[1:]).astype(str) == str(raw_id))
+        return int(hits[0]) + 1 if len(hits) else None
+
 
 def build_field_ctr(data, holdout: float = 0.1, seed: int = 0, max_len: int = 20) -> FieldCTR:
     """FieldCTR from a `CTRData` (libfm) or the synthetic `RecData` (needs its ground truth)."""
     if isinstance(data, CTRData):
-        return _from_ctr_data(data, holdout, seed)
+        return _check_splits(_from_ctr_data(data, holdout, seed), data.name)
     if "truth" in getattr(data, "extra", {}):
         return _from_synthetic(data, seed, max_len)
     name = getattr(data, "name", data)
     raise ValueError(f"field CTR needs libfm:PATH or synthetic data, got {name}; behaviour-"
                      "sequence sources (seqtxt, amazon2018) go through Datasets.behavior_ctr")
+
+
+def _check_splits(fc: FieldCTR, name: str) -> FieldCTR:
+    """Training needs rows; early stopping and the test need both labels (AUC): a DataError that
+    names the split otherwise, instead of a crash inside training or the metrics."""
+    for split in ("train", "valid", "test"):
+        label = getattr(fc, split).tensors["label"]
+        if len(label) == 0:
+            raise DataError(f"{name}: the {split} split has no rows ({fc.protocol}); expected "
+                            "usable lines in every part (train/validation/test files), and a "
+                            "--holdout that leaves rows on both sides")
+        if split != "train" and label.min() == label.max():
+            raise DataError(f"{name}: every {split} row has label {int(label[0])}; expected "
+                            f"clicks and non-clicks in the {split} split (AUC needs both)")
+    return fc
 
 
 def _from_ctr_data(data: CTRData, holdout: float, seed: int) -> FieldCTR:
@@ -88,6 +123,10 @@ def _from_ctr_data(data: CTRData, holdout: float, seed: int) -> FieldCTR:
                f"({len(valid_rows):,} rows) for early stopping")
     names = list(data.field_names)
     item_field = names.index("item") if "item" in names else 1
+    # raw feature ids per field, when the loader keeps them (`CTRData.field_raw`: code c -> [c - 1])
+    field_raw = getattr(data, "field_raw", None) or [None] * len(names)
+    raw_ids = {n: np.concatenate([["<pad>"], np.asarray(r).astype(str)])
+               for n, r in zip(names, field_raw) if r is not None}
     n_items = data.field_dims[item_field] - 1
     identity = np.arange(n_items + 1, dtype=np.int64)
     return FieldCTR(
@@ -96,7 +135,9 @@ def _from_ctr_data(data: CTRData, holdout: float, seed: int) -> FieldCTR:
         dense_dim=0 if data.dense is None else data.dense.shape[1],
         protocol=f"{data.name}: {how}; metrics on the test file ({len(data.parts['test']):,} rows)",
         item_field=item_field, item_columns={item_field: identity},
-        item_text=lambda i: f"{names[item_field]} #{i}",
+        item_text=lambda i: f"{names[item_field]} {raw_ids[names[item_field]][i]}"
+        if names[item_field] in raw_ids else f"{names[item_field]} #{i}",
+        raw_ids=raw_ids,
     )
 
 
@@ -132,4 +173,7 @@ def _from_synthetic(data, seed: int, max_len: int) -> FieldCTR:
                   "step, valid = second-to-last step, test = last step"),
         item_field=1, item_columns={1: np.arange(data.n_items + 1), 2: cat, 3: brand, 4: price},
         item_dense=pop, item_text=data.item_text,
+        raw_ids={"user": np.asarray(data.user_raw).astype(str),
+                 **{n: np.asarray(data.item_raw).astype(str) for n in ("item", "last_item",
+                                                                       "prev_item")}},
     )

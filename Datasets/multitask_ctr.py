@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .BaseDatasets import LOOSplit, RecData, TensorDictDataset
+from .BaseDatasets import DataError, LOOSplit, RecData, TensorDictDataset
 
 TASKS = ("click", "next")
 FIELDS = ("user", "item", "category", "brand", "price_bucket", "last_item", "last_category")
@@ -29,8 +29,8 @@ def two_task_impressions(data: RecData, split: LOOSplit, n_candidates: int = 4, 
     """Returns ({"train", "valid", "test"} -> dataset with sparse (S, 7) int64, labels (S, 2) float,
     user (S,)), field_dims (vocabulary size per field, code 0 included)."""
     if "truth" not in data.extra:
-        raise ValueError("two_task_impressions needs the synthetic default (--data synthetic): the "
-                         "click task uses the generator's planted click model")
+        raise DataError(f"{data.name}: the two-task split needs --data synthetic (its click task "
+                        "is the generator's planted click model, which other data does not have)")
     from .synthetic import ctr_impressions
 
     category = data.item_feature("category")

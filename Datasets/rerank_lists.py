@@ -29,6 +29,8 @@ from torch import nn
 
 from Utils.evaluation import csr_mask
 
+from .BaseDatasets import DataError
+
 try:
     from tqdm.auto import tqdm
 except ImportError:  # pragma: no cover
@@ -78,6 +80,8 @@ def train_scorer(
     progress: bool = True,
 ) -> HistoryScorer:
     """Train `HistoryScorer` with full-softmax cross-entropy on every training prefix."""
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     torch.manual_seed(seed)
     ex = split.next_item_examples(max_len, max_per_user=max_per_user, seed=seed)
     hist, target = ex["history"], ex["target"]
@@ -144,9 +148,10 @@ def candidate_lists(
     order, init_scores (U, N), labels (U, N) float (1 = held-out target), target (U,), and
     user_vectors (U, D) of the ranker (a personalised vector for PRM).
     """
-    if n_candidates > split.n_items:
+    if not 1 <= n_candidates <= split.n_items:
         raise ValueError(
-            f"n_candidates={n_candidates} exceeds the catalogue ({split.n_items} items)"
+            f"n_candidates (--candidates) = {n_candidates}: expected 1..{split.n_items}, the "
+            f"number of items in the catalogue"
         )
     hist, _ = split.history(stage, max_len)
     rows = np.arange(split.n_users)
@@ -155,6 +160,7 @@ def candidate_lists(
         offsets, items = split.seen(stage)
         seen = csr_mask(offsets, items, rows, split.n_items + 1)
     ids, scores, uvec = _top_n(scorer, hist, seen, n_candidates)
+    _check_enough_unseen(scores, n_candidates)
     target = split.targets(stage)
     return {
         "user": split.users.copy(),
@@ -166,6 +172,17 @@ def candidate_lists(
         "target": target,
         "user_vectors": uvec,
     }
+
+
+def _check_enough_unseen(scores: np.ndarray, n_candidates: int) -> None:
+    """A list padded with already-seen items (score -inf) would reach the re-rankers as NaN."""
+    finite = np.isfinite(scores).all(axis=1)
+    if not finite.all():
+        fewest = int(np.isfinite(scores).sum(axis=1).min())
+        raise ValueError(
+            f"n_candidates (--candidates) = {n_candidates}: {int((~finite).sum())} users have only "
+            f"{fewest} unseen items left in the catalogue; expected --candidates <= {fewest}"
+        )
 
 
 def prefix_lists(
@@ -186,6 +203,7 @@ def prefix_lists(
     seen.scatter_(1, torch.from_numpy(hist), True)  # NOTE: only the last max_len items are known
     seen[:, 0] = False
     ids, scores, uvec = _top_n(scorer, hist, seen, n_candidates)
+    _check_enough_unseen(scores, n_candidates)
     target = ex["target"].numpy()
     return {
         "user": ex["user"].numpy(),
@@ -197,6 +215,14 @@ def prefix_lists(
         "target": target,
         "user_vectors": uvec,
     }
+
+
+def has_categories(data) -> bool:
+    """True when the items have a category, attribute ids (seqtxt side file) or a brand: what
+    ILD, coverage and the 'category' similarity need. Interaction-only data has none."""
+    if "attributes" in data.items:
+        return any(isinstance(a, list) and a for a in data.items["attributes"])
+    return any(c in data.items for c in ("category", "brand"))
 
 
 def item_categories(data) -> np.ndarray:
@@ -275,15 +301,18 @@ def similarity_features(kind: str, data, scorer: HistoryScorer) -> torch.Tensor:
     """(n_items+1, F) float32 item features whose cosine is the re-rankers' item similarity:
     'category' (multi-hot categories/attributes, what ILD measures), 'embedding' (the ranker's
     output item embeddings) or 'mixed' (both, normalised and concatenated: cosine = their mean)."""
-    cat = nn.functional.normalize(category_features(data), dim=1)
+    if kind not in ("category", "embedding", "mixed"):
+        raise ValueError(f"similarity kind must be 'category', 'embedding' or 'mixed', got {kind!r}")
     emb = nn.functional.normalize(scorer.item_vectors().detach().float(), dim=1)
-    if kind == "category":
-        return cat
     if kind == "embedding":
         return emb
-    if kind == "mixed":
-        return torch.cat([cat, emb], dim=1)
-    raise ValueError(f"similarity kind must be 'category', 'embedding' or 'mixed', got {kind!r}")
+    if not has_categories(data):
+        raise DataError(
+            f"--similarity {kind}: {data.name} has no item categories, attributes or brands; "
+            "expected --similarity embedding (the ranker's item embeddings)"
+        )
+    cat = nn.functional.normalize(category_features(data), dim=1)
+    return cat if kind == "category" else torch.cat([cat, emb], dim=1)
 
 
 def minmax_scores(scores: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ def load_seqtxt(path: str, strict: bool = False) -> RecData:
             if not parts:
                 continue
             report.lines += 1
-            if len(parts) < 2 or not all(t.isdigit() for t in parts):
+            if len(parts) < 2 or not all(t.isascii() and t.isdigit() for t in parts):
                 reason = "needs a user id and at least one item" if len(parts) < 2 else "non-integer id"
                 if strict:
                     raise DataError(f"{p}: line {line_no}: {reason}")
@@ -55,6 +55,10 @@ def load_seqtxt(path: str, strict: bool = False) -> RecData:
             lens.append(len(parts) - 1)
             flat.extend(parts[1:])
     report.kept = len(users)
+    if not users:
+        raise DataError(f"{p}: no usable lines (read {report.lines:,}; expected 'user item item ...' with "
+                        f"integer ids" + (f"; first problems: {'; '.join(report.examples)})"
+                                          if report.examples else ")"))
     lens_a = np.asarray(lens, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lens_a)])
     df = pd.DataFrame({
@@ -66,12 +70,19 @@ def load_seqtxt(path: str, strict: bool = False) -> RecData:
     items = pd.DataFrame(index=pd.Index(np.unique(df["item"].to_numpy()), dtype=object))
     attr_file = _side(p, "_item2attributes.json")
     if attr_file is not None:
-        with open(attr_file, encoding="utf-8") as f:
-            attrs = {int(k): [int(a) for a in v] for k, v in json.load(f).items()}
+        try:
+            with open(attr_file, encoding="utf-8") as f:
+                attrs = {int(k): [int(a) for a in v] for k, v in json.load(f).items()}
+        except (ValueError, TypeError, AttributeError) as e:
+            raise DataError(f"{attr_file}: expected a JSON object {{\"item id\": [attribute ids]}} "
+                            f"({type(e).__name__}: {e}); fix or remove the file") from None
         items["attributes"] = [attrs.get(int(i), []) for i in items.index]
     asin_file = _side(p, "_item2asin.tsv")
     if asin_file is not None:
         asin = pd.read_csv(asin_file, sep="\t", dtype=str)
+        if asin.shape[1] < 2 or not asin.iloc[:, 0].fillna("").str.isdigit().all():
+            raise DataError(f"{asin_file}: expected a header row, then 'item<TAB>asin' lines with "
+                            f"integer item ids; fix or remove the file")
         asin_map = dict(zip(asin.iloc[:, 0].astype(int), asin.iloc[:, 1], strict=False))
         items["asin"] = [asin_map.get(int(i), "") for i in items.index]
         kw_file = _side(p, "_item_keywords.txt")

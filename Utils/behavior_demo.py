@@ -6,6 +6,14 @@ positive, a never-touched item = negative, earlier items with their attributes =
 leave-one-out). This module builds them, fits the logistic-regression baseline on the candidate's
 fields, predicts and scores a model, and shows one user's top candidates with the model's weights
 over the behaviours. Each demo keeps its models and their training.
+
+Besides training, what a user of the ranking demos can do (flags from `add_model_io_args`; the
+multi-task demos use the same helpers):
+
+    --save PATH       weights + config + the id maps (raw item ids, item field table) after training
+    --load PATH       skip training: rebuild the models from a --save file, evaluate and recommend
+    --overwrite       let --save replace an existing file
+    --recommend USER  score every item the user has not touched and print the top-10
 """
 
 from __future__ import annotations
@@ -13,28 +21,171 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 import Datasets
+from Datasets import DataError
 from Datasets.BaseDatasets import CTRDataset, TensorDictDataset
-from Datasets.behavior_ctr import build_behavior_ctr, item_field_table
+from Datasets.behavior_ctr import build_behavior_ctr, has_item_attributes, item_field_table
 
 from .baselines import logistic_regression
 from .evaluation import evaluate_ctr
+from .io import positive_int, save_checkpoint
 from .metrics import auc
+from .recall_io import check_save_path, show_recommendations, user_row
+
+# Flags that shape the rows and the item fields: a --load run takes them from the checkpoint (all
+# but --data, which the user names and `check_saved_items` compares), so its rows (and metrics) are
+# those of the run that saved it.
+DATA_ARGS = ("data", "seed", "max_len", "n_attributes", "max_users")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected a whole number >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected a whole number >= 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (a loss weight, a regularisation strength)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected a finite number >= 0") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed; expected a finite number >= 0")
+    return value
 
 
 def add_behavior_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--max-len", type=int, default=20, help="behaviours kept per sample")
-    parser.add_argument("--dim", type=int, default=16, help="embedding dim per item field")
-    parser.add_argument("--n-attributes", type=int, default=3,
-                        help="attribute/category fields per item, beside the item id")
-    parser.add_argument("--max-users", type=int, default=None,
+    parser.add_argument("--max-len", type=positive_int, default=20, help="behaviours kept per sample")
+    parser.add_argument("--dim", type=positive_int, default=16, help="embedding dim per item field")
+    parser.add_argument("--n-attributes", type=non_negative_int, default=3,
+                        help="attribute/category fields per item, beside the item id (0 = item id only)")
+    parser.add_argument("--max-users", type=positive_int, default=None,
                         help="keep a random subset of users (seeded) to shorten real-data runs")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    return add_model_io_args(parser, recommend="score every item USER has not touched and print "
+                             "the top-10 (a raw user id as in the data file)")
+
+
+def add_model_io_args(parser: argparse.ArgumentParser, recommend: str) -> argparse.ArgumentParser:
+    """--save, --load, --overwrite, --recommend USER (its help text says where it applies)."""
+    parser.add_argument("--save", default=None, metavar="PATH",
+                        help="after training, save weights + config + id maps here")
+    parser.add_argument("--load", default=None, metavar="PATH",
+                        help="skip training: load a --save file, then evaluate (and recommend)")
+    parser.add_argument("--overwrite", action="store_true", help="let --save replace an existing file")
+    parser.add_argument("--recommend", default=None, metavar="USER", help=recommend)
     return parser
+
+
+def read_checkpoint(path: str, demo: str) -> dict:
+    """The payload of a --save file written by `demo` ("DIN", "MMoE", ...), or a one-line error."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--load {path}: no such file; expected a file written by --save")
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file: torch raises several kinds
+        first = str(e).splitlines()[0] if str(e) else "unreadable"
+        raise DataError(f"--load {path}: not a checkpoint written by --save "
+                        f"({type(e).__name__}: {first})") from None
+    if not isinstance(payload, dict) or "model" not in payload or "demo" not in payload:
+        raise DataError(f"--load {path}: not a checkpoint written by a demo's --save")
+    if payload["demo"] != demo:
+        raise DataError(f"--load {path}: written by the {payload['demo']} demo; expected a file "
+                        f"saved by the {demo} demo")
+    return payload
+
+
+def restore(cls, config: dict, state: dict, device, path: str) -> torch.nn.Module:
+    """Build `cls(**config)` and load `state` into it; a mismatch is a one-line DataError."""
+    model = cls(**config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise DataError(f"--load {path}: the weights do not fit the saved config "
+                        f"({str(e).splitlines()[0]})") from None
+    return model.to(device)
+
+
+def apply_saved_args(args, payload: dict, names=DATA_ARGS) -> None:
+    """A --load run rebuilds the rows the saved run used: the data-shaping flags come from the file."""
+    saved = {k: v for k, v in payload.get("args", {}).items() if k in names and k != "data"}
+    changed = [f"--{k.replace('_', '-')} {v}" for k, v in saved.items() if getattr(args, k, None) != v]
+    for k, v in saved.items():
+        setattr(args, k, v)
+    if changed:
+        print(f"--load: using the saved run's {', '.join(changed)}")
+
+
+def check_before_training(args, split, data) -> None:
+    """Fail before any training (and before anything is written) on a --save path that exists or
+    a --recommend user that is not in the data."""
+    check_save_path(args.save, args.overwrite)
+    if args.recommend is not None:
+        user_row(split, data, args.recommend)
+
+
+def save_models(args, path: str, demo: str, models: dict, names=DATA_ARGS, **extra) -> None:
+    """Write --save: `models` maps a name (the main model first) to (module, config dict); `extra`
+    holds the id maps and whatever else the demo needs to use the weights again."""
+    (_, (module, config)), *others = models.items()
+    save_checkpoint(path, module, overwrite=args.overwrite, demo=demo, config=config,
+                    others={n: {"config": c, "state": m.state_dict()} for n, (m, c) in others},
+                    args={k: getattr(args, k) for k in names}, **extra)
+    print(f"saved {', '.join(models)} to {path}")
+
+
+def check_saved_items(payload: dict, b: BehaviorCTR, path: str) -> None:
+    """The rows must be built over the same items (and item fields) as the saved run's."""
+    raw = np.asarray(b.data.item_raw).astype(str)
+    same = (len(payload["item_raw"]) == len(raw) and (payload["item_raw"] == raw).all()
+            and tuple(payload["fields"].shape) == tuple(b.fields.shape)
+            and torch.equal(payload["fields"], b.fields))
+    if not same:
+        raise DataError(f"--load {path}: saved for {len(payload['item_raw']) - 1:,} items with "
+                        f"{payload['fields'].shape[1]} item fields, but {b.data.name} gives "
+                        f"{b.data.n_items:,} items with {b.fields.shape[1]}; expected the --data of "
+                        f"the run that saved it ({payload.get('args', {}).get('data', '?')})")
+
+
+def recommend(model: torch.nn.Module, b: BehaviorCTR, raw_user: str, max_len: int, device,
+              k: int = 10, batch_size: int = 2048) -> list[int]:
+    """Score every item the user has not touched (the held-out test item stays a candidate) given
+    the user's behaviours before the test step; print the history and the top-k with titles /
+    categories. Returns the top-k item ids."""
+    row = user_row(b.split, b.data, raw_user)
+    hist_items, _ = b.split.history("test", max_len)
+    history = torch.as_tensor(hist_items[row])  # (L,)
+    o = b.split.train_offsets
+    seen = np.append(b.split.train_items[o[row]:o[row + 1]], b.split.valid_items[row])
+    candidates = torch.as_tensor(np.setdiff1d(np.arange(1, b.split.n_items + 1), seen))  # (C,)
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        for chunk in candidates.split(batch_size):
+            hist = b.fields[history].unsqueeze(0).expand(len(chunk), -1, -1)  # (c, L, G)
+            scores.append(torch.sigmoid(model(b.fields[chunk].to(device), hist.to(device))).cpu())
+    score = torch.cat(scores)  # (C,)
+    top = torch.topk(score, min(k, len(score))).indices
+    items = candidates[top].tolist()
+    print(f"\n--recommend {raw_user}: {len(candidates):,} candidates (every item the user has not "
+          "touched before the test step), scored with the user's last behaviours")
+    show_recommendations(b.data, [int(i) for i in history[history > 0]], items,
+                         score[top].tolist(), raw_user=raw_user, k=k)
+    held_out = int(b.split.targets("test")[row])
+    rank = int((score > score[candidates == held_out]).sum()) + 1
+    print(f"  the user's held-out next item ranks {rank:,} of {len(candidates):,}")
+    return items
 
 
 @dataclass
@@ -48,11 +199,17 @@ class BehaviorCTR:
     n_users: int
 
 
-def load_behavior_ctr(args) -> BehaviorCTR:
-    """Rows for `args.data` (see the module docstring), printed with their positive rates."""
-    data = Datasets.load(args.data, verbose=True)
+def load_behavior_ctr(args, demo: str) -> BehaviorCTR:
+    """Rows for `args.data` (see the module docstring), printed with their positive rates.
+    `demo` ("the DIN demo") names the reader in the error for data of the wrong kind. Before the
+    rows are built, a --save path that exists or an unknown --recommend user is a one-line error."""
+    data = Datasets.load(args.data, verbose=True, expect="interactions", demo=demo)
     split = Datasets.leave_one_out(data)
     print(split)
+    check_before_training(args, split, data)
+    if args.n_attributes > 0 and not has_item_attributes(data):
+        print(f"[data] {data.name} has no item attributes, categories or brands (e.g. no "
+              "*_item2attributes.json beside a seqtxt file): the item id is the only item field")
     fields = item_field_table(data, n_attributes=args.n_attributes)  # (n_items+1, G)
     vocab = tuple(int(v) + 1 for v in fields.max(0).values)
     keep_users = None

@@ -10,16 +10,12 @@ Both methods must return the same list; the script checks that on every case.
 """
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-from Utils.io import load_model_file
-
-HERE = Path(__file__).resolve().parent.parent / "Classic Models" / "Re-ranking" / "DPP"
+from Utils.io import load_model_file, model_dir, positive_int, write_json_atomic
 
 
 def timed(fn, repeats: int) -> float:
@@ -36,22 +32,29 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sizes", default="100,500,1000")
     p.add_argument("--ks", default="10,50")
-    p.add_argument("--dim", type=int, default=64, help="item feature dimension")
-    p.add_argument("--batch", type=int, default=64, help="lists per batched fast-greedy call")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dim", type=positive_int, default=64, help="item feature dimension")
+    p.add_argument("--batch", type=positive_int, default=64, help="lists per batched fast-greedy call")
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    try:
+        sizes = [positive_int(x) for x in args.sizes.split(",")]
+        ks = [positive_int(x) for x in args.ks.split(",")]
+    except argparse.ArgumentTypeError as e:
+        p.error(f"--sizes/--ks: {e}")
+    if max(ks) > min(sizes):
+        p.error(f"--ks {args.ks}: every k must be <= the smallest list size in --sizes {args.sizes}")
     torch.set_flush_denormal(True)
-    dpp = load_model_file(HERE / "model.py", "dpp_model")
+    dpp = load_model_file(model_dir("Re-ranking", "DPP") / "model.py", "dpp_model")
     gen = torch.Generator().manual_seed(0)
     rows = []
-    for n in [int(x) for x in args.sizes.split(",")]:
+    for n in sizes:
         feats = torch.randn(args.batch, n, args.dim, generator=gen, dtype=torch.float64)
         scores = torch.rand(args.batch, n, generator=gen, dtype=torch.float64)
         L = dpp.build_kernel(
             scores=scores, similarity=dpp.similarity_matrix(feats, ridge=1e-3), theta=0.7
         )  # (batch, n, n)
-        for k in [int(x) for x in args.ks.split(",")]:
+        for k in ks:
             one = L[:1]
             fast = dpp.greedy_map(one, max_length=k).selected[0]
             naive = dpp.naive_greedy_map(one[0], max_length=k)
@@ -93,18 +96,9 @@ def main(argv=None):
             f"{r['naive_ms']:.1f} | {r['speedup']:.0f}x | {r['same_list']} |"
         )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(
-            json.dumps(
-                {
-                    "threads": torch.get_num_threads(),
-                    "dim": args.dim,
-                    "batch": args.batch,
-                    "rows": rows,
-                },
-                indent=2,
-            )
-            + "\n"
+        write_json_atomic(
+            args.out,
+            {"threads": torch.get_num_threads(), "dim": args.dim, "batch": args.batch, "rows": rows},
         )
 
 

@@ -29,8 +29,19 @@ def model_dir(stage: str, name: str) -> Path:
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel, whose own arguments (`-f kernel.json`) are not the demo's flags."""
-    return "ipykernel" in sys.modules
+    """True inside a Jupyter kernel, whose own arguments (`-f kernel.json`) are not the demo's flags.
+
+    The running shell decides, not an import: a test process that merely imported ipykernel (to
+    start a kernel elsewhere) is not a notebook.
+    """
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def positive_int(text: str) -> int:

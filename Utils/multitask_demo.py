@@ -5,21 +5,25 @@ generator's planted click, task "next" whether the candidate is the item the use
 Each demo passes the models it compares (name -> builder); this module loads the data, fits one
 logistic regression per task as the baseline, trains every model the same way (Adam, early stopping
 on the mean validation AUC of the tasks), tests them, and shows one user's top candidates.
+`--save` / `--load` / `--recommend USER` work as in the behaviour demos (`Utils.behavior_demo`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
 import Datasets
+from Datasets import DataError
 from Datasets.BaseDatasets import CTRDataset, TensorDictDataset
 from Datasets.multitask_ctr import FIELDS, TASKS, two_task_impressions
 
 from .baselines import logistic_regression
+from .behavior_demo import check_before_training, read_checkpoint, restore, save_models
 from .evaluation import evaluate_ctr
 from .training import History, fit, set_seed
 
@@ -80,25 +84,83 @@ def run_two_task(builders: dict[str, Callable[[dict], torch.nn.Module]], show: s
                  device) -> tuple[dict, dict, dict]:
     """Train and test every model of `builders` (each called with the shared constructor keywords)
     on the two-task split of `args.data`; print the comparison and model `show`'s top candidates
-    for one user. Returns results {name: (model, history, test metrics)}, training seconds by name
-    and the logistic-regression metrics."""
-    data = Datasets.load(args.data, verbose=True)
+    for one user. With `args.load`, the models come from a `--save` file instead of training;
+    `args.save` writes them; `args.recommend` prints one user's top-10. Returns results
+    {name: (model, epochs run, test metrics)}, training seconds by name and the
+    logistic-regression metrics."""
+    saved = read_checkpoint(args.load, demo=show) if args.load else None
+    if saved and saved["args"]["seed"] != args.seed:
+        print(f"--load: using the saved run's --seed {saved['args']['seed']}")
+        args.seed = saved["args"]["seed"]
+    data = Datasets.load(args.data, verbose=True, expect="interactions",
+                         demo=f"the {show} demo's two-task run")
     split = Datasets.leave_one_out(data)
+    check_before_training(args, split, data)
     sets, dims = two_task_impressions(data, split, seed=args.seed)
     print(split, {k: len(v) for k, v in sets.items()}, "fields:", dict(zip(FIELDS, dims)))
+    if saved and list(saved["dims"]) != list(dims):
+        raise DataError(f"--load {args.load}: saved for field sizes {list(saved['dims'])}, but "
+                        f"{data.name} gives {list(dims)}; expected the --data of the run that "
+                        f"saved it ({saved['args'].get('data', '?')})")
     lr_metrics = logistic_per_task(sets, dims, args.seed)
     common = dict(task_types=("binary", "binary"), sparse_vocab_sizes=tuple(dims), dim=16)
     results, seconds = {}, {}
     for name, build in builders.items():
         t0 = time.perf_counter()
-        model, hist = train_two_task(lambda build=build: build(common), sets, args, device, name)
-        seconds[name] = time.perf_counter() - t0
-        results[name] = (model, hist, task_metrics(model, sets["test"], device))
+        if saved:
+            entry = ({"config": saved["config"], "state": saved["model"]} if name == show
+                     else saved["others"][name])
+            model = restore(type(build(common)), entry["config"], entry["state"], device, args.load)
+            epochs = saved["epochs"][name]
+        else:
+            model, hist = train_two_task(lambda build=build: build(common), sets, args, device,
+                                         name)
+            epochs = len(hist.epochs)
+        seconds[name] = 0.0 if saved else time.perf_counter() - t0
+        results[name] = (model, epochs, task_metrics(model, sets["test"], device))
+    if saved:
+        print(f"loaded {', '.join(builders)} from {args.load} (no training)")
+    if args.save:
+        models = {show: results[show][0]} | {k: v[0] for k, v in results.items() if k != show}
+        save_models(args, args.save, show, {k: (m, asdict(m.config)) for k, m in models.items()},
+                    names=("data", "seed"), dims=list(dims),
+                    epochs={k: v[1] for k, v in results.items()},
+                    user_raw=np.asarray(data.user_raw).astype(str),
+                    item_raw=np.asarray(data.item_raw).astype(str))
     for name, m in [("logistic regression", lr_metrics)] + [(k, v[2]) for k, v in results.items()]:
         print(f"{name:>20s}  " + "  ".join(f"{k} {m[k]:.4f}" for k in
                                            ("AUC_click", "AUC_next", "GAUC_click", "GAUC_next")))
     show_user(results[show][0], data, split, sets["test"], device)
+    if args.recommend is not None:
+        recommend(results[show][0], data, split, args.recommend, device)
     return results, seconds, lr_metrics
+
+
+def recommend(model: torch.nn.Module, data, split, raw_user: str, device, k: int = 10) -> list[int]:
+    """Score every item the user has not touched before the test step by p(click) x p(next), with
+    the user's last behaviour as context; print the history and the top-k. Returns the item ids."""
+    from .recall_io import show_recommendations, user_row
+
+    row = user_row(split, data, raw_user)
+    hist_items, _ = split.history("test", 20)
+    history = hist_items[row][hist_items[row] > 0]
+    o = split.train_offsets
+    seen = np.append(split.train_items[o[row]:o[row + 1]], split.valid_items[row])
+    cand = np.setdiff1d(np.arange(1, split.n_items + 1), seen)  # (C,)
+    category = data.item_feature("category")
+    last = int(history[-1]) if len(history) else 0
+    sparse = torch.as_tensor(np.stack([
+        np.full(len(cand), split.users[row]), cand, category[cand], data.item_feature("brand")[cand],
+        data.item_feature("price_bucket")[cand], np.full(len(cand), last),
+        np.full(len(cand), category[last])], axis=1), dtype=torch.long)  # (C, 7) as FIELDS
+    p = predict(model, TensorDictDataset({"sparse": sparse}), device)
+    score = p[:, 0] * p[:, 1]
+    order = np.argsort(-score)[:k]
+    print(f"\n--recommend {raw_user}: {len(cand):,} candidates (every item the user has not "
+          "touched before the test step), ranked by p(click) x p(next)")
+    show_recommendations(data, [int(i) for i in history], [int(cand[j]) for j in order],
+                         [float(score[j]) for j in order], raw_user=raw_user, k=k)
+    return [int(cand[j]) for j in order]
 
 
 def show_user(model: torch.nn.Module, data, split, test, device) -> None:

@@ -100,3 +100,68 @@ def export_vectors(path: str | Path, *, item_vectors: torch.Tensor, data, user_v
              user_vectors=user_vectors.detach().float().cpu().numpy())
     os.replace(tmp, path)
     return path
+
+
+# ---- Checks before training, checkpoints tied to their data (YoutubeDNN, MIND, SDM demos) ----------
+
+
+def check_recall_io_args(args: argparse.Namespace) -> None:
+    """Fail before any data is read or any step trained when an input/output flag cannot be honoured:
+    --save onto an existing file (without --overwrite), --save with --load, an --export-vectors name
+    without .npz, a --load file that does not exist."""
+    check_save_path(args.save, args.overwrite)
+    if args.save and args.load:
+        raise ValueError("--save and --load together: --load skips training, so there is nothing new to "
+                         "save; expected one of them")
+    if args.export_vectors and Path(args.export_vectors).suffix != ".npz":
+        raise ValueError(f"--export-vectors {args.export_vectors}: expected a file name ending in .npz")
+    if args.load and not Path(args.load).is_file():
+        raise FileNotFoundError(f"--load {args.load}: no such file; expected a file written by --save")
+
+
+def widths_arg(text: str) -> tuple[int, ...]:
+    """argparse type for layer widths: '256,128' -> (256, 128); '' -> () (no hidden layer)."""
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated whole numbers >= 1, "
+                                         "e.g. 256,128")
+    return tuple(int(p) for p in parts)
+
+
+def recall_checkpoint_state(data, *, model: str, config, args: argparse.Namespace, keys: list[str],
+                            **extra) -> dict:
+    """What `save_checkpoint` stores beside the weights: the model's config, the demo flags in `keys`
+    that shape the model or its inputs, and the raw-id maps (so a load on other data is refused)."""
+    from dataclasses import asdict
+
+    return {"model_name": model, "config": asdict(config), "data": args.data,
+            "args": {k: getattr(args, k) for k in keys},
+            "user_raw": np.asarray(data.user_raw).astype(str), "item_raw": np.asarray(data.item_raw).astype(str),
+            **extra}
+
+
+def open_recall_checkpoint(path: str, data, *, model: str, args: argparse.Namespace) -> dict:
+    """Read a `--save` file for `model`, check that it was trained on this data (same raw user and item
+    ids), and set the stored model flags on `args` (printing any that differ from the command line).
+    Returns the stored dict (weights under "model", the config under "config")."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file: pickle, zip and torch errors alike
+        raise DataError(f"--load {path}: not a checkpoint written by --save ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
+    if not isinstance(payload, dict) or "model" not in payload or payload.get("model_name") != model:
+        found = payload.get("model_name", "unknown") if isinstance(payload, dict) else type(payload).__name__
+        raise DataError(f"--load {path}: a checkpoint of {found}; expected one written by the {model} "
+                        "demo's --save")
+    for kind, raw in (("user", data.user_raw), ("item", data.item_raw)):
+        stored = payload[f"{kind}_raw"]
+        if len(stored) != len(raw) or not np.array_equal(stored, np.asarray(raw).astype(str)):
+            raise DataError(f"--load {path}: trained on {payload.get('data')!r} with {len(stored) - 1} "
+                            f"{kind}s, but --data {args.data!r} has {len(raw) - 1} {kind}s with other ids; "
+                            "expected the data the checkpoint was trained on")
+    changed = [f"--{k.replace('_', '-')} {v}" for k, v in payload["args"].items() if getattr(args, k) != v]
+    for k, v in payload["args"].items():
+        setattr(args, k, v)
+    if changed:
+        print(f"--load {path}: model flags taken from the checkpoint: {', '.join(changed)}")
+    return payload

@@ -4,12 +4,27 @@ category coverage@K), for the initial ranking and for any re-ranker, with the sa
 A re-ranker returns positions into each candidate list, (U, k) int64 with -1 for "nothing" (e.g. a
 DPP that stopped early). `take_positions` maps them to item ids and labels; `rerank_metrics`
 computes the metric dict named as in DESIGN.md ("NDCG@10", "Recall@10", "ILD@10", "Coverage@10").
+
+Also what the three re-ranking demos (MMR, DPP, PRM) offer a user besides the metrics, in one place:
+
+    add_rerank_io_args(parser)     # --save PATH --load PATH --overwrite --recommend USER
+    check_output_paths(args)       # --save / --out unwritable: fail before training, not after
+    fraction_arg / fraction_list_arg  # argparse types for lambda, theta and their sweeps
+    side_inputs(data, similarity)  # says once what interaction-only data lacks and what is used
+    save_rerank(path, ...)         # the first-stage ranker (+ PRM's weights), settings, item ids
+    load_rerank(path, data=...)    # the ranker back (and the payload), checked against the data
+    show_reranked_list(...)        # a user's initial top-k beside the re-ranked top-k
 """
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import numpy as np
 import torch
+
+from Datasets import DataError
 
 from . import metrics as M
 
@@ -66,7 +81,9 @@ def heldout_list_evaluator(lists: dict, data, k: int):
     missed; ILD and coverage use the data's item categories / attribute sets."""
     from Datasets import rerank_lists as RL
 
-    cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
+    cats = cat_sets = None  # interaction-only data: no ILD / coverage (see side_inputs)
+    if RL.has_categories(data):
+        cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
     ones = np.ones(len(lists["items"]))
 
     def evaluate(positions) -> dict[str, float]:
@@ -76,19 +93,157 @@ def heldout_list_evaluator(lists: dict, data, k: int):
     return evaluate
 
 
-def show_reranked_list(data, lists: dict, positions, k: int, label: str) -> None:
-    """The first user whose held-out item is in the list: history, the initial top k and the
-    re-ranked top k side by side ("-" where a re-ranker stopped early)."""
+def side_inputs(data, similarity: str | None = None) -> str | None:
+    """The similarity kind to use on this data, saying once what interaction-only data lacks.
+
+    Without item categories/attributes (e.g. a seqtxt file with no `*_item2attributes.json` beside
+    it) the default 'mixed' similarity becomes the ranker's item embeddings alone, and ILD@k and
+    Coverage@k are not reported (they measure categories). An explicit 'category' is a DataError.
+    """
     from Datasets import rerank_lists as RL
 
-    u = int(np.argmax(lists["labels"].sum(1) > 0))
-    print(f"\nuser {lists['user'][u]} — last items of the history:")
+    if RL.has_categories(data):
+        return similarity
+    if similarity == "category":
+        raise DataError(f"--similarity category: {data.name} has no item categories, attributes or "
+                        "brands; expected --similarity embedding (the ranker's item embeddings)")
+    print(f"[side inputs] {data.name} has item ids only (no categories, attributes or brands): "
+          + ("item similarity = the first-stage ranker's item embeddings; " if similarity else "")
+          + "ILD and Coverage are not reported")
+    return "embedding" if similarity else None
+
+
+def show_reranked_list(data, lists: dict, positions, k: int, label: str, *, u: int | None = None,
+                       labels=None) -> None:
+    """User `u` (default: the first whose held-out item is in the list): history, the initial top k
+    and the re-ranked top k side by side ("-" where a re-ranker stopped early); with `labels`
+    (U, N), each item's label in brackets."""
+    from Datasets import rerank_lists as RL
+
+    if u is None:
+        u = int(np.argmax(lists["labels"].sum(1) > 0))
+    raw_user = data.user_raw[int(lists["user"][u])]
+    print(f"\nuser {raw_user} — last items of the history:")
     for i in [i for i in lists["history"][u] if i > 0][-5:]:
         print("   ", RL.describe_item(data, int(i)))
     print(f"held-out item: {RL.describe_item(data, int(lists['target'][u]))}")
+
+    def cell(p: int) -> str:
+        if p < 0:
+            return "-"
+        text = RL.describe_item(data, int(lists["items"][u, p]))[:50]
+        return text if labels is None else f"{text} ({labels[u, p]:g})"
+
+    width = 55 if labels is None else 58
     print(f"\ninitial top-{k}  |  {label}")
     for r in range(k):
-        a = RL.describe_item(data, int(lists["items"][u, r]))
-        p = int(positions[u, r])
-        b = RL.describe_item(data, int(lists["items"][u, p])) if p >= 0 else "-"
-        print(f"  {r + 1:2d}. {a[:55]:55s} | {b[:55]}")
+        print(f"  {r + 1:2d}. {cell(r):{width}s} | {cell(int(positions[u, r]))}")
+
+
+# --------------------------------------------------------------------------------------------------
+# --save / --load / --recommend, shared by the MMR, DPP and PRM demos
+# --------------------------------------------------------------------------------------------------
+
+
+def add_rerank_io_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags recall demos have too (same names, same meaning)."""
+    parser.add_argument("--save", default=None, metavar="PATH",
+                        help="save the first-stage ranker (+ PRM's weights), settings and item ids")
+    parser.add_argument("--load", default=None, metavar="PATH",
+                        help="load a --save file and skip training (same data expected)")
+    parser.add_argument("--overwrite", action="store_true", help="let --save replace an existing file")
+    parser.add_argument("--recommend", default=None, metavar="USER",
+                        help="print this raw user's initial and re-ranked top-k (id as in the data file)")
+    return parser
+
+
+def check_output_paths(args) -> None:
+    """Fail before training, not after, when --save or --out cannot be written: a folder where the
+    file should be, a file where a folder should be, or --save over a file without --overwrite."""
+    for flag, path in (("--save", getattr(args, "save", None)), ("--out", args.out)):
+        if not path:
+            continue
+        p = Path(path)
+        if p.is_dir():
+            raise ValueError(f"{flag} {path}: is a folder; expected a file name")
+        parent = p.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ValueError(f"{flag} {path}: {parent} is a file; expected a folder there")
+    if getattr(args, "save", None) and Path(args.save).exists() and not args.overwrite:
+        raise FileExistsError(f"--save {args.save}: the file exists; pass --overwrite to replace it")
+
+
+def save_rerank(path: str, *, scorer, data, reranker: str, settings: dict, overwrite: bool = False,
+                model: torch.nn.Module | None = None, epochs: int = 0) -> Path:
+    """Write the first-stage ranker (and a learned re-ranker's weights as `model`), the settings
+    that built the lists, and the raw item ids the weights index (Utils.io.save_checkpoint: atomic,
+    no silent overwrite). Plain types only, so `load_rerank` reads it with weights_only=True."""
+    from Utils.io import save_checkpoint
+
+    state = {
+        "kind": "rerank", "reranker": reranker, "data": data.name, "settings": settings,
+        "epochs": epochs, "ranker_config": {"dim": int(scorer.item_in.embedding_dim)},
+        "item_raw": [str(x) for x in np.asarray(data.item_raw)],
+    }
+    if model is None:
+        return save_checkpoint(path, scorer, overwrite=overwrite, **state)
+    return save_checkpoint(path, model, overwrite=overwrite, ranker=scorer.state_dict(), **state)
+
+
+def load_rerank(path: str, *, data, reranker: str):
+    """(first-stage ranker, payload) from a `save_rerank` file; payload["model"] holds PRM's weights
+    for a PRM file. A file for other data (other item ids) is a DataError."""
+    from Datasets import rerank_lists as RL
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--load {path}: no such file; expected a file written by --save")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: pickle, zip and torch errors alike
+        raise DataError(f"--load {path}: not a checkpoint written by --save ({type(e).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != "rerank":
+        raise DataError(f"--load {path}: not a re-ranking checkpoint; expected a file written by "
+                        "the MMR, DPP or PRM demo's --save")
+    if reranker == "PRM" and payload.get("reranker") != "PRM":
+        raise DataError(f"--load {path}: holds a {payload.get('reranker')} demo's ranker but no PRM "
+                        "weights; expected a file written by the PRM demo's --save")
+    saved = payload["item_raw"]
+    here = [str(x) for x in np.asarray(data.item_raw)]
+    if saved != here:
+        raise DataError(f"--load {path}: saved for {payload['data']} ({len(saved) - 1} items), but "
+                        f"--data gives {data.name} ({len(here) - 1} items, other ids); expected the "
+                        "data the model was trained on")
+    scorer = RL.HistoryScorer(data.n_items, payload["ranker_config"]["dim"])
+    scorer.load_state_dict(payload["ranker"] if "ranker" in payload else payload["model"])
+    scorer.eval()
+    print(f"loaded {path}: {payload['reranker']} demo, trained on {payload['data']}; training skipped")
+    return scorer, payload
+
+
+def fraction_arg(*, open_top: bool = False):
+    """argparse type: a number in [0, 1] (MMR's lambda), or [0, 1) with open_top (DPP's theta)."""
+    top = "1)" if open_top else "1]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected one in [0, {top}") from None
+        if not (0.0 <= value < 1.0 if open_top else 0.0 <= value <= 1.0):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; expected a number in [0, {top}")
+        return value
+
+    return parse
+
+
+def fraction_list_arg(*, open_top: bool = False):
+    """argparse type: comma-separated numbers for a sweep, each as `fraction_arg`; '' = no sweep."""
+    one = fraction_arg(open_top=open_top)
+
+    def parse(text: str) -> list[float]:
+        return [one(x.strip()) for x in text.split(",") if x.strip()]
+
+    return parse

@@ -21,14 +21,19 @@ import numpy as np
 import torch
 
 import Datasets
+from Datasets import DataError
 from Datasets import rerank_lists as RL
-from Utils.io import load_model_file
+from Utils.io import (
+    ROOT,
+    add_common_args,
+    load_model_file,
+    model_dir,
+    positive_int,
+    write_json_atomic,
+)
 from Utils.plotting import plot_scatter
-from Utils.rerank_eval import initial_positions, rerank_metrics
+from Utils.rerank_eval import fraction_list_arg, initial_positions, rerank_metrics
 from Utils.training import cpu_setup, set_seed
-
-ROOT = Path(__file__).resolve().parent.parent
-HERE = ROOT / "Classic Models" / "Re-ranking" / "DPP"
 
 
 def plot(result: dict, tag: str, k: int = 10) -> Path:
@@ -50,32 +55,39 @@ def plot(result: dict, tag: str, k: int = 10) -> Path:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
+    add_common_args(p, epochs=3, batch_size=512, lr=3e-3)  # of the first-stage ranker
     p.add_argument("--replot", default=None, help="redraw from a saved tradeoff json and exit")
-    p.add_argument("--data", default="synthetic")
-    p.add_argument("--epochs", type=int, default=3, help="epochs of the first-stage ranker")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--candidates", type=int, default=50)
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--candidates", type=positive_int, default=50)
+    p.add_argument("--k", type=positive_int, default=10)
     p.add_argument("--similarity", choices=["category", "embedding", "mixed"], default="mixed")
-    p.add_argument("--thetas", default="0,0.3,0.5,0.6,0.7,0.8,0.9,0.95,0.98,0.99")
-    p.add_argument("--lams", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95")
-    p.add_argument("--chunk", type=int, default=1024)
+    p.add_argument("--thetas", type=fraction_list_arg(open_top=True),
+                   default="0,0.3,0.5,0.6,0.7,0.8,0.9,0.95,0.98,0.99")
+    p.add_argument("--lams", type=fraction_list_arg(), default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95")
+    p.add_argument("--chunk", type=positive_int, default=1024)
     args = p.parse_args(argv)
+    if args.k > args.candidates:
+        p.error(f"--k {args.k} is longer than the list: expected --k <= --candidates {args.candidates}")
     if args.replot:
         saved = json.loads(Path(args.replot).read_text())
         tag = Path(args.replot).stem.removeprefix("tradeoff_")
         print(f"wrote {plot(saved, tag, args.k)}")
         return
-    cpu_setup()
+    cpu_setup(args.threads)
     set_seed(args.seed)
-    demo = load_model_file(HERE / "demo.py", "dpp_demo")  # its rerank(); main() does not run
-    dpp = load_model_file(HERE / "model.py", "dpp_model")
-    mmr = load_model_file(HERE.parent / "MMR" / "model.py", "mmr_model")
+    here = model_dir("Re-ranking", "DPP")
+    demo = load_model_file(here / "demo.py", "dpp_demo")  # its rerank(); main() does not run
+    dpp = load_model_file(here / "model.py", "dpp_model")
+    mmr = load_model_file(model_dir("Re-ranking", "MMR") / "model.py", "mmr_model")
 
     t0 = time.perf_counter()
-    data = Datasets.load(args.data)
+    data = Datasets.load(args.data, expect="interactions", demo="the DPP-vs-MMR trade-off")
+    if not RL.has_categories(data):
+        raise DataError(f"{args.data}: the trade-off plots NDCG against ILD, which needs item "
+                        "categories or attributes; expected data with them (e.g. a seqtxt file with "
+                        "its *_item2attributes.json beside it)")
     split = Datasets.leave_one_out(data)
-    scorer = RL.train_scorer(split, epochs=args.epochs, seed=args.seed)
+    scorer = RL.train_scorer(split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             seed=args.seed)
     lists = RL.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
     feats = RL.similarity_features(args.similarity, data, scorer)
     cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
@@ -109,7 +121,7 @@ def main(argv=None):
     base = evaluate(initial_positions(U, args.k))
     print(f"initial ranking: {base}")
     curves = {"DPP": [], "MMR": []}
-    for theta in [float(x) for x in args.thetas.split(",")]:
+    for theta in args.thetas:
         t = time.perf_counter()
         pos = demo.rerank(dpp, lists, feats, theta=theta, k=args.k, window=None, chunk=args.chunk)
         m = evaluate(pos)
@@ -117,7 +129,7 @@ def main(argv=None):
         print(
             f"DPP theta={theta:<5} " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()), flush=True
         )
-    for lam in [float(x) for x in args.lams.split(",")]:
+    for lam in args.lams:
         t = time.perf_counter()
         m = evaluate(run_mmr(lam))
         curves["MMR"].append({"lambda": lam, **m, "seconds": time.perf_counter() - t})
@@ -133,10 +145,7 @@ def main(argv=None):
     }
     png = plot(result, tag, args.k)
     out = ROOT / "assets" / "DPP" / "results" / f"tradeoff_{tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({**result, "wall_seconds": time.perf_counter() - t0}, indent=2) + "\n"
-    )
+    write_json_atomic(out, {**result, "wall_seconds": time.perf_counter() - t0})
     print(f"wrote {png} and {out} ({time.perf_counter() - t0:.0f} s)")
 
 

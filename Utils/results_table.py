@@ -113,7 +113,8 @@ def _baseline(res: dict) -> str:
     b = res.get("baseline") or {}
     if not isinstance(b, dict) or not b.get("metrics"):
         return ""
-    return f"{b.get('name', 'baseline')}: {_headline(b['metrics'], b.get('sd'))}"
+    sd = b.get("sd") if res.get("n", 1) > 1 else None
+    return f"{b.get('name', 'baseline')}: {_headline(b['metrics'], sd)}"
 
 
 def collect(root: Path = ROOT) -> list[dict]:
@@ -155,9 +156,10 @@ def render(root: Path = ROOT) -> str:
         if folder is not None:
             rel = folder.relative_to(root).as_posix().replace(" ", "%20")
             note = f"[note]({rel}/README.md#results)"
-        runs = f" (n = {res['n']})" if "n" in res else ""
+        runs = f" (n = {res['n']})" if res.get("n", 1) > 1 else ""
+        sd = res.get("sd") if res.get("n", 1) > 1 else None
         lines.append(
-            f"| {res['model']}{runs} | {data_name} | {_headline(res['metrics'], res.get('sd'))} | {_baseline(res)} | "
+            f"| {res['model']}{runs} | {data_name} | {_headline(res['metrics'], sd)} | {_baseline(res)} | "
             f"{paper} | {note} | [json]({r['file'].replace(' ', '%20')}) |"
         )
     return "\n".join(lines)

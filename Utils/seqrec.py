@@ -4,7 +4,9 @@ HSTU): one training row per user, every position predicts the next item.
 The demos keep what is theirs (flags of the model, the model, its loss); this module holds what
 they share: the common flags, length-bucketed batches, validation with the wall time until a
 target NDCG@10, the test by full ranking beside popularity, one user's top-10, the curve and the
-`RESULT` line.
+`RESULT` line; and what a user does with a trained model: `--save` / `--load` (weights + config +
+id maps), `--recommend USER`, `--export-vectors PATH` (for faiss) and, for SASRec,
+`--export-onnx PATH` (history -> scores and user vector, checked against PyTorch with onnxruntime).
 
 Speed: users of similar length share a batch and each batch (training) or evaluation chunk is cut
 to its longest real history, so the model never runs on columns that are padding for every row.
@@ -15,35 +17,213 @@ check this).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+import os
 import time
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from Datasets import DataError
+
 from .evaluation import Timer, evaluate_full_ranking, popularity_metrics
-from .io import print_result
+from .io import positive_float, positive_int, print_result, save_checkpoint
 from .plotting import plot_curves
+from .recall_io import add_recall_io_args, check_save_path, export_vectors, user_row
 from .training import count_params, fit
 
 KS = (5, 10, 20, 50, 200)  # the HSTU paper's columns include Recall@200 / NDCG@200
 
 
-def add_seqrec_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Flags every sequence demo has (the model-specific ones stay in the demo)."""
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--dropout", type=float, default=0.5)
-    parser.add_argument("--max-len", type=int, default=50)
-    parser.add_argument("--patience", type=int, default=5,
+def add_seqrec_args(parser: argparse.ArgumentParser, *, onnx: bool = False
+                    ) -> argparse.ArgumentParser:
+    """Flags every sequence demo has (the model-specific ones stay in the demo), with --save,
+    --load, --overwrite, --recommend, --export-vectors (Utils.recall_io) and, with onnx=True,
+    --export-onnx."""
+    parser.add_argument("--dim", type=positive_int, default=64)
+    parser.add_argument("--dropout", type=float, default=0.5, help="in [0, 1)")
+    parser.add_argument("--max-len", type=positive_int, default=50)
+    parser.add_argument("--patience", type=positive_int, default=5,
                         help="validation checks without improvement")
-    parser.add_argument("--eval-every", type=int, default=1)
-    parser.add_argument("--time-budget", type=float, default=None,
+    parser.add_argument("--eval-every", type=positive_int, default=1)
+    parser.add_argument("--time-budget", type=positive_float, default=None,
                         help="stop after this many train s")
     parser.add_argument("--target-ndcg", type=float, default=None,
                         help="record the wall time until validation NDCG@10 first reaches this value")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--plot", default=None, help="save the training curve (PNG) here")
+    add_recall_io_args(parser)
+    if onnx:
+        parser.add_argument("--export-onnx", default=None, metavar="PATH",
+                            help="write the scoring path (left-padded history (B, max_len) -> "
+                                 "scores (B, N+1) and user vector (B, D)) as ONNX, checked against "
+                                 "PyTorch with onnxruntime when it is installed")
     return parser
+
+
+def check_output_flags(args) -> None:
+    """Fail before training, not after: --save over an existing file, export paths with the wrong
+    suffix, --export-onnx without its packages."""
+    check_save_path(args.save, args.overwrite)
+    if args.export_vectors and not str(args.export_vectors).endswith(".npz"):
+        raise ValueError(f"--export-vectors {args.export_vectors}: expected a file name ending in .npz")
+    path = getattr(args, "export_onnx", None)
+    if path:
+        if not str(path).endswith(".onnx"):
+            raise ValueError(f"--export-onnx {path}: expected a file name ending in .onnx")
+        try:
+            import onnx  # noqa: F401
+            import onnxscript  # noqa: F401  (torch's exporter needs it)
+        except ImportError as e:
+            raise DataError(f"--export-onnx needs the packages onnx and onnxscript "
+                            f"(pip install onnx onnxscript onnxruntime): {e}") from None
+
+
+def side_inputs_note(data, name: str) -> None:
+    """Say once what the model reads: item ids and order only; titles/categories only label output."""
+    has = [c for c in ("title", "category", "attributes", "keywords") if c in data.items.columns]
+    shown = f"{', '.join(has)} only label the printed items" if has else (
+        "this data has no titles, categories or attributes: items are shown by their raw id")
+    print(f"side inputs: {name} reads item ids and their order only (no side features); {shown}")
+
+
+# -- save / load ------------------------------------------------------------------------------------
+
+
+def save_model(path, *, name: str, model: torch.nn.Module, data, args, overwrite: bool,
+               saved_args: tuple[str, ...] = (), **state) -> Path:
+    """Weights + config (`model.cfg`) + raw id maps + the flags that shape the inputs, atomically;
+    refuses to overwrite unless asked. Plain types only, so `torch.load(weights_only=True)` reads it."""
+    return save_checkpoint(
+        path, model, overwrite=overwrite, model_name=name,
+        config=dataclasses.asdict(model.cfg), data_spec=str(args.data),
+        item_raw=[str(x) for x in data.item_raw], user_raw=[str(x) for x in data.user_raw],
+        args={k: getattr(args, k) for k in saved_args}, **state)
+
+
+def read_checkpoint(path, *, name: str, data=None) -> dict:
+    """A --save file of model `name`, checked against the loaded data (same items, same users;
+    later with `check_checkpoint_data` when `data` is None). Every problem is a one-line error that
+    says what was expected."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--load {path}: no such file; expected a file written by --save")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated, foreign or non-torch file: the loaders' messages vary
+        raise DataError(f"--load {path}: not a checkpoint written by --save "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise DataError(f"--load {path}: not a checkpoint written by --save (no weights or config)")
+    if payload.get("model_name") != name:
+        found = (f"a {payload['model_name']} checkpoint" if payload.get("model_name")
+                 else "a checkpoint without a model name (an older --checkpoint file?)")
+        raise DataError(f"--load {path}: {found}; expected one written by the {name} demo's --save")
+    if data is not None:
+        check_checkpoint_data(payload, data, path)
+    return payload
+
+
+def check_checkpoint_data(payload: dict, data, path) -> None:
+    """DataError unless the checkpoint was trained on the same items and users as `data`."""
+    items = [str(x) for x in data.item_raw]
+    if payload.get("item_raw") != items or payload.get("user_raw") != [str(x) for x in data.user_raw]:
+        raise DataError(f"--load {path}: trained on other data ({len(payload.get('item_raw', [])) - 1} "
+                        f"items, --data {payload.get('data_spec')}) than {data.name} "
+                        f"({len(items) - 1} items); expected the --data of the run that saved it")
+
+
+def load_weights(model: torch.nn.Module, payload: dict, path) -> None:
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as e:
+        raise DataError(f"--load {path}: the weights do not fit the saved config: "
+                        f"{str(e).splitlines()[0]}") from None
+
+
+# -- exports ----------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def all_user_vectors(user_vector: Callable, split, max_len: int, device, chunk: int = 1024
+                     ) -> torch.Tensor:
+    """(U, D) the vector of every user of the split after its whole history (train + valid), the
+    state that scores the test item."""
+    hist, ts = split.history("test", max_len)
+    out = []
+    for s in range(0, len(hist), chunk):
+        h = torch.from_numpy(hist[s : s + chunk]).to(device)
+        t = torch.from_numpy(ts[s : s + chunk]).to(device)
+        width = max(1, int((h != 0).sum(1).max()))
+        out.append(user_vector(h[:, -width:], t[:, -width:]).float().cpu())
+    return torch.cat(out)
+
+
+class _Scoring(torch.nn.Module):
+    """The serving path as one module: history -> (scores over all items, user vector)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        user = self.model.user_embedding(history)  # (B, D)
+        scores = user @ self.model.item_embeddings().T  # (B, D) @ (D, N+1)
+        scores[:, 0] = float("-inf")
+        return scores, user
+
+
+def export_onnx(model: torch.nn.Module, path, *, max_len: int, histories: np.ndarray) -> dict:
+    """Write `model`'s scoring path as ONNX (input `history`: (B, max_len) int64, left-padded;
+    outputs `scores` (B, N+1), column 0 = -inf, and `user_vector` (B, D)); atomically. Then run it
+    with onnxruntime (when installed) on `histories` and return the largest absolute difference to
+    PyTorch (finite scores and user vectors)."""
+    import copy
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = _Scoring(copy.deepcopy(model).cpu().eval()).eval()
+    example = torch.from_numpy(np.ascontiguousarray(histories[:4])).long()
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
+    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in quiet]
+    try:
+        for lg in quiet:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), str(tmp), input_names=["history"],
+                              output_names=["scores", "user_vector"],
+                              dynamic_shapes={"history": {0: torch.export.Dim("batch")}},
+                              dynamo=True, verbose=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        for lg, lv in zip(quiet, levels):
+            lg.setLevel(lv)
+    report = {"path": str(path), "input": f"history (B, {max_len}) int64, left-padded"}
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print(f"ONNX written to {path}; onnxruntime is not installed, so it was not checked")
+        return report
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    scores, user = session.run(None, {"history": np.ascontiguousarray(histories).astype(np.int64)})
+    with torch.no_grad():
+        ref_scores, ref_user = (t.numpy() for t in module(torch.from_numpy(histories).long()))
+    finite = np.isfinite(ref_scores)
+    if not np.array_equal(finite, np.isfinite(scores)):
+        raise RuntimeError("ONNX scores are not finite where PyTorch's are")
+    report.update(users_checked=int(len(histories)),
+                  max_abs_diff_scores=float(np.abs(scores[finite] - ref_scores[finite]).max()),
+                  max_abs_diff_user_vector=float(np.abs(user - ref_user).max()))
+    print(f"ONNX written to {path}; onnxruntime vs PyTorch on {len(histories)} users: max |diff| "
+          f"{report['max_abs_diff_scores']:.2e} (scores), {report['max_abs_diff_user_vector']:.2e} "
+          "(user vectors)")
+    return report
 
 
 def rows_by_length(split, stage: str) -> np.ndarray:
@@ -77,12 +257,21 @@ def describe(data, i: int) -> str:
 def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
                      score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                      optimizer: torch.optim.Optimizer, data, split, sequences: torch.Tensor,
-                     train_set, gen: torch.Generator, args, device, **extra) -> dict:
-    """Train with early stopping on validation NDCG@10, test by full ranking beside popularity,
-    show one user, plot the curve and print the RESULT line (returned as a dict).
+                     train_set, gen: torch.Generator, args, device,
+                     user_vector: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                     loaded: dict | None = None, saved_args: tuple[str, ...] = (),
+                     **extra) -> dict:
+    """Train with early stopping on validation NDCG@10 (or take the weights of `loaded`, a
+    `read_checkpoint` payload, and skip training), test by full ranking beside popularity, show one
+    user (`--recommend USER`, or one with some history), save / export what the flags ask for, plot
+    the curve and print the RESULT line (returned as a dict).
 
     score(history (b, w), history_ts (b, w)) -> (b, n_items + 1): the model's scores of all items
-    for left-padded histories already on `device`. `extra` goes into the RESULT line."""
+    for left-padded histories already on `device`; user_vector(history, history_ts) -> (b, D) the
+    vector those scores come from (for --export-vectors). `saved_args`: the flags a --save file
+    keeps besides the model config. `extra` goes into the RESULT line."""
+    check_output_flags(args)  # before any training: nothing is written when a flag is wrong
+    show_row = user_row(split, data, args.recommend) if args.recommend else None
     lengths = (sequences != 0).sum(1)  # (U,) real items per training row
     eval_rows = {stage: rows_by_length(split, stage) for stage in ("valid", "test")}
 
@@ -105,20 +294,34 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         n_evals[0] += 1
         return metrics
 
-    history = fit(
-        model, train_step,
-        lambda epoch: length_bucketed_batches(train_set, lengths, args.batch_size, gen),
-        optimizer, args.epochs, evaluate, metric="NDCG@10", patience=args.patience,
-        eval_every=args.eval_every, n_batches=train_set.num_batches(args.batch_size), desc=name,
-        time_budget=args.time_budget,
-    )
-    wall = time.perf_counter() - t_start
-    print(f"trained {len(history.epochs)} epochs: {history.train_seconds:.1f}s training, "
-          f"{wall:.1f}s wall with validation; best validation epoch {history.best_epoch}")
-    if args.target_ndcg is not None:
-        print(f"validation NDCG@10 >= {args.target_ndcg}: "
-              + (f"reached after {reached['wall_seconds']:.0f}s wall (epoch {reached['epoch']})"
-                 if reached else "not reached"))
+    if loaded is None:
+        history = fit(
+            model, train_step,
+            lambda epoch: length_bucketed_batches(train_set, lengths, args.batch_size, gen),
+            optimizer, args.epochs, evaluate, metric="NDCG@10", patience=args.patience,
+            eval_every=args.eval_every, n_batches=train_set.num_batches(args.batch_size), desc=name,
+            time_budget=args.time_budget,
+        )
+        wall = time.perf_counter() - t_start
+        print(f"trained {len(history.epochs)} epochs: {history.train_seconds:.1f}s training, "
+              f"{wall:.1f}s wall with validation; best validation epoch {history.best_epoch}")
+        if args.target_ndcg is not None:
+            print(f"validation NDCG@10 >= {args.target_ndcg}: "
+                  + (f"reached after {reached['wall_seconds']:.0f}s wall (epoch {reached['epoch']})"
+                     if reached else "not reached"))
+        valid_best = {k: v for k, v in history.epochs[history.best_epoch - 1].items()
+                      if "@" in k or k == "MRR"}
+        run = {"epochs": len(history.epochs), "best_epoch": history.best_epoch,
+               "train_seconds": history.train_seconds,
+               "curve": [{k: v for k, v in e.items() if k in ("epoch", "loss", "NDCG@10", "wall_seconds")}
+                         for e in history.epochs]}
+    else:  # --load: the saved weights, no training
+        history, wall = None, 0.0
+        valid_best = loaded.get("valid_metrics", {})
+        run = {"epochs": loaded.get("epochs", 0), "best_epoch": loaded.get("best_epoch"),
+               "train_seconds": 0.0, "curve": loaded.get("curve", [])}
+        print(f"loaded {args.load}: trained {run['epochs']} epochs by the run that saved it "
+              f"(best validation epoch {run['best_epoch']}); no training here")
 
     # test: full ranking beside popularity (same split, same protocol)
     model.eval()
@@ -126,8 +329,6 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
     with Timer() as t_eval:
         test_metrics = evaluate_full_ranking(score_fn, split, "test", max_len=args.max_len, ks=KS,
                                              device=device, users=eval_rows["test"])
-    valid_best = {k: v for k, v in history.epochs[history.best_epoch - 1].items()
-                  if "@" in k or k == "MRR"}
     pop = popularity_metrics(split, "test", ks=KS)
     eval_cpu = time.process_time() - cpu0  # CPU time: comparable across machine loads
     print(f"one full-ranking evaluation of {split.n_users:,} users x {split.n_items:,} items: "
@@ -136,7 +337,7 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
     print("popularity", {k: round(v, 4) for k, v in pop.items()})
 
     # one user: history and top-10 recommendations (seen items excluded)
-    row = int(np.argmax(np.diff(split.train_offsets) >= 5))  # a user with some history
+    row = show_row if show_row is not None else int(np.argmax(np.diff(split.train_offsets) >= 5))
     hist_items, hist_ts = split.history("test", args.max_len)
     with torch.no_grad():
         scores = score(torch.from_numpy(hist_items[row : row + 1]).to(device),
@@ -145,7 +346,7 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
     scores[torch.from_numpy(seen[offsets[row] : offsets[row + 1]])] = -torch.inf
     top = torch.topk(scores, 10).indices.tolist()
     held_out = int(split.test_items[row])
-    print(f"user {split.users[row]}: last items of the history")
+    print(f"user {data.user_raw[split.users[row]]}: last items of the history")
     for i in [int(x) for x in hist_items[row] if x][-8:]:
         print("   ", describe(data, i))
     print(f"held-out next item: {describe(data, held_out)}")
@@ -153,8 +354,21 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
     for r, i in enumerate(top, 1):
         print(f"  {r:2d}. {describe(data, i)}" + ("  <- held-out item" if i == held_out else ""))
 
+    outputs: dict = {}
+    if args.export_vectors:
+        if user_vector is None:
+            raise ValueError(f"{name}: --export-vectors is not available for this model")
+        users = all_user_vectors(user_vector, split, args.max_len, device)
+        export_vectors(args.export_vectors, item_vectors=model.item_embeddings(), data=data,
+                       user_vectors=users, user_ids=np.asarray(split.users))
+        print(f"vectors written to {args.export_vectors}: {data.n_items:,} items and "
+              f"{len(users):,} users, dimension {users.shape[1]} (inner product = the model's ranking)")
+        outputs["export_vectors"] = str(args.export_vectors)
+    if getattr(args, "export_onnx", None):
+        outputs["onnx"] = export_onnx(model, args.export_onnx, max_len=args.max_len,
+                                      histories=hist_items[:256])
     title = f"{name} ({args.loss})"
-    if args.plot:
+    if args.plot and history is not None:
         xs, ys = history.curve("NDCG@10")
         curves = {"validation NDCG@10": (xs, ys)}
         if args.target_ndcg is not None:
@@ -162,17 +376,23 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         print("curve saved to", plot_curves(curves, args.plot, ylabel="NDCG@10",
                                             title=f"{title} on {data.name}"))
 
+    if args.save:
+        save_model(args.save, name=name, model=model, data=data, args=args, overwrite=args.overwrite,
+                   saved_args=saved_args, valid_metrics=valid_best, test_metrics=test_metrics,
+                   **{k: v for k, v in run.items() if k != "train_seconds"})
+        print(f"saved to {args.save} (weights, config, id maps); reuse with --load {args.save}")
+        outputs["saved"] = str(args.save)
+
     # the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
     return print_result(
         model=title, data=args.data,
         protocol="leave-one-out, full ranking over all items, seen items excluded",
         metrics=test_metrics, baseline={"name": "popularity", "metrics": pop},
-        train_seconds=history.train_seconds, eval_seconds=t_eval.seconds,
-        epochs=len(history.epochs), params=count_params(model), valid_metrics=valid_best,
-        best_epoch=history.best_epoch, eval_cpu_seconds=eval_cpu, wall_seconds=wall,
+        train_seconds=run["train_seconds"], eval_seconds=t_eval.seconds,
+        epochs=run["epochs"], params=count_params(model), valid_metrics=valid_best,
+        best_epoch=run["best_epoch"], eval_cpu_seconds=eval_cpu, wall_seconds=wall,
         target_ndcg=args.target_ndcg, time_to_target_seconds=reached.get("wall_seconds"),
-        time_to_target_epoch=reached.get("epoch"),
-        curve=[{k: v for k, v in e.items() if k in ("epoch", "loss", "NDCG@10", "wall_seconds")}
-               for e in history.epochs],
+        time_to_target_epoch=reached.get("epoch"), curve=run["curve"],
+        **({"loaded_from": str(args.load)} if loaded is not None else {}), **outputs,
         **extra, config=vars(args), out=args.out,
     )

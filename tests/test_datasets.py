@@ -49,6 +49,7 @@ def test_frappe():
     assert set(np.unique(d.labels)) == {0.0, 1.0}
     assert d.sparse.min() >= 1 and all(d.sparse[:, k].max() < d.field_dims[k] for k in range(10))
     assert abs(d.labels.mean() - 1 / 3) < 0.01  # 1 positive : 2 negatives
+    assert d.report.skipped == 0  # every token is `id:1`, every line has 10 fields (CRLF endings)
 
 
 # ---- Amazon 2018 loader on files written here -------------------------------------------------------

@@ -126,3 +126,72 @@ def test_frappe_demo_beats_logistic_regression():
         cwd=ROOT, capture_output=True, text=True, timeout=1800, check=True)
     res = parse_result_line(out.stdout)
     assert res["metrics"]["AUC"] > res["baseline"]["metrics"]["AUC"]
+
+
+def test_an_out_of_range_id_is_a_clear_error_not_the_next_fields_row():
+    """One table holds every field (row offsets[f] + id), so id 11 of a field of size 11 would
+    read the next field's padding row: it must fail, naming the field, the id and the range."""
+    model = M.DeepFM(M.DeepFMConfig(field_dims=(11, 6, 4))).eval()
+    for bad, field, text in (([[11, 1, 1]], 0, "id 11"), ([[1, -1, 1]], 1, "id -1"),
+                             ([[1, 1, 4]], 2, "id 4")):
+        with pytest.raises(ValueError) as info:
+            model(torch.tensor(bad))
+        message = str(info.value)
+        assert f"sparse field {field}: {text} is out of range" in message and "\n" not in message
+    with pytest.raises(ValueError, match=r"expected 0\.\.10 \(field_dims\[0\] = 11"):
+        model(torch.tensor([[11, 1, 1]]))
+    with torch.no_grad():  # the largest valid ids and the padding id still work
+        assert model(torch.tensor([[10, 5, 3], [0, 0, 0]])).shape == (2,)
+
+
+def test_demo_save_then_load_gives_identical_test_metrics(tmp_path):
+    """--save after a tiny run, then --load (no flags but the data): training is skipped, the flags
+    come from the file, and the test metrics are identical."""
+    from tests.test_field_ctr import round_trip
+
+    first, second, out = round_trip("DeepFM", tmp_path)
+    assert first["model"] == second["model"] == "DeepFM"
+    assert first["metrics"] == second["metrics"]
+    assert "training skipped" in out and "test metrics equal those of the saving run" in out
+    assert second["config"]["hidden"] == "8" and second["loaded_from"].endswith("model.pt")
+
+
+@pytest.mark.parametrize("dynamo", [
+    False,  # torch's TorchScript exporter: the same graph in under a second
+    pytest.param(True, marks=pytest.mark.slow),  # torch's default exporter, the demo's (~10 s)
+])
+def test_onnx_export_matches_pytorch_within_1e_5(tmp_path, dynamo):
+    """Utils.field_ctr_demo.export_onnx (the demo's --export-onnx): onnxruntime's logits equal
+    PyTorch's within 1e-5 on the rows it was checked on and on a batch of another size (the batch
+    axis is dynamic), with sparse and dense inputs and batch norm's running statistics in play."""
+    pytest.importorskip("onnxruntime", reason="--export-onnx needs onnx and onnxruntime")
+    if dynamo:
+        pytest.importorskip("onnxscript", reason="torch's default ONNX exporter needs onnxscript")
+    import types
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from Datasets import CTRDataset
+    from Utils.field_ctr_demo import export_onnx
+
+    cfg = M.DeepFMConfig(field_dims=FIELD_DIMS, dense_dim=2, embed_dim=4, hidden=(16, 8),
+                         batch_norm=True, embed_init_std=0.3)
+    model = M.DeepFM(cfg)
+    sparse, dense = random_batch(64, dense_dim=2, seed=1)
+    model.train()
+    with torch.no_grad():
+        model(sparse, dense)  # batch norm's running statistics move away from (0, 1)
+    model.eval()
+    ctr = types.SimpleNamespace(dense_dim=2, test=CTRDataset(sparse, torch.zeros(64), dense))
+    path = tmp_path / "deepfm.onnx"
+    diff = export_onnx(model, ctr, str(path), dynamo=dynamo)
+    assert diff <= 1e-5 and path.is_file()
+    other_sparse, other_dense = random_batch(7, dense_dim=2, seed=2)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"sparse": other_sparse.numpy(), "dense": other_dense.numpy()})[0]
+    with torch.no_grad():
+        want = model(other_sparse, other_dense).numpy()
+    assert got.shape == (7,) and np.abs(got - want).max() <= 1e-5
+    print(f"ONNX ({'dynamo' if dynamo else 'TorchScript'} exporter) vs PyTorch: max |diff| = "
+          f"{diff:.2e} on 64 rows, {np.abs(got - want).max():.2e} on 7 other rows")

@@ -196,3 +196,61 @@ def test_step_negatives_follow_clicks_and_avoid_the_steps_own_behaviour():
     uniform = step_negatives(history, 5, gen)
     assert set(uniform[:, 2:].unique().tolist()) == {1, 2, 3, 4, 5}
     assert (uniform[:, :2] == 0).all()
+
+
+def test_trains_on_a_batch_of_one_and_on_one_behaviour():
+    """A training batch of one row reaches Dice in the MLP with one sample: it is normalised with
+    the moving averages (as at test time), which stay unchanged; one-behaviour histories have no
+    auxiliary pair and give an auxiliary loss of 0."""
+    model = make()
+    target, history, neg = batch()
+    model.train()
+    with torch.no_grad():
+        model(target, history)  # moving averages away from their (0, 1) start
+    one = torch.zeros_like(history[:1])
+    one[0, -1] = history[0, -1]
+    stats = [m.norm.running_var.clone() for m in model.modules() if isinstance(m, dien.Dice)]
+    model.eval()
+    with torch.no_grad():
+        expect = model(target[:1], one)
+    model.train()
+    logits, aux = model(target[:1], one, neg_history=neg[:1], return_aux=True)
+    model.loss(logits, torch.ones(1), aux).backward()
+    assert torch.allclose(logits, expect, atol=1e-6) and aux.item() == 0.0
+    after = [m.norm.running_var for m in model.modules() if isinstance(m, dien.Dice)]
+    assert all(torch.equal(a, b) for a, b in zip(stats, after))
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_out_of_range_id_is_a_clear_error():
+    model = make()
+    target, history, neg = batch(B=2)
+    bad = history.clone()
+    bad[0, -1, 0] = VOCAB[0]
+    with pytest.raises(ValueError, match=r"history, field 0: id 40 .*0\.\.39"):
+        model(target, bad)
+    bad = neg.clone()
+    bad[1, 2, 1] = -1
+    with pytest.raises(ValueError, match=r"neg_history, field 1: id -1 .*0\.\.5"):
+        model(target, history, neg_history=bad, return_aux=True)
+
+
+def test_demo_round_trip_trains_on_a_last_batch_of_one_and_recommends(tmp_path):
+    """The demo on a tiny seqtxt file without item attributes (the item id is the only field):
+    366 training rows in batches of 365 end with a batch of one row; --save, then --load gives
+    identical metrics; --recommend prints a top-10."""
+    from tests.test_bad_input_ranking import result_of, run_demo, write_tiny_seqtxt
+
+    data = write_tiny_seqtxt(tmp_path / "data")
+    flags = ["--data", f"seqtxt:{data}", "--epochs", "1", "--dim", "4", "--batch-size", "365",
+             "--threads", "1"]
+    code, out, err, _ = run_demo("DIEN", [*flags, "--save", str(tmp_path / "dien.pt")])
+    assert code == 0, err[-2000:]
+    assert "the item id is the only item field" in out
+    first = result_of(out)
+    assert first["rows"]["train"] % 365 == 1
+    code, out, err, _ = run_demo("DIEN", [*flags, "--load", str(tmp_path / "dien.pt"),
+                                          "--recommend", "7"])
+    assert code == 0, err[-2000:]
+    assert result_of(out)["metrics"] == first["metrics"]
+    assert "top-10 recommendations:" in out and "  10. " in out

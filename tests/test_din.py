@@ -223,3 +223,65 @@ def test_auc_by_positive_count_groups_pairs_by_the_positives_training_clicks():
     # rows that are not (positive, negative) pairs: no breakdown
     b.sets["test"] = TensorDictDataset(dict(test.tensors, label=torch.ones(2 * S)))
     assert auc_by_positive_count(ItemScore(), b, "test", torch.device("cpu")) is None
+
+
+def test_trains_on_a_batch_of_one_and_on_one_behaviour():
+    """Dice's batch statistics need two samples: a training batch of one row (MLP), or a batch that
+    holds one real behaviour in all (activation unit), is normalised with the moving averages, as
+    at test time, and leaves them unchanged; nn.BatchNorm1d alone raised "Expected more than 1
+    value per channel"."""
+    model = make_model()
+    target, history = random_batch(B=8)
+    warm_up(model, target, history)
+    one_target = target[:1]
+    one_history = torch.zeros_like(history[:1])
+    one_history[0, -1] = history[3, -1]  # a single real behaviour
+    stats = [m.norm.running_mean.clone() for m in model.modules() if isinstance(m, din.Dice)]
+    model.eval()
+    with torch.no_grad():
+        expect = model(one_target, one_history)
+    model.train()
+    logits = model(one_target, one_history)
+    model.loss(logits, torch.ones(1)).backward()
+    assert torch.allclose(logits, expect, atol=1e-6)  # the moving averages, as at test time
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    after = [m.norm.running_mean for m in model.modules() if isinstance(m, din.Dice)]
+    assert all(torch.equal(a, b) for a, b in zip(stats, after))
+    # two rows, one of them without behaviours: the activation unit sees one sample, the MLP two
+    two_history = torch.cat([one_history, torch.zeros_like(one_history)])
+    logits = model(target[:2], two_history)
+    model.loss(logits, torch.ones(2)).backward()
+    assert torch.isfinite(logits).all()
+
+
+def test_out_of_range_id_is_a_clear_error():
+    model = din.DIN(item_vocab_sizes=VOCAB, context_vocab_sizes=(3,), dim=4)
+    target, history = random_batch(B=2)
+    bad = target.clone()
+    bad[1, 1] = VOCAB[1]  # the category table's size: would read past the table
+    with pytest.raises(ValueError, match=r"target, field 1: id 8 .*0\.\.7"):
+        model(bad, history, torch.zeros(2, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"context, field 0: id 3 .*0\.\.2"):
+        model(target, history, torch.full((2, 1), 3))
+
+
+def test_demo_round_trip_trains_on_a_last_batch_of_one_and_recommends(tmp_path):
+    """The demo on a tiny seqtxt file: 366 training rows in batches of 365 end with a batch of one
+    row; --save, then --load (no training) gives identical metrics; --recommend prints a top-10."""
+    from tests.test_bad_input_ranking import result_of, run_demo, write_tiny_seqtxt
+
+    data = write_tiny_seqtxt(tmp_path / "data", attributes=True)
+    flags = ["--data", f"seqtxt:{data}", "--epochs", "1", "--dim", "4", "--batch-size", "365",
+             "--threads", "1"]
+    code, out, err, _ = run_demo("DIN", [*flags, "--save", str(tmp_path / "din.pt")])
+    assert code == 0, err[-2000:]
+    first = result_of(out)
+    assert first["rows"]["train"] % 365 == 1
+    code, out, err, _ = run_demo("DIN", [*flags, "--load", str(tmp_path / "din.pt"),
+                                         "--recommend", "7"])
+    assert code == 0, err[-2000:]
+    again = result_of(out)
+    assert again["metrics"] == first["metrics"]
+    assert again["base_model"]["metrics"] == first["base_model"]["metrics"]
+    assert again["train_seconds"] == 0.0
+    assert "top-10 recommendations:" in out and "  10. " in out

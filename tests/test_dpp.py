@@ -235,3 +235,24 @@ def test_demo_kernel_and_picks_are_eq14_and_match_the_reranker():
     assert torch.allclose(S, dpp.similarity_matrix(f[None].double(), ridge=1e-3)[0])
     ref = dpp.DPPReranker(theta=0.7, max_length=8)(scores=r[None].double(), item_vectors=f[None])
     assert torch.equal(picks, ref[0])
+
+
+def test_k_longer_than_the_list_is_refused_not_capped():
+    with pytest.raises(ValueError, match=r"max_length must be in 1\.\.4"):
+        dpp.greedy_map(torch.eye(4, dtype=torch.float64).expand(1, 4, 4), max_length=5)
+
+
+def test_demo_save_then_load_gives_identical_metrics(tmp_path, capsys):
+    from tests.test_bad_input_rerank import FAST, result_of, run_demo, write_seqtxt
+
+    data = ["--data", f"seqtxt:{write_seqtxt(tmp_path / 'd')}", "--window", "3"]
+    ckpt = tmp_path / "dpp.pt"
+    code, out, err = run_demo("DPP", [*FAST["DPP"], *data, "--save", str(ckpt)], capsys)
+    assert code == 0 and ckpt.is_file(), err[-2000:]
+    first = result_of(out)
+    code, out, err = run_demo("DPP", [*FAST["DPP"], *data, "--load", str(ckpt), "--recommend", "3"],
+                              capsys)
+    assert code == 0, err[-2000:]
+    again = result_of(out)
+    assert again["metrics"] == first["metrics"] and again["sweep"] == first["sweep"]
+    assert "user 3 " in out and "DPP top-5" in out

@@ -80,3 +80,123 @@ def test_auc_by_seen_pair_splits_test_positives_by_training_clicks(tmp_path):
     assert mix == pytest.approx(roc_auc_score(y, p))
     ctr.field_names[0] = "f0"
     assert auc_by_seen_pair(ItemScore(), ctr, torch.device("cpu")) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# Running the four field-CTR demos in-process on a toy libFM folder (no `import torch` per run):
+# shared by tests/test_{widedeep,deepfm,dcnv2,autoint}.py and tests/test_bad_input_field_ctr.py.
+# --------------------------------------------------------------------------------------------------
+
+DEMOS = ("WideDeep", "DeepFM", "DCNv2", "AutoInt")
+TINY = ["--epochs", "1", "--hidden", "8", "--embed-dim", "4", "--batch-size", "64"]
+
+
+def write_toy_frappe(folder, n_validation=300, n_test=100, seed=0):
+    """A Frappe-shaped libFM folder (10 one-hot fields: user, item and 8 context fields; the folder
+    name holds 'frappe' so the loader names the fields), clicks that depend on user x item."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def lines(n):
+        out = []
+        for _ in range(n):
+            u, i = int(rng.integers(0, 6)), 100 + int(rng.integers(0, 8))
+            ctx = [200 + 10 * k + int(rng.integers(0, 3)) for k in range(8)]
+            y = 1 if (u + i) % 3 == 0 or rng.random() < 0.2 else -1
+            out.append(f"{y} " + " ".join(f"{f}:1" for f in [u, i, *ctx]) + "\n")
+        return "".join(out)
+
+    (folder / "toy.validation.libfm").write_text(lines(n_validation))
+    (folder / "toy.test.libfm").write_text(lines(n_test))
+    return folder
+
+
+def run_demo(name, argv):
+    """Run `Classic Models/Ranking/<name>/demo.py` in this process with `argv`, as the command line
+    would: an input error (`ValueError`, `DataError`, `OSError`) becomes `error: <message>` on
+    stderr and status 2, as Utils.io's hook does. Returns (status, stdout, stderr)."""
+    import contextlib
+    import io
+    import runpy
+    import sys
+
+    from Utils.io import INPUT_ERRORS, model_dir
+
+    path = model_dir("Ranking", name) / "demo.py"
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv, sys.excepthook
+    sys.argv = [str(path), *argv]
+    # Utils.io.in_notebook() looks for ipykernel in sys.modules; starting a kernel from this
+    # process (tests/test_notebooks.py) imports it here too, and argv would then be ignored.
+    kernel = sys.modules.pop("ipykernel", None)
+    status = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+            except SystemExit as e:
+                status = e.code
+            except INPUT_ERRORS as e:
+                print(f"error: {e}", file=sys.stderr)
+                status = 2
+    finally:
+        sys.argv, sys.excepthook = saved
+        if kernel is not None:
+            sys.modules["ipykernel"] = kernel
+    return status, out.getvalue(), err.getvalue()
+
+
+def round_trip(name, tmp_path, extra=()):
+    """A tiny run with --save, then --load: (first RESULT, second RESULT, second stdout)."""
+    import json
+
+    data = f"libfm:{write_toy_frappe(tmp_path / 'frappe_toy')}"
+    ck, out1, out2 = tmp_path / "model.pt", tmp_path / "first.json", tmp_path / "second.json"
+    status, stdout, stderr = run_demo(name, ["--data", data, *TINY, *extra, "--save", str(ck),
+                                             "--out", str(out1)])
+    assert status == 0, stderr[-2000:]
+    status, stdout, stderr = run_demo(name, ["--data", data, "--load", str(ck), "--out", str(out2)])
+    assert status == 0, stderr[-2000:]
+    return json.loads(out1.read_text()), json.loads(out2.read_text()), stdout
+
+
+def test_recommend_ranks_every_item_in_the_users_latest_context(tmp_path):
+    """--recommend USER: one line says what is ranked, then the top 10 (here all 8 items), each
+    once, by decreasing probability; the user's latest row is their last test row."""
+    import re
+
+    data = f"libfm:{write_toy_frappe(tmp_path / 'frappe_toy')}"
+    status, out, err = run_demo("DeepFM", ["--data", data, *TINY, "--recommend", "3"])
+    assert status == 0, err[-2000:]
+    head = next(ln for ln in out.splitlines() if ln.startswith("--recommend 3:"))
+    assert "all 8 items ranked by predicted click probability" in head and "last test row" in head
+    ranked = re.findall(r"^\s+(\d+)\. (\d\.\d+)  item (\d+)", out, flags=re.M)  # raw feature ids
+    assert [int(r) for r, _, _ in ranked] == list(range(1, 9))
+    assert len({i for _, _, i in ranked}) == 8
+    probs = [float(p) for _, p, _ in ranked]
+    assert probs == sorted(probs, reverse=True)
+
+
+def test_raw_ids_of_a_loader_that_keeps_them_are_used_both_ways(tmp_path):
+    """A CTRData carrying `field_raw` (raw feature ids per field) gives raw ids for --recommend
+    and for printing; without it, codes stand in ('#3')."""
+    data = Datasets.load(f"libfm:{write_toy_frappe(tmp_path / 'frappe_toy')}")
+    assert data.field_raw is not None  # the libFM loader keeps the file's feature ids
+    data.field_raw = None
+    plain = build_field_ctr(data)
+    assert plain.raw_id("user", 3) == "#3" and plain.code_of("user", "3") == 3
+    assert plain.code_of("user", "#3") == 3 and plain.code_of("user", "99") is None
+    data.field_raw = [np.arange(100 * k, 100 * k + d - 1) for k, d in enumerate(data.field_dims)]
+    ctr = build_field_ctr(data)
+    assert ctr.raw_id("user", 3) == "2" and ctr.code_of("user", "2") == 3
+    assert ctr.code_of("user", "#3") is None
+    assert ctr.describe_item(1) == "item 100"
+
+
+@pytest.mark.slow  # builds the synthetic impressions: a few seconds
+def test_synthetic_raw_ids_are_the_reviewer_and_item_ids():
+    data = Datasets.load("synthetic")
+    ctr = build_field_ctr(data)
+    u = int(ctr.test.tensors["sparse"][0, 0])
+    assert ctr.raw_id("user", u) == data.user_raw[u] and ctr.code_of("user", data.user_raw[u]) == u
+    assert ctr.raw_id("item", 5) == data.item_raw[5]

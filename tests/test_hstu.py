@@ -205,3 +205,32 @@ def test_score_is_cosine_over_temperature():
     expected = user @ F.normalize(model.item_embedding.weight[1:], dim=-1).T / model.cfg.temperature
     torch.testing.assert_close(scores[:, 1:], expected)
     assert scores[0, 0] == float("-inf")
+
+
+def test_out_of_range_ids_are_a_clear_error_not_another_row():
+    model = _model()
+    with pytest.raises(ValueError, match=r"history has item id 31; expected ids in 0\.\.30"):
+        model(torch.tensor([[0, 5, 31]]))
+    with pytest.raises(ValueError, match=r"negatives has item id 0; expected ids in 1\.\.30"):
+        model.loss(torch.tensor([[1, 2]]), torch.tensor([[2, 3]]), negatives=torch.tensor([0, 4]))
+
+
+def test_demo_save_load_round_trip_gives_identical_metrics(tmp_path):
+    """--save then --load (no training): the same test metrics; --export-vectors writes unit
+    vectors (the cosine the model scores with) with raw ids."""
+    import numpy as np
+
+    from tests.test_bad_input_seqrec import TINY, run_demo, write_seqtxt
+    from Utils.io import parse_result_line
+
+    data = write_seqtxt(tmp_path / "seq.txt")
+    base = ["--data", f"seqtxt:{data}", *TINY["HSTU"]]
+    ckpt, vec = tmp_path / "m.pt", tmp_path / "v.npz"
+    code, out, err = run_demo("HSTU", [*base, "--save", str(ckpt)])
+    assert code == 0, err[-2000:]
+    code, out2, err = run_demo("HSTU", [*base, "--load", str(ckpt), "--export-vectors", str(vec)])
+    assert code == 0, err[-2000:]
+    assert parse_result_line(out2)["metrics"] == parse_result_line(out)["metrics"]
+    z = np.load(vec)
+    assert z["item_vectors"].shape == (30, 8) and z["user_vectors"].shape == (40, 8)
+    np.testing.assert_allclose(np.linalg.norm(z["user_vectors"], axis=1), 1.0, rtol=1e-5)

@@ -177,3 +177,48 @@ def test_overfits_tiny_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0], losses[::20]
+
+
+# ---- the demo as a tool: ids only, save -> load round trip, all K interest vectors exported -------
+
+
+def test_out_of_range_ids_are_named_errors():
+    """An item or profile id past its table is a ValueError naming the input and the range."""
+    model = make_model()
+    feats = torch.zeros(4, 1).long()
+    model.user_tower(history=history_batch().clamp(max=N_ITEMS), user_features=feats)  # edge id N: fine
+    bad = history_batch()
+    bad[2, -1] = N_ITEMS + 1
+    with pytest.raises(ValueError, match=rf"history .*id {N_ITEMS + 1} .*0\.\.{N_ITEMS}"):
+        model.user_tower(history=bad, user_features=feats)
+    with pytest.raises(ValueError, match=r"user_features\[:, 0\]: id 3 .*0\.\.2"):
+        model.user_tower(history=history_batch(), user_features=torch.full((4, 1), 3))
+
+
+def test_demo_runs_on_ids_only_and_round_trips_save_load(tmp_path):
+    """A seqtxt file with no *_item2attributes.json: MIND uses the item id alone (side features are
+    optional in the paper), says so once, and a saved model reloads to identical metrics."""
+    import numpy as np
+
+    from tests.test_bad_input_recall import TINY, result_of, run_demo, write_tiny_seqtxt
+
+    data = write_tiny_seqtxt(tmp_path / "ids_only")
+    flags = ["--data", f"seqtxt:{data}", *TINY["MIND"], "--epochs", "2", "--threads", "1"]
+    ckpt, vectors = tmp_path / "mind.pt", tmp_path / "mind.npz"
+    code, out, err, ns = run_demo("MIND", [*flags, "--save", str(ckpt), "--export-vectors", str(vectors)])
+    assert code == 0, err[-2000:]
+    assert out.count("MIND uses the item id alone") == 1
+    assert ns["model"].side_embedding is None
+    saved = result_of(out)
+    assert saved["side_features"] is False
+    code, out, err, _ = run_demo("MIND", [*flags, "--load", str(ckpt), "--recommend", "7"])
+    assert code == 0, err[-2000:]
+    loaded = result_of(out)
+    assert loaded["metrics"] == saved["metrics"] and loaded["valid_metrics"] == saved["valid_metrics"]
+    assert "training skipped" in out and "user 7:" in out and "top-10 recommendations:" in out
+    z = np.load(vectors)
+    K = 4  # the demo's default --interests
+    assert z["user_vectors"].shape == (120, K, 8) and z["user_active"].shape == (120, K)
+    assert z["user_active"][:, 0].all()  # every user has at least one interest ...
+    counts = z["user_active"].sum(1)  # ... and K'_u of Eq. (8) from the history length
+    assert counts.min() >= 1 and counts.max() <= K and (np.diff(z["user_active"].astype(int), axis=1) <= 0).all()

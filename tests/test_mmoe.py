@@ -160,3 +160,50 @@ def test_stored_headline_summary_recomputes_from_the_runs():
         assert stored[key] == fresh[key], key
     sb = np.asarray(runs["Shared-Bottom_corr1.0"])
     assert stored["sd"]["Shared-Bottom_corr1.0"] == pytest.approx(sb.std(ddof=1), abs=1e-6)
+
+
+def test_out_of_range_sparse_id_is_a_clear_error():
+    model = make()
+    sparse, dense = batch(B=4)
+    sparse[2, 1] = 5  # field 1 has 5 codes (0..4): 5 would read past the table
+    with pytest.raises(ValueError, match=r"sparse field 1: id 5 .*0\.\.4"):
+        model(sparse, dense)
+    with pytest.raises(ValueError, match=r"sparse field 0: id -1"):
+        make(mmoe.SharedBottom)(torch.tensor([[-1, 0]] * 4), dense)
+
+
+def test_correlation_study_round_trip(tmp_path):
+    """--save after a tiny correlation study, then --load: no training, identical metrics, and the
+    loaded weights reproduce the saved curves' best epochs."""
+    from tests.test_bad_input_ranking import result_of, run_demo
+
+    flags = ["--experiment", "correlation", "--runs", "1", "--epochs", "2", "--n-train", "300",
+             "--n-test", "100", "--correlations", "1.0", "--plot-dir", str(tmp_path), "--threads",
+             "1"]
+    code, out, err, _ = run_demo("MMoE", [*flags, "--save", str(tmp_path / "study.pt")])
+    assert code == 0, err[-2000:]
+    first = result_of(out)
+    code, out, err, _ = run_demo("MMoE", ["--experiment", "correlation", "--load",
+                                          str(tmp_path / "study.pt"), "--plot-dir", str(tmp_path)])
+    assert code == 0, err[-2000:]
+    assert result_of(out)["metrics"] == first["metrics"]
+    assert "largest difference 0.00e+00" in out
+
+
+@pytest.mark.slow
+def test_two_task_demo_round_trip_and_recommend(tmp_path):
+    """The default two-task run: --save, then --load (no training) gives identical metrics;
+    --recommend prints a top-10 for a synthetic user."""
+    from tests.test_bad_input_ranking import result_of, run_demo
+
+    flags = ["--epochs", "1", "--threads", "1"]
+    code, out, err, _ = run_demo("MMoE", [*flags, "--save", str(tmp_path / "mmoe.pt")])
+    assert code == 0, err[-2000:]
+    first = result_of(out)
+    code, out, err, _ = run_demo("MMoE", [*flags, "--load", str(tmp_path / "mmoe.pt"),
+                                          "--recommend", "U00007"])
+    assert code == 0, err[-2000:]
+    again = result_of(out)
+    assert again["metrics"] == first["metrics"]
+    assert again["shared_bottom"]["metrics"] == first["shared_bottom"]["metrics"]
+    assert "top-10 recommendations:" in out and "  10. " in out

@@ -101,3 +101,41 @@ def test_demo_step_trace_matches_mmr_select_and_eq1():
         assert steps[0]["redundancy"] == 0.0
         for s in steps[1:]:
             assert s["mmr"] == pytest.approx(s["relevance"] - s["redundancy"])
+
+
+def test_k_longer_than_the_list_is_refused_not_capped():
+    with pytest.raises(ValueError, match=r"max_length must be in 1\.\.6"):
+        mmr.mmr_select(relevance=torch.rand(2, 6), similarity=torch.rand(2, 6, 6), lam=0.5,
+                       max_length=7)
+
+
+def test_demo_save_then_load_gives_identical_metrics_and_recommends(tmp_path, capsys):
+    from tests.test_bad_input_rerank import FAST, result_of, run_demo, write_seqtxt
+
+    data = ["--data", f"seqtxt:{write_seqtxt(tmp_path / 'd')}"]
+    ckpt = tmp_path / "mmr.pt"
+    code, out, err = run_demo("MMR", [*FAST["MMR"], *data, "--save", str(ckpt)], capsys)
+    assert code == 0 and ckpt.is_file(), err[-2000:]
+    first = result_of(out)
+    code, out, err = run_demo("MMR", [*FAST["MMR"], *data, "--load", str(ckpt), "--recommend", "7"],
+                              capsys)
+    assert code == 0, err[-2000:]
+    again = result_of(out)
+    assert again["metrics"] == first["metrics"] and again["sweep"] == first["sweep"]
+    assert again["loaded"] == str(ckpt) and "user 7 " in out and "MMR top-5" in out
+    # --save refuses to overwrite unless asked
+    code, _, err = run_demo("MMR", [*FAST["MMR"], *data, "--save", str(ckpt)], capsys)
+    assert code == 2 and "--overwrite" in err
+
+
+def test_demo_runs_on_interactions_alone_and_says_what_it_uses_instead(tmp_path, capsys):
+    from tests.test_bad_input_rerank import FAST, result_of, run_demo, write_seqtxt
+
+    path = write_seqtxt(tmp_path / "ids", attributes=False)
+    argv = [*FAST["MMR"], "--data", f"seqtxt:{path}", "--threads", "2", "--device", "cpu"]
+    code, out, err = run_demo("MMR", argv, capsys)
+    assert code == 0, err[-2000:]
+    assert torch.get_num_threads() == 2  # --threads takes effect (the fixture restores it)
+    assert out.count("[side inputs]") == 1 and "item embeddings" in out
+    res = result_of(out)
+    assert set(res["metrics"]) == {"NDCG@5", "Recall@5"} and "similarity=embedding" in res["protocol"]

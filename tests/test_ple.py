@@ -146,3 +146,29 @@ def test_bad_arguments_fail_early():
         ple.PLE(task_types=("binary",), dense_dim=4, n_task_experts=0, n_shared_experts=0)
     with pytest.raises(ValueError):
         ple.PLE(task_types=("binary", "binary"), dense_dim=4, task_weights=(1.0,))
+
+
+def test_out_of_range_sparse_id_is_a_clear_error():
+    model = make()
+    sparse, dense = batch(B=4)
+    sparse[1, 0] = 6  # the field has 6 codes (0..5)
+    with pytest.raises(ValueError, match=r"sparse field 0: id 6 .*0\.\.5"):
+        model(sparse, dense)
+
+
+@pytest.mark.slow
+def test_two_task_demo_round_trip_and_recommend(tmp_path):
+    """The default two-task run: --save, then --load (no training) gives identical metrics for PLE
+    and MMoE; --recommend prints a top-10 for a synthetic user."""
+    from tests.test_bad_input_ranking import result_of, run_demo
+
+    flags = ["--epochs", "1", "--threads", "1"]
+    code, out, err, _ = run_demo("PLE", [*flags, "--save", str(tmp_path / "ple.pt")])
+    assert code == 0, err[-2000:]
+    first = result_of(out)
+    code, out, err, _ = run_demo("PLE", [*flags, "--load", str(tmp_path / "ple.pt"),
+                                         "--recommend", "U00007"])
+    assert code == 0, err[-2000:]
+    again = result_of(out)
+    assert again["metrics"] == first["metrics"] and again["mmoe"]["metrics"] == first["mmoe"]["metrics"]
+    assert "top-10 recommendations:" in out and "  10. " in out

@@ -183,3 +183,30 @@ def test_demo_attention_maps_are_row_stochastic_and_leave_the_output_unchanged()
     with torch.no_grad():
         after = model(features=x, pv=pv, mask=mask)
     assert torch.equal(before, after)
+
+
+def test_demo_save_then_load_gives_identical_metrics(tmp_path, capsys):
+    from tests.test_bad_input_rerank import FAST, result_of, run_demo, write_seqtxt
+
+    data = ["--data", f"seqtxt:{write_seqtxt(tmp_path / 'd')}"]
+    ckpt = tmp_path / "prm.pt"
+    code, out, err = run_demo("PRM", [*FAST["PRM"], *data, "--save", str(ckpt)], capsys)
+    assert code == 0 and ckpt.is_file(), err[-2000:]
+    first = result_of(out)
+    # flags that shaped the saved model are taken from the file, not from the command line
+    code, out, err = run_demo("PRM", [*data, "--load", str(ckpt), "--k", "5", "--recommend", "9"],
+                              capsys)
+    assert code == 0, err[-2000:]
+    again = result_of(out)
+    assert again["metrics"] == first["metrics"] and again["params"] == first["params"]
+    assert again["train_seconds"] == 0.0 and "user 9 " in out and "PRM top-5" in out
+
+
+def test_demo_runs_on_interactions_alone(tmp_path, capsys):
+    from tests.test_bad_input_rerank import FAST, result_of, run_demo, write_seqtxt
+
+    path = write_seqtxt(tmp_path / "ids", attributes=False)
+    code, out, err = run_demo("PRM", [*FAST["PRM"], "--data", f"seqtxt:{path}"], capsys)
+    assert code == 0, err[-2000:]
+    assert out.count("[side inputs]") == 1
+    assert set(result_of(out)["metrics"]) == {"NDCG@5", "Recall@5"}

@@ -157,3 +157,70 @@ def test_recbole_atomic_file_keeps_every_interaction_in_time_order(tmp_path):
         raw = [str(raw_items[i]) for i in group["item_id:token"]]
         line = next(ln for ln in lines if ln.split()[0] == str(data.user_raw[user]))
         assert raw == line.split()[1:]
+
+
+def test_out_of_range_ids_are_a_clear_error_not_another_row():
+    """Item ids outside 0..N name the input, the id and the range (no bare IndexError)."""
+    model = _model()
+    with pytest.raises(ValueError, match=r"history has item id 31; expected ids in 0\.\.30"):
+        model(torch.tensor([[0, 5, 31]]))
+    with pytest.raises(ValueError, match=r"targets has item id -2"):
+        model.loss(torch.tensor([[1, 2]]), torch.tensor([[2, -2]]))
+
+
+def _demo_run(tmp_path, *flags):
+    from tests.test_bad_input_seqrec import TINY, run_demo, write_seqtxt
+    from Utils.io import parse_result_line
+
+    data = tmp_path / "seq.txt"
+    if not data.exists():
+        write_seqtxt(data)
+    code, out, err = run_demo("SASRec", ["--data", f"seqtxt:{data}", *TINY["SASRec"], *flags])
+    assert code == 0, err[-2000:]
+    return parse_result_line(out), out
+
+
+def test_demo_save_load_round_trip_gives_identical_metrics_and_vectors(tmp_path):
+    """--save then --load (no training): the same test metrics; --export-vectors holds raw ids and
+    vectors whose inner products are the model's scores; --recommend takes a raw user id."""
+    import numpy as np
+
+    ckpt, vec = tmp_path / "m.pt", tmp_path / "v.npz"
+    saved, _ = _demo_run(tmp_path, "--save", str(ckpt))
+    loaded, out = _demo_run(tmp_path, "--load", str(ckpt), "--recommend", "7",
+                            "--export-vectors", str(vec))
+    assert loaded["metrics"] == saved["metrics"] and loaded["loaded_from"] == str(ckpt)
+    assert "user 7: last items" in out and "no training here" in out
+    z = np.load(vec)
+    assert z["item_vectors"].shape == (30, 8) and z["user_vectors"].shape == (40, 8)
+    assert set(z["item_ids"]) == {str(i) for i in range(1, 31)} and "7" in set(z["user_ids"])
+    torch.testing.assert_close(torch.load(ckpt, weights_only=True)["model"]["item_embedding.weight"][1:],
+                               torch.from_numpy(z["item_vectors"]))
+
+
+@pytest.mark.slow
+def test_demo_onnx_export_matches_pytorch(tmp_path):
+    """--export-onnx: the scoring path (history (B, max_len) -> scores, user vector) run by
+    onnxruntime equals PyTorch within 1e-5 (torch's dynamo exporter needs onnx + onnxscript)."""
+    import numpy as np
+
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    ckpt, path = tmp_path / "m.pt", tmp_path / "m.onnx"
+    result, out = _demo_run(tmp_path, "--save", str(ckpt), "--export-onnx", str(path))
+    assert result["onnx"]["max_abs_diff_scores"] <= 1e-5
+    assert result["onnx"]["max_abs_diff_user_vector"] <= 1e-5
+    payload = torch.load(ckpt, weights_only=True)
+    model = sasrec.SASRec(sasrec.SASRecConfig(**payload["config"])).eval()
+    model.load_state_dict(payload["model"])
+    g = torch.Generator().manual_seed(3)
+    history = torch.randint(1, 31, (17, 8), generator=g)
+    for row, n_pad in enumerate(torch.randint(0, 8, (17,), generator=g).tolist()):
+        history[row, :n_pad] = 0  # left padding of every length
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    scores, user = session.run(None, {"history": history.numpy()})
+    with torch.no_grad():
+        ref_scores, ref_user = model.score(history).numpy(), model.user_embedding(history).numpy()
+    assert np.isneginf(scores[:, 0]).all()
+    assert np.abs(scores[:, 1:] - ref_scores[:, 1:]).max() <= 1e-5
+    assert np.abs(user - ref_user).max() <= 1e-5

@@ -303,3 +303,40 @@ def test_beauty_fallback_split_keeps_every_action_once_in_order():
     packed = torch.stack([torch.cat([r[r != 0], r[r == 0]]) for r in joined[:500]])
     expect = torch.stack([torch.cat([r[r != 0], r[r == 0]]) for r in hist[:500]])
     assert torch.equal(packed[:, : hist.shape[1]], expect)
+
+
+# ----------------------------------------------------------------------------- the demo as a tool
+
+
+def test_out_of_range_ids_are_named_errors():
+    """Item and profile ids past their tables are ValueErrors naming the input and the range."""
+    model = _model()
+    profile, short, long = _batch()
+    with torch.no_grad():
+        model(profile=profile, short=short.clamp(max=N_ITEMS), long=long)  # the edge id N is fine
+    bad = short.clone()
+    bad[1, -1] = N_ITEMS + 1
+    with pytest.raises(ValueError, match=rf"short .*id {N_ITEMS + 1} .*0\.\.{N_ITEMS}"):
+        model(profile=profile, short=bad, long=long)
+    with pytest.raises(ValueError, match=rf"profile\['user'\]: id {N_USERS + 1} .*0\.\.{N_USERS}"):
+        model(profile={"user": torch.full((5,), N_USERS + 1)}, short=short, long=long)
+
+
+def test_demo_save_load_round_trip_gives_identical_metrics(tmp_path):
+    from tests.test_bad_input_recall import TINY, result_of, run_demo, write_tiny_seqtxt
+
+    data = write_tiny_seqtxt(tmp_path / "ids_only")  # no side files, no clock: the item id alone
+    flags = ["--data", f"seqtxt:{data}", *TINY["SDM"], "--epochs", "2", "--threads", "1"]
+    ckpt, vectors = tmp_path / "sdm.pt", tmp_path / "sdm.npz"
+    code, out, err, _ = run_demo("SDM", [*flags, "--save", str(ckpt), "--export-vectors", str(vectors)])
+    assert code == 0, err[-2000:]
+    assert out.count("side inputs absent") == 1
+    saved = result_of(out)
+    code, out, err, _ = run_demo("SDM", [*flags, "--load", str(ckpt), "--recommend", "7"])
+    assert code == 0, err[-2000:]
+    loaded = result_of(out)
+    assert loaded["metrics"] == saved["metrics"] and loaded["valid_metrics"] == saved["valid_metrics"]
+    assert loaded["mean_gate"] == saved["mean_gate"]
+    assert "training skipped" in out and "user 7\n" in out and "top-10 recommendations" in out
+    z = np.load(vectors)
+    assert z["item_vectors"].shape == (len(z["item_ids"]), 8) and z["user_vectors"].shape == (120, 8)

@@ -233,3 +233,36 @@ def test_beauty_item_text_embeddings():
     x, info = tfidf_embeddings(data, dim=32)
     assert x.shape == (data.n_items + 1, 32) and info["items_without_text"] <= 1
     assert abs(float((x[1:] ** 2).sum(1).mean()) - 1) < 1e-3 and (x[0] == 0).all()
+
+
+def test_out_of_range_ids_are_a_clear_error():
+    model = _tiny_model(_tiny_catalogue())
+    user, history = _batch(60)
+    with pytest.raises(ValueError, match=r"history has item id 61; expected ids in 0\.\.60"):
+        model.generate(user=user[:1], history=torch.tensor([[0, 0, 0, 0, 1, 61]]))
+    with pytest.raises(ValueError, match=r"target has item id 0; expected ids in 1\.\.60"):
+        model.loss(user=user, history=history, target=torch.tensor([1, 0, 2]))
+
+
+@pytest.mark.slow
+def test_demo_save_load_round_trip_gives_identical_metrics(tmp_path):
+    """--save then --load (no training, semantic IDs from the file): the same test metrics; the
+    --recommend user's generated top-10 is printed with its items; --export-vectors writes the
+    item content vectors with their semantic IDs."""
+    import numpy as np
+
+    from tests.test_bad_input_seqrec import TINY, run_demo, write_seqtxt
+    from Utils.io import parse_result_line
+
+    data = write_seqtxt(tmp_path / "seq.txt", n_items=40, attributes=True)  # >= 32 codes
+    base = ["--data", f"seqtxt:{data}", *TINY["TIGER"], "--steps", "2"]
+    ckpt, vec = tmp_path / "m.pt", tmp_path / "v.npz"
+    code, out, err = run_demo("TIGER", [*base, "--save", str(ckpt)])
+    assert code == 0, err[-2000:]
+    code, out2, err = run_demo("TIGER", [*base, "--load", str(ckpt), "--recommend", "5",
+                                         "--export-vectors", str(vec)])
+    assert code == 0, err[-2000:]
+    assert parse_result_line(out2)["metrics"] == parse_result_line(out)["metrics"]
+    assert "user 5: last items" in out2 and "top-10 generated" in out2
+    z = np.load(vec)
+    assert z["semantic_ids"].shape == (40, 4) and len(z["item_ids"]) == len(z["item_vectors"]) == 40

@@ -222,3 +222,68 @@ def test_log_q_correction_keeps_popularity_when_negatives_are_sampled_by_popular
     assert torch.equal(logits[True].argsort(descending=True), torch.arange(5))  # order of P
     assert logits[True].std() > 0.8 * torch.log(p).std()  # and most of its spread
     assert logits[False].std() < 0.5 * logits[True].std()  # popularity cancelled without it
+
+
+# ---- the demo as a tool: save -> load round trip, vectors for faiss, ONNX user tower -------------
+
+
+def test_out_of_range_ids_are_named_errors():
+    """An id past the table is a ValueError naming the input and the range, not an IndexError or a
+    silent read of another table's row; ids at the edges of the range are fine."""
+    model = make_model().eval()
+    ok = inputs(torch.tensor([[0, N_ITEMS]]), torch.tensor([[0, N_CATS - 1]]))
+    model.user_tower(**ok)
+    with pytest.raises(ValueError, match=rf"history .*id {N_ITEMS + 1} .*0\.\.{N_ITEMS}"):
+        model.user_tower(**inputs(torch.tensor([[1, N_ITEMS + 1]]), torch.tensor([[1]])))
+    with pytest.raises(ValueError, match=rf"bag 'category': id {N_CATS} .*0\.\.{N_CATS - 1}"):
+        model.user_tower(**inputs(torch.tensor([[1, 2]]), torch.tensor([[N_CATS]])))
+
+
+def test_demo_save_load_round_trip_gives_identical_metrics(tmp_path):
+    from tests.test_bad_input_recall import TINY, result_of, run_demo, write_tiny_seqtxt
+
+    data = write_tiny_seqtxt(tmp_path / "ids_only")  # no side files: the history alone
+    flags = ["--data", f"seqtxt:{data}", *TINY["YoutubeDNN"], "--epochs", "2", "--threads", "1"]
+    ckpt, vectors = tmp_path / "ytd.pt", tmp_path / "ytd.npz"
+    code, out, err, _ = run_demo("YoutubeDNN", [*flags, "--save", str(ckpt), "--export-vectors", str(vectors)])
+    assert code == 0, err[-2000:]
+    assert out.count("side inputs absent") == 1
+    saved = result_of(out)
+    code, out, err, _ = run_demo("YoutubeDNN", [*flags, "--load", str(ckpt), "--recommend", "7"])
+    assert code == 0, err[-2000:]
+    loaded = result_of(out)
+    assert loaded["metrics"] == saved["metrics"] and loaded["valid_metrics"] == saved["valid_metrics"]
+    assert "training skipped" in out and "user 7:" in out and "top-10 recommendations:" in out
+    z = np.load(vectors)
+    assert z["item_vectors"].shape == (len(z["item_ids"]), 8) and z["user_vectors"].shape == (121 - 1, 8)
+    assert "999" not in set(z["user_ids"])  # dropped by the split: no history, no vector
+
+
+@pytest.mark.slow  # torch.onnx's exporter takes ~10 s
+def test_onnx_user_tower_equals_pytorch(tmp_path):
+    """`--export-onnx`: the ONNX user tower (item bags looked up inside) equals the PyTorch tower within
+    1e-5 under onnxruntime, for batch sizes and history lengths other than those it was traced with."""
+    ort = pytest.importorskip("onnxruntime")
+    from tests.test_bad_input_recall import TINY, run_demo, write_tiny_seqtxt
+
+    data = write_tiny_seqtxt(tmp_path / "with_attributes", attributes=True)
+    onnx_path = tmp_path / "user_tower.onnx"
+    code, out, err, ns = run_demo("YoutubeDNN", ["--data", f"seqtxt:{data}", *TINY["YoutubeDNN"],
+                                                 "--epochs", "1", "--threads", "1",
+                                                 "--export-onnx", str(onnx_path)])
+    assert code == 0, err[-2000:]
+    assert ns["onnx_max_abs_diff"] <= 1e-5
+    tower = ns["ServingUserTower"](ns["model"], ns["bag_tables_t"]).eval()
+    assert tower.bag_names == ["attributes"]  # the bag path is exercised
+    session = ort.InferenceSession(str(onnx_path))
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for B, L in [(1, 3), (5, 50), (33, 80)]:
+        history = torch.randint(0, ns["N"] + 1, (B, L), generator=g)
+        history[0, : L // 2] = 0  # left padding
+        with torch.no_grad():
+            expected = tower(history).numpy()
+        got = session.run(None, {"history": history.numpy()})[0]
+        worst = max(worst, float(np.abs(got - expected).max()))
+    print(f"ONNX vs PyTorch, max abs diff {worst:.2e}")
+    assert worst <= 1e-5

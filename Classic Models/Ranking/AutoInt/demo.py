@@ -17,11 +17,16 @@
 #     python "Classic Models/Ranking/AutoInt/demo.py" --threads 1 \
 #         --plot-attention assets/AutoInt/field_attention.png
 #
+# Save the trained model and rank every item for one raw user id in their latest context;
+# later, --load skips training (flags come from the file; identical test metrics):
+#
+#     python "Classic Models/Ranking/AutoInt/demo.py" --save autoint.pt --recommend U00001
+#     python "Classic Models/Ranking/AutoInt/demo.py" --load autoint.pt --recommend U00002
+#
 # Flags left unset take the preset of the data source (PRESETS below). Every flag: `--help`.
 # The last line printed is `RESULT {json}`.
 
 # %%
-from pathlib import Path
 
 import torch
 
@@ -32,13 +37,10 @@ from Utils.field_ctr_demo import (
     prepare,
     train_and_report,
 )
-from Utils.io import load_model_file
+from Utils.io import load_model_file, model_dir, positive_int
 from Utils.plotting import plt  # matplotlib with the Agg backend (no screen needed)
 
-HERE = Path(__file__).resolve().parent
-
-
-autoint = load_model_file(HERE / "model.py", "autoint_model")
+autoint = load_model_file(model_dir("Ranking", "AutoInt") / "model.py", "autoint_model")
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset is AutoInt+
 # with the paper's interacting layers (3 layers, 2 heads, d' = 32, residual) and the reczoo BARS
@@ -53,9 +55,9 @@ PRESETS = {
 # %%
 parser = field_ctr_parser("AutoInt demo",
                           hidden_help="DNN widths ('' = plain AutoInt)")
-parser.add_argument("--layers", type=int, default=None, help="interacting layers")
-parser.add_argument("--heads", type=int, default=None)
-parser.add_argument("--att-dim", type=int, default=None, help="d' per head")
+parser.add_argument("--layers", type=positive_int, default=None, help="interacting layers")
+parser.add_argument("--heads", type=positive_int, default=None)
+parser.add_argument("--att-dim", type=positive_int, default=None, help="d' per head")
 parser.add_argument("--plot-attention", default=None, metavar="PATH",
                     help="write the mean attention between fields of each layer and head as a PNG")
 args = parse_with_presets(parser, PRESETS)

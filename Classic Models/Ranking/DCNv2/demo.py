@@ -18,26 +18,29 @@
 #     python "Classic Models/Ranking/DCNv2/demo.py" --threads 1 \
 #         --plot-cross-weights assets/DCNv2/cross_weights.png
 #
+# Save the trained model and rank every item for one raw user id in their latest context;
+# later, --load skips training (flags come from the file; identical test metrics):
+#
+#     python "Classic Models/Ranking/DCNv2/demo.py" --save dcnv2.pt --recommend U00001
+#     python "Classic Models/Ranking/DCNv2/demo.py" --load dcnv2.pt --recommend U00002
+#
 # Flags left unset take the preset of the data source (PRESETS below). Every flag: `--help`.
 # The last line printed is `RESULT {json}`.
 
 # %%
-from pathlib import Path
 
 from Utils.field_ctr_demo import (
     field_ctr_parser,
     hidden_widths,
+    non_negative_int,
     parse_with_presets,
     prepare,
     train_and_report,
 )
-from Utils.io import load_model_file
+from Utils.io import load_model_file, model_dir, positive_int
 from Utils.plotting import plot_heatmap
 
-HERE = Path(__file__).resolve().parent
-
-
-dcnv2 = load_model_file(HERE / "model.py", "dcnv2_model")
+dcnv2 = load_model_file(model_dir("Ranking", "DCNv2") / "model.py", "dcnv2_model")
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset follows the
 # reczoo BARS Frappe settings where they fit (embedding 10, Adam 1e-3, learning rate / 10 on
@@ -53,9 +56,11 @@ PRESETS = {
 # %%
 parser = field_ctr_parser("DCNv2 demo")
 parser.add_argument("--structure", default=None, choices=["stacked", "parallel", "cross_only"])
-parser.add_argument("--cross-layers", type=int, default=None)
-parser.add_argument("--cross-rank", type=int, default=None, help="0 = full-rank W_l (Eq. (1))")
-parser.add_argument("--experts", type=int, default=None, help="> 1: mixture of low-rank experts")
+parser.add_argument("--cross-layers", type=positive_int, default=None)
+parser.add_argument("--cross-rank", type=non_negative_int, default=None,
+                    help="0 = full-rank W_l (Eq. (1))")
+parser.add_argument("--experts", type=positive_int, default=None,
+                    help="> 1: mixture of low-rank experts")
 parser.add_argument("--plot-cross-weights", default=None, metavar="PATH",
                     help="write the first cross layer's mean |W| per field pair as a PNG heatmap")
 args = parse_with_presets(parser, PRESETS)

@@ -148,6 +148,20 @@ def check_inputs(
             raise ValueError(f"dense must be a float tensor, got {dense.dtype}")
     elif dense is not None and dense.numel() > 0:
         raise ValueError("model was built with dense_dim=0 but dense features were given")
+    check_ids(sparse, field_dims)
+
+
+def check_ids(sparse: torch.Tensor, field_dims: tuple[int, ...]) -> None:
+    """Every id of field f must lie in [0, field_dims[f]): one table holds all fields, so an id
+    past the end would silently read the next field's rows. One min/max pass per forward."""
+    if sparse.shape[0] == 0 or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return  # an exported graph cannot raise; validate ids before calling it
+    lo, hi = torch.aminmax(sparse, dim=0)  # (F,), (F,)
+    for f, (low, high) in enumerate(torch.stack([lo, hi], dim=1).tolist()):
+        if low < 0 or high >= field_dims[f]:
+            raise ValueError(f"sparse field {f}: id {low if low < 0 else high} is out of range; "
+                             f"expected 0..{field_dims[f] - 1} (field_dims[{f}] = {field_dims[f]}, "
+                             "0 = padding)")
 
 
 class CrossLayer(nn.Module):

@@ -19,38 +19,50 @@
 #     python "Classic Models/Ranking/DIEN/demo.py" --threads 1 \
 #         --plot-internals assets/DIEN/attention_and_update_gate.png
 #
+# Save the trained model, then reload it (no training) to evaluate and recommend for one user
+# (`--recommend` takes a raw user id as in the data file; on the synthetic data e.g. U00007):
+#
+#     python "Classic Models/Ranking/DIEN/demo.py" --save /tmp/dien.pt
+#     python "Classic Models/Ranking/DIEN/demo.py" --load /tmp/dien.pt --recommend U00007
+#
 # Every flag: `--help`. The last line printed is `RESULT {json}`.
 
 # %%
 import argparse
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from Datasets import DataError
 from Utils.behavior_demo import (
     add_behavior_args,
+    apply_saved_args,
     auc_by_positive_count,
+    check_saved_items,
     ctr_metrics,
     load_behavior_ctr,
     logistic_baseline,
+    non_negative_float,
     print_by_positive_count,
+    read_checkpoint,
+    recommend,
+    restore,
+    save_models,
     show_user,
     step_negatives,
 )
-from Utils.io import add_common_args, load_model_file, print_result
+from Utils.io import add_common_args, load_model_file, model_dir, print_result
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
-HERE = Path(__file__).resolve().parent
-
-
-dien = load_model_file(HERE / "model.py", "dien_model")
+dien = load_model_file(model_dir("Ranking", "DIEN") / "model.py", "dien_model")
 
 # %%
 parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=3, batch_size=256,
                          lr=1e-3)
-parser.add_argument("--aux-weight", type=float, default=1.0,
+parser.add_argument("--aux-weight", type=non_negative_float, default=1.0,
                     help="alpha of Eq. (7); 0 switches the auxiliary loss off")
 parser.add_argument("--evolution", default="augru", choices=["augru", "agru", "aigru", "gru"])
 parser.add_argument("--activation", default="dice", choices=["dice", "prelu"],
@@ -63,6 +75,9 @@ parser.add_argument("--plot-internals", default=None, metavar="PATH",
                          "AUGRU update gate through time (PNG)")
 args = add_behavior_args(parser).parse_args()
 cpu_setup(args.threads)
+saved = read_checkpoint(args.load, demo="DIEN") if args.load else None
+if saved:
+    apply_saved_args(args, saved)  # the same rows as the run that saved the model
 set_seed(args.seed)
 device = pick_device(args.device)
 
@@ -74,18 +89,28 @@ device = pick_device(args.device)
 # regression on the candidate's fields.
 
 # %%
-bctr = load_behavior_ctr(args)
+bctr = load_behavior_ctr(args, demo="the DIEN demo")
 fields, split = bctr.fields, bctr.split
+if args.plot_internals and fields.shape[1] < 2:
+    raise DataError(f"--plot-internals picks candidates by category: {bctr.data.name} has no item "
+                    "category or attribute field; expected data with item attributes")
+if saved:
+    check_saved_items(saved, bctr, args.load)
 train, valid, test = bctr.sets["train"], bctr.sets["valid"], bctr.sets["test"]
 lr_result = logistic_baseline(bctr, args.seed)
 
 # %% [markdown]
 # ## Train DIEN: target loss + alpha * auxiliary loss (next behaviour vs a sampled item)
+# (`--load PATH`: no training; the model comes from the file `--save PATH` wrote.)
 
 # %%
 set_seed(args.seed)
-model = dien.DIEN(item_vocab_sizes=bctr.vocab, dim=args.dim, evolution=args.evolution,
-                  aux_weight=args.aux_weight, activation=args.activation).to(device)
+if saved:
+    model = restore(dien.DIEN, saved["config"], saved["model"], device, args.load)
+    print(f"loaded DIEN from {args.load} (no training)")
+else:
+    model = dien.DIEN(item_vocab_sizes=bctr.vocab, dim=args.dim, evolution=args.evolution,
+                      aux_weight=args.aux_weight, activation=args.activation).to(device)
 opt = torch.optim.Adam(model.parameters(), lr=args.lr)
 gen = torch.Generator().manual_seed(args.seed)
 neg_gen = torch.Generator().manual_seed(args.seed + 7)
@@ -101,11 +126,20 @@ def step(b):
     return model.loss(logits, b["label"].to(device), aux)
 
 
-t0 = time.perf_counter()
-hist = fit(model, step, lambda e: train.batches(args.batch_size, generator=gen), opt, args.epochs,
-           evaluate=lambda: ctr_metrics(model, valid, fields, device), metric="AUC", patience=2,
-           n_batches=train.num_batches(args.batch_size), desc="DIEN")
-train_seconds = time.perf_counter() - t0
+if saved:
+    run, train_seconds = saved["runs"]["DIEN"], 0.0  # epochs and best validation metrics
+else:
+    t0 = time.perf_counter()
+    hist = fit(model, step, lambda e: train.batches(args.batch_size, generator=gen), opt,
+               args.epochs, evaluate=lambda: ctr_metrics(model, valid, fields, device),
+               metric="AUC", patience=2, n_batches=train.num_batches(args.batch_size),
+               desc="DIEN")
+    train_seconds = time.perf_counter() - t0
+    run = {"epochs": len(hist.epochs), "valid": hist.epochs[hist.best_epoch - 1]}
+if args.save:
+    save_models(args, args.save, "DIEN", {"model": (model, asdict(model.config))},
+                runs={"DIEN": run}, item_raw=np.asarray(bctr.data.item_raw).astype(str),
+                fields=fields, vocab=bctr.vocab)
 t0 = time.perf_counter()
 dien_test = ctr_metrics(model, test, fields, device)
 eval_seconds = time.perf_counter() - t0
@@ -128,6 +162,8 @@ def attention(cand, hist):
 
 show_user(model, bctr, args.max_len, weights=attention,
           what="AUGRU attention a_t for the top candidate (softmax over real steps, Eq. 8):")
+if args.recommend is not None:  # `--recommend USER`: every item the user has not touched
+    recommend(model, bctr, args.recommend, args.max_len, device)
 
 # %% [markdown]
 # ## `--plot-internals PATH`: attention and the AUGRU update gate through time, one user
@@ -154,7 +190,8 @@ def pick_user_and_candidates(b, n_show: int = 12):
         cands = [max((i for i in np.flatnonzero(cat == c) if i not in seen and i > 0),
                      key=lambda i: counts[i]) for c in top2]
         return torch.as_tensor(hist_items[row]), cands
-    raise RuntimeError("no test user with two categories in the last behaviours")
+    raise DataError("--plot-internals: no test user has >= 3 behaviours in each of two categories "
+                    "among the last ones; expected data with item categories")
 
 
 if args.plot_internals:
@@ -194,11 +231,13 @@ if args.plot_internals:
 print_result(
     model="DIEN", data=args.data, protocol=bctr.protocol, metrics=dien_test,
     baseline={"name": "logistic regression (candidate fields)", "metrics": lr_result["metrics"]},
-    train_seconds=train_seconds, eval_seconds=eval_seconds, epochs=len(hist.epochs),
+    train_seconds=train_seconds, eval_seconds=eval_seconds, epochs=run["epochs"],
     params=count_params(model), out=args.out,
-    valid_metrics=hist.epochs[hist.best_epoch - 1],
+    valid_metrics=run["valid"],
     auc_by_positive_count=by_count,
     n_users=bctr.n_users, rows={k: len(v) for k, v in bctr.sets.items()}, max_len=args.max_len,
-    dim=args.dim, evolution=args.evolution, aux_weight=args.aux_weight,
-    activation=args.activation, aux_negatives=args.aux_negatives, threads=torch.get_num_threads(),
+    dim=model.config.dim, evolution=model.config.evolution, aux_weight=model.config.aux_weight,
+    activation=model.config.activation, aux_negatives=args.aux_negatives,
+    threads=torch.get_num_threads(),
+    loaded_from=args.load,
 )

@@ -48,6 +48,11 @@ NOTE: the MLP input also holds the summed behaviours and their product with the 
 NOTE: the MLP's activation is Dice (DIN paper Eq. 9), as the official DIEN model builds its output
       network (`build_fcn_net(inp, use_dice=True)`); `activation="prelu"` gives PReLU instead.
 NOTE: AIGRU (Eq. 9) and AGRU (Eq. 10), the paper's weaker variants, are available via `evolution`.
+NOTE: one sample has no batch variance, so Dice normalises a training batch of one row with its
+      moving averages, as at test time (`BatchStats`); nn.BatchNorm1d would stop with "Expected more
+      than 1 value per channel".
+NOTE: ids outside a field's vocabulary raise a ValueError naming the input, field, id and range
+      (`check_ids`), instead of reading another row or failing with a bare IndexError.
 """
 
 from __future__ import annotations
@@ -75,14 +80,49 @@ class DIENConfig:
     dice_eps: float = 1e-8  # epsilon inside sqrt(Var[s] + eps) of Dice
 
 
+def check_ids(ids: torch.Tensor, sizes: tuple[int, ...], what: str) -> None:
+    """Raise a ValueError when an id of `ids` (..., G) lies outside field g's range 0..sizes[g]-1.
+    One min/max reduction per call; the offending id is looked up only on failure."""
+    if ids.shape[-1] != len(sizes):
+        raise ValueError(f"{what}: expected {len(sizes)} id fields in the last dim, got shape "
+                         f"{tuple(ids.shape)}")
+    if ids.numel() == 0:
+        return
+    flat = ids.reshape(-1, ids.shape[-1])  # (N, G)
+    limit = torch.as_tensor(sizes, device=ids.device)  # (G,)
+    bad = (flat.amin(0) < 0) | (flat.amax(0) >= limit)  # (G,)
+    if bad.any():
+        g = int(bad.nonzero()[0])
+        column = flat[:, g]
+        wrong = int(column[(column < 0) | (column >= sizes[g])][0])
+        raise ValueError(f"{what}, field {g}: id {wrong} is out of range; expected 0..{sizes[g] - 1} "
+                         f"(vocabulary size {sizes[g]}, 0 = padding)")
+
+
+class BatchStats(nn.BatchNorm1d):
+    """(s - E[s]) / sqrt(Var[s] + eps) for Dice, a BatchNorm without affine parameters: batch
+    statistics in training, their moving averages at test time. A training batch of one sample has
+    no variance, so it is normalised with the moving averages (left unchanged), as at test time."""
+
+    def __init__(self, width: int, *, eps: float) -> None:
+        super().__init__(width, eps=eps, affine=False)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        if self.training and s.shape[0] < 2:  # (N, W) with N <= 1: nothing to estimate from
+            return F.batch_norm(s, self.running_mean, self.running_var, eps=self.eps,
+                                training=False)
+        return super().forward(s)
+
+
 class Dice(nn.Module):
     """DIN's data-adaptive activation: f(s) = p(s) * s + (1 - p(s)) * alpha * s with
     p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps)); batch statistics in training, their moving
-    averages at test time (a BatchNorm without affine parameters keeps exactly these)."""
+    averages at test time (a BatchNorm without affine parameters keeps exactly these; a training
+    batch of one row uses the moving averages, see `BatchStats`)."""
 
     def __init__(self, width: int, *, eps: float = 1e-8) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm1d(width, eps=eps, affine=False)
+        self.norm = BatchStats(width, eps=eps)
         self.alpha = nn.Parameter(torch.zeros(width))  # slope of the "off" side
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
@@ -261,6 +301,12 @@ class DIEN(nn.Module):
         if (context is None) != (n_ctx == 0) or (context is not None and context.shape[1] != n_ctx):
             raise ValueError(f"config has {n_ctx} context fields, got "
                              f"{None if context is None else tuple(context.shape)}")
+        check_ids(target, self.config.item_vocab_sizes, "target")
+        check_ids(history, self.config.item_vocab_sizes, "history")
+        if context is not None:
+            check_ids(context, self.config.context_vocab_sizes, "context")
+        if neg_history is not None and return_aux:
+            check_ids(neg_history, self.config.item_vocab_sizes, "neg_history")
         mask = history[..., 0] != 0  # (B, T)
         behaviours = self.embed_items(history)  # (B, T, H)
         target_emb = self.embed_items(target)  # (B, H)

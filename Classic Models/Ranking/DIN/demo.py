@@ -18,37 +18,49 @@
 #     python "Classic Models/Ranking/DIN/demo.py" --threads 1 \
 #         --plot-internals assets/DIN/attention_two_candidates.png
 #
+# Save both trained models, then reload them (no training) to evaluate and recommend for one user
+# (`--recommend` takes a raw user id as in the data file; on the synthetic data e.g. U00007):
+#
+#     python "Classic Models/Ranking/DIN/demo.py" --save /tmp/din.pt
+#     python "Classic Models/Ranking/DIN/demo.py" --load /tmp/din.pt --recommend U00007
+#
 # Every flag: `--help`. The last line printed is `RESULT {json}`.
 
 # %%
 import argparse
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from Datasets import DataError
 from Utils.behavior_demo import (
     add_behavior_args,
+    apply_saved_args,
     auc_by_positive_count,
+    check_saved_items,
     ctr_metrics,
     load_behavior_ctr,
     logistic_baseline,
+    non_negative_float,
     print_by_positive_count,
+    read_checkpoint,
+    recommend,
+    restore,
+    save_models,
     show_user,
 )
-from Utils.io import add_common_args, load_model_file, print_result
+from Utils.io import add_common_args, load_model_file, model_dir, print_result
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
-HERE = Path(__file__).resolve().parent
-
-
-din = load_model_file(HERE / "model.py", "din_model")
+din = load_model_file(model_dir("Ranking", "DIN") / "model.py", "din_model")
 
 # %%
 parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=4, batch_size=256,
                          lr=1e-3)
-parser.add_argument("--mba-lambda", type=float, default=0.0,
+parser.add_argument("--mba-lambda", type=non_negative_float, default=0.0,
                     help="mini-batch aware L2 strength, Eq. (6)-(7); 0 = off")
 parser.add_argument("--activation", default="dice", choices=["dice", "prelu"])
 parser.add_argument("--attention-init-bias", type=float, default=1.0,
@@ -58,6 +70,9 @@ parser.add_argument("--plot-internals", default=None, metavar="PATH",
                          "behaviours for two candidates of different categories (PNG)")
 args = add_behavior_args(parser).parse_args()
 cpu_setup(args.threads)
+saved = read_checkpoint(args.load, demo="DIN") if args.load else None
+if saved:
+    apply_saved_args(args, saved)  # the same rows as the run that saved the models
 set_seed(args.seed)
 device = pick_device(args.device)
 
@@ -70,13 +85,19 @@ device = pick_device(args.device)
 # test = last item. Baseline: logistic regression on the candidate's fields.
 
 # %%
-bctr = load_behavior_ctr(args)
+bctr = load_behavior_ctr(args, demo="the DIN demo")
 fields, vocab, split = bctr.fields, bctr.vocab, bctr.split
+if args.plot_internals and fields.shape[1] < 2:
+    raise DataError(f"--plot-internals picks candidates by category: {bctr.data.name} has no item "
+                    "category or attribute field; expected data with item attributes")
+if saved:
+    check_saved_items(saved, bctr, args.load)
 train, valid, test = bctr.sets["train"], bctr.sets["valid"], bctr.sets["test"]
 lr_result = logistic_baseline(bctr, args.seed)
 
 # %% [markdown]
 # ## Train the base model (sum pooling) and DIN with the same settings
+# (`--load PATH`: no training; both models come from the file `--save PATH` wrote.)
 
 # %%
 def train_model(pooling):
@@ -85,10 +106,10 @@ def train_model(pooling):
     if args.mba_lambda > 0:  # n_j of Eq. (6): occurrences of each id in the training sequences
         seen = fields[torch.as_tensor(split.train_items)]  # (N, G)
         freqs = [torch.bincount(seen[:, g], minlength=v).float() for g, v in enumerate(vocab)]
-    model = din.DIN(item_vocab_sizes=vocab, dim=args.dim, pooling=pooling,
-                    activation=args.activation, mba_lambda=args.mba_lambda,
-                    attention_init_bias=args.attention_init_bias,
-                    id_frequencies=freqs).to(device)
+    config = din.DINConfig(item_vocab_sizes=vocab, dim=args.dim, pooling=pooling,
+                           activation=args.activation, mba_lambda=args.mba_lambda,
+                           attention_init_bias=args.attention_init_bias, id_frequencies=freqs)
+    model = din.DIN.from_config(config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
 
@@ -104,12 +125,27 @@ def train_model(pooling):
     return model, hist
 
 
-t0 = time.perf_counter()
-base, base_hist = train_model("sum")
-base_seconds = time.perf_counter() - t0
-t0 = time.perf_counter()
-model, hist = train_model("attention")
-train_seconds = time.perf_counter() - t0
+if saved:
+    model = restore(din.DIN, saved["config"], saved["model"], device, args.load)
+    base_saved = saved["others"]["base"]
+    base = restore(din.DIN, base_saved["config"], base_saved["state"], device, args.load)
+    train_seconds = base_seconds = 0.0
+    runs = saved["runs"]  # epochs and best validation metrics of the run that saved them
+    print(f"loaded DIN and the base model from {args.load} (no training)")
+else:
+    t0 = time.perf_counter()
+    base, base_hist = train_model("sum")
+    base_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model, hist = train_model("attention")
+    train_seconds = time.perf_counter() - t0
+    runs = {name: {"epochs": len(h.epochs), "valid": h.epochs[h.best_epoch - 1]}
+            for name, h in (("DIN", hist), ("base", base_hist))}
+if args.save:
+    save_models(args, args.save, "DIN", {"model": (model, asdict(model.config)),
+                                         "base": (base, asdict(base.config))},
+                runs=runs, item_raw=np.asarray(bctr.data.item_raw).astype(str), fields=fields,
+                vocab=vocab)
 
 t0 = time.perf_counter()
 base_test, din_test = ctr_metrics(base, test, fields, device), ctr_metrics(model, test, fields,
@@ -132,6 +168,8 @@ for name, stages in by_count.items():
 show_user(model, bctr, args.max_len,
           weights=lambda cand, hist: model.activation_weights(cand, hist)[0],
           what="activation weights for the top candidate (not normalised; padding = 0):")
+if args.recommend is not None:  # `--recommend USER`: every item the user has not touched
+    recommend(model, bctr, args.recommend, args.max_len, device)
 
 # %% [markdown]
 # ## `--plot-internals PATH`: the same behaviours, weighted for two different candidates
@@ -157,7 +195,8 @@ def pick_user_and_candidates(b, n_show: int = 12):
         cands = [max((i for i in np.flatnonzero(cat == c) if i not in seen and i > 0),
                      key=lambda i: counts[i]) for c in top2]
         return torch.as_tensor(hist_items[row]), cands
-    raise RuntimeError("no test user with two categories in the last behaviours")
+    raise DataError("--plot-internals: no test user has >= 3 behaviours in each of two categories "
+                    "among the last ones; expected data with item categories")
 
 
 def item_label(i: int) -> str:
@@ -200,13 +239,12 @@ if args.plot_internals:
 print_result(
     model="DIN", data=args.data, protocol=bctr.protocol, metrics=din_test,
     baseline={"name": "logistic regression (candidate fields)", "metrics": lr_result["metrics"]},
-    train_seconds=train_seconds, eval_seconds=eval_seconds, epochs=len(hist.epochs),
+    train_seconds=train_seconds, eval_seconds=eval_seconds, epochs=runs["DIN"]["epochs"],
     params=count_params(model), out=args.out,
     base_model={"name": "Embedding&MLP base model (sum pooling)", "metrics": base_test,
-                "train_seconds": base_seconds, "epochs": len(base_hist.epochs)},
-    valid_metrics={"DIN": hist.epochs[hist.best_epoch - 1],
-                   "base": base_hist.epochs[base_hist.best_epoch - 1]},
+                "train_seconds": base_seconds, "epochs": runs["base"]["epochs"]},
+    valid_metrics={"DIN": runs["DIN"]["valid"], "base": runs["base"]["valid"]},
     auc_by_positive_count=by_count,
     n_users=bctr.n_users, rows={k: len(v) for k, v in bctr.sets.items()}, max_len=args.max_len,
-    dim=args.dim, threads=torch.get_num_threads(),
+    dim=model.config.dim, threads=torch.get_num_threads(), loaded_from=args.load,
 )

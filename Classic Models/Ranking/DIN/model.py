@@ -46,6 +46,11 @@ NOTE: the activation unit's output bias starts at 1 (`attention_init_bias`), so 
       sum-pooling base model; the paper gives no initialisation (note §Deviations from the paper).
 NOTE: the activation unit runs only on real (non-padding) behaviours, so Dice's batch statistics are
       those of real behaviours, and padded positions get weight exactly 0.
+NOTE: one sample has no batch variance, so in training a batch of one row (or, in the activation
+      unit, a batch holding one real behaviour) is normalised with Dice's moving averages, as at test
+      time (`BatchStats`); nn.BatchNorm1d would stop with "Expected more than 1 value per channel".
+NOTE: ids outside a field's vocabulary raise a ValueError naming the input, field, id and range
+      (`check_ids`), instead of reading another row or failing with a bare IndexError.
 """
 
 from __future__ import annotations
@@ -77,18 +82,52 @@ class DINConfig:
     #   None = all 1 (plain L2 over the ids in the batch)
 
 
+def check_ids(ids: torch.Tensor, sizes: tuple[int, ...], what: str) -> None:
+    """Raise a ValueError when an id of `ids` (..., G) lies outside field g's range 0..sizes[g]-1.
+    One min/max reduction per call; the offending id is looked up only on failure."""
+    if ids.shape[-1] != len(sizes):
+        raise ValueError(f"{what}: expected {len(sizes)} id fields in the last dim, got shape "
+                         f"{tuple(ids.shape)}")
+    if ids.numel() == 0:
+        return
+    flat = ids.reshape(-1, ids.shape[-1])  # (N, G)
+    limit = torch.as_tensor(sizes, device=ids.device)  # (G,)
+    bad = (flat.amin(0) < 0) | (flat.amax(0) >= limit)  # (G,)
+    if bad.any():
+        g = int(bad.nonzero()[0])
+        column = flat[:, g]
+        wrong = int(column[(column < 0) | (column >= sizes[g])][0])
+        raise ValueError(f"{what}, field {g}: id {wrong} is out of range; expected 0..{sizes[g] - 1} "
+                         f"(vocabulary size {sizes[g]}, 0 = padding)")
+
+
+class BatchStats(nn.BatchNorm1d):
+    """(s - E[s]) / sqrt(Var[s] + eps) of Eq. (9), a BatchNorm without affine parameters: batch
+    statistics in training, their moving averages at test time. A training batch of one sample has
+    no variance, so it is normalised with the moving averages (left unchanged), as at test time."""
+
+    def __init__(self, width: int, *, eps: float) -> None:
+        super().__init__(width, eps=eps, affine=False)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        if self.training and s.shape[0] < 2:  # (N, W) with N <= 1: nothing to estimate from
+            return F.batch_norm(s, self.running_mean, self.running_var, eps=self.eps,
+                                training=False)
+        return super().forward(s)
+
+
 class Dice(nn.Module):
     """Data-adaptive activation, Eq. (9): f(s) = p(s) * s + (1 - p(s)) * alpha * s,
     p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps)).
 
     E[s] and Var[s] are the mini-batch statistics in training and their moving averages at test time
-    (paper §5.2), which is exactly what a BatchNorm without affine parameters keeps.
-    With E[s] = 0 and Var[s] = 0, p(s) is a hard step at 0 and Dice becomes PReLU, Eq. (8).
+    (paper §5.2), which is exactly what a BatchNorm without affine parameters keeps (`BatchStats`;
+    a training batch of one sample uses the moving averages). With E[s] = 0 and Var[s] = 0, p(s) is a hard step at 0 and Dice becomes PReLU, Eq. (8).
     """
 
     def __init__(self, width: int, *, eps: float = 1e-8) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm1d(width, eps=eps, affine=False)
+        self.norm = BatchStats(width, eps=eps)
         self.alpha = nn.Parameter(torch.zeros(width))  # learnable slope of the "off" side
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
@@ -230,6 +269,10 @@ class DIN(nn.Module):
         if (context is None) != (n_ctx == 0) or (context is not None and context.shape[1] != n_ctx):
             raise ValueError(f"config has {n_ctx} context fields, got "
                              f"{None if context is None else tuple(context.shape)}")
+        check_ids(target, self.config.item_vocab_sizes, "target")
+        check_ids(history, self.config.item_vocab_sizes, "history")
+        if context is not None:
+            check_ids(context, self.config.context_vocab_sizes, "context")
         parts = [self.user_interest(target, history), self.embed_items(target)]  # 2 x (B, G*D)
         if context is not None:
             parts += [table(context[:, f]) for f, table in enumerate(self.context_embeddings)]

@@ -11,6 +11,14 @@
 #     python "Classic Models/Ranking/DeepFM/demo.py" --data libfm:../shared/data/frappe/ \
 #         --threads 1 --out assets/DeepFM/results/frappe.json
 #
+# Save the trained model and rank every item for one raw user id in their latest context;
+# later, --load skips training (flags come from the file; identical test metrics) and
+# --export-onnx writes an ONNX graph checked against PyTorch with onnxruntime:
+#
+#     python "Classic Models/Ranking/DeepFM/demo.py" --save deepfm.pt --recommend U00001
+#     python "Classic Models/Ranking/DeepFM/demo.py" --load deepfm.pt --recommend U00002 \
+#         --export-onnx deepfm.onnx
+#
 # Flags left unset take the preset of the data source (PRESETS below). Every flag: `--help`.
 # The last line printed is `RESULT {json}`; with `--plot-internals` the figure's lines follow it.
 #
@@ -29,12 +37,9 @@ from Utils.field_ctr_demo import (
     prepare,
     train_and_report,
 )
-from Utils.io import load_model_file
+from Utils.io import load_model_file, model_dir
 
-HERE = Path(__file__).resolve().parent
-
-
-deepfm = load_model_file(HERE / "model.py", "deepfm_model")
+deepfm = load_model_file(model_dir("Ranking", "DeepFM") / "model.py", "deepfm_model")
 
 # Per data source: the synthetic preset is sized to run in seconds; the libfm preset follows the
 # reczoo BARS Frappe settings (embedding 10, 400-400-400 with batch norm, dropout 0.2, embedding L2
@@ -48,7 +53,7 @@ PRESETS = {
 }
 
 # %%
-parser = field_ctr_parser("DeepFM demo")
+parser = field_ctr_parser("DeepFM demo", onnx=True)
 parser.add_argument("--plot-internals", default=None, metavar="PATH",
                     help="after training, save a heatmap of the FM's pair strengths to PATH (.png)")
 args = parse_with_presets(parser, PRESETS)

@@ -25,11 +25,18 @@
 #         --plot-gates assets/MMoE/gates_by_correlation.png \
 #         --out assets/MMoE/results/gates_by_correlation.json
 #
+# Save the trained models, reload them (no training) and recommend for one synthetic user; the
+# correlation study saves and reloads its models the same way (it has no users to recommend for):
+#
+#     python "Classic Models/Ranking/MMoE/demo.py" --save /tmp/mmoe.pt
+#     python "Classic Models/Ranking/MMoE/demo.py" --load /tmp/mmoe.pt --recommend U00007
+#
 # Every flag: `--help`. The last line printed is `RESULT {json}` (`--summarize`, `--plot-gates`:
 # the json written to `--out`).
 
 # %%
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,30 +44,58 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from Datasets import DataError
 from Datasets.BaseDatasets import TensorDictDataset
 from Datasets.mmoe_synthetic import make_mmoe_synthetic
-from Utils.io import add_common_args, load_model_file, print_result
+from Utils.behavior_demo import (
+    add_model_io_args,
+    apply_saved_args,
+    read_checkpoint,
+    restore,
+    save_models,
+)
+from Utils.io import (
+    ROOT,
+    add_common_args,
+    load_model_file,
+    model_dir,
+    positive_int,
+    print_result,
+    write_json_atomic,
+)
 from Utils.multitask_demo import run_two_task
 from Utils.plotting import plot_curves
+from Utils.recall_io import check_save_path
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[2]
+mmoe = load_model_file(model_dir("Ranking", "MMoE") / "model.py", "mmoe_model")
+ple = load_model_file(model_dir("Ranking", "PLE") / "model.py", "ple_model")
 
 
-mmoe = load_model_file(HERE / "model.py", "mmoe_model")
-ple = load_model_file(HERE.parent / "PLE" / "model.py", "ple_model")
+def correlation_list(text: str) -> str:
+    """argparse type: comma-separated task correlations p, each in [-1, 1]."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers in [-1, 1], "
+                                         "e.g. 1.0,0.9,0.5") from None
+    if not all(-1.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every correlation must lie in [-1, 1]")
+    return text
 
 # %%
 parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=5, batch_size=256,
                          lr=1e-3)
 parser.add_argument("--experiment", default="ctr", choices=["ctr", "correlation"],
                     help="ctr: two-task split of --data; correlation: the paper's synthetic study")
-parser.add_argument("--correlations", default="1.0,0.9,0.5",
+parser.add_argument("--correlations", type=correlation_list, default="1.0,0.9,0.5",
                     help="correlation experiment: p values")
-parser.add_argument("--runs", type=int, default=3, help="correlation experiment: repeats per p")
-parser.add_argument("--n-train", type=int, default=50_000, help="correlation experiment: samples")
-parser.add_argument("--n-test", type=int, default=5_000, help="correlation experiment: samples")
+parser.add_argument("--runs", type=positive_int, default=3,
+                    help="correlation experiment: repeats per p")
+parser.add_argument("--n-train", type=positive_int, default=50_000,
+                    help="correlation experiment: samples")
+parser.add_argument("--n-test", type=positive_int, default=5_000,
+                    help="correlation experiment: samples")
 parser.add_argument("--plot-dir", default=str(ROOT / "assets" / "MMoE"),
                     help="correlation experiment: where the loss-curve PNGs go")
 parser.add_argument("--summarize", default=None, metavar="RESULT_JSON",
@@ -69,8 +104,15 @@ parser.add_argument("--summarize", default=None, metavar="RESULT_JSON",
 parser.add_argument("--plot-gates", default=None, metavar="PNG",
                     help="train one MMoE per correlation (1.0, 0.5) on the synthetic study and plot "
                          "each task's average gate weight per expert; --out gets the matrices")
-parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+add_model_io_args(parser, recommend="print the top-10 for this raw user id (the default two-task "
+                  "run only: the correlation study's regression data has no users)")
 args = parser.parse_args()
+if (args.summarize or args.plot_gates) and (args.save or args.load or args.recommend):
+    raise ValueError("--save, --load and --recommend apply to the two-task run and the correlation "
+                     "study, not to --summarize or --plot-gates")
+if args.experiment == "correlation" and args.recommend is not None:
+    raise ValueError("--recommend needs users: the correlation study's synthetic regression data "
+                     "has none; use it with the default two-task run (--experiment ctr)")
 cpu_setup(args.threads)
 set_seed(args.seed)
 device = pick_device(args.device)
@@ -89,14 +131,14 @@ def run_ctr():
         "MMoE": lambda common: mmoe.MMoE(**common, n_experts=8, expert_hidden=(32,),
                                          tower_hidden=(32,)),
     }, show="MMoE", args=args, device=device)
-    model, h, m = results["MMoE"]
+    model, epochs, m = results["MMoE"]
     print_result(
         model="MMoE", data=args.data,
         protocol="two-task split of the synthetic impressions (click = planted click, next = the "
                  "true next item); leave-one-out, test = last step; metrics per task",
         metrics=m, baseline={"name": "logistic regression per task", "metrics": lr_metrics},
-        train_seconds=seconds["MMoE"], eval_seconds=0.0, epochs=len(h.epochs),
-        params=count_params(model), out=args.out,
+        train_seconds=seconds["MMoE"], eval_seconds=0.0, epochs=epochs,
+        params=count_params(model), out=args.out, loaded_from=args.load,
         shared_bottom={"metrics": results["Shared-Bottom"][2],
                        "params": count_params(results["Shared-Bottom"][0]),
                        "train_seconds": seconds["Shared-Bottom"]},
@@ -158,7 +200,7 @@ def summarize(final_by_run: dict[str, list[float]]) -> dict:
     correlations = sorted({float(k.rsplit("_corr", 1)[1]) for k in f}, reverse=True)
     out = {"correlations": correlations, "runs": {k: len(v) for k, v in f.items()},
            "mean": {k: round(float(v.mean()), 6) for k, v in f.items()},
-           "sd": {k: round(float(v.std(ddof=1)), 6) for k, v in f.items()},
+           "sd": {k: round(float(v.std(ddof=1)), 6) if len(v) > 1 else None for k, v in f.items()},
            "median": {k: round(float(np.median(v)), 6) for k, v in f.items()},
            "median_gain": {}}
     for key in f:
@@ -185,17 +227,48 @@ def paired_gains(by_run: dict, p: float, pairs) -> dict[str, dict]:
     return out
 
 
+STUDY_ARGS = ("seed", "correlations", "runs", "n_train", "n_test", "epochs", "batch_size", "lr")
+
+
+def test_mse(model, te) -> float:
+    """Test MSE summed over the two tasks (what evaluate() in train_regressor records)."""
+    model.eval()
+    with torch.no_grad():
+        return float(((model(dense=te.x.to(device)) - te.y.to(device)) ** 2).mean(0).sum())
+
+
+def load_regressor(saved: dict, kind: str, p: float, r: int):
+    """A model of the study from a --save file, and the best (restored) epoch's test MSE that its
+    saved curve promises."""
+    entry = saved["studies"][f"{kind}_corr{p:.1f}_run{r}"]
+    model = restore(type(build_regressor(kind, 100)), entry["config"], entry["state"], device,
+                    args.load)
+    return model, entry["curve"]
+
+
 def run_correlation():
     kinds = ("Shared-Bottom", "MMoE", "PLE")
+    saved = read_checkpoint(args.load, demo="MMoE correlation study") if args.load else None
+    if saved:
+        apply_saved_args(args, saved, names=STUDY_ARGS)
+    check_save_path(args.save, args.overwrite)
     correlations = [float(p) for p in args.correlations.split(",")]
     curves, finals, params, by_run = {}, {}, {}, {}
-    paired_all = {}
+    paired_all, studies, reload_gap = {}, {}, 0.0
     t_start = time.perf_counter()
     for p in correlations:
         for kind in kinds:
             per_run = []
             for r in range(args.runs):
-                model, curve, _ = train_regressor(kind, p, r)
+                if saved:  # no training: the stored curve, checked against the loaded weights
+                    model, curve = load_regressor(saved, kind, p, r)
+                    te = make_mmoe_synthetic(args.n_test, p, seed=2 * r + 1, task_seed=1000 + r)
+                    reload_gap = max(reload_gap, abs(test_mse(model, te) - min(curve)))
+                else:
+                    model, curve, _ = train_regressor(kind, p, r)
+                studies[f"{kind}_corr{p:.1f}_run{r}"] = {
+                    "config": dataclasses.asdict(model.config), "state": model.state_dict(),
+                    "curve": curve}
                 params[kind] = count_params(model)
                 per_run.append(curve)
             arr = np.array(per_run)  # (runs, epochs)
@@ -211,7 +284,16 @@ def run_correlation():
                   f"{g['relative']:.0%} of the first, lower on {g['wins']}/{args.runs} runs",
                   flush=True)
         paired_all.update({f"{k}_corr{p:.1f}": v for k, v in paired.items()})
-    train_seconds = time.perf_counter() - t_start
+    train_seconds = 0.0 if saved else time.perf_counter() - t_start
+    if saved:
+        print(f"loaded {len(studies)} models from {args.load}: their test MSE equals the best epoch "
+              f"of the saved curves (largest difference {reload_gap:.2e})")
+    if args.save:
+        first = next(v for k, v in studies.items() if k.startswith("MMoE_"))
+        holder = mmoe.MMoE(**first["config"])  # the file's "model": the first MMoE of the study
+        holder.load_state_dict(first["state"])
+        save_models(args, args.save, "MMoE correlation study",
+                    {"MMoE": (holder, first["config"])}, names=STUDY_ARGS, studies=studies)
     out_dir = Path(args.plot_dir)
     for p in correlations:
         plot_curves({kind: (list(range(1, args.epochs + 1)), curves[(p, kind)].tolist())
@@ -235,7 +317,7 @@ def run_correlation():
         paired_gain=paired_all,
         final_by_run={f"{kind}_corr{p:.1f}": by_run[(p, kind)].tolist() for p, kind in keys},
         summary=summarize({f"{kind}_corr{p:.1f}": by_run[(p, kind)] for p, kind in keys}),
-        threads=torch.get_num_threads(),
+        threads=torch.get_num_threads(), loaded_from=args.load,
     )
 
 
@@ -246,11 +328,17 @@ def run_correlation():
 
 # %%
 def run_summarize(path: str) -> None:
-    stored = json.loads(Path(path).read_text())
-    out = {"data": stored["data"], "protocol": stored["protocol"], "source": path,
-           **summarize(stored["final_by_run"])}
+    try:
+        stored = json.loads(Path(path).read_text())
+        out = {"data": stored["data"], "protocol": stored["protocol"], "source": path,
+               **summarize(stored["final_by_run"])}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError,
+            AttributeError, ValueError) as e:
+        raise DataError(f"--summarize {path}: expected a correlation RESULT json with "
+                        f"'final_by_run' ({type(e).__name__}: {e})") from None
     for key in out["mean"]:
-        print(f"{key:>24s}: mean {out['mean'][key]:.4f} ± {out['sd'][key]:.4f} (sd), "
+        sd = "-" if out["sd"][key] is None else f"{out['sd'][key]:.4f}"
+        print(f"{key:>24s}: mean {out['mean'][key]:.4f} ± {sd} (sd), "
               f"median {out['median'][key]:.4f} over {out['runs'][key]} runs")
     for key, g in out["median_gain"].items():
         print(f"{key:>30s}: median per-run gain {g:+.4f}")
@@ -322,8 +410,7 @@ def run_plot_gates(path: str) -> None:
 
 def write_json(obj: dict, out: str | None) -> None:
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(obj, indent=2) + "\n")
+        write_json_atomic(out, obj)
         print(f"wrote {out}")
 
 

@@ -16,6 +16,11 @@
 #     python "Classic Models/Ranking/PLE/demo.py" --epochs 16 --batch-size 128 --threads 1 \
 #         --plot-gates assets/PLE/gate_usage.png --out assets/PLE/results/gate_usage.json
 #
+# Save the trained models, reload them (no training) and recommend for one synthetic user:
+#
+#     python "Classic Models/Ranking/PLE/demo.py" --save /tmp/ple.pt
+#     python "Classic Models/Ranking/PLE/demo.py" --load /tmp/ple.pt --recommend U00007
+#
 # Every flag: `--help`. The last line printed is `RESULT {json}` (`--plot-gates`: the json written
 # to `--out`).
 
@@ -25,28 +30,38 @@ from pathlib import Path
 
 import torch
 
-from Utils.io import add_common_args, load_model_file, print_result
+from Utils.behavior_demo import add_model_io_args
+from Utils.io import (
+    add_common_args,
+    load_model_file,
+    model_dir,
+    positive_int,
+    print_result,
+    write_json_atomic,
+)
 from Utils.multitask_demo import run_two_task
 from Utils.training import count_params, cpu_setup, pick_device, set_seed
 
-HERE = Path(__file__).resolve().parent
-
-
-ple = load_model_file(HERE / "model.py", "ple_model")
-mmoe = load_model_file(HERE.parent / "MMoE" / "model.py", "mmoe_model")
+ple = load_model_file(model_dir("Ranking", "PLE") / "model.py", "ple_model")
+mmoe = load_model_file(model_dir("Ranking", "MMoE") / "model.py", "mmoe_model")
 
 # %%
 parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=5, batch_size=256,
                          lr=1e-3)
-parser.add_argument("--levels", type=int, default=2, help="PLE extraction levels (1 = CGC)")
+parser.add_argument("--levels", type=positive_int, default=2,
+                    help="PLE extraction levels (1 = CGC)")
 parser.add_argument("--plot-gates", default=None, metavar="PNG",
                     help="train one PLE per correlation (1.0, 0.5) on the MMoE paper's synthetic "
                          "tasks and plot the gate weight on own vs shared experts per level; "
                          "--out gets the numbers")
-parser.add_argument("--n-train", type=int, default=50_000, help="--plot-gates: training samples")
-parser.add_argument("--n-test", type=int, default=5_000, help="--plot-gates: test samples")
-parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+parser.add_argument("--n-train", type=positive_int, default=50_000,
+                    help="--plot-gates: training samples")
+parser.add_argument("--n-test", type=positive_int, default=5_000, help="--plot-gates: test samples")
+add_model_io_args(parser, recommend="print the top-10 for this raw user id (the default two-task "
+                  "run only: --plot-gates trains on synthetic regression data without users)")
 args = parser.parse_args()
+if args.plot_gates and (args.save or args.load or args.recommend):
+    raise ValueError("--save, --load and --recommend apply to the two-task run, not to --plot-gates")
 cpu_setup(args.threads)
 set_seed(args.seed)
 device = pick_device(args.device)
@@ -65,17 +80,17 @@ def run_ctr():
         "PLE": lambda common: ple.PLE(**common, n_levels=args.levels, n_task_experts=2,
                                       n_shared_experts=4, expert_hidden=(32,), tower_hidden=(32,)),
     }, show="PLE", args=args, device=device)
-    model, h, m = results["PLE"]
+    model, epochs, m = results["PLE"]
     print_result(
         model="PLE", data=args.data,
         protocol="two-task split of the synthetic impressions (click = planted click, next = the "
                  "true next item); leave-one-out, test = last step; metrics per task",
         metrics=m, baseline={"name": "logistic regression per task", "metrics": lr_metrics},
-        train_seconds=seconds["PLE"], eval_seconds=0.0, epochs=len(h.epochs),
-        params=count_params(model), out=args.out, levels=args.levels,
+        train_seconds=seconds["PLE"], eval_seconds=0.0, epochs=epochs,
+        params=count_params(model), out=args.out, levels=model.config.n_levels,
         mmoe={"metrics": results["MMoE"][2], "params": count_params(results["MMoE"][0]),
               "train_seconds": seconds["MMoE"]},
-        threads=torch.get_num_threads(),
+        threads=torch.get_num_threads(), loaded_from=args.load,
     )
 
 
@@ -107,7 +122,6 @@ def gate_usage(gates: list[dict], n_task_experts: int) -> list[list[float]]:
 
 
 def run_plot_gates(path: str) -> None:
-    import json
 
     import matplotlib
 
@@ -185,8 +199,7 @@ def run_plot_gates(path: str) -> None:
     plt.close(fig)
     print(f"wrote {path}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+        write_json_atomic(args.out, out)
         print(f"wrote {args.out}")
 
 

@@ -42,6 +42,8 @@ experts.
 
 NOTE: gates are linear without bias + softmax, as in the paper's formula. Experts and towers are
       ReLU MLPs of configurable depth.
+NOTE: a sparse code outside its field's vocabulary raises a ValueError naming the field, the code and
+      the range (`check_ids`).
 """
 
 from __future__ import annotations
@@ -82,12 +84,28 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int | None = None) -> nn.
     return nn.Sequential(*layers)
 
 
+def check_ids(sparse: torch.Tensor, sizes: tuple[int, ...]) -> None:
+    """Raise a ValueError when a code of `sparse` (B, F) lies outside field f's range 0..sizes[f]-1
+    (it would read another row or fail with a bare IndexError). One min/max reduction per call."""
+    if sparse.numel() == 0:
+        return
+    limit = torch.as_tensor(sizes, device=sparse.device)  # (F,)
+    bad = (sparse.amin(0) < 0) | (sparse.amax(0) >= limit)  # (F,)
+    if bad.any():
+        f = int(bad.nonzero()[0])
+        column = sparse[:, f]
+        wrong = int(column[(column < 0) | (column >= sizes[f])][0])
+        raise ValueError(f"sparse field {f}: id {wrong} is out of range; expected 0..{sizes[f] - 1} "
+                         f"(vocabulary size {sizes[f]}, 0 = padding/unknown)")
+
+
 class InputLayer(nn.Module):
     """x = [emb(sparse_1), ..., emb(sparse_F), dense]: (B, X)."""
 
     def __init__(self, cfg: PLEConfig) -> None:
         super().__init__()
         self.embeddings = nn.ModuleList(nn.Embedding(v, cfg.dim) for v in cfg.sparse_vocab_sizes)
+        self.vocab_sizes = tuple(cfg.sparse_vocab_sizes)
         self.dense_dim = cfg.dense_dim
         self.out_dim = len(cfg.sparse_vocab_sizes) * cfg.dim + cfg.dense_dim
 
@@ -97,6 +115,7 @@ class InputLayer(nn.Module):
             if sparse is None or sparse.dim() != 2 or sparse.shape[1] != len(self.embeddings):
                 raise ValueError(f"expected sparse (B, {len(self.embeddings)}) int64, got "
                                  f"{None if sparse is None else tuple(sparse.shape)}")
+            check_ids(sparse, self.vocab_sizes)
             parts += [table(sparse[:, f]) for f, table in enumerate(self.embeddings)]  # F x (B, D)
         if self.dense_dim:
             if dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_dim:

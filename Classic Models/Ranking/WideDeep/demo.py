@@ -12,6 +12,12 @@
 #     python "Classic Models/Ranking/WideDeep/demo.py" --data libfm:../shared/data/frappe/ \
 #         --threads 1 --out assets/WideDeep/results/frappe.json
 #
+# Save the trained model and rank every item for one raw user id in their latest context;
+# later, --load skips training (flags come from the file; identical test metrics):
+#
+#     python "Classic Models/Ranking/WideDeep/demo.py" --save widedeep.pt --recommend U00001
+#     python "Classic Models/Ranking/WideDeep/demo.py" --load widedeep.pt --recommend U00002
+#
 # Flags left unset take the preset of the data source (PRESETS below). Every flag: `--help`.
 # The last line printed is `RESULT {json}`; with `--plot-internals` the figure's lines follow it.
 #
@@ -30,12 +36,9 @@ from Utils.field_ctr_demo import (
     prepare,
     train_and_report,
 )
-from Utils.io import load_model_file
+from Utils.io import load_model_file, model_dir
 
-HERE = Path(__file__).resolve().parent
-
-
-widedeep = load_model_file(HERE / "model.py", "widedeep_model")
+widedeep = load_model_file(model_dir("Ranking", "WideDeep") / "model.py", "widedeep_model")
 
 # Per data source: the synthetic preset is sized to run in seconds and crosses the fields whose
 # interactions the generator planted (user x category, last item x item); the libfm preset follows
@@ -67,6 +70,10 @@ ctr, lr_res, device = prepare(args)
 # ## The model: WideDeep
 
 # %%
+unknown = [f for c in args.cross.split(",") if c for f in c.split("*") if f not in ctr.field_names]
+if unknown:
+    raise ValueError(f"--cross {args.cross}: no field named {unknown[0]!r}; expected crosses of "
+                     f"field names ({', '.join(ctr.field_names)}) like a*b,a*c")
 crosses = tuple(tuple(ctr.field_names.index(f) for f in c.split("*"))
                 for c in args.cross.split(",") if c)
 config = widedeep.WideDeepConfig(

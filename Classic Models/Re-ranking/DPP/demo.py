@@ -16,6 +16,11 @@
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/DPP/demo.py" --sweep "" \
 #         --plot-kernel assets/DPP/kernel_synthetic.png
 #
+# Save the ranker, then load it (training skipped, the same metrics) and show one user's lists:
+#
+#     .venv/bin/python "Classic Models/Re-ranking/DPP/demo.py" --save /tmp/dpp.pt
+#     .venv/bin/python "Classic Models/Re-ranking/DPP/demo.py" --load /tmp/dpp.pt --recommend U00007
+#
 # Beauty (attributes as categories; 505 s wall on the same loaded machine, 1 thread):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/DPP/demo.py" \
@@ -30,25 +35,43 @@ import torch
 
 import Datasets
 from Datasets import rerank_lists as RL
-from Utils.io import add_common_args, load_model_file, print_result
-from Utils.rerank_eval import heldout_list_evaluator, initial_positions, show_reranked_list
-from Utils.training import cpu_setup, set_seed
+from Utils.io import add_common_args, load_model_file, model_dir, positive_int, print_result
+from Utils.recall_io import user_row
+from Utils.rerank_eval import (
+    add_rerank_io_args,
+    check_output_paths,
+    fraction_arg,
+    fraction_list_arg,
+    heldout_list_evaluator,
+    initial_positions,
+    load_rerank,
+    save_rerank,
+    show_reranked_list,
+    side_inputs,
+)
+from Utils.training import cpu_setup, pick_device, set_seed
 
-HERE = Path(__file__).resolve().parent
+MODEL_DIR = model_dir("Re-ranking", "DPP")  # model.py's folder (a notebook has no __file__)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description="DPP re-ranking demo (Chen, Zhang & Zhou, 2018)")
     add_common_args(
         p, epochs=3, batch_size=512, lr=3e-3
     )  # epochs/lr/batch: of the first-stage ranker
+    add_rerank_io_args(p)  # --save/--load: the ranker (the DPP has no weights), --recommend USER
     p.add_argument(
-        "--candidates", type=int, default=50, help="N: candidates per list from the ranker"
+        "--candidates", type=positive_int, default=50, help="N: candidates per list from the ranker"
     )
-    p.add_argument("--k", type=int, default=10, help="length of the re-ranked list")
-    p.add_argument("--theta", type=float, default=0.95, help="relevance-diversity knob in [0, 1)")
+    p.add_argument("--k", type=positive_int, default=10, help="length of the re-ranked list")
     p.add_argument(
-        "--window", type=int, default=None, help="sliding window w (Alg. 2); default none"
+        "--theta",
+        type=fraction_arg(open_top=True),
+        default=0.95,
+        help="relevance-diversity knob in [0, 1)",
+    )
+    p.add_argument(
+        "--window", type=positive_int, default=None, help="sliding window w >= 2 (Alg. 2); default none"
     )
     p.add_argument(
         "--similarity",
@@ -58,39 +81,52 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--sweep",
+        type=fraction_list_arg(open_top=True),
         default="0,0.3,0.5,0.6,0.7,0.8,0.9,0.95,0.98",
         help="theta values for the trade-off curve ('' to skip)",
     )
-    p.add_argument("--chunk", type=int, default=1024, help="lists per DPP batch")
+    p.add_argument("--chunk", type=positive_int, default=1024, help="lists per DPP batch")
     p.add_argument(
         "--plot-kernel",
         metavar="PATH",
         default=None,
         help="PNG: the kernel of one list's first 20 candidates, greedy picks marked",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.k > args.candidates:
+        p.error(f"--k {args.k} is longer than the list: expected --k <= --candidates {args.candidates}")
+    if args.window is not None and args.window < 2:
+        p.error(f"--window {args.window}: expected a window of at least 2 items (or no --window)")
+    return args
 
 
-def rerank(dpp, lists, feats, *, theta, k, window, chunk, ridge=1e-3):
-    """Positions (U, k) chosen by the DPP for every list, in chunks of `chunk` lists."""
+# %% [markdown]
+# ## The DPP over every candidate list, and one list's kernel (the note's figure)
+
+# %%
+def rerank(dpp, lists, feats, *, theta, k, window, chunk, ridge=1e-3, device="cpu"):
+    """Positions (U, k) chosen by the DPP for every list, in chunks of `chunk` lists, on `device`
+    (float64: Apple's mps has none, so the DPP stays on the CPU there)."""
+    device = torch.device("cpu") if torch.device(device).type == "mps" else device
     model = dpp.DPPReranker(theta=theta, max_length=k, window_size=window, ridge=ridge)
-    items = torch.from_numpy(lists["items"])
-    scores = RL.minmax_scores(torch.from_numpy(lists["init_scores"]).double())
+    items = torch.from_numpy(lists["items"]).to(device)
+    scores = RL.minmax_scores(torch.from_numpy(lists["init_scores"]).double()).to(device)
+    feats = feats.to(device)
     out = []
     for s in range(0, len(items), chunk):
         out.append(model(scores=scores[s : s + chunk], item_vectors=feats[items[s : s + chunk]]))
-    return torch.cat(out).numpy()
+    return torch.cat(out).cpu().numpy()
 
 
 def kernel_and_picks(dpp, *, scores, item_vectors, theta: float, k: int, ridge=1e-3):
     """ONE list: the kernel L' of Eq. (14) and the fast greedy's picks on it (Alg. 1).
 
     scores: (N,) relevance in [0, 1]; item_vectors: (N, D). Returns (L' (N, N) float64,
-    picks (k,) positions in pick order, -1 after a stop).
+    picks (min(k, N),) positions in pick order, -1 after a stop).
     """
     sim = dpp.similarity_matrix(item_vectors[None].double(), ridge=ridge)  # (1, N, N) S
     kernel = dpp.build_kernel(scores=scores[None].double(), similarity=sim, theta=theta)
-    picks = dpp.greedy_map(kernel, max_length=k).selected[0]  # (k,)
+    picks = dpp.greedy_map(kernel, max_length=min(k, len(scores))).selected[0]  # (k,)
     return kernel[0], picks
 
 
@@ -139,41 +175,58 @@ def plot_kernel(path, kernel, picks, items, data, *, theta: float) -> None:
     print(f"saved {path}")
 
 
+# %% [markdown]
+# ## The demo: candidate lists from a first-stage ranker, the DPP, metrics beside the initial ranking
+
+# %%
 def main(argv=None):
     args = parse_args(argv)
-    cpu_setup()
+    cpu_setup(args.threads)
     set_seed(args.seed)
-    dpp = load_model_file(HERE / "model.py", "dpp_model")
+    check_output_paths(args)  # --save / --out: fail now, not after training
+    device = pick_device(args.device)  # where the DPP runs; the small ranker trains on the CPU
+    dpp = load_model_file(MODEL_DIR / "model.py", "dpp_model")
 
-    # %% data, split and the first-stage ranker (trained on the training part only)
-    data = Datasets.load(args.data)
+    # -- data, split and the first-stage ranker (trained on the training part only, or --load)
+    data = Datasets.load(args.data, expect="interactions", demo="the DPP demo")
+    similarity = side_inputs(data, args.similarity)  # interaction-only data: embeddings alone
     split = Datasets.leave_one_out(data)
     print(split)
+    row = user_row(split, data, args.recommend) if args.recommend else None
     t0 = time.perf_counter()
-    scorer = RL.train_scorer(
-        split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
-    )
+    if args.load:
+        scorer, saved = load_rerank(args.load, data=data, reranker="DPP")
+        epochs = saved["epochs"]
+    else:
+        scorer = RL.train_scorer(
+            split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+        )
+        epochs = args.epochs
     lists = RL.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
     ranker_seconds = time.perf_counter() - t0
-    feats = RL.similarity_features(args.similarity, data, scorer)  # float32; S cast to float64
+    feats = RL.similarity_features(similarity, data, scorer)  # float32; S cast to float64
     U = len(lists["items"])
     evaluate = heldout_list_evaluator(lists, data, args.k)
 
-    # %% re-rank with the DPP
+    # -- re-rank with the DPP
     t1 = time.perf_counter()
     positions = rerank(
-        dpp, lists, feats, theta=args.theta, k=args.k, window=args.window, chunk=args.chunk
+        dpp, lists, feats, theta=args.theta, k=args.k, window=args.window, chunk=args.chunk,
+        device=device,
     )
     dpp_seconds = time.perf_counter() - t1
     base = evaluate(initial_positions(U, args.k))
     ours = evaluate(positions)
 
-    # %% one user: history, initial top-k and DPP top-k
-    show_reranked_list(data, lists, positions, args.k, f"DPP top-{args.k} (theta={args.theta})")
+    # -- one user (--recommend USER, else the first whose held-out item is in the list): history,
+    # initial top-k and DPP top-k side by side
+    show_reranked_list(
+        data, lists, positions, args.k, f"DPP top-{args.k} (theta={args.theta})", u=row
+    )
 
-    # %% one list: the kernel and the greedy picks on its first 20 candidates (--plot-kernel)
+    # -- one list: the kernel and the greedy picks on its first 20 candidates (--plot-kernel)
     if args.plot_kernel:
-        u = int(lists["labels"].sum(1).argmax())  # the list shown above
+        u = int(lists["labels"].sum(1).argmax()) if row is None else row  # the list shown above
         n_show = min(20, lists["items"].shape[1])
         items_u = torch.from_numpy(lists["items"][u, :n_show])
         r = RL.minmax_scores(torch.from_numpy(lists["init_scores"][u : u + 1, :n_show]))[0]
@@ -182,17 +235,24 @@ def main(argv=None):
         )
         plot_kernel(args.plot_kernel, kernel, picks, items_u.numpy(), data, theta=args.theta)
 
-    # %% trade-off sweep
+    # -- trade-off sweep
     sweep = []
-    thetas = [float(x) for x in args.sweep.split(",") if x.strip()]
-    for theta in thetas:
+    for theta in args.sweep:
         m = evaluate(
-            rerank(dpp, lists, feats, theta=theta, k=args.k, window=args.window, chunk=args.chunk)
+            rerank(dpp, lists, feats, theta=theta, k=args.k, window=args.window, chunk=args.chunk,
+                   device=device)
         )
         sweep.append({"theta": theta, **m})
         print(f"theta={theta:<5} " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()))
 
     print(f"\ninitial ranking: {base}\nDPP theta={args.theta}: {ours}")
+    if args.save:  # the DPP has no weights: the ranker that made the lists, its settings, item ids
+        save_rerank(
+            args.save, scorer=scorer, data=data, reranker="DPP", overwrite=args.overwrite,
+            settings={"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
+            epochs=epochs,
+        )
+        print(f"saved {args.save}")
     # the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
     print_result(
         model="DPP",
@@ -200,20 +260,27 @@ def main(argv=None):
         protocol=(
             f"test lists: top-{args.candidates} of a history-mean item-embedding ranker "
             f"(seen items excluded), re-ranked to {args.k}; label = held-out last item; "
-            f"similarity={args.similarity}, scores min-max per list, window={args.window}"
+            f"similarity={similarity}, scores min-max per list, window={args.window}"
         ),
         metrics=ours,
         baseline={"name": "initial ranking", "metrics": base},
         train_seconds=ranker_seconds,
         eval_seconds=dpp_seconds,
-        epochs=args.epochs,
+        epochs=epochs,
         params=0,
         out=args.out,
         theta=args.theta,
         sweep=sweep,
         n_lists=U,
+        **({"loaded": args.load} if args.load else {}),
     )
 
 
+# %% [markdown]
+# ## Run
+# As a script, the flags above apply; in a notebook the kernel's own arguments are ignored and the
+# defaults run (edit `main([...])` to pass flags, e.g. `main(["--theta", "0.7", "--sweep", ""])`).
+
+# %%
 if __name__ == "__main__":
     main()

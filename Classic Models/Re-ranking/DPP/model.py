@@ -154,7 +154,7 @@ def greedy_map(
 
     Args:
         kernel: (B, N, N) PSD kernel (L, or S when log_quality is given).
-        max_length: k >= 1.
+        max_length: k in 1..N.
         min_gain: stopping rule, > 0: stop when det(L_{Y+j}) / det(L_Y) < min_gain.
         valid: (B, N) bool, False for padded candidates (never selected). Default: all valid.
         window_size: w >= 2 for Alg. 2; None for Alg. 1.
@@ -166,8 +166,12 @@ def greedy_map(
     if kernel.dim() != 3 or kernel.shape[1] != kernel.shape[2]:
         raise ValueError(f"kernel must be (B, N, N), got {tuple(kernel.shape)}")
     B, N, _ = kernel.shape
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    if not 1 <= max_length <= N:
+        raise ValueError(f"max_length must be in 1..{N} (the list length N), got {max_length}")
+    if valid is not None and valid.shape != (B, N):
+        raise ValueError(f"valid must be (B, N) = {(B, N)} bool, got {tuple(valid.shape)}")
+    if log_quality is not None and log_quality.shape != (B, N):
+        raise ValueError(f"log_quality must be (B, N) = {(B, N)}, got {tuple(log_quality.shape)}")
     if not min_gain > 0:
         raise ValueError(f"min_gain must be > 0 (it is compared in log space), got {min_gain}")
     if window_size is not None and window_size < 2:
@@ -327,6 +331,8 @@ class DPPReranker(nn.Module):
         relevance_weight(config.theta)  # validates theta
         if config.max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {config.max_length}")
+        if config.window_size is not None and config.window_size < 2:
+            raise ValueError(f"window_size must be >= 2 or None, got {config.window_size}")
         self.config = config
 
     def kernel(self, *, scores: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:

@@ -82,7 +82,7 @@ def mmr_select(
         relevance: (B, N) float Sim1 of each candidate.
         similarity: (B, N, N) float Sim2 between candidates.
         lam: lambda in [0, 1].
-        max_length: k >= 1 (capped at the number of valid candidates; the rest is -1).
+        max_length: k in 1..N (a list with fewer valid candidates ends with -1).
         valid: (B, N) bool, False for padded candidates (never selected).
     Returns:
         (B, k) int64 positions into the candidate list, in selection order; -1 when a list runs out.
@@ -94,8 +94,14 @@ def mmr_select(
         )
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam must be in [0, 1], got {lam}")
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    if not 1 <= max_length <= relevance.shape[1]:
+        raise ValueError(
+            f"max_length must be in 1..{relevance.shape[1]} (the list length N), got {max_length}"
+        )
+    if valid is not None and valid.shape != relevance.shape:
+        raise ValueError(
+            f"valid must be (B, N) = {tuple(relevance.shape)} bool, got {tuple(valid.shape)}"
+        )
     B, N = relevance.shape
     k = min(max_length, N)
     rows = torch.arange(B, device=relevance.device)

@@ -20,6 +20,12 @@
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/PRM/demo.py" \
 #         --plot-attention assets/PRM/attention_synthetic.png
 #
+# Save PRM and the ranker, then load them (training skipped, the same metrics; about 15 s) and
+# show one user's lists:
+#
+#     .venv/bin/python "Classic Models/Re-ranking/PRM/demo.py" --save /tmp/prm.pt
+#     .venv/bin/python "Classic Models/Re-ranking/PRM/demo.py" --load /tmp/prm.pt --recommend U00007
+#
 # Beauty (attributes as categories; 957 s wall on the same loaded machine, 1 thread):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/PRM/demo.py" \
@@ -27,8 +33,8 @@
 
 # %%
 import argparse
+import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,29 +42,46 @@ import torch
 import Datasets
 from Datasets import TensorDictDataset
 from Datasets import rerank_lists as RL
-from Utils.io import add_common_args, load_model_file, print_result
-from Utils.rerank_eval import initial_positions, rerank_metrics
+from Utils.io import add_common_args, load_model_file, model_dir, positive_int, print_result
+from Utils.recall_io import user_row
+from Utils.rerank_eval import (
+    add_rerank_io_args,
+    check_output_paths,
+    initial_positions,
+    load_rerank,
+    rerank_metrics,
+    save_rerank,
+    show_reranked_list,
+    side_inputs,
+)
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
-HERE = Path(__file__).resolve().parent
+MODEL_DIR = model_dir("Re-ranking", "PRM")  # model.py's folder (a notebook has no __file__)
+# flags that fix the lists, the labels and PRM's shape: a --save file keeps them, --load uses them
+SAVED_FLAGS = ("candidates", "labels", "ranker_epochs", "per_user", "seed")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description="PRM demo (Pei et al., RecSys 2019)")
     add_common_args(p, epochs=10, batch_size=256, lr=2e-3)
-    p.add_argument("--candidates", type=int, default=50, help="N: list length from the ranker")
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--per-user", type=int, default=3, help="training lists per user (prefixes)")
-    p.add_argument("--ranker-epochs", type=int, default=3)
+    add_rerank_io_args(p)  # --save/--load: PRM's weights + the ranker, --recommend USER
+    p.add_argument(
+        "--candidates", type=positive_int, default=50, help="N: list length from the ranker"
+    )
+    p.add_argument("--k", type=positive_int, default=10)
+    p.add_argument(
+        "--per-user", type=positive_int, default=3, help="training lists per user (prefixes)"
+    )
+    p.add_argument("--ranker-epochs", type=positive_int, default=3)
     p.add_argument(
         "--labels",
         choices=["auto", "clicks", "target"],
         default="auto",
         help="auto: simulated clicks on synthetic data, held-out item otherwise",
     )
-    p.add_argument("--d-model", type=int, default=32)
-    p.add_argument("--blocks", type=int, default=1)
-    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--d-model", type=positive_int, default=32)
+    p.add_argument("--blocks", type=positive_int, default=1)
+    p.add_argument("--heads", type=positive_int, default=2)
     p.add_argument("--no-pv", action="store_true", help="PRM-BASE: no personalised vector")
     p.add_argument("--no-position", action="store_true", help="drop the position embedding")
     p.add_argument(
@@ -66,22 +89,30 @@ def parse_args(argv=None):
         action="store_true",
         help="ablation: attention only to the item itself (pointwise, same size)",
     )
-    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--patience", type=positive_int, default=3)
     p.add_argument(
         "--plot-attention",
         metavar="PATH",
         default=None,
         help="PNG: self-attention (block 1, mean over heads) over one test list",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.k > args.candidates:
+        p.error(f"--k {args.k} is longer than the list: expected --k <= --candidates {args.candidates}")
+    if args.d_model % args.heads:
+        p.error(f"--d-model {args.d_model} must be divisible by --heads {args.heads}")
+    return args
 
 
+# %% [markdown]
+# ## PRM's inputs: the item table x_i, and a look at what it reads (self-attention)
+
+# %%
 def item_table(data, scorer) -> torch.Tensor:
     """(n_items+1, F) x_i without the score: ranker item embedding, category multi-hot, brand."""
-    parts = [
-        torch.nn.functional.normalize(scorer.item_vectors().detach().float(), dim=1),
-        RL.category_features(data),
-    ]
+    parts = [torch.nn.functional.normalize(scorer.item_vectors().detach().float(), dim=1)]
+    if RL.has_categories(data):  # interaction-only data: the ranker's embedding and the score
+        parts.append(RL.category_features(data))
     if "brand" in data.items:
         brand = torch.from_numpy(data.item_feature("brand"))
         onehot = torch.zeros(len(brand), int(brand.max()) + 1)
@@ -138,64 +169,90 @@ def to_dataset(lists, labels) -> TensorDictDataset:
     )
 
 
+# %% [markdown]
+# ## The demo: lists from a frozen first-stage ranker, PRM trained on them, test beside the
+# initial ranking
+
+# %%
 def main(argv=None):
     args = parse_args(argv)
-    cpu_setup()
+    cpu_setup(args.threads)
     set_seed(args.seed)
+    check_output_paths(args)  # --save / --out: fail now, not after training
     device = pick_device(args.device)
-    prm = load_model_file(HERE / "model.py", "prm_model")
+    prm = load_model_file(MODEL_DIR / "model.py", "prm_model")
 
-    # %% data, split and the pre-trained first-stage ranker (frozen from here on)
-    data = Datasets.load(args.data)
+    # -- data, split and the pre-trained first-stage ranker (frozen from here on)
+    data = Datasets.load(args.data, expect="interactions", demo="the PRM demo")
+    side_inputs(data)  # interaction-only data: x_i = ranker embedding + score, no ILD/coverage
     split = Datasets.leave_one_out(data)
     print(split)
+    row = user_row(split, data, args.recommend) if args.recommend else None
     t0 = time.perf_counter()
-    scorer = RL.train_scorer(split, epochs=args.ranker_epochs, seed=args.seed)
-    train_l = RL.prefix_lists(
-        split, scorer, per_user=args.per_user, n_candidates=args.candidates, seed=args.seed
-    )
+    saved = None
+    if args.load:  # the saved ranker and PRM; the flags that shaped them come from the file
+        scorer, saved = load_rerank(args.load, data=data, reranker="PRM")
+        for name in SAVED_FLAGS:
+            setattr(args, name, saved["settings"][name])
+        print("settings from the file: " + ", ".join(f"{n}={getattr(args, n)}" for n in SAVED_FLAGS))
+    use_clicks = args.labels == "clicks" or (args.labels == "auto" and "truth" in data.extra)
+    if use_clicks and "truth" not in data.extra:
+        raise Datasets.DataError(
+            f"--labels clicks: {data.name} has no planted click model (synthetic data only); "
+            "expected --labels target (the held-out next item) or auto"
+        )
+    if saved is None:
+        scorer = RL.train_scorer(split, epochs=args.ranker_epochs, seed=args.seed)
     valid_l = RL.candidate_lists(split, scorer, stage="valid", n_candidates=args.candidates)
     test_l = RL.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
-    use_clicks = args.labels == "clicks" or (args.labels == "auto" and "truth" in data.extra)
     if use_clicks:
-        y_train, _ = RL.simulate_clicks(data, train_l, seed=args.seed + 1)
         y_valid, _ = RL.simulate_clicks(data, valid_l, seed=args.seed + 2)
         y_test, p_test = RL.simulate_clicks(data, test_l, seed=args.seed + 3)
     else:
-        y_train, y_valid, y_test, p_test = (
-            train_l["labels"],
-            valid_l["labels"],
-            test_l["labels"],
-            None,
+        y_valid, y_test, p_test = valid_l["labels"], test_l["labels"], None
+    if saved is None:  # training lists at random prefixes of the training history
+        train_l = RL.prefix_lists(
+            split, scorer, per_user=args.per_user, n_candidates=args.candidates, seed=args.seed
         )
-    keep = y_train.sum(1) > 0  # lists without a click carry no signal under Eq. (7)
-    train_l = {k: v[keep] for k, v in train_l.items()}
-    y_train = y_train[keep]
-    print(
-        f"training lists with a click: {int(keep.sum()):,} of {len(keep):,}; "
-        f"labels = {'simulated clicks' if use_clicks else 'held-out next item'}"
-    )
+        if use_clicks:
+            y_train, _ = RL.simulate_clicks(data, train_l, seed=args.seed + 1)
+        else:
+            y_train = train_l["labels"]
+        keep = y_train.sum(1) > 0  # lists without a click carry no signal under Eq. (7)
+        if not keep.any():
+            raise Datasets.DataError(
+                f"no training list holds a click or its next item among the ranker's top "
+                f"{args.candidates} ({len(keep):,} lists); expected more data or a larger --candidates"
+            )
+        train_l = {k: v[keep] for k, v in train_l.items()}
+        y_train = y_train[keep]
+        print(
+            f"training lists with a click: {int(keep.sum()):,} of {len(keep):,}; "
+            f"labels = {'simulated clicks' if use_clicks else 'held-out next item'}"
+        )
     table = item_table(data, scorer).to(device)
-    train_ds, valid_ds, test_ds = (
-        to_dataset(train_l, y_train),
-        to_dataset(valid_l, y_valid),
-        to_dataset(test_l, y_test),
-    )
+    valid_ds, test_ds = to_dataset(valid_l, y_valid), to_dataset(test_l, y_test)
     ranker_seconds = time.perf_counter() - t0
 
-    # %% the model: x_i = [item table row, initial score], pv_i = u (.) v_i of the ranker
-    pv_dim = 0 if args.no_pv else train_l["user_vectors"].shape[1]
-    model = prm.PRM(
-        feature_dim=table.shape[1] + 1,
-        pv_dim=pv_dim,
-        max_len=args.candidates,
-        d_model=args.d_model,
-        n_heads=args.heads,
-        n_blocks=args.blocks,
-        ffn_dim=2 * args.d_model,
-        use_position=not args.no_position,
-        list_context=not args.no_context,
-    ).to(device)
+    # -- the model: x_i = [item table row, initial score], pv_i = u (.) v_i of the ranker
+    if saved is None:
+        pv_dim = 0 if args.no_pv else test_l["user_vectors"].shape[1]
+        model = prm.PRM(
+            feature_dim=table.shape[1] + 1,
+            pv_dim=pv_dim,
+            max_len=args.candidates,
+            d_model=args.d_model,
+            n_heads=args.heads,
+            n_blocks=args.blocks,
+            ffn_dim=2 * args.d_model,
+            use_position=not args.no_position,
+            list_context=not args.no_context,
+        ).to(device)
+    else:
+        model = prm.PRM(prm.PRMConfig(**saved["settings"]["prm_config"]))
+        model.load_state_dict(saved["model"])
+        model = model.to(device)
+        pv_dim = model.config.pv_dim
     item_vecs = scorer.item_vectors().detach().float().to(device)
 
     def inputs(batch):
@@ -212,7 +269,9 @@ def main(argv=None):
         out = [model.rerank(**inputs(b)).cpu() for b in ds.batches(1024, shuffle=False)]
         return torch.cat(out).numpy()
 
-    cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
+    cats = cat_sets = None  # interaction-only data: no ILD / coverage
+    if RL.has_categories(data):
+        cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
 
     def evaluate_on(lists, labels, pos):
         # clicks: recall over the list's clicks; held-out item: over 1 target (may be missing)
@@ -227,26 +286,34 @@ def main(argv=None):
             n_relevant=n_rel,
         )
 
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    gen = torch.Generator().manual_seed(args.seed)
+    # -- train with early stopping on validation NDCG@k (skipped with --load)
+    if saved is None:
+        train_ds = to_dataset(train_l, y_train)
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+        gen = torch.Generator().manual_seed(args.seed)
 
-    def step(batch):
-        return prm.PRM.loss(model(**inputs(batch)), batch["labels"].to(device))
+        def step(batch):
+            return prm.PRM.loss(model(**inputs(batch)), batch["labels"].to(device))
 
-    history = fit(
-        model,
-        step,
-        lambda epoch: train_ds.batches(args.batch_size, shuffle=True, generator=gen),
-        opt,
-        args.epochs,
-        evaluate=lambda: evaluate_on(valid_l, y_valid, positions(valid_ds)),
-        metric=f"NDCG@{args.k}",
-        patience=args.patience,
-        n_batches=train_ds.num_batches(args.batch_size),
-        desc="PRM",
-    )
+        history = fit(
+            model,
+            step,
+            lambda epoch: train_ds.batches(args.batch_size, shuffle=True, generator=gen),
+            opt,
+            args.epochs,
+            evaluate=lambda: evaluate_on(valid_l, y_valid, positions(valid_ds)),
+            metric=f"NDCG@{args.k}",
+            patience=args.patience,
+            n_batches=train_ds.num_batches(args.batch_size),
+            desc="PRM",
+        )
+        train_seconds, epochs, best_epoch = (
+            history.train_seconds, len(history.epochs), history.best_epoch
+        )
+    else:
+        train_seconds, epochs, best_epoch = 0.0, saved["epochs"], saved["settings"]["best_epoch"]
 
-    # %% test: PRM against the initial ranking on the same lists and labels
+    # -- test: PRM against the initial ranking on the same lists and labels
     t1 = time.perf_counter()
     pos = positions(test_ds)
     eval_seconds = time.perf_counter() - t1
@@ -262,20 +329,14 @@ def main(argv=None):
             f"NDCG@{args.k}"
         ]
 
-    # %% one user: history, initial top-k and PRM top-k with the labels
-    u = int(np.argmax(y_test.sum(1) > 0))
-    print(f"\nuser {test_l['user'][u]} — last items of the history:")
-    for i in [i for i in test_l["history"][u] if i > 0][-5:]:
-        print("   ", RL.describe_item(data, int(i)))
-    print(f"\ninitial top-{args.k} (label)  |  PRM top-{args.k} (label)")
-    for r in range(args.k):
-        a, b = int(test_l["items"][u, r]), int(test_l["items"][u, pos[u, r]])
-        print(
-            f"  {r + 1:2d}. {RL.describe_item(data, a)[:50]:50s} ({int(y_test[u, r])}) | "
-            f"{RL.describe_item(data, b)[:50]:50s} ({int(y_test[u, pos[u, r]])})"
-        )
+    # -- one user (--recommend USER, else the first with a click): history, initial top-k and
+    # PRM top-k with the labels
+    u = int(np.argmax(y_test.sum(1) > 0)) if row is None else row
+    show_reranked_list(
+        data, test_l, pos, args.k, f"PRM top-{args.k} (label)", u=u, labels=y_test
+    )
 
-    # %% what PRM reads: self-attention over this user's list (--plot-attention)
+    # -- what PRM reads: self-attention over this user's list (--plot-attention)
     if args.plot_attention:
         from Utils.plotting import plot_heatmap
 
@@ -298,11 +359,20 @@ def main(argv=None):
         print(f"saved {args.plot_attention}")
 
     print(f"\ninitial ranking: {base}\nPRM: {ours}")
+    if args.save:  # PRM's weights, the frozen ranker, the flags that shaped them, item ids
+        settings = {n: getattr(args, n) for n in SAVED_FLAGS}
+        settings.update(prm_config=dataclasses.asdict(model.config), best_epoch=best_epoch)
+        save_rerank(
+            args.save, scorer=scorer, data=data, reranker="PRM", overwrite=args.overwrite,
+            model=model, settings=settings, epochs=epochs,
+        )
+        print(f"saved {args.save}")
+    cfg = model.config
     variant = (
         "PRM"
-        + ("-BASE" if args.no_pv else "")
-        + ("-noPE" if args.no_position else "")
-        + ("-pointwise" if args.no_context else "")
+        + ("-BASE" if not cfg.pv_dim else "")
+        + ("-noPE" if not cfg.use_position else "")
+        + ("-pointwise" if not cfg.list_context else "")
     )
     # the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
     print_result(
@@ -320,17 +390,24 @@ def main(argv=None):
         ),
         metrics=ours,
         baseline={"name": "initial ranking", "metrics": base},
-        train_seconds=history.train_seconds,
+        train_seconds=train_seconds,
         eval_seconds=eval_seconds,
-        epochs=len(history.epochs),
+        epochs=epochs,
         params=count_params(model),
         out=args.out,
-        best_epoch=history.best_epoch,
+        best_epoch=best_epoch,
         ranker_and_lists_seconds=ranker_seconds,
         n_test_lists=U,
         **extra,
+        **({"loaded": args.load} if args.load else {}),
     )
 
 
+# %% [markdown]
+# ## Run
+# As a script, the flags above apply; in a notebook the kernel's own arguments are ignored and the
+# defaults run (edit `main([...])` to pass flags, e.g. `main(["--epochs", "3", "--no-pv"])`).
+
+# %%
 if __name__ == "__main__":
     main()

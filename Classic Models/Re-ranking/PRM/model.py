@@ -147,8 +147,10 @@ class PRM(nn.Module):
                 f"features must be (B, N, {cfg.feature_dim}), got {tuple(features.shape)}"
             )
         B, N, _ = features.shape
-        if N > cfg.max_len:
-            raise ValueError(f"list length {N} exceeds max_len={cfg.max_len}")
+        if not 1 <= N <= cfg.max_len:
+            raise ValueError(f"list length N must be in 1..{cfg.max_len} (max_len), got {N}")
+        if mask is not None and mask.shape != (B, N):
+            raise ValueError(f"mask must be (B, N) = {(B, N)} bool, got {tuple(mask.shape)}")
         if cfg.pv_dim:
             if pv is None or pv.shape != (B, N, cfg.pv_dim):
                 got = None if pv is None else tuple(pv.shape)
@@ -157,6 +159,8 @@ class PRM(nn.Module):
                 )
             e = torch.cat([features, pv], dim=-1)  # Eq. (3)   (B, N, F + P)
         else:
+            if pv is not None:
+                raise ValueError("pv given, but the model has pv_dim=0 (PRM-BASE); expected None")
             e = features
         if self.position is not None:
             e = e + self.position(torch.arange(N, device=e.device))  # Eq. (4)   (B, N, F + P)
@@ -178,6 +182,10 @@ class PRM(nn.Module):
             logits: (B, N) from forward (-inf at padding).
             labels: (B, N) float clicks in {0, 1} (0 at padding).
         """
+        if labels.shape != logits.shape:
+            raise ValueError(
+                f"labels must have the logits' shape {tuple(logits.shape)}, got {tuple(labels.shape)}"
+            )
         log_p = torch.log_softmax(logits, dim=-1)  # (B, N)
         per_list = -(labels * log_p.masked_fill(labels == 0, 0.0)).sum(-1)  # (B,)
         has_click = labels.sum(-1) > 0

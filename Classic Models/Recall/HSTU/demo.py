@@ -18,6 +18,12 @@
 #     .venv/bin/python "Classic Models/Recall/HSTU/demo.py" --threads 1 \
 #         --plot-attention assets/HSTU/attention_synthetic.png
 #
+# Keep the trained model, then serve it without training (one user's top-10, vectors for faiss):
+#
+#     .venv/bin/python "Classic Models/Recall/HSTU/demo.py" --threads 1 --save /tmp/hstu.pt
+#     .venv/bin/python "Classic Models/Recall/HSTU/demo.py" --threads 1 --load /tmp/hstu.pt \
+#         --recommend U00042 --export-vectors /tmp/hstu.npz
+#
 # Beauty, the note's Results (about 20 min per seed on one thread of a shared 2-core machine):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/HSTU/demo.py" \
@@ -34,26 +40,30 @@ import numpy as np
 import torch
 
 import Datasets
-from Utils.io import add_common_args, load_model_file
-from Utils.seqrec import add_seqrec_args, describe, train_and_report
+from Utils.io import add_common_args, load_model_file, model_dir, positive_float, positive_int
+from Utils.seqrec import (
+    add_seqrec_args,
+    describe,
+    load_weights,
+    read_checkpoint,
+    side_inputs_note,
+    train_and_report,
+)
 from Utils.training import cpu_setup, pick_device, set_seed
 
-HERE = Path(__file__).resolve().parent
-
-
-hstu = load_model_file(HERE / "model.py", "hstu_model")
+hstu = load_model_file(model_dir("Recall", "HSTU") / "model.py", "hstu_model")
 
 # %%
 parser = add_common_args(argparse.ArgumentParser(description="HSTU demo"), epochs=8, lr=1e-3,
                          batch_size=128)
 parser.add_argument("--loss", default="sampled_softmax", choices=["sampled_softmax", "ce"],
                     help="sampled_softmax: the official objective; ce: full softmax over all items")
-parser.add_argument("--blocks", type=int, default=4, help="official amzn-books config: 4")
-parser.add_argument("--heads", type=int, default=4, help="official amzn-books config: 4")
-parser.add_argument("--qk-dim", type=int, default=16)
-parser.add_argument("--v-dim", type=int, default=16)
-parser.add_argument("--negatives", type=int, default=512, help="S for --loss sampled_softmax")
-parser.add_argument("--temperature", type=float, default=0.05)
+parser.add_argument("--blocks", type=positive_int, default=4, help="official amzn-books config: 4")
+parser.add_argument("--heads", type=positive_int, default=4, help="official amzn-books config: 4")
+parser.add_argument("--qk-dim", type=positive_int, default=16)
+parser.add_argument("--v-dim", type=positive_int, default=16)
+parser.add_argument("--negatives", type=positive_int, default=512, help="S for --loss sampled_softmax")
+parser.add_argument("--temperature", type=positive_float, default=0.05)
 parser.add_argument("--plot-attention", default=None, metavar="PATH",
                     help="after training, save the last layer's attention over one user's history")
 args = add_seqrec_args(parser).parse_args()
@@ -66,7 +76,11 @@ device = pick_device(args.device)
 # ## Data: leave-one-out split; one training row per user (the last max_len + 1 training items)
 
 # %%
-data = Datasets.load(args.data, verbose=True)
+data = Datasets.load(args.data, verbose=True, expect="interactions", demo="the HSTU demo")
+side_inputs_note(data, "HSTU")
+loaded = read_checkpoint(args.load, name="HSTU", data=data) if args.load else None
+if loaded is not None:  # --load: the saved config decides the model and its input length
+    args.max_len, args.loss = loaded["config"]["max_len"], loaded["config"]["loss"]
 split = Datasets.leave_one_out(data)
 print(split)
 sequences = torch.from_numpy(split.train_sequences(args.max_len))  # (U, L+1), left-padded
@@ -81,12 +95,14 @@ print(f"{len(train_set):,} user sequences, {n_positions:,} next-item targets per
 # ## Model and training
 
 # %%
-config = hstu.HSTUConfig(
+config = hstu.HSTUConfig(**loaded["config"]) if loaded is not None else hstu.HSTUConfig(
     n_items=split.n_items, max_len=args.max_len, dim=args.dim, n_blocks=args.blocks,
     n_heads=args.heads, qk_dim=args.qk_dim, v_dim=args.v_dim, dropout=args.dropout,
     loss=args.loss, n_negatives=args.negatives, temperature=args.temperature,
 )
 model = hstu.HSTU(config).to(device)
+if loaded is not None:
+    load_weights(model, loaded, args.load)
 optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
 gen = torch.Generator().manual_seed(args.seed)
 print(model)
@@ -108,7 +124,9 @@ result = train_and_report(
     name="HSTU", model=model, train_step=train_step,
     score=lambda history, history_ts: model.score(history, history_ts if use_time else None),
     optimizer=optimizer, data=data, split=split, sequences=sequences, train_set=train_set,
-    gen=gen, args=args, device=device,
+    gen=gen, args=args, device=device, loaded=loaded,
+    user_vector=lambda history, history_ts: model.user_embedding(
+        history, history_ts if use_time else None),
 )
 
 

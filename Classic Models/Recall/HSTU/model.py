@@ -100,6 +100,19 @@ class HSTUConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
+def check_ids(name: str, ids: torch.Tensor, low: int, high: int) -> None:
+    """ValueError naming `name`, an offending id and the allowed range [low, high] when an id lies
+    outside it (an embedding would otherwise read a wrong row or fail with a bare IndexError).
+    One min/max per call; skipped while torch.export / torch.compile trace (no data there)."""
+    if ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo, hi = torch.aminmax(ids)
+    if lo < low or hi > high:
+        bad = int(lo) if lo < low else int(hi)
+        raise ValueError(f"{name} has item id {bad}; expected ids in {low}..{high}"
+                         + (" (0 = padding)" if low == 0 else ""))
+
+
 def time_buckets(delta: torch.Tensor, *, n_buckets: int, divisor: float) -> torch.Tensor:
     """Log-bucket time gaps: ⌊ln(max(|Δt|, 1)) / divisor⌋ clipped to [0, n_buckets]. int64."""
     return (torch.log(delta.abs().clamp(min=1).double()) / divisor).long().clamp(0, n_buckets)
@@ -207,6 +220,7 @@ class HSTU(nn.Module):
         L = history.shape[1]
         if L > self.cfg.max_len:
             raise ValueError(f"history length {L} > max_len {self.cfg.max_len}")
+        check_ids("history", history, 0, self.cfg.n_items)
         real = history != 0  # (B, L)
         causal = torch.ones(L, L, dtype=torch.bool, device=history.device).tril()  # (L, L)
         allowed = causal & real.unsqueeze(1)  # (B, L, L): key j real and j <= i
@@ -291,6 +305,9 @@ class HSTU(nn.Module):
             raise ValueError(
                 f"targets {tuple(targets.shape)} must match history {tuple(history.shape)}"
             )
+        check_ids("targets", targets, 0, self.cfg.n_items)
+        if negatives is not None:
+            check_ids("negatives", negatives, 1, self.cfg.n_items)
         states = self.forward(history, timestamps)  # (B, L, D)
         has_target = (targets != 0) & (history != 0)  # skip empty-prefix positions
         h = states[has_target]  # (T, D)

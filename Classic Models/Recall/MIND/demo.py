@@ -21,9 +21,20 @@
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/MIND/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --epochs 40 \
 #         --time-budget 1500 --out assets/MIND/results/beauty.json
+#
+# A file of item ids only (no `*_item2attributes.json` beside it) works too: side features are
+# optional in the paper, and MIND then uses the item id alone. Keep the model, reuse it without
+# training, show one user's top 10 and interests, export all K interest vectors per user:
+#
+#     .venv/bin/python "Classic Models/Recall/MIND/demo.py" --threads 1 --save /tmp/mind.pt \
+#         --export-vectors /tmp/mind.npz
+#     .venv/bin/python "Classic Models/Recall/MIND/demo.py" --threads 1 --load /tmp/mind.pt \
+#         --recommend U00001
 
 # %%
 import argparse
+import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,42 +42,64 @@ import torch
 
 import Datasets
 from Utils.evaluation import Timer, evaluate_full_ranking, popularity_metrics
-from Utils.io import add_common_args, load_model_file, print_result
+from Utils.io import (
+    add_common_args,
+    load_model_file,
+    model_dir,
+    positive_float,
+    positive_int,
+    print_result,
+    save_checkpoint,
+)
 from Utils.mips import MipsHNSW
+from Utils.recall_io import (
+    add_recall_io_args,
+    check_recall_io_args,
+    export_vectors,
+    item_label,
+    open_recall_checkpoint,
+    recall_checkpoint_state,
+    show_recommendations,
+    user_row,
+    widths_arg,
+)
 from Utils.retrieval import FaissIndex, recall_vs_exact, topk
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
-HERE = Path(__file__).resolve().parent
-ASSETS = HERE.parents[2] / "assets" / "MIND"
-
-
-mind = load_model_file(HERE / "model.py", "mind_model")
+mind = load_model_file(model_dir("Recall", "MIND") / "model.py", "mind_model")
 
 # %%
-parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=10, lr=1e-3,
-                         batch_size=256)
-parser.add_argument("--dim", type=int, default=64)
-parser.add_argument("--interests", type=int, default=4, help="K, the most interests per user")
-parser.add_argument("--routing-iters", type=int, default=3)
+parser = add_common_args(argparse.ArgumentParser(description="MIND multi-interest recall demo"),
+                         epochs=10, lr=1e-3, batch_size=256)
+add_recall_io_args(parser)
+parser.add_argument("--dim", type=positive_int, default=64)
+parser.add_argument("--interests", type=positive_int, default=4, help="K, the most interests per user")
+parser.add_argument("--routing-iters", type=positive_int, default=3)
 parser.add_argument("--no-dynamic-k", action="store_true", help="always use K interests")
-parser.add_argument("--routing-sigma", type=float, default=1.0,
+parser.add_argument("--routing-sigma", type=positive_float, default=1.0,
                     help="std of the fixed random routing logits")
-parser.add_argument("--pow-p", type=float, default=2.0, help="p of the label-aware attention")
-parser.add_argument("--hidden", default="256", help="H-layer widths below the D-wide top layer")
+parser.add_argument("--pow-p", type=float, default=2.0, help="p of the label-aware attention (>= 0)")
+parser.add_argument("--hidden", type=widths_arg, default="256",
+                    help="H-layer widths below the D-wide top layer")
 parser.add_argument("--linear-top", action="store_true", help="make the last H layer linear")
 parser.add_argument("--weight-decay", type=float, default=0.0)
-parser.add_argument("--max-len", type=int, default=50)
-parser.add_argument("--max-per-user", type=int, default=50, help="cap on training examples per user")
-parser.add_argument("--negatives", type=int, default=1024, help="M items sampled per batch")
+parser.add_argument("--max-len", type=positive_int, default=50)
+parser.add_argument("--max-per-user", type=positive_int, default=50,
+                    help="cap on training examples per user")
+parser.add_argument("--negatives", type=positive_int, default=1024, help="M items sampled per batch")
 parser.add_argument("--neg-alpha", type=float, default=0.75, help="Q ~ (count + 1)^alpha")
-parser.add_argument("--patience", type=int, default=3)
-parser.add_argument("--eval-every", type=int, default=1)
-parser.add_argument("--time-budget", type=float, default=None, help="stop training after N seconds")
-parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+parser.add_argument("--patience", type=positive_int, default=3)
+parser.add_argument("--eval-every", type=positive_int, default=1)
+parser.add_argument("--time-budget", type=positive_float, default=None,
+                    help="stop training after N seconds")
 parser.add_argument("--plot", default=None, help="interest-recovery figure (synthetic data)")
 parser.add_argument("--plot-routing", default=None,
                     help="heatmap of one user's routing weights w_ij, behaviours x interests (PNG)")
 args = parser.parse_args()
+# flags that shape the model or its inputs: stored by --save, restored by --load
+MODEL_FLAGS = ["dim", "interests", "routing_iters", "no_dynamic_k", "routing_sigma", "pow_p", "hidden",
+               "linear_top", "max_len"]
+check_recall_io_args(args)
 
 cpu_setup(args.threads)
 set_seed(args.seed)
@@ -76,18 +109,26 @@ device = pick_device(args.device)
 # ## Data: leave-one-out split, next-item examples, item side features
 
 # %%
-data = Datasets.load(args.data, verbose=True)
+data = Datasets.load(args.data, verbose=True, expect="interactions", demo="the MIND demo")
 split = Datasets.leave_one_out(data)
 print(split)
 N = split.n_items
-side = data.item_attributes(8)  # (N+1, A): seqtxt attributes, or category + brand codes
-side = side[:, : max(1, int((side > 0).sum(1).max()))]
-item_side_ids = torch.from_numpy(side)
+ckpt = open_recall_checkpoint(args.load, data, model="MIND", args=args) if args.load else None
+rec_row = user_row(split, data, args.recommend) if args.recommend else None  # checked before training
+if any(c in data.items for c in ("attributes", "category", "brand")):
+    side = data.item_attributes(8)  # (N+1, A): seqtxt attributes, or category + brand codes
+    side = side[:, : max(1, int((side > 0).sum(1).max()))]
+else:  # side features are optional in the paper: Eq. (2) then pools the id embedding alone
+    side = np.zeros((N + 1, 0), dtype=np.int64)
+    print(f"side inputs absent in {data.name}: no item attributes, category or brand; MIND uses the "
+          "item id alone as its only item feature (Eq. 2 is the id embedding)")
+n_side_ids = int(side.max()) + 1 if side.size and side.max() > 0 else 0
+item_side_ids = torch.from_numpy(side) if n_side_ids else None
 
 examples = split.next_item_examples(args.max_len, max_per_user=args.max_per_user, seed=args.seed)
 train_set = Datasets.TensorDictDataset(examples)
-print(f"{len(train_set):,} next-item examples; item side ids: {side.shape[1]} per item, "
-      f"vocabulary {int(side.max()) + 1}")
+print(f"{len(train_set):,} next-item examples" + (f"; item side ids: {side.shape[1]} per item, "
+                                                  f"vocabulary {n_side_ids}" if n_side_ids else ""))
 
 counts = torch.from_numpy(split.item_counts()).double()
 q = (counts + 1.0) ** args.neg_alpha
@@ -100,10 +141,10 @@ log_expected = torch.log(args.negatives * q.clamp(min=1e-30)).to(device)
 
 # %%
 config = mind.MINDConfig(
-    n_items=N, dim=args.dim, n_side_ids=int(side.max()) + 1, max_len=args.max_len,
+    n_items=N, dim=args.dim, n_side_ids=n_side_ids, max_len=args.max_len,
     n_interests=args.interests, routing_iters=args.routing_iters, dynamic_k=not args.no_dynamic_k,
-    pow_p=args.pow_p, routing_sigma=args.routing_sigma, hidden=tuple(int(h) for h in args.hidden.split(",") if h),
-    final_relu=not args.linear_top, seed=args.seed,
+    pow_p=args.pow_p, routing_sigma=args.routing_sigma, hidden=args.hidden,
+    final_relu=not args.linear_top, seed=args.seed if ckpt is None else ckpt["config"]["seed"],
 )
 model = mind.MIND(config=config, item_side_ids=item_side_ids).to(device)
 optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -128,14 +169,24 @@ def evaluate():
     return evaluate_full_ranking(score_fn, split, "valid", max_len=args.max_len, device=device)
 
 
-history = fit(
-    model, train_step, lambda epoch: train_set.batches(args.batch_size, generator=gen), optimizer,
-    args.epochs, evaluate, metric="NDCG@10", patience=args.patience, eval_every=args.eval_every,
-    n_batches=train_set.num_batches(args.batch_size), desc="MIND", time_budget=args.time_budget,
-)
-samples_per_s = len(train_set) * len(history.epochs) / max(history.train_seconds, 1e-9)
-print(f"trained {len(history.epochs)} epochs in {history.train_seconds:.1f}s "
-      f"({samples_per_s:,.0f} samples/s), best validation epoch {history.best_epoch}")
+if ckpt is not None:  # --load: the saved weights, no training
+    if ckpt["config"] != asdict(config):
+        raise Datasets.DataError(f"--load {args.load}: the checkpoint's model config {ckpt['config']} does "
+                                 f"not fit this data ({asdict(config)}); expected the data it was trained on")
+    model.load_state_dict(ckpt["model"])
+    epochs_run, best_epoch, train_seconds, samples_per_s = ckpt["epochs"], ckpt["best_epoch"], 0.0, None
+    print(f"loaded {args.load}: trained {epochs_run} epochs, best validation epoch {best_epoch}; "
+          "training skipped")
+else:
+    history = fit(
+        model, train_step, lambda epoch: train_set.batches(args.batch_size, generator=gen), optimizer,
+        args.epochs, evaluate, metric="NDCG@10", patience=args.patience, eval_every=args.eval_every,
+        n_batches=train_set.num_batches(args.batch_size), desc="MIND", time_budget=args.time_budget,
+    )
+    epochs_run, best_epoch, train_seconds = len(history.epochs), history.best_epoch, history.train_seconds
+    samples_per_s = len(train_set) * epochs_run / max(train_seconds, 1e-9)
+    print(f"trained {epochs_run} epochs in {train_seconds:.1f}s "
+          f"({samples_per_s:,.0f} samples/s), best validation epoch {best_epoch}")
 
 # %% [markdown]
 # ## Test: full ranking beside popularity
@@ -153,7 +204,7 @@ print("popularity", {k: round(v, 4) for k, v in pop.items()})
 # ## Serving: retrieve per interest from a faiss index, merge by score (Eq. 3)
 
 # %%
-K_TOP = 50
+K_TOP = min(50, N)
 hist_t, _ = split.history("test", args.max_len)
 with torch.no_grad():
     outs = [model.user_tower(history=torch.from_numpy(hist_t[s:s + 4096]).to(device))
@@ -201,19 +252,26 @@ for name, build in indexes.items():
           f"{ann['mean_active_interests']:.2f} active interests per user on average")
 
 # %% [markdown]
-# ## One user: history, and what each interest retrieves
+# ## One user: history, the merged top-10, and what each interest retrieves (`--recommend USER`)
 
 # %%
-row = int(np.argmax(active.sum(1).numpy() >= 2))
-print(f"user {split.users[row]} history (most recent last):")
-for i in hist_t[row][hist_t[row] > 0][-10:]:
-    print("   ", data.item_text(int(i)))
-print(f"held-out test item: {data.item_text(int(split.test_items[row]))}")
+row = rec_row if args.recommend else int(np.argmax(active.sum(1).numpy() >= 2))
+offs, seen = split.seen("test")
+with torch.no_grad():
+    merged = model.score_items(interests[row:row + 1], active[row:row + 1], item_vecs)[0]  # (N+1,) Eq. (3)
+merged[0] = -torch.inf
+merged[torch.from_numpy(seen[offs[row]:offs[row + 1]])] = -torch.inf  # seen items excluded
+scores, ids = merged.topk(10)
+show_recommendations(data, seen[offs[row]:offs[row + 1]].tolist(), ids.tolist(), scores.tolist(),
+                     raw_user=str(data.user_raw[split.users[row]]), last=10)
+test_item = int(split.test_items[row])
+print(f"held-out test item: {item_label(data, test_item)}"
+      + ("  (in the top-10)" if test_item in ids.tolist() else ""))
 for k in range(int(active[row].sum())):
-    ids, _ = topk(interests[row, k:k + 1], item_vecs, 5)
-    print(f"interest {k + 1}:")
-    for i in ids[0].tolist():
-        print("   ", data.item_text(i))
+    k_ids, _ = topk(interests[row, k:k + 1], item_vecs, 5)
+    print(f"interest {k + 1} of {int(active[row].sum())}, its top-5:")
+    for i in k_ids[0].tolist():
+        print("   ", item_label(data, i))
 
 # %% [markdown]
 # ## Synthetic data: do the capsules recover the planted interests?
@@ -319,15 +377,41 @@ if args.plot_routing:
     print(f"saved {args.plot_routing} (user {split.users[u]}, {int(real.sum())} behaviours, "
           f"K'_u = {int(k_u)}; row sums {w_show.sum(1).min():.4f}..{w_show.sum(1).max():.4f})")
 
+# %% [markdown]
+# ## Save, export (`--save`, `--export-vectors`): written last, after every step succeeded
+#
+# The vectors file holds all K interest vectors per user, `user_vectors` (U, K, D), and `user_active`
+# (U, K): only the first K'_u of Eq. (8) are the user's interests. Serve by one query per active
+# interest and merge the lists by score (Eq. (3)), as above.
+
+# %%
+if args.export_vectors:
+    export_vectors(args.export_vectors, item_vectors=item_vecs, data=data, user_vectors=interests,
+                   user_ids=split.users)
+    with np.load(args.export_vectors) as z:  # add the active-interest mask, again atomically
+        arrays = dict(z)
+    arrays["user_active"] = active.numpy()
+    tmp = Path(args.export_vectors).with_name(f".{Path(args.export_vectors).stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, args.export_vectors)
+    print(f"vectors written to {args.export_vectors}: {N} items, {U} users x {K} interests "
+          f"({int(active.sum())} active), D = {D}")
+if args.save:
+    save_checkpoint(args.save, model, overwrite=args.overwrite, **recall_checkpoint_state(
+        data, model="MIND", config=config, args=args, keys=MODEL_FLAGS, epochs=epochs_run,
+        best_epoch=best_epoch))
+    print(f"saved {args.save} (weights, config, id maps); reuse with --load {args.save}")
+
 # %%
 # the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
 print_result(
     model="MIND", data=args.data,
     protocol=f"leave-one-out, full ranking over {N} items, seen items excluded, test split",
     metrics=test_metrics, baseline={"name": "popularity", "metrics": pop},
-    train_seconds=history.train_seconds, eval_seconds=t_eval.seconds, epochs=len(history.epochs),
+    train_seconds=train_seconds, eval_seconds=t_eval.seconds, epochs=epochs_run,
     params=count_params(model), out=args.out, valid_metrics=valid_metrics,
-    best_epoch=history.best_epoch, samples_per_second=samples_per_s, train_examples=len(train_set),
-    ann=ann, interest_recovery=recovery, config={k: v for k, v in vars(args).items() if k != "out"},
+    best_epoch=best_epoch, samples_per_second=samples_per_s, train_examples=len(train_set),
+    ann=ann, interest_recovery=recovery, side_features=bool(n_side_ids), loaded_from=args.load,
+    config={k: v for k, v in vars(args).items() if k != "out"},
     threads=torch.get_num_threads(),
 )

@@ -82,6 +82,18 @@ def squash(z: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
     return z * (n2 / (1.0 + n2)) / torch.sqrt(n2 + eps)
 
 
+def check_ids(name: str, ids: torch.Tensor, high: int, low: int = 0) -> None:
+    """Raise a ValueError naming the input when an id lies outside low..high: an embedding lookup
+    would otherwise fail with a bare IndexError (or, on a GPU, a device assert). One min and one max
+    per call; skipped while torch.export traces the model, where ids are symbolic."""
+    if ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo, hi = torch.stack(torch.aminmax(ids)).tolist()  # one pass, one device sync
+    if lo < low or hi > high:
+        bad = lo if lo < low else hi
+        raise ValueError(f"{name}: id {bad} is out of range; expected ids in {low}..{high}")
+
+
 def interest_count(n_behaviours: torch.Tensor, max_interests: int) -> torch.Tensor:
     """Eq. (8): K'_u = max(1, min(K, floor(log2 |I_u|))). (B,) int64 counts -> (B,) int64."""
     log2 = torch.log2(n_behaviours.clamp(min=1).to(torch.float64)).floor().long()
@@ -212,6 +224,7 @@ class MIND(nn.Module):
         if history.dim() != 2:
             raise ValueError(f"history must be (B, L), got shape {tuple(history.shape)}")
         B, L = history.shape
+        check_ids("history (item ids, 0 = padding)", history, c.n_items)
         mask = history != 0  # (B, L)
         n_int = (
             interest_count(mask.sum(1), c.n_interests) if c.dynamic_k
@@ -223,6 +236,8 @@ class MIND(nn.Module):
         if c.user_feature_sizes:
             if user_features is None or user_features.shape != (B, len(c.user_feature_sizes)):
                 raise ValueError(f"user_features must be (B={B}, F={len(c.user_feature_sizes)}) int64")
+            for f, emb in enumerate(self.user_feature_embeddings):
+                check_ids(f"user_features[:, {f}]", user_features[:, f], emb.num_embeddings - 1)
             profile = torch.cat([emb(user_features[:, f]) for f, emb in
                                  enumerate(self.user_feature_embeddings)], dim=-1)  # (B, F*D)
             parts.append(profile.unsqueeze(1).expand(B, c.n_interests, profile.shape[-1]))
@@ -268,6 +283,8 @@ class MIND(nn.Module):
         """
         if bool((target < 1).any()):
             raise ValueError("target contains the padding id 0")
+        check_ids("target", target, self.config.n_items, low=1)
+        check_ids("negatives", negatives, self.config.n_items, low=1)
         e_target = self.item_embedding(target)  # (B, D)
         v_u = self.label_aware_attention(interests, active, e_target)  # (B, D)
         e_neg = self.item_embedding(negatives)  # (M, D)

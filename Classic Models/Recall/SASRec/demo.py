@@ -16,6 +16,13 @@
 #     .venv/bin/python "Classic Models/Recall/SASRec/demo.py" --threads 1 \
 #         --plot-attention assets/SASRec/attention_synthetic.png
 #
+# Keep the trained model, then serve it without training: one user's top-10, the user and item
+# vectors for faiss, and the scoring path as ONNX (checked against PyTorch with onnxruntime):
+#
+#     .venv/bin/python "Classic Models/Recall/SASRec/demo.py" --threads 1 --save /tmp/sasrec.pt
+#     .venv/bin/python "Classic Models/Recall/SASRec/demo.py" --threads 1 --load /tmp/sasrec.pt \
+#         --recommend U00042 --export-vectors /tmp/sasrec.npz --export-onnx /tmp/sasrec.onnx
+#
 # Beauty, the note's Results (5-7 min per seed on one thread of a shared 2-core machine):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/SASRec/demo.py" \
@@ -32,28 +39,32 @@ import numpy as np
 import torch
 
 import Datasets
-from Utils.io import add_common_args, load_model_file
-from Utils.seqrec import add_seqrec_args, describe, train_and_report
+from Utils.io import add_common_args, load_model_file, model_dir, positive_int
+from Utils.seqrec import (
+    add_seqrec_args,
+    describe,
+    load_weights,
+    read_checkpoint,
+    side_inputs_note,
+    train_and_report,
+)
 from Utils.training import cpu_setup, pick_device, set_seed
 
-HERE = Path(__file__).resolve().parent
-
-
-sas = load_model_file(HERE / "model.py", "sasrec_model")
+sas = load_model_file(model_dir("Recall", "SASRec") / "model.py", "sasrec_model")
 
 # %%
 parser = add_common_args(argparse.ArgumentParser(description="SASRec demo"), epochs=8, lr=1e-3,
                          batch_size=128)
 parser.add_argument("--loss", default="ce", choices=["bce", "ce", "sampled_ce"],
                     help="bce: the paper's Eq. (8); ce: full softmax; sampled_ce: sampled softmax")
-parser.add_argument("--blocks", type=int, default=2)
-parser.add_argument("--heads", type=int, default=2)
-parser.add_argument("--negatives", type=int, default=256, help="S for --loss sampled_ce")
-parser.add_argument("--ffn-dim", type=int, default=0,
-                    help="point-wise FFN width; 0 = dim, the paper's square W1, W2 (RecBole: 256)")
+parser.add_argument("--blocks", type=positive_int, default=2)
+parser.add_argument("--heads", type=positive_int, default=2)
+parser.add_argument("--negatives", type=positive_int, default=256, help="S for --loss sampled_ce")
+parser.add_argument("--ffn-dim", type=positive_int, default=None,
+                    help="point-wise FFN width; default: dim, the paper's square W1, W2 (RecBole: 256)")
 parser.add_argument("--plot-attention", default=None, metavar="PATH",
                     help="after training, save the last block's attention over one user's history")
-args = add_seqrec_args(parser).parse_args()
+args = add_seqrec_args(parser, onnx=True).parse_args()
 
 cpu_setup(args.threads)
 set_seed(args.seed)
@@ -63,7 +74,11 @@ device = pick_device(args.device)
 # ## Data: leave-one-out split; one training row per user (the last max_len + 1 training items)
 
 # %%
-data = Datasets.load(args.data, verbose=True)
+data = Datasets.load(args.data, verbose=True, expect="interactions", demo="the SASRec demo")
+side_inputs_note(data, "SASRec")
+loaded = read_checkpoint(args.load, name="SASRec", data=data) if args.load else None
+if loaded is not None:  # --load: the saved config decides the model and its input length
+    args.max_len, args.loss = loaded["config"]["max_len"], loaded["config"]["loss"]
 split = Datasets.leave_one_out(data)
 print(split)
 sequences = torch.from_numpy(split.train_sequences(args.max_len))  # (U, L+1), left-padded
@@ -75,12 +90,14 @@ print(f"{len(train_set):,} user sequences, {n_positions:,} next-item targets per
 # ## Model and training
 
 # %%
-config = sas.SASRecConfig(
+config = sas.SASRecConfig(**loaded["config"]) if loaded is not None else sas.SASRecConfig(
     n_items=split.n_items, max_len=args.max_len, dim=args.dim, n_blocks=args.blocks,
     n_heads=args.heads, dropout=args.dropout, loss=args.loss, n_negatives=args.negatives,
-    ffn_dim=args.ffn_dim,
+    ffn_dim=args.ffn_dim or 0,  # 0: the config's default, dim
 )
 model = sas.SASRec(config).to(device)
+if loaded is not None:
+    load_weights(model, loaded, args.load)
 optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
 gen = torch.Generator().manual_seed(args.seed)
 print(model)
@@ -101,7 +118,8 @@ result = train_and_report(
     name="SASRec", model=model, train_step=train_step,
     score=lambda history, history_ts: model.score(history),  # SASRec uses no timestamps
     optimizer=optimizer, data=data, split=split, sequences=sequences, train_set=train_set,
-    gen=gen, args=args, device=device,
+    gen=gen, args=args, device=device, loaded=loaded,
+    user_vector=lambda history, history_ts: model.user_embedding(history),
 )
 
 

@@ -92,6 +92,19 @@ class SASRecConfig:
             self.ffn_dim = self.dim
 
 
+def check_ids(name: str, ids: torch.Tensor, low: int, high: int) -> None:
+    """ValueError naming `name`, an offending id and the allowed range [low, high] when an id lies
+    outside it (an embedding would otherwise read a wrong row or fail with a bare IndexError).
+    One min/max per call; skipped while torch.export / torch.compile trace (no data there)."""
+    if ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo, hi = torch.aminmax(ids)
+    if lo < low or hi > high:
+        bad = int(lo) if lo < low else int(hi)
+        raise ValueError(f"{name} has item id {bad}; expected ids in {low}..{high}"
+                         + (" (0 = padding)" if low == 0 else ""))
+
+
 class CausalSelfAttention(nn.Module):
     """Eq. (2)-(3): scaled dot-product attention, each position sees itself and the past."""
 
@@ -181,6 +194,7 @@ class SASRec(nn.Module):
             )
         if history.shape[1] > self.cfg.max_len:
             raise ValueError(f"history length {history.shape[1]} > max_len {self.cfg.max_len}")
+        check_ids("history", history, 0, self.cfg.n_items)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         """Encode a batch of left-padded histories.
@@ -255,6 +269,9 @@ class SASRec(nn.Module):
             raise ValueError(
                 f"targets {tuple(targets.shape)} must match history {tuple(history.shape)}"
             )
+        check_ids("targets", targets, 0, self.cfg.n_items)
+        if negatives is not None:
+            check_ids("negatives", negatives, 1, self.cfg.n_items)
         states = self.forward(history)  # (B, L, D)
         # a position trains when it has a next item and reads a real item (not an empty prefix)
         has_target = (targets != 0) & (history != 0)  # (B, L)

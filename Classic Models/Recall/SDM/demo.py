@@ -4,7 +4,14 @@
 # Run on a CPU (synthetic default; 78 s wall with one thread on a shared 2-core machine that other
 # jobs kept at load ~9.5, 58 s of it training):
 #
-#     NUM_THREADS=1 python "Classic Models/Recall/SDM/demo.py"
+#     .venv/bin/python "Classic Models/Recall/SDM/demo.py" --threads 1
+#
+# Keep the model, reuse it without training, show one user's session and top 10, export the vectors:
+#
+#     .venv/bin/python "Classic Models/Recall/SDM/demo.py" --threads 1 --save /tmp/sdm.pt \
+#         --export-vectors /tmp/sdm.npz
+#     .venv/bin/python "Classic Models/Recall/SDM/demo.py" --threads 1 --load /tmp/sdm.pt \
+#         --recommend U00001
 #
 # Amazon Beauty (no clock in the file: the last `--short-len` actions form the session; 11 minutes
 # wall with one thread on the same loaded machine, early stopping after 8 epochs):
@@ -22,6 +29,7 @@
 # %%
 import argparse
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +43,27 @@ from Datasets.sessions import (
     trim_left_padding,
 )
 from Utils.evaluation import evaluate_full_ranking, popularity_metrics
-from Utils.io import add_common_args, load_model_file, print_result
+from Utils.io import (
+    add_common_args,
+    load_model_file,
+    model_dir,
+    positive_float,
+    positive_int,
+    print_result,
+    save_checkpoint,
+)
+from Utils.recall_io import (
+    add_recall_io_args,
+    check_recall_io_args,
+    export_vectors,
+    open_recall_checkpoint,
+    recall_checkpoint_state,
+    user_row,
+)
 from Utils.retrieval import topk
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
-HERE = Path(__file__).resolve().parent
-
-
-sdm = load_model_file(HERE / "model.py", "sdm_model")
+sdm = load_model_file(model_dir("Recall", "SDM") / "model.py", "sdm_model")
 
 # %%
 parser = add_common_args(
@@ -51,17 +72,22 @@ parser = add_common_args(
     batch_size=256,
     lr=1e-3,
 )
-parser.add_argument("--dim", type=int, default=64, help="paper/official: 64")
-parser.add_argument("--heads", type=int, default=4, help="official run flag: 4")
+add_recall_io_args(parser)
+parser.add_argument("--dim", type=positive_int, default=64, help="paper/official: 64")
+parser.add_argument("--heads", type=positive_int, default=4, help="official run flag: 4")
 parser.add_argument("--dropout", type=float, default=0.2, help="official default: 0.2")
-parser.add_argument("--max-len", type=int, default=50, help="history window (session + long-term)")
+parser.add_argument(
+    "--max-len", type=positive_int, default=50, help="history window (session + long-term)"
+)
 parser.add_argument(
     "--short-len",
-    type=int,
+    type=positive_int,
     default=5,
     help="no-clock fallback: the last N actions form the session (data without timestamps)",
 )
-parser.add_argument("--num-sampled", type=int, default=2000, help="official default: 2000")
+parser.add_argument(
+    "--num-sampled", type=positive_int, default=2000, help="official default: 2000"
+)
 parser.add_argument(
     "--sampler",
     choices=["uniform", "unigram"],
@@ -69,9 +95,15 @@ parser.add_argument(
     help="negatives: uniform, or training counts^0.75 (both with the log-Q correction)",
 )
 parser.add_argument("--weight-decay", type=float, default=0.0)
-parser.add_argument("--patience", type=int, default=3, help="early stop on validation NDCG@10")
-parser.add_argument("--time-budget", type=float, default=None, help="stop training after N seconds")
-parser.add_argument("--max-attributes", type=int, default=6, help="attribute ids kept per item")
+parser.add_argument(
+    "--patience", type=positive_int, default=3, help="early stop on validation NDCG@10"
+)
+parser.add_argument(
+    "--time-budget", type=positive_float, default=None, help="stop training after N seconds"
+)
+parser.add_argument(
+    "--max-attributes", type=positive_int, default=6, help="attribute ids kept per item"
+)
 parser.add_argument(
     "--force-gate",
     type=float,
@@ -84,8 +116,13 @@ parser.add_argument(
     help="save a figure of the gate G of Eq. (21) per test user here (PNG)",
 )
 args = parser.parse_args()
+# flags that shape the model or its inputs: stored by --save, restored by --load
+MODEL_FLAGS = ["dim", "heads", "dropout", "max_len", "short_len", "max_attributes", "force_gate"]
+if args.force_gate is not None and not 0.0 <= args.force_gate <= 1.0:
+    raise ValueError(f"--force-gate {args.force_gate}: expected a number in [0, 1]")
+check_recall_io_args(args)
 
-cpu_setup()
+cpu_setup(args.threads)
 set_seed(args.seed)
 device = pick_device(args.device)
 
@@ -93,10 +130,12 @@ device = pick_device(args.device)
 # ## Data: load, split, and cut each history into the latest session and what came before
 
 # %%
-data = Datasets.load(args.data, verbose=True)
+data = Datasets.load(args.data, verbose=True, expect="interactions", demo="the SDM demo")
 split = Datasets.leave_one_out(data)
 print(data)
 print(split)
+ckpt = open_recall_checkpoint(args.load, data, model="SDM", args=args) if args.load else None
+rec_row = user_row(split, data, args.recommend) if args.recommend else None  # checked before training
 
 use_clock = data.has_timestamps
 session_rule = (
@@ -163,6 +202,9 @@ print("popularity, test:", {k: round(v, 4) for k, v in pop_test.items() if "@10"
 
 # %%
 features = item_side_features(data)
+if not features:
+    print(f"side inputs absent in {data.name}: no item attributes, category, brand or price; SDM uses "
+          "the item id as its only item feature type (F = 1 in Eqs. (4) and (19))")
 config = sdm.SDMConfig(
     n_items=data.n_items,
     profile_sizes={"user": data.n_users + 1},  # no profile fields here: the user id is the profile
@@ -222,29 +264,43 @@ optimizer = torch.optim.Adam(
 batch_gen = torch.Generator().manual_seed(args.seed)
 
 # %% [markdown]
-# ## Train (early stopping on validation NDCG@10; test is touched once, at the end)
+# ## Train (early stopping on validation NDCG@10; test is touched once, at the end), or `--load`
 
 # %%
-t0 = time.perf_counter()
-history = fit(
-    model,
-    train_step,
-    lambda epoch: train.batches(args.batch_size, generator=batch_gen),
-    optimizer,
-    args.epochs,
-    evaluate=evaluate,
-    metric="NDCG@10",
-    patience=args.patience,
-    n_batches=train.num_batches(args.batch_size),
-    desc="SDM",
-    time_budget=args.time_budget,
-)
-train_seconds = history.train_seconds
-samples_per_second = len(train) * len(history.epochs) / max(train_seconds, 1e-9)
-print(
-    f"trained {len(history.epochs)} epochs in {train_seconds:.1f} s ({samples_per_second:,.0f} "
-    f"samples/s); best validation NDCG@10 {history.best_metric:.4f} at epoch {history.best_epoch}"
-)
+if ckpt is not None:  # --load: the saved weights, no training
+    if ckpt["config"] != asdict(config) or ckpt["features"] != model.feature_names:
+        raise Datasets.DataError(
+            f"--load {args.load}: the checkpoint's model ({ckpt['config']}, item features "
+            f"{ckpt['features']}) does not fit this data; expected the data it was trained on"
+        )
+    model.load_state_dict(ckpt["model"])
+    epochs_run, best_epoch, train_seconds = ckpt["epochs"], ckpt["best_epoch"], 0.0
+    samples_per_second = None
+    print(
+        f"loaded {args.load}: trained {epochs_run} epochs, best validation epoch {best_epoch}; "
+        "training skipped"
+    )
+else:
+    history = fit(
+        model,
+        train_step,
+        lambda epoch: train.batches(args.batch_size, generator=batch_gen),
+        optimizer,
+        args.epochs,
+        evaluate=evaluate,
+        metric="NDCG@10",
+        patience=args.patience,
+        n_batches=train.num_batches(args.batch_size),
+        desc="SDM",
+        time_budget=args.time_budget,
+    )
+    epochs_run, best_epoch = len(history.epochs), history.best_epoch
+    train_seconds = history.train_seconds
+    samples_per_second = len(train) * epochs_run / max(train_seconds, 1e-9)
+    print(
+        f"trained {epochs_run} epochs in {train_seconds:.1f} s ({samples_per_second:,.0f} "
+        f"samples/s); best validation NDCG@10 {history.best_metric:.4f} at epoch {best_epoch}"
+    )
 
 # %%
 t1 = time.perf_counter()
@@ -259,9 +315,13 @@ print("popularity, test:", {k: round(v, 4) for k, v in pop_test.items()})
 
 # %%
 hist_all, hist_ts_all = split.history("test", args.max_len)
-rows = np.arange(min(split.n_users, 4096))
 model.eval()
-with torch.no_grad():
+
+
+@torch.no_grad()
+def encode_rows(rows: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """For split rows `rows` (one chunk): user vectors o (R, D), gates G (R, D), and the latest
+    session (R, S) and long-term part (R, T) they were computed from."""
     h = torch.from_numpy(hist_all[rows]).to(device)
     short, long = to_sessions(h, torch.from_numpy(hist_ts_all[rows]).to(device))
     user_ids = torch.from_numpy(split.users[rows]).to(device)
@@ -272,6 +332,12 @@ with torch.no_grad():
         force_gate=args.force_gate,
         return_gate=True,
     )
+    return o, G, short, long
+
+
+rows = np.arange(min(split.n_users, 4096))
+h = torch.from_numpy(hist_all[rows]).to(device)
+o, G, short, long = encode_rows(rows)
 has_long = (long != 0).any(1)
 gate_mean = G.mean().item()
 gate_with = G[has_long].mean().item() if has_long.any() else float("nan")
@@ -352,30 +418,69 @@ def describe(i: int) -> str:
     return text
 
 
-lengths = (h != 0).sum(1)
-r = int(torch.argmax(((lengths >= 6) & has_long).int()))  # the first user with a long-term part
+if args.recommend:  # --recommend USER: that user's row of the split
+    r_row = rec_row
+    o_r, G_r, short_r, long_r = encode_rows(np.array([rec_row]))
+else:  # the first user with a long-term part
+    lengths = (h != 0).sum(1)
+    r = int(torch.argmax(((lengths >= 6) & has_long).int()))
+    r_row = int(rows[r])
+    o_r, G_r, short_r, long_r = o[r : r + 1], G[r : r + 1], short[r : r + 1], long[r : r + 1]
 offsets, seen = split.seen("test")
-ids, _ = topk(
-    o[r : r + 1].cpu(),
+ids, scores = topk(
+    o_r.cpu(),
     model.item_tower().detach().cpu(),
     10,
     exclude=(offsets, seen),
-    exclude_rows=rows[r : r + 1],
+    exclude_rows=[r_row],
 )
-target = int(split.targets("test")[rows[r]])
-print(f"user {int(split.users[rows[r]])}")
-print("  long-term behaviour (oldest first):")
-for i in long[r][long[r] != 0].tolist()[-8:]:
+target = int(split.targets("test")[r_row])
+print(f"user {data.user_raw[split.users[r_row]]}")
+print("  long-term behaviour (oldest first, the last 8):")
+for i in long_r[0][long_r[0] != 0].tolist()[-8:]:
     print("    ", describe(i))
 print("  latest session:")
-for i in short[r][short[r] != 0].tolist():
+for i in short_r[0][short_r[0] != 0].tolist():
     print("    ", describe(i))
-print(f"  gate G mean for this user: {G[r].mean().item():.3f}")
+print(f"  gate G mean for this user: {G_r[0].mean().item():.3f}")
 print("  top-10 recommendations (seen items excluded):")
-for rank, i in enumerate(ids[0].tolist(), 1):
+for rank, (i, sc) in enumerate(zip(ids[0].tolist(), scores[0].tolist()), 1):
     mark = "  <- the held-out next item" if i == target else ""
-    print(f"    {rank:2d}. {describe(i)}{mark}")
+    print(f"    {rank:2d}. {describe(i)}  ({sc:.3f}){mark}")
 print("  held-out next item:", describe(target))
+
+# %% [markdown]
+# ## Save, export (`--save`, `--export-vectors`): written last, after every step succeeded
+
+# %%
+if args.export_vectors:
+    all_rows = np.arange(split.n_users)
+    user_vecs = torch.cat([encode_rows(all_rows[s : s + 4096])[0] for s in range(0, len(all_rows), 4096)])
+    export_vectors(
+        args.export_vectors,
+        item_vectors=model.item_tower(),
+        data=data,
+        user_vectors=user_vecs,
+        user_ids=split.users,
+    )
+    print(f"vectors written to {args.export_vectors}: {data.n_items} items, {len(user_vecs)} users")
+if args.save:
+    save_checkpoint(
+        args.save,
+        model,
+        overwrite=args.overwrite,
+        **recall_checkpoint_state(
+            data,
+            model="SDM",
+            config=config,
+            args=args,
+            keys=MODEL_FLAGS,
+            epochs=epochs_run,
+            best_epoch=best_epoch,
+            features=model.feature_names,
+        ),
+    )
+    print(f"saved {args.save} (weights, config, id maps); reuse with --load {args.save}")
 
 # %%
 beats = test_metrics["NDCG@10"] > pop_test["NDCG@10"]
@@ -391,12 +496,13 @@ print_result(
     baseline={"name": "popularity", "metrics": pop_test},
     train_seconds=train_seconds,
     eval_seconds=eval_seconds,
-    epochs=len(history.epochs),
+    epochs=epochs_run,
     params=count_params(model),
     out=args.out,
     valid_metrics=valid_metrics,
     baseline_valid_metrics=pop_valid,
-    best_epoch=history.best_epoch,
+    best_epoch=best_epoch,
+    loaded_from=args.load,
     samples_per_second=samples_per_second,
     mean_gate=gate_mean,
     mean_gate_with_long_term=gate_with,

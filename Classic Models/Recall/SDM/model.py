@@ -90,6 +90,18 @@ class SDMConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
+def check_ids(name: str, ids: Tensor, high: int, low: int = 0) -> None:
+    """Raise a ValueError naming the input when an id lies outside low..high: an embedding lookup
+    would otherwise fail with a bare IndexError (or, on a GPU, a device assert). One min and one max
+    per call; skipped while torch.export traces the model, where ids are symbolic."""
+    if ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo, hi = torch.stack(torch.aminmax(ids)).tolist()  # one pass, one device sync
+    if lo < low or hi > high:
+        bad = lo if lo < low else hi
+        raise ValueError(f"{name}: id {bad} is out of range; expected ids in {low}..{high}")
+
+
 def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
     """Softmax over ``mask``-True entries; a row with no True entry gets all-zero weights."""
     scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # finite: no NaN anywhere
@@ -222,6 +234,8 @@ class SDM(nn.Module):
             raise ValueError(
                 f"profile misses fields {sorted(missing)}; expected {list(self.profile_embeddings)}"
             )
+        for name, emb in self.profile_embeddings.items():
+            check_ids(f"profile[{name!r}]", profile[name], emb.num_embeddings - 1)
         parts = []
         for name, emb in self.profile_embeddings.items():
             self._check(f"profile[{name!r}]", profile[name], 1)
@@ -313,6 +327,8 @@ class SDM(nn.Module):
         """
         self._check("short", short, 2)
         self._check("long", long, 2)
+        check_ids("short (item ids, 0 = padding)", short, self.config.n_items)
+        check_ids("long (item ids, 0 = padding)", long, self.config.n_items)
         if short.shape[0] != long.shape[0]:
             raise ValueError(
                 "short and long must share the batch size, got "
@@ -374,6 +390,8 @@ class SDM(nn.Module):
             )
         if (target == 0).any():
             raise ValueError("target contains the padding id 0")
+        check_ids("target", target, self.config.n_items, low=1)
+        check_ids("negatives", negatives, self.config.n_items, low=1)
         v_pos = self.item_vectors(target)  # (B, D)
         pos = (user_vec * v_pos).sum(-1, keepdim=True)  # (B, 1)
         if negatives.dim() == 1:

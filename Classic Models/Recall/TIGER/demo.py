@@ -18,6 +18,14 @@
 #         --time-budget 1000 --round-steps 60 --checkpoint /tmp/tiger_beauty.pt \
 #         --plot assets/TIGER/beauty_curve.png --out assets/TIGER/results/beauty.json
 #
+# Training stops after --epochs (3 by default), --steps or --time-budget, whichever is given (the
+# Beauty run above: the time budget). Keep the model, then serve it without training (the user's
+# generated top-10 with titles; item content vectors + semantic IDs):
+#
+#     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --threads 1 --save /tmp/tiger.pt
+#     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --threads 1 --load /tmp/tiger.pt \
+#         --recommend U00042 --export-vectors /tmp/tiger.npz
+#
 # Semantic IDs only, and the note's code-tree figure (about 11 s of CPU time, no seq2seq training):
 #
 #     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --threads 1 --ids-only \
@@ -30,7 +38,9 @@
 
 # %%
 import argparse
+import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -38,64 +48,87 @@ import numpy as np
 import torch
 
 import Datasets
+from Datasets import DataError
 from Datasets.item_text import item_embeddings
 from Utils.evaluation import Timer, csr_mask, popularity_metrics
 from Utils.io import (
     add_common_args,
+    fail,
     load_checkpoint,
     load_model_file,
+    model_dir,
+    positive_float,
+    positive_int,
     print_result,
     save_checkpoint,
 )
 from Utils.metrics import ranking_metrics
 from Utils.plotting import plot_curves
+from Utils.recall_io import add_recall_io_args, check_save_path, user_row
+from Utils.seqrec import check_checkpoint_data, load_weights, read_checkpoint
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
-HERE = Path(__file__).resolve().parent
-
-
+HERE = model_dir("Recall", "TIGER")
 rq = load_model_file(HERE / "rqvae.py", "tiger_rqvae")
 tg = load_model_file(HERE / "model.py", "tiger_model")
 
 # %%
-parser = add_common_args(argparse.ArgumentParser(description="TIGER demo"), epochs=0, lr=1e-3,
+# --epochs: 3 by default; with --steps or --time-budget (and no --epochs) those decide when to stop
+parser = add_common_args(argparse.ArgumentParser(description="TIGER demo"), epochs=None, lr=1e-3,
                          batch_size=256)
 parser.add_argument("--preset", default="auto", choices=["auto", "paper", "small"],
                     help="model sizes: paper (4+4 layers, 6x64 heads, d 128, MLP 1024, 3x256 codes) "
                          "or small (CPU demo); auto = small on synthetic, paper otherwise")
 parser.add_argument("--embedding", default="tfidf", choices=["tfidf", "minilm"])
-parser.add_argument("--embed-dim", type=int, default=256, help="TF-IDF SVD dimensions")
-parser.add_argument("--rq-steps", type=int, default=None, help="RQ-VAE steps (preset default)")
+parser.add_argument("--embed-dim", type=positive_int, default=256, help="TF-IDF SVD dimensions")
+parser.add_argument("--rq-steps", type=positive_int, default=None, help="RQ-VAE steps (preset default)")
 parser.add_argument("--rq-optimizer", default="adam", choices=["adam", "adagrad"],
                     help="paper: Adagrad at 0.4 (it diverged here on TF-IDF inputs, see the note)")
-parser.add_argument("--rq-lr", type=float, default=1e-3)
-parser.add_argument("--rq-batch", type=int, default=1024, help="paper: 1024")
+parser.add_argument("--rq-lr", type=positive_float, default=1e-3)
+parser.add_argument("--rq-batch", type=positive_int, default=1024, help="paper: 1024")
 parser.add_argument("--dead-code-every", type=int, default=100,
                     help="restart unused codes every N RQ-VAE steps (0 = off, k-means init only)")
-parser.add_argument("--max-history", type=int, default=20, help="paper: 20 items")
-parser.add_argument("--steps", type=int, default=None, help="seq2seq steps (None: until budget)")
-parser.add_argument("--round-steps", type=int, default=None, help="steps between validations")
-parser.add_argument("--warmup", type=int, default=10000,
+parser.add_argument("--max-history", type=positive_int, default=20, help="paper: 20 items")
+parser.add_argument("--steps", type=positive_int, default=None, help="seq2seq steps (None: until budget)")
+parser.add_argument("--round-steps", type=positive_int, default=None, help="steps between validations")
+parser.add_argument("--warmup", type=positive_int, default=10000,
                     help="constant lr for this many steps, then inverse-sqrt decay (paper: 10k)")
 parser.add_argument("--ramp", type=int, default=0,
                     help="linear lr ramp from 0 over the first N steps (0 = none, as the paper)")
-parser.add_argument("--beam", type=int, default=20, help="beam width (>= the largest K)")
-parser.add_argument("--eval-users", type=int, default=1000, help="validation users per check")
-parser.add_argument("--test-users", type=int, default=0, help="0 = all users")
-parser.add_argument("--time-budget", type=float, default=None, help="seq2seq training seconds")
-parser.add_argument("--checkpoint", default=None, help="save (and with --resume, load) here")
+parser.add_argument("--beam", type=positive_int, default=20, help="beam width (>= the largest K)")
+parser.add_argument("--eval-users", type=positive_int, default=1000, help="validation users per check")
+parser.add_argument("--test-users", type=positive_int, default=None,
+                    help="test a sample of this many users (default: all)")
+parser.add_argument("--time-budget", type=positive_float, default=None, help="seq2seq training seconds")
+parser.add_argument("--checkpoint", default=None,
+                    help="save the run here at every validation (and its best state to *.best.pt); "
+                         "--resume continues it, --load PATH.best.pt serves it")
 parser.add_argument("--resume", action="store_true")
-parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
 parser.add_argument("--plot", default=None, help="save the learning curve (PNG) here")
 parser.add_argument("--code-tree", default=None,
                     help="draw the semantic-ID code tree (a few first codes, the items under them)")
 parser.add_argument("--ids-only", action="store_true",
                     help="stop after the semantic IDs (and the --code-tree figure): no seq2seq")
+add_recall_io_args(parser)  # --save --load --overwrite --recommend --export-vectors
 args = parser.parse_args()
+for flag in ("ramp", "dead_code_every"):
+    if getattr(args, flag) < 0:
+        fail(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected 0 (off) or a whole number >= 1")
+if args.epochs is None and args.steps is None and args.time_budget is None:
+    args.epochs = 3  # synthetic default: 3 epochs (3 rounds of 90 steps)
+if args.load and args.resume:
+    fail("--load serves a saved model and --resume continues training one; expected only one of them")
+if args.export_vectors and not args.export_vectors.endswith(".npz"):
+    fail(f"--export-vectors {args.export_vectors}: expected a file name ending in .npz")
+check_save_path(args.save, args.overwrite)
 
 cpu_setup(args.threads)
 set_seed(args.seed)
 device = pick_device(args.device)
+loaded = read_checkpoint(args.load, name="TIGER") if args.load else None
+if loaded is not None:  # --load: the saved run's model sizes and inputs
+    for key in ("preset", "embedding", "embed_dim", "max_history"):
+        setattr(args, key, loaded["args"][key])
 preset = args.preset if args.preset != "auto" else (
     "small" if args.data.startswith("synthetic") else "paper")
 if preset == "paper":
@@ -112,24 +145,39 @@ else:  # a CPU-sized model for the synthetic demo: same architecture, smaller nu
 KS = (5, 10)
 ckpt = Path(args.checkpoint) if args.checkpoint else None
 if args.resume and (ckpt is None or not ckpt.is_file()):
-    raise SystemExit(f"--resume needs an existing --checkpoint, got {args.checkpoint!r}")
+    fail(f"--resume needs an existing --checkpoint file, got {args.checkpoint!r}")
 
 # %% [markdown]
 # ## Data and item content embeddings
 
 # %%
 t_start = time.perf_counter()
-data = Datasets.load(args.data, verbose=True)
+data = Datasets.load(args.data, verbose=True, expect="interactions", demo="the TIGER demo")
+if loaded is not None:
+    check_checkpoint_data(loaded, data, args.load)
 split = Datasets.leave_one_out(data)
 print(split)
-if args.resume:  # the semantic IDs come from the checkpoint: no need to embed again
-    rq_state = torch.load(ckpt, map_location="cpu", weights_only=False)["rqvae_report"]
+show_row = user_row(split, data, args.recommend) if args.recommend else None  # before training
+
+
+def content_embeddings() -> tuple[np.ndarray, dict]:
+    """(N + 1, E) item content embeddings; TIGER needs item text, so ids alone are a DataError."""
+    try:
+        return item_embeddings(data, source=args.embedding, dim=args.embed_dim, seed=args.seed)
+    except DataError as e:
+        raise DataError(f"TIGER builds its semantic IDs from item text and {e}; with ids only "
+                        "use SASRec or HSTU") from None
+
+
+x_np = None
+if args.resume or loaded is not None:  # the semantic IDs come from the checkpoint: no embedding
+    saved = loaded if loaded is not None else torch.load(ckpt, map_location="cpu", weights_only=False)
+    rq_state = saved["rqvae_report"]
     emb_info = rq_state["embedding"]
     x_items = torch.zeros(1, emb_info["dim"], device=device)  # only its width is used below
 else:
     with Timer() as t_emb:
-        x_np, emb_info = item_embeddings(data, source=args.embedding, dim=args.embed_dim,
-                                         seed=args.seed)
+        x_np, emb_info = content_embeddings()
     print(f"item embeddings {x_np.shape} from {emb_info} in {t_emb.seconds:.1f}s")
     x_items = torch.from_numpy(x_np[1:]).to(device)  # (N, E), row i-1 = item i
 
@@ -139,9 +187,9 @@ else:
 # %%
 rq_cfg = rq.RQVAEConfig(input_dim=x_items.shape[1], **RQ)
 rqvae = rq.RQVAE(rq_cfg).to(device)
-if args.resume:
+if args.resume or loaded is not None:
     codes = torch.tensor(rq_state["codes"])
-    print("resumed: semantic IDs from the checkpoint")
+    print(f"{'loaded' if loaded is not None else 'resumed'}: semantic IDs from the checkpoint")
 else:
     from tqdm.auto import tqdm
 
@@ -289,8 +337,12 @@ if args.ids_only:
 dedup_room = max(table.sizes[-1], 8 if preset == "small" else 64)
 seq_cfg = tg.TIGERConfig(code_sizes=(rq_cfg.codebook_size,) * rq_cfg.n_levels + (dedup_room,),
                          max_history=args.max_history, **SEQ)
+if loaded is not None:
+    seq_cfg = tg.TIGERConfig(**loaded["config"])
 model = tg.TIGER(seq_cfg).to(device)
 model.set_catalogue(sids.to(device))
+if loaded is not None:
+    load_weights(model, loaded, args.load)
 # fused AdamW: one kernel for all parameters instead of a few per tensor (CUDA only)
 optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01,
                               **({"fused": True} if device.type == "cuda" else {}))
@@ -303,10 +355,20 @@ steps_per_epoch = train.num_batches(args.batch_size, drop_last=True)
 print(f"{len(train):,} training examples (history <= {args.max_history} items), "
       f"{steps_per_epoch:,} steps per epoch of {args.batch_size}")
 state = {"step": 0, "curve": [], "train_seconds": 0.0}
+if loaded is not None:
+    state = loaded["state"]
 if args.resume:
     extra = load_checkpoint(ckpt, model, optimizer, map_location=device)
     state = extra["state"]
     print(f"resumed at step {state['step']:,} ({state['train_seconds']:.0f}s trained so far)")
+
+
+def checkpoint_fields() -> dict:
+    """What a --checkpoint / --save file holds besides the weights: config, semantic IDs (RQ-VAE
+    report), raw id maps, the flags; `--load` reads it back."""
+    return dict(model_name="TIGER", config=dataclasses.asdict(seq_cfg), data_spec=args.data,
+                item_raw=[str(x) for x in data.item_raw], user_raw=[str(x) for x in data.user_raw],
+                rqvae_report=rq_state, args=vars(args))
 
 
 def lr_at(step: int) -> float:
@@ -408,34 +470,43 @@ def evaluate():
     print(f"step {state['step']:,} ({trained:.0f}s trained): validation ({len(valid_rows)} users) "
           + json.dumps({k: round(v, 4) for k, v in metrics.items()}), flush=True)
     if ckpt is not None:
-        save_checkpoint(ckpt, model, optimizer, overwrite=True, rqvae_report=rq_state,
-                        state={**state, "train_seconds": trained}, args=vars(args))
+        save_checkpoint(ckpt, model, optimizer, overwrite=True,
+                        state={**state, "train_seconds": trained}, **checkpoint_fields())
     clock["eval"] += time.perf_counter() - t0
     return metrics
 
 
 # fit() runs "epochs" of `round_steps` steps each; the step counter lives in `state`.
-budget_left = None if args.time_budget is None else args.time_budget
-max_rounds = 9999  # with only a time budget: rounds until it is spent
-if args.steps is not None:
-    max_rounds = max(0, -(-(args.steps - state["step"]) // round_steps))
-elif args.epochs:
-    max_rounds = -(-(args.epochs * steps_per_epoch - state["step"]) // round_steps)
-elif budget_left is None:
-    max_rounds = 3  # synthetic default: 3 rounds of 90 steps (about 3 epochs)
-history = fit(
-    model, train_step, lambda r: stream(state["step"], round_steps), optimizer, max_rounds,
-    evaluate, metric="NDCG@10", patience=10**9, n_batches=round_steps, desc="TIGER",
-    time_budget=budget_left, grad_clip=1.0,
-)
-state["train_seconds"] = trained_before + history.train_seconds
-for rec, point in zip(history.epochs, state["curve"][-len(history.epochs):]):
-    point["loss"] = rec["loss"]  # fit restored the best validation state; keep the whole curve
-if ckpt is not None:
-    save_checkpoint(ckpt.with_suffix(".best.pt"), model, optimizer, overwrite=True,
-                    rqvae_report=rq_state, state=state, args=vars(args))
-print(f"trained to step {state['step']:,} ({state['step'] / steps_per_epoch:.2f} epochs) in "
-      f"{state['train_seconds']:.0f}s; best validation at round {history.best_epoch}")
+def train_rounds() -> None:
+    budget_left = None if args.time_budget is None else args.time_budget
+    max_rounds = 9999  # with only a time budget: rounds until it is spent
+    if args.steps is not None:
+        max_rounds = -(-(args.steps - state["step"]) // round_steps)
+    elif args.epochs:  # the whole number of rounds closest to the epochs left (at least one)
+        left = args.epochs * steps_per_epoch - state["step"]
+        max_rounds = max(1, round(left / round_steps)) if left > 0 else 0
+    if max_rounds < 1:
+        fail(f"the run is already at step {state['step']:,}; expected --steps or --epochs beyond it")
+    history = fit(
+        model, train_step, lambda r: stream(state["step"], round_steps), optimizer, max_rounds,
+        evaluate, metric="NDCG@10", patience=10**9, n_batches=round_steps, desc="TIGER",
+        time_budget=budget_left, grad_clip=1.0,
+    )
+    state["train_seconds"] = trained_before + history.train_seconds
+    for rec, point in zip(history.epochs, state["curve"][-len(history.epochs):]):
+        point["loss"] = rec["loss"]  # fit restored the best validation state; keep the whole curve
+    if ckpt is not None:
+        save_checkpoint(ckpt.with_suffix(".best.pt"), model, optimizer, overwrite=True,
+                        state=state, **checkpoint_fields())
+    print(f"trained to step {state['step']:,} ({state['step'] / steps_per_epoch:.2f} epochs) in "
+          f"{state['train_seconds']:.0f}s; best validation at round {history.best_epoch}")
+
+
+if loaded is None:
+    train_rounds()
+else:  # --load: the saved weights, no training
+    print(f"loaded {args.load}: trained to step {state['step']:,} by the run that saved it; "
+          "no training here")
 
 # %% [markdown]
 # ## Test: full catalogue via constrained beam search, beside popularity (same split)
@@ -459,20 +530,26 @@ print(f"without the trie, {valid_share:.1%} of the top-10 generated IDs name a r
 
 # %% [markdown]
 # ## One user: history and top-10 generated items, with their semantic IDs
+# (`--recommend USER` picks the user by the raw id of the data file)
 
 # %%
-row = int(test_rows[0])
+row = show_row if show_row is not None else int(test_rows[0])
 hist_items, _ = split.history("test", args.max_history)
+beam = max(args.beam, 10)
 items, scores, gen_codes = model.generate(
     user=torch.from_numpy(split.users[row : row + 1]).to(device),
-    history=trim(torch.from_numpy(hist_items[row : row + 1])).to(device), beam=10)
-print(f"user {split.users[row]}: last items of the history (semantic ID, item)")
+    history=trim(torch.from_numpy(hist_items[row : row + 1])).to(device), beam=beam)
+print(f"user {data.user_raw[split.users[row]]}: last items of the history (semantic ID, item)")
 for i in [int(x) for x in hist_items[row] if x][-6:]:
     print(f"   {tuple(table.item_to_sid[i].tolist())}  {data.item_text(i)}")
 target = int(split.test_items[row])
 print(f"held-out next item: {tuple(table.item_to_sid[target].tolist())}  {data.item_text(target)}")
-print("top-10 generated (constrained beam search; log p(ID)):")
-for r, (i, s) in enumerate(zip(items[0].tolist(), scores[0].tolist()), 1):
+offsets, seen = split.seen("test")
+seen_items = set(seen[offsets[row] : offsets[row + 1]].tolist())  # as in the evaluation: removed
+top = [(i, s) for i, s in zip(items[0].tolist(), scores[0].tolist()) if i and i not in seen_items]
+print(f"top-10 generated (constrained beam search, beam {beam}, items the user has seen removed; "
+      "log p(ID)):")
+for r, (i, s) in enumerate(top[:10], 1):
     hit = "  <- held-out item" if i == target else ""
     print(f"  {r:2d}. {tuple(table.item_to_sid[i].tolist())} {s:7.2f}  {data.item_text(i)}{hit}")
 
@@ -488,6 +565,29 @@ if args.plot and state["curve"]:
                 title=f"TIGER on {data.name} ({preset} preset)")
     print("curve saved to", args.plot)
 
+# %% [markdown]
+# ## Export and save: `--export-vectors` (item content vectors + semantic IDs), `--save` (`--load` serves it)
+
+# %%
+outputs = {}
+if args.export_vectors:  # TIGER has no user vectors: a user is served by beam search (--recommend)
+    if x_np is None:
+        x_np, _ = content_embeddings()
+    path = Path(args.export_vectors)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, item_ids=np.asarray(data.item_raw[1:]).astype(str), item_vectors=x_np[1:],
+             semantic_ids=sids.numpy(), user_ids=np.asarray(data.user_raw)[split.users].astype(str))
+    os.replace(tmp, path)
+    print(f"vectors written to {path}: {data.n_items:,} item content vectors (the RQ-VAE's input, "
+          f"dimension {x_np.shape[1]}) with their semantic IDs; TIGER has no user vectors "
+          "(it generates IDs by beam search: use --recommend)")
+    outputs["export_vectors"] = str(path)
+if args.save:
+    save_checkpoint(args.save, model, overwrite=args.overwrite, state=state, **checkpoint_fields())
+    print(f"saved to {args.save} (weights, config, semantic IDs, id maps); reuse with --load {args.save}")
+    outputs["saved"] = str(args.save)
+
 wall = time.perf_counter() - t_start
 # the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
 print_result(
@@ -496,10 +596,12 @@ print_result(
               f"{split.n_items} items, seen items removed from the list, test split"
               + (f", {len(test_rows)} sampled users" if args.test_users else "")),
     metrics=test_metrics, baseline={"name": "popularity", "metrics": pop},
-    train_seconds=state["train_seconds"], eval_seconds=t_eval.seconds,
+    train_seconds=0.0 if loaded is not None else state["train_seconds"], eval_seconds=t_eval.seconds,
     epochs=round(state["step"] / steps_per_epoch, 3), params=count_params(model),
     steps=state["step"], wall_seconds=wall, embedding=emb_info,
     valid_id_share_without_trie=valid_share,
     rqvae={k: v for k, v in rq_state.items() if k not in ("codes", "curve")},
-    rqvae_params=count_params(rqvae), curve=state["curve"], config=vars(args), out=args.out,
+    rqvae_params=count_params(rqvae), curve=state["curve"],
+    **({"loaded_from": str(args.load)} if loaded is not None else {}), **outputs,
+    config=vars(args), out=args.out,
 )

@@ -100,6 +100,18 @@ class TIGERConfig:
         return FIRST_CODE + self.n_code_tokens + self.n_user_buckets
 
 
+def check_ids(name: str, ids: torch.Tensor, low: int, high: int) -> None:
+    """ValueError naming `name`, an offending id and the allowed range [low, high] when an id lies
+    outside it (the catalogue lookup would otherwise fail with a bare IndexError). One min/max."""
+    if ids.numel() == 0:
+        return
+    lo, hi = torch.aminmax(ids)
+    if lo < low or hi > high:
+        bad = int(lo) if lo < low else int(hi)
+        raise ValueError(f"{name} has item id {bad}; expected ids in {low}..{high}"
+                         + (" (0 = padding)" if low == 0 else ""))
+
+
 def user_token(user: torch.Tensor, n_buckets: int) -> torch.Tensor:
     """The paper's hashing trick: raw user id -> one of n_buckets tokens (Knuth multiplicative hash).
 
@@ -318,8 +330,7 @@ class TIGER(nn.Module):
             raise ValueError(f"user must have shape ({B},), got {tuple(user.shape)}")
         if ((history[:, 1:] == PAD) & (history[:, :-1] != PAD)).any():
             raise ValueError("history must be left-padded: padding (0) only before the first item")
-        if (history < 0).any() or (history >= self.catalogue.shape[0]).any():
-            raise ValueError(f"history item ids must lie in 0..{self.catalogue.shape[0] - 1}")
+        check_ids("history", history, 0, self.catalogue.shape[0] - 1)
         codes = self.catalogue[history]  # (B, L, T)
         toks = torch.where(history[..., None] > 0, codes + self.code_offsets, PAD)  # (B, L, T)
         toks = toks.reshape(B, -1)  # (B, L*T)
@@ -396,8 +407,7 @@ class TIGER(nn.Module):
     def forward(self, *, user: torch.Tensor, history: torch.Tensor, target: torch.Tensor
                 ) -> torch.Tensor:
         """Teacher-forced logits (B, T, V): position t predicts code t of `target` (B,) items."""
-        if (target <= 0).any() or (target >= self.catalogue.shape[0]).any():
-            raise ValueError(f"target item ids must lie in 1..{self.catalogue.shape[0] - 1}")
+        check_ids("target", target, 1, self.catalogue.shape[0] - 1)
         memory_kv, mask = self.encode(self.encoder_tokens(user, history))
         codes = self.target_codes(target)  # (B, T)
         return self.decode(codes[:, None, :-1], memory_kv, mask)[:, 0]  # (B, T, V)
@@ -417,6 +427,7 @@ class TIGER(nn.Module):
 
         Exhaustive and exact; used to check beam search. Returns (B, K) float.
         """
+        check_ids("items", items, 1, self.catalogue.shape[0] - 1)
         memory_kv, mask = self.encode(self.encoder_tokens(user, history))
         codes = self.target_codes(items)  # (B, K, T)
         logp = self.decode(codes[..., :-1], memory_kv, mask).log_softmax(-1)  # (B, K, T, V)

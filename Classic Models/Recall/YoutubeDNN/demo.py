@@ -22,9 +22,25 @@
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --epochs 40 \
 #         --time-budget 1500 --out assets/YoutubeDNN/results/beauty.json
+#
+# Keep the model, reuse it without training, show one user's top 10, export the vectors for faiss
+# and the serving user tower as ONNX (checked against PyTorch with onnxruntime; needs onnx,
+# onnxscript and onnxruntime):
+#
+#     .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py" --threads 1 --save /tmp/ytd.pt \
+#         --export-vectors /tmp/ytd.npz --export-onnx /tmp/ytd_user_tower.onnx
+#     .venv/bin/python "Classic Models/Recall/YoutubeDNN/demo.py" --threads 1 --load /tmp/ytd.pt \
+#         --recommend U00001
+#
+# As a notebook: `jupytext --to ipynb demo.py`, then run it (the defaults; 117 s wall executed by
+# nbconvert on the same 2-core machine under a load of about 9).
 
 # %%
 import argparse
+import importlib.util
+import logging
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,27 +49,48 @@ import torch
 
 import Datasets
 from Utils.evaluation import Timer, evaluate_full_ranking, popularity_metrics
-from Utils.io import add_common_args, load_model_file, print_result
+from Utils.io import (
+    add_common_args,
+    load_model_file,
+    model_dir,
+    positive_float,
+    positive_int,
+    print_result,
+    save_checkpoint,
+)
 from Utils.mips import MipsHNSW
+from Utils.recall_io import (
+    add_recall_io_args,
+    check_recall_io_args,
+    export_vectors,
+    item_label,
+    open_recall_checkpoint,
+    recall_checkpoint_state,
+    show_recommendations,
+    user_row,
+    widths_arg,
+)
 from Utils.retrieval import FaissIndex, recall_vs_exact, topk
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
-HERE = Path(__file__).resolve().parent
-
-
-ytd = load_model_file(HERE / "model.py", "youtubednn_model")
+ytd = load_model_file(model_dir("Recall", "YoutubeDNN") / "model.py", "youtubednn_model")
 
 # %%
-parser = add_common_args(argparse.ArgumentParser(description=__doc__), epochs=30, lr=1e-3,
-                         batch_size=256)
-parser.add_argument("--dim", type=int, default=64)
-parser.add_argument("--hidden", default="256,128", help="tower widths below the D-wide top layer")
+parser = add_common_args(argparse.ArgumentParser(description="YoutubeDNN candidate generation demo"),
+                         epochs=30, lr=1e-3, batch_size=256)
+add_recall_io_args(parser)
+parser.add_argument("--save-vectors", dest="export_vectors", help=argparse.SUPPRESS)  # older name
+parser.add_argument("--export-onnx", default=None, metavar="PATH",
+                    help="write the user tower (history ids [+ user features] -> u) as ONNX here")
+parser.add_argument("--dim", type=positive_int, default=64)
+parser.add_argument("--hidden", type=widths_arg, default="256,128",
+                    help="tower widths below the D-wide top layer")
 parser.add_argument("--dropout", type=float, default=0.0)
 parser.add_argument("--weight-decay", type=float, default=0.0)
-parser.add_argument("--max-len", type=int, default=50, help="history items fed to the model")
-parser.add_argument("--max-per-user", type=int, default=50,
+parser.add_argument("--max-len", type=positive_int, default=50, help="history items fed to the model")
+parser.add_argument("--max-per-user", type=positive_int, default=50,
                     help="cap on training examples per user (paper: heavy users must not dominate)")
-parser.add_argument("--negatives", type=int, default=1024, help="M items sampled per batch")
+parser.add_argument("--negatives", type=positive_int, default=1024, help="M items sampled per batch")
 parser.add_argument("--neg-alpha", type=float, default=0.75,
                     help="sampling distribution Q ~ (count + 1)^alpha (0 = uniform)")
 parser.add_argument("--no-logq", action="store_true", help="ablation: drop the log-Q correction")
@@ -61,14 +98,24 @@ parser.add_argument("--no-age", action="store_true", help="ablation: drop the ex
 parser.add_argument("--linear-top", action="store_true", help="make the tower's top layer linear")
 parser.add_argument("--keywords", action="store_true",
                     help="seqtxt: add the items' keyword tokens as one more bag (like the search bag)")
-parser.add_argument("--patience", type=int, default=3)
-parser.add_argument("--eval-every", type=int, default=1)
-parser.add_argument("--time-budget", type=float, default=None, help="stop training after N seconds")
-parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-parser.add_argument("--save-vectors", default=None, help="write user/item vectors to this .npz")
+parser.add_argument("--patience", type=positive_int, default=3)
+parser.add_argument("--eval-every", type=positive_int, default=1)
+parser.add_argument("--time-budget", type=positive_float, default=None,
+                    help="stop training after N seconds")
 parser.add_argument("--plot-logq", default=None,
-                    help="train a twin without the log-Q correction and plot the popularity of what each\n                    retrieves (PNG path)")
+                    help="train a twin without the log-Q correction and plot the popularity of what each\n"
+                         "                    retrieves (PNG path)")
 args = parser.parse_args()
+# flags that shape the model or its inputs: stored by --save, restored by --load
+MODEL_FLAGS = ["dim", "hidden", "dropout", "max_len", "no_age", "linear_top", "keywords"]
+check_recall_io_args(args)
+if args.export_onnx:
+    if Path(args.export_onnx).suffix != ".onnx":
+        raise ValueError(f"--export-onnx {args.export_onnx}: expected a file name ending in .onnx")
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"--export-onnx needs the packages {' and '.join(missing)} "
+                         f"(pip install {' '.join(missing)})")
 
 cpu_setup(args.threads)
 set_seed(args.seed)
@@ -78,10 +125,12 @@ device = pick_device(args.device)
 # ## Data: leave-one-out split, next-item training examples, bags of ids per item
 
 # %%
-data = Datasets.load(args.data, verbose=True)
+data = Datasets.load(args.data, verbose=True, expect="interactions", demo="the YoutubeDNN demo")
 split = Datasets.leave_one_out(data)
 print(split)
 N = split.n_items
+ckpt = open_recall_checkpoint(args.load, data, model="YoutubeDNN", args=args) if args.load else None
+rec_row = user_row(split, data, args.recommend) if args.recommend else None  # checked before training
 
 # Each bag is an (N+1, A) table of ids per item; a user's bag is the ids of all history items.
 bag_tables: dict[str, np.ndarray] = {}
@@ -111,6 +160,12 @@ if data.users is not None and len(data.users.columns):  # categorical user featu
     user_table = torch.from_numpy(np.stack(cols, axis=1))
 user_sizes = tuple(int(user_table[:, f].max()) + 1 for f in range(user_table.shape[1])) if (
     user_table is not None) else ()
+absent = [] if bag_tables else ["item attributes, category and brand (the tower averages the watch "
+                                  "history ids alone)"]
+if user_table is None:
+    absent.append("user features (the user vector comes from behaviour only)")
+if absent:
+    print(f"side inputs absent in {data.name}: " + "; ".join(absent))
 
 examples = split.next_item_examples(args.max_len, max_per_user=args.max_per_user, seed=args.seed)
 # Example age in [0, 1]: how long before the end of the training window the example happened.
@@ -150,8 +205,8 @@ def user_inputs(history, users=None, example_age=None):
 # %%
 config = ytd.YoutubeDNNConfig(
     n_items=N, dim=args.dim, bag_sizes=bag_sizes, user_feature_sizes=user_sizes,
-    use_example_age=not args.no_age, hidden=tuple(int(h) for h in args.hidden.split(",") if h),
-    dropout=args.dropout, final_relu=not args.linear_top,
+    use_example_age=not args.no_age, hidden=args.hidden, dropout=args.dropout,
+    final_relu=not args.linear_top,
 )
 model = ytd.YoutubeDNN(config=config).to(device)
 optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -190,15 +245,25 @@ def evaluate():
     return evaluate_full_ranking(score_fn, split, "valid", max_len=args.max_len, device=device)
 
 
-history = fit(
-    model, train_step, lambda epoch: train_set.batches(args.batch_size, generator=gen), optimizer,
-    args.epochs, evaluate, metric="NDCG@10", patience=args.patience, eval_every=args.eval_every,
-    n_batches=train_set.num_batches(args.batch_size), desc="YoutubeDNN",
-    time_budget=args.time_budget,
-)
-samples_per_s = len(train_set) * len(history.epochs) / max(history.train_seconds, 1e-9)
-print(f"trained {len(history.epochs)} epochs in {history.train_seconds:.1f}s "
-      f"({samples_per_s:,.0f} samples/s), best validation epoch {history.best_epoch}")
+if ckpt is not None:  # --load: the saved weights, no training
+    if ckpt["config"] != asdict(config):
+        raise Datasets.DataError(f"--load {args.load}: the checkpoint's model config {ckpt['config']} does "
+                                 f"not fit this data ({asdict(config)}); expected the data it was trained on")
+    model.load_state_dict(ckpt["model"])
+    epochs_run, best_epoch, train_seconds, samples_per_s = ckpt["epochs"], ckpt["best_epoch"], 0.0, None
+    print(f"loaded {args.load}: trained {epochs_run} epochs, best validation epoch {best_epoch}; "
+          "training skipped")
+else:
+    history = fit(
+        model, train_step, lambda epoch: train_set.batches(args.batch_size, generator=gen), optimizer,
+        args.epochs, evaluate, metric="NDCG@10", patience=args.patience, eval_every=args.eval_every,
+        n_batches=train_set.num_batches(args.batch_size), desc="YoutubeDNN",
+        time_budget=args.time_budget,
+    )
+    epochs_run, best_epoch, train_seconds = len(history.epochs), history.best_epoch, history.train_seconds
+    samples_per_s = len(train_set) * epochs_run / max(train_seconds, 1e-9)
+    print(f"trained {epochs_run} epochs in {train_seconds:.1f}s "
+          f"({samples_per_s:,.0f} samples/s), best validation epoch {best_epoch}")
 
 # %% [markdown]
 # ## Test: full ranking beside popularity (same split, same protocol)
@@ -216,7 +281,7 @@ print("popularity", {k: round(v, 4) for k, v in pop.items()})
 # ## Serving: item vectors in a faiss index; ANN recall against exact top-K, query latency
 
 # %%
-K = 50
+K = min(50, N)
 with torch.no_grad():
     hist_t, _ = split.history("test", args.max_len)
     user_rows = torch.from_numpy(split.users)
@@ -226,8 +291,6 @@ with torch.no_grad():
     item_vecs = model.item_tower().detach().cpu()
 with Timer() as t_exact:
     exact_ids, _ = topk(user_vecs, item_vecs, K)
-if args.save_vectors:  # for offline index experiments
-    np.savez(args.save_vectors, users=user_vecs.numpy(), items=item_vecs.numpy())
 indexes = {  # HNSW on raw inner products, HNSW in L2 after the MIPS reduction, IVF (exact within lists)
     "hnsw-ip-ef128": lambda: FaissIndex(item_vecs, kind="hnsw", ef_search=128, threads=args.threads),
     "hnsw-ip-ef512": lambda: FaissIndex(item_vecs, kind="hnsw", ef_search=512, threads=args.threads),
@@ -247,20 +310,17 @@ for name, build in indexes.items():
           f"built in {t_build.seconds:.2f}s; batched over {len(user_vecs):,} users")
 
 # %% [markdown]
-# ## One user: history and top recommendations (seen items excluded)
+# ## One user: history and top recommendations (seen items excluded; `--recommend USER` picks the user)
 
 # %%
-row = int(np.argmax(np.diff(split.train_offsets) >= 5))
+row = rec_row if args.recommend else int(np.argmax(np.diff(split.train_offsets) >= 5))
 offs, seen = split.seen("test")
 ids, scores = topk(user_vecs[row:row + 1], item_vecs, 10, exclude=(offs, seen), exclude_rows=[row])
-print(f"user {split.users[row]} history (most recent last):")
-for i in hist_t[row][hist_t[row] > 0][-8:]:
-    print("   ", data.item_text(int(i)))
-print(f"held-out test item: {data.item_text(int(split.test_items[row]))}")
-print("top-10 recommendations:")
-for i, s in zip(ids[0].tolist(), scores[0].tolist()):
-    mark = "  <- test item" if i == split.test_items[row] else ""
-    print(f"   {s:7.3f}  {data.item_text(i)}{mark}")
+show_recommendations(data, seen[offs[row]:offs[row + 1]].tolist(), ids[0].tolist(), scores[0].tolist(),
+                     raw_user=str(data.user_raw[split.users[row]]), last=8)
+test_item = int(split.test_items[row])
+print(f"held-out test item: {item_label(data, test_item)}"
+      + ("  (in the top-10)" if test_item in ids[0].tolist() else ""))
 
 # %% [markdown]
 # ## What the log-Q correction does (`--plot-logq PATH`)
@@ -281,7 +341,7 @@ if args.plot_logq:
     twin_opt = torch.optim.Adam(twin.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     # as many epochs as the model above up to its best one, no early stopping: equal training
     fit(twin, lambda batch: sampled_loss(twin, batch, not args.no_logq),
-        lambda epoch: train_set.batches(args.batch_size, generator=gen), twin_opt, history.best_epoch,
+        lambda epoch: train_set.batches(args.batch_size, generator=gen), twin_opt, best_epoch,
         n_batches=train_set.num_batches(args.batch_size), desc="twin")
     twin.eval()
     n_bins = 10
@@ -309,7 +369,7 @@ if args.plot_logq:
     truth = np.bincount(test_bin, minlength=n_bins) / len(test_bin)
     print(f"{'test items':14s}: share per popularity bin {np.round(truth, 3).tolist()}")
     logq_ablation = {"bins": "ten equal-size item bins by training count, rarest first",
-                     "twin_epochs": history.best_epoch, "test_item_share": truth.tolist(),
+                     "twin_epochs": best_epoch, "test_item_share": truth.tolist(),
                      **{f"top10_share_{k.replace(' ', '_')}": v.tolist() for k, v in profiles.items()},
                      **{f"recall10_{k.replace(' ', '_')}": v.tolist() for k, v in recalls.items()}}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4), dpi=120)
@@ -335,15 +395,83 @@ if args.plot_logq:
     fig.savefig(args.plot_logq)
     print(f"saved {args.plot_logq}")
 
+# %% [markdown]
+# ## Save, export (`--save`, `--export-vectors`, `--export-onnx`): written last, after every step succeeded
+#
+# The ONNX file is the serving user tower: history ids (B, L) int64, 0 = padding [+ user features
+# (B, F)] -> u (B, D), the item bags looked up inside, example age 0. Ranking is then u . v_j with the
+# item vectors of `--export-vectors` (`item_vectors`, one row per `item_ids`).
+
+
+# %%
+class ServingUserTower(torch.nn.Module):
+    """The user tower as served: item bags looked up from the history inside the graph."""
+
+    def __init__(self, model, bag_tables: dict[str, torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self.bag_names = list(bag_tables)
+        for name, table in bag_tables.items():
+            self.register_buffer(f"bag_{name}", table)
+
+    def forward(self, history, user_features=None):
+        bags = {n: getattr(self, f"bag_{n}")[history].flatten(1) for n in self.bag_names}  # (B, L*A)
+        return self.model.user_tower(history=history, bags=bags, user_features=user_features)
+
+
+def export_onnx(path: str) -> float:
+    """Write the serving user tower as ONNX; returns its max abs difference to PyTorch (onnxruntime)."""
+    tower = ServingUserTower(model, bag_tables_t).cpu().eval()
+    n = min(len(hist_t), 64)
+    inputs = (torch.from_numpy(hist_t[:n]),) + ((user_table[split.users[:n]],) if user_table is not None
+                                                 else ())
+    names = ["history", "user_features"][:len(inputs)]
+    batch = torch.export.Dim("batch")
+    shapes = ({0: batch, 1: torch.export.Dim("length")},) + (({0: batch},) if len(inputs) > 1 else ())
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    for name in ("torch.onnx", "onnxscript", "onnx_ir"):  # the exporter's progress notes
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.onnx.export(tower, inputs, str(tmp), input_names=names, output_names=["user_vector"],
+                          dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False)
+        expected = tower(*inputs).numpy()
+    tmp.replace(path)
+    if importlib.util.find_spec("onnxruntime") is None:
+        return float("nan")
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(path).run(None, {k: v.numpy() for k, v in zip(names, inputs)})[0]
+    return float(np.abs(got - expected).max())
+
+
+onnx_max_abs_diff = None
+if args.export_onnx:
+    model.cpu()
+    onnx_max_abs_diff = export_onnx(args.export_onnx)
+    model.to(device)
+    print(f"ONNX user tower written to {args.export_onnx}; onnxruntime vs PyTorch on {min(len(hist_t), 64)} "
+          f"users: max abs diff {onnx_max_abs_diff:.2e}")
+if args.export_vectors:
+    export_vectors(args.export_vectors, item_vectors=item_vecs, data=data, user_vectors=user_vecs,
+                   user_ids=split.users)
+    print(f"vectors written to {args.export_vectors}: {N} items, {len(user_vecs)} users, D = {config.dim}")
+if args.save:
+    save_checkpoint(args.save, model, overwrite=args.overwrite, **recall_checkpoint_state(
+        data, model="YoutubeDNN", config=config, args=args, keys=MODEL_FLAGS, epochs=epochs_run,
+        best_epoch=best_epoch))
+    print(f"saved {args.save} (weights, config, id maps); reuse with --load {args.save}")
+
 # %%
 # the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
 print_result(
     model="YoutubeDNN", data=args.data,
     protocol=f"leave-one-out, full ranking over {N} items, seen items excluded, test split",
     metrics=test_metrics, baseline={"name": "popularity", "metrics": pop},
-    train_seconds=history.train_seconds, eval_seconds=t_eval.seconds, epochs=len(history.epochs),
+    train_seconds=train_seconds, eval_seconds=t_eval.seconds, epochs=epochs_run,
     params=count_params(model), out=args.out, valid_metrics=valid_metrics,
-    best_epoch=history.best_epoch, samples_per_second=samples_per_s, train_examples=len(train_set),
-    ann=ann, logq_ablation=logq_ablation, config={k: v for k, v in vars(args).items() if k != "out"},
+    best_epoch=best_epoch, samples_per_second=samples_per_s, train_examples=len(train_set),
+    ann=ann, logq_ablation=logq_ablation, onnx_max_abs_diff=onnx_max_abs_diff, loaded_from=args.load,
+    config={k: v for k, v in vars(args).items() if k != "out"},
     threads=torch.get_num_threads(),
 )

@@ -78,6 +78,18 @@ def masked_mean(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     return F.embedding_bag(ids, table.weight, mode="mean", padding_idx=0)
 
 
+def check_ids(name: str, ids: torch.Tensor, high: int, low: int = 0) -> None:
+    """Raise a ValueError naming the input when an id lies outside low..high: an embedding lookup
+    would otherwise fail with a bare IndexError (or, on a GPU, a device assert). One min and one max
+    per call; skipped while torch.export traces the model (ONNX export), where ids are symbolic."""
+    if ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo, hi = torch.stack(torch.aminmax(ids)).tolist()  # one pass, one device sync
+    if lo < low or hi > high:
+        bad = lo if lo < low else hi
+        raise ValueError(f"{name}: id {bad} is out of range; expected ids in {low}..{high}")
+
+
 class YoutubeDNN(nn.Module):
     """Deep candidate generation model (paper §3, Figure 3)."""
 
@@ -152,6 +164,9 @@ class YoutubeDNN(nn.Module):
         bags = bags or {}
         if set(bags) != set(cfg.bag_sizes):
             raise ValueError(f"bags must have keys {sorted(cfg.bag_sizes)}, got {sorted(bags)}")
+        check_ids("history (item ids, 0 = padding)", history, cfg.n_items)
+        for name, ids in bags.items():
+            check_ids(f"bag {name!r}", ids, cfg.bag_sizes[name] - 1)
         parts = [masked_mean(self.history_embedding, history)]  # (B, D)
         for name in cfg.bag_sizes:  # config order, so the concatenation is fixed
             ids = bags[name]
@@ -164,6 +179,7 @@ class YoutubeDNN(nn.Module):
                     f"user_features must be (B={B}, F={len(cfg.user_feature_sizes)}) int64"
                 )
             for f, emb in enumerate(self.user_feature_embeddings):
+                check_ids(f"user_features[:, {f}]", user_features[:, f], emb.num_embeddings - 1)
                 parts.append(emb(user_features[:, f]))  # (B, D)
         if cfg.use_example_age:
             if example_age is None:  # serving: "set to zero", the very end of the training window
@@ -211,6 +227,8 @@ class YoutubeDNN(nn.Module):
             raise ValueError(f"negatives must be (M,), got shape {tuple(negatives.shape)}")
         if bool((target < 1).any()):
             raise ValueError("target contains the padding id 0")
+        check_ids("target", target, self.config.n_items, low=1)
+        check_ids("negatives", negatives, self.config.n_items, low=1)
         v_target = self.item_embedding(target)  # (B, D)
         v_neg = self.item_embedding(negatives)  # (M, D)
         pos_logit = (user_vec * v_target).sum(-1) - log_q_target  # (B,)

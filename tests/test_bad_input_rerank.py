@@ -1,0 +1,285 @@
+"""Bad input to the re-ranking demos (MMR, DPP, PRM) and their models: every case ends in one line
+`error: <what was wrong, what was expected>` with exit status 2, no traceback and no partial output
+file; every model guard is a ValueError naming the argument and the allowed range.
+
+The demos run in-process (`main(argv)`, as the script does) on a tiny sequence file written here;
+`run_demo` reproduces what the installed error hook prints (Utils.io.install_error_hook), and one
+subprocess case checks the hook itself. The helpers here are shared by the round-trip tests in
+test_mmr.py, test_dpp.py and test_prm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from Datasets import rerank_lists as RL
+from tests.conftest import ROOT, load_module
+from Utils.io import INPUT_ERRORS
+
+DEMOS = {name: f"Classic Models/Re-ranking/{name}/demo.py" for name in ("MMR", "DPP", "PRM")}
+
+
+def demo_module(name: str):
+    return load_module(DEMOS[name], f"{name.lower()}_demo")
+
+
+def write_seqtxt(folder: Path, *, n_users: int = 80, n_items: int = 40, attributes: bool = True,
+                 short_users: int = 0, name: str = "Tiny") -> Path:
+    """A small `user item item ...` file: 4 item categories (item % 4), each user mostly in one.
+    With `attributes`, a `<name>_item2attributes.json` beside it gives each item its category."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for u in range(1, n_users + 1):
+        fav = rng.integers(4)
+        length = 2 if u <= short_users else int(rng.integers(6, 11))
+        pool = [i for i in range(1, n_items + 1) if i % 4 == fav]
+        seq = [int(rng.choice(pool)) if rng.random() < 0.8 else int(rng.integers(1, n_items + 1))
+               for _ in range(length)]
+        lines.append(" ".join(map(str, [u, *seq])))
+    path = folder / f"{name}.txt"
+    path.write_text("\n".join(lines) + "\n")
+    if attributes:
+        attrs = {str(i): [i % 4 + 1] for i in range(1, n_items + 1)}
+        (folder / f"{name}_item2attributes.json").write_text(json.dumps(attrs))
+    return path
+
+
+# flags that make a demo run in about a second on the tiny file
+FAST = {
+    "MMR": ["--epochs", "1", "--candidates", "20", "--k", "5", "--sweep", "0.5", "--threads", "1"],
+    "DPP": ["--epochs", "1", "--candidates", "20", "--k", "5", "--sweep", "0.5", "--threads", "1"],
+    "PRM": ["--epochs", "2", "--ranker-epochs", "1", "--candidates", "20", "--k", "5",
+            "--d-model", "8", "--heads", "2", "--threads", "1"],
+}
+
+
+def run_demo(name: str, argv: list[str], capsys) -> tuple[int, str, str]:
+    """main(argv) in-process; an input error is printed as the installed hook prints it."""
+    demo = demo_module(name)
+    hook = sys.excepthook
+    code = 0
+    try:
+        demo.main(argv)
+    except SystemExit as e:
+        code = e.code
+    except INPUT_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    finally:
+        sys.excepthook = hook  # parse_args installs the one-line hook; keep pytest's
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def result_of(out: str) -> dict:
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    assert lines, out[-2000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The data and files the cases point at, written once."""
+    root = tmp_path_factory.mktemp("rerank_bad")
+    f = {
+        "tiny": write_seqtxt(root / "tiny"),
+        "ids_only": write_seqtxt(root / "ids", attributes=False),
+        "other": write_seqtxt(root / "other", n_items=36),
+        "short": write_seqtxt(root / "short", short_users=80),
+        "some_short": write_seqtxt(root / "some_short", short_users=3),
+        "small": write_seqtxt(root / "small", n_users=40, n_items=14),
+    }
+    empty = root / "empty" / "Empty.txt"
+    empty.parent.mkdir()
+    empty.write_text("")
+    f["empty"] = empty
+    libfm = root / "ctr.libfm"
+    libfm.write_text("".join(f"{i % 2} {i % 5}:1 {10 + i % 3}:1 {20 + i % 4}:1\n" for i in range(30)))
+    f["libfm"] = libfm
+    garbage = root / "garbage.pt"
+    garbage.write_text("not a checkpoint\n")
+    f["garbage"] = garbage
+    foreign = root / "foreign.pt"
+    torch.save({"a": torch.zeros(2)}, foreign)
+    f["foreign"] = foreign
+    existing = root / "existing.pt"
+    existing.write_text("keep me\n")
+    f["existing"] = existing
+    f["folder"] = root / "a_folder"
+    f["folder"].mkdir()
+    return f
+
+
+@pytest.fixture(scope="module")
+def mmr_checkpoint(files, tmp_path_factory):
+    """A checkpoint written by the MMR demo's --save on the tiny file."""
+    path = tmp_path_factory.mktemp("rerank_ckpt") / "mmr.pt"
+    demo = demo_module("MMR")
+    hook = sys.excepthook
+    try:
+        demo.main(["--data", f"seqtxt:{files['tiny']}", *FAST["MMR"], "--save", str(path)])
+    finally:
+        sys.excepthook = hook
+    return path
+
+
+# (demo, flags, expected words in the error): {name} is a path from `files`
+CASES = [
+    # flags, checked at parse time
+    ("DPP", ["--batch-size", "0"], "--batch-size"),
+    ("MMR", ["--batch-size", "-5"], "--batch-size"),
+    ("PRM", ["--batch-size", "0"], "--batch-size"),
+    ("MMR", ["--epochs", "0"], "--epochs"),
+    ("PRM", ["--epochs", "0"], "--epochs"),
+    ("DPP", ["--lr", "nan"], "--lr"),
+    ("PRM", ["--lr", "-1"], "--lr"),
+    ("MMR", ["--device", "tpu"], "--device"),
+    ("MMR", ["--threads", "0"], "--threads"),
+    ("PRM", ["--threads", "two"], "--threads"),
+    ("MMR", ["--lam", "1.5"], "--lam"),
+    ("MMR", ["--lam", "x"], "--lam"),
+    ("DPP", ["--theta", "1"], "--theta"),
+    ("DPP", ["--theta", "-0.1"], "--theta"),
+    ("MMR", ["--sweep", "0.2,2"], "--sweep"),
+    ("DPP", ["--sweep", "0.5,a"], "--sweep"),
+    ("DPP", ["--window", "1"], "--window"),
+    ("DPP", ["--window", "0"], "--window"),
+    ("MMR", ["--k", "0"], "--k"),
+    ("MMR", ["--k", "60", "--candidates", "50"], "--k 60"),
+    ("PRM", ["--k", "21", "--candidates", "20"], "--k 21"),
+    ("DPP", ["--candidates", "0"], "--candidates"),
+    ("DPP", ["--chunk", "0"], "--chunk"),
+    ("MMR", ["--chunk", "-1"], "--chunk"),
+    ("MMR", ["--similarity", "foo"], "--similarity"),
+    ("PRM", ["--heads", "3"], "--heads"),
+    ("PRM", ["--d-model", "0"], "--d-model"),
+    ("PRM", ["--per-user", "0"], "--per-user"),
+    ("PRM", ["--ranker-epochs", "0"], "--ranker-epochs"),
+    ("PRM", ["--patience", "0"], "--patience"),
+    ("MMR", ["--no-such-flag"], "unrecognized"),
+    # data
+    ("MMR", ["--data", "nosuch:x"], "unknown data spec"),
+    ("DPP", ["--data", "seqtxt:/no/such/file.txt"], "does not exist"),
+    ("PRM", ["--data", "libfm:{libfm}"], "reads interaction data"),
+    ("MMR", ["--data", "libfm:{libfm}"], "reads interaction data"),
+    ("MMR", ["--data", "seqtxt:{short}"], "fewer than 3"),
+    ("DPP", ["--data", "seqtxt:{empty}"], "no usable lines"),
+    ("MMR", ["--data", "seqtxt:{ids_only}", "--similarity", "category"], "--similarity embedding"),
+    ("PRM", ["--data", "seqtxt:{tiny}", "--labels", "clicks"], "--labels target"),
+    ("DPP", ["--data", "seqtxt:{tiny}", "--candidates", "41", "--k", "5"], "--candidates"),
+    ("MMR", ["--data", "seqtxt:{small}", "--candidates", "12", "--k", "5"], "unseen"),
+    # --recommend
+    ("MMR", ["--data", "seqtxt:{tiny}", "--recommend", "nosuch"], "no such user"),
+    ("PRM", ["--data", "seqtxt:{some_short}", "--recommend", "1"], "fewer than 3"),
+    # --save / --load
+    ("MMR", ["--data", "seqtxt:{tiny}", "--save", "{existing}"], "--overwrite"),
+    ("DPP", ["--data", "seqtxt:{tiny}", "--save", "{folder}"], "folder"),
+    ("MMR", ["--data", "seqtxt:{tiny}", "--load", "/no/such/model.pt"], "no such file"),
+    ("DPP", ["--data", "seqtxt:{tiny}", "--load", "{garbage}"], "not a checkpoint"),
+    ("MMR", ["--data", "seqtxt:{tiny}", "--load", "{foreign}"], "not a re-ranking checkpoint"),
+    ("PRM", ["--data", "seqtxt:{tiny}", "--load", "{mmr_ckpt}"], "no PRM weights"),
+    ("DPP", ["--data", "seqtxt:{other}", "--load", "{mmr_ckpt}"], "trained on"),
+    ("MMR", ["--data", "seqtxt:{tiny}", "--out", "{existing}/r.json"], "is a file"),
+]
+
+
+@pytest.mark.parametrize("demo,flags,words", CASES,
+                         ids=[f"{d}:{' '.join(f)[:40]}" for d, f, _ in CASES])
+def test_bad_input_is_one_line_and_writes_nothing(demo, flags, words, files, mmr_checkpoint,
+                                                  tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(RL, "tqdm", None)  # the ranker's progress bar would share stderr
+    paths = {k: str(v) for k, v in files.items()} | {"mmr_ckpt": str(mmr_checkpoint)}
+    argv = [a.format(**paths) for a in flags]
+    if "--data" not in argv:
+        argv = ["--data", f"seqtxt:{files['tiny']}", *argv]
+    out_file, save_file = tmp_path / "result.json", tmp_path / "model.pt"
+    if "--out" not in argv:
+        argv += ["--out", str(out_file)]
+    if "--save" not in argv and "--load" not in argv:
+        argv += ["--save", str(save_file)]
+    before = files["existing"].read_text()
+    code, out, err = run_demo(demo, [*FAST[demo], *argv], capsys)  # later flags win
+    lines = err.strip().splitlines()
+    assert code == 2, (code, err[-1000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), err[-1000:]
+    assert words in lines[0], lines[0]
+    assert "Traceback" not in out + err
+    assert not out_file.exists() and not save_file.exists()
+    assert files["existing"].read_text() == before  # never half-overwritten
+
+
+# (model, call, expected words): tensors and arguments the models refuse
+def _mmr():
+    return load_module("Classic Models/Re-ranking/MMR/model.py", "mmr_model")
+
+
+def _dpp():
+    return load_module("Classic Models/Re-ranking/DPP/model.py", "dpp_model")
+
+
+def _prm():
+    return load_module("Classic Models/Re-ranking/PRM/model.py", "prm_model")
+
+
+def _prm_model(**kw):
+    return _prm().PRM(feature_dim=4, max_len=6, d_model=8, n_heads=2, n_blocks=1, **kw)
+
+
+TENSOR_CASES = [
+    ("MMR k > N", lambda: _mmr().MMRReranker(max_length=7)(
+        scores=torch.rand(2, 5), item_vectors=torch.rand(2, 5, 3)), "max_length must be in 1..5"),
+    ("MMR valid shape", lambda: _mmr().mmr_select(
+        relevance=torch.rand(2, 5), similarity=torch.rand(2, 5, 5), lam=0.5, max_length=3,
+        valid=torch.ones(2, 4, dtype=torch.bool)), "valid must be (B, N)"),
+    ("MMR 1-D scores", lambda: _mmr().MMRReranker()(
+        scores=torch.rand(5), item_vectors=torch.rand(1, 5, 3)), "scores (B, N)"),
+    ("MMR features of another list", lambda: _mmr().MMRReranker(max_length=2)(
+        scores=torch.rand(2, 5), item_vectors=torch.rand(2, 6, 3)), "item_vectors (B, N, D)"),
+    ("MMR lambda", lambda: _mmr().MMRReranker(lam=-0.1), "lam must be in [0, 1]"),
+    ("DPP k > N", lambda: _dpp().DPPReranker(max_length=9)(
+        scores=torch.rand(2, 5), item_vectors=torch.rand(2, 5, 3)), "max_length must be in 1..5"),
+    ("DPP valid shape", lambda: _dpp().greedy_map(
+        torch.eye(4).expand(2, 4, 4).double(), max_length=2, valid=torch.ones(4, dtype=torch.bool)),
+        "valid must be (B, N)"),
+    ("DPP kernel not square", lambda: _dpp().greedy_map(torch.rand(1, 4, 3), max_length=2),
+     "kernel must be (B, N, N)"),
+    ("DPP window", lambda: _dpp().DPPReranker(window_size=1), "window_size must be >= 2"),
+    ("DPP theta", lambda: _dpp().DPPReranker(theta=1.0), "theta must be in [0, 1)"),
+    ("PRM mask shape", lambda: _prm_model()(
+        features=torch.rand(2, 5, 4), mask=torch.ones(2, 6, dtype=torch.bool)), "mask must be (B, N)"),
+    ("PRM pv without pv_dim", lambda: _prm_model()(
+        features=torch.rand(2, 5, 4), pv=torch.rand(2, 5, 3)), "pv_dim=0"),
+    ("PRM missing pv", lambda: _prm_model(pv_dim=3)(features=torch.rand(2, 5, 4)), "pv must be"),
+    ("PRM list too long", lambda: _prm_model()(features=torch.rand(2, 7, 4)), "1..6"),
+    ("PRM feature width", lambda: _prm_model()(features=torch.rand(2, 5, 3)), "features must be"),
+    ("PRM labels shape", lambda: _prm().PRM.loss(torch.rand(2, 5), torch.rand(2, 4)),
+     "labels must have the logits' shape"),
+]
+
+
+@pytest.mark.parametrize("name,call,words", TENSOR_CASES, ids=[c[0] for c in TENSOR_CASES])
+def test_models_refuse_bad_tensors_with_a_clear_value_error(name, call, words):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert words in str(info.value), str(info.value)
+
+
+def test_the_script_prints_one_line_and_exits_2(tmp_path):
+    """The installed hook itself, once (a subprocess costs an `import torch`): a DataError raised
+    inside main(), after the flags passed their parse-time checks, is one line and exit 2."""
+    out = tmp_path / "r.json"
+    flags = ["--data", "seqtxt:/no/such/file.txt", "--batch-size", "7"]
+    proc = subprocess.run([sys.executable, str(ROOT / DEMOS["DPP"]), *flags, "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert not out.exists()
