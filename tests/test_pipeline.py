@@ -1,14 +1,36 @@
-"""The three-stage funnel on a tiny synthetic world: each stage receives the previous stage's output."""
+"""The funnel on a small planted world: every stage must earn its place.
+
+A useless stage is caught: an identity ranker (the merged order), a random ranker and a ranker that
+copies the best channel's recall rank fail the lift test that the trained ranker passes, and a
+re-ranker that returns the ranker's order fails the near-duplicate test."""
 
 import numpy as np
 import pytest
 
 from tests.conftest import load_module
+from Utils import funnel as FN
 
 pipeline = load_module("Classic Models/pipeline_demo.py", "pipeline_demo_under_test")
 
-TINY = ["--synthetic-users", "200", "--epochs", "2", "--rank-epochs", "1", "--n-candidates", "40",
-        "--show-users", "1", "--quiet", "--threads", "1", "--device", "cpu"]
+TINY = [
+    "--synthetic-users",
+    "600",
+    "--epochs",
+    "5",
+    "--rank-epochs",
+    "5",
+    "--n-candidates",
+    "50",
+    "--show-users",
+    "1",
+    "--quiet",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+    "--serve",
+    "20",
+]
 
 
 @pytest.fixture(scope="module")
@@ -18,15 +40,72 @@ def runs():
     return a, b
 
 
+def lift_passes(ranked: np.ndarray, out: dict, k: int = 10) -> bool:
+    """The ranking stage earns its place when its NDCG@k beats the best single recall channel's by
+    more than two paired standard errors."""
+    targets = out["split"].test_items
+    best = FN.ndcg_per_user(out["lists"][out["best"]], targets, k)
+    lift = FN.paired(FN.ndcg_per_user(ranked, targets, k), best)
+    return lift["diff"] > 2 * lift["se"] and lift["diff"] > 0.01
+
+
+def same_line_rate(lists: np.ndarray, group: np.ndarray, k: int = 10) -> float:
+    g = np.where(lists[:, :k] > 0, group[lists[:, :k]], -1 - np.arange(k))
+    s = np.sort(g, 1)
+    return float((s[:, 1:] == s[:, :-1]).any(1).mean())
+
+
+def rerank_passes(final: np.ndarray, ranked: np.ndarray, out: dict) -> bool:
+    """The re-ranker earns its place when it removes most lists holding two sizes of one product
+    (the planted near-duplicates) at a bounded NDCG cost."""
+    group = out["data"].extra["truth"]["item_group"]
+    targets = out["split"].test_items
+    before, after = same_line_rate(ranked, group), same_line_rate(final, group)
+    cost = FN.ndcg_per_user(ranked, targets).mean() - FN.ndcg_per_user(final, targets).mean()
+    return after < 0.5 * before and cost < 0.15
+
+
+def test_trained_ranker_passes_and_useless_rankers_fail(runs):
+    out, _ = runs
+    cands, ranks = out["candidates"], out["channel_ranks"]
+    assert lift_passes(out["ranked"], out)
+    assert not lift_passes(cands, out)  # identity: the merged order
+    rng = np.random.default_rng(0)
+    shuffled = np.take_along_axis(
+        cands, rng.permuted(np.tile(np.arange(cands.shape[1]), (len(cands), 1)), axis=1), 1
+    )
+    assert not lift_passes(shuffled, out)  # random
+    c = list(out["lists"]).index(out["best"])
+    key = np.where(ranks[..., c] > 0, ranks[..., c], 10**6)
+    copy = np.take_along_axis(cands, np.argsort(key, axis=1, kind="stable"), 1)
+    assert not lift_passes(copy, out)  # copies the best channel's recall rank
+
+
+def test_reranker_passes_and_returning_the_ranker_order_fails(runs):
+    out, _ = runs
+    assert rerank_passes(out["final"], out["ranked"], out)
+    assert not rerank_passes(out["ranked"][:, :10], out["ranked"], out)
+
+
+def test_ranker_reads_no_recall_rank_by_default(runs):
+    """Without recall features a candidate's score does not depend on where recall put it."""
+    out, _ = runs
+    ranker = out["ranker"]
+    assert not any(n.startswith("rank_") for n in ranker.fb.names)
+    h, c = out["hist"][:20], out["candidates"][:20]
+    perm = np.random.default_rng(1).permutation(c.shape[1])
+    a = ranker.score(h, c)
+    b = ranker.score(h, c[:, perm])
+    np.testing.assert_allclose(a[:, perm], b, rtol=1e-5, atol=1e-5)
+
+
 def test_each_stage_gets_the_previous_output(runs):
     out, _ = runs
     cand, ranked, final = out["candidates"], out["ranked"], out["final"]
-    assert cand.shape[1] == 40 and final.shape[1] == 10
-    # ranking reorders the recalled set, nothing more
-    assert np.array_equal(np.sort(cand, 1), np.sort(ranked, 1))
-    # every final item was recalled for that user
-    assert all(set(f[f > 0]) <= set(c) for f, c in zip(final, cand, strict=True))
-    # no item is repeated in a final list
+    assert cand.shape[1] == 50 and final.shape[1] == 10
+    assert all(len(set(r)) == len(r) for r in cand)  # merged candidates are distinct
+    assert np.array_equal(np.sort(cand, 1), np.sort(ranked, 1))  # ranking reorders the merged set
+    assert all(set(f[f > 0]) <= set(r[:50]) for f, r in zip(final, ranked, strict=True))
     assert all(len(set(f[f > 0])) == (f > 0).sum() for f in final)
 
 
@@ -35,18 +114,91 @@ def test_no_seen_item_is_recommended(runs):
     split = out["split"]
     offsets, items = split.seen("test")
     for r in range(split.n_users):
-        seen = set(items[offsets[r]:offsets[r + 1]])
+        seen = set(items[offsets[r] : offsets[r + 1]])
         assert not seen & set(out["candidates"][r]) and not seen & set(out["final"][r])
 
 
 def test_same_seed_same_lists(runs):
     a, b = runs
-    assert np.array_equal(a["final"], b["final"]) and np.array_equal(a["candidates"], b["candidates"])
+    for key in ("candidates", "ranked", "final"):
+        assert np.array_equal(a[key], b[key])
+    assert a["result"]["metrics"] == b["result"]["metrics"]
+
+
+def test_one_request_matches_the_batch_pipeline(runs):
+    out, _ = runs
+    f = out["funnel"]
+    for r in range(5):
+        assert np.array_equal(f.recommend(out["hist"][r]), out["final"][r])
+    serving = out["result"]["serving"]
+    for stage in ("recall", "merge", "rank", "rerank", "total"):
+        assert serving[stage]["p95_ms"] >= serving[stage]["p50_ms"] > 0
 
 
 def test_result_has_metrics_per_stage(runs):
     res = runs[0]["result"]
-    for key in ("recall/Recall@40", "rank/NDCG@10", "rerank/NDCG@10", "rerank/ILD@10",
-                "rerank/Coverage@10"):
+    for key in (
+        "recall/Recall@50",
+        "recall/NDCG@10",
+        "rank/NDCG@10",
+        "rerank/NDCG@10",
+        "rerank/ILD@10",
+        "rerank/Coverage@10",
+        "rank/lift_vs_best_channel",
+    ):
         assert key in res["metrics"]
+    ch = res["channels"]
+    union = ch["union/Recall@50"]
+    assert all(0 <= v <= 1 for k, v in ch.items() if k.startswith("overlap/"))
+    assert (
+        union
+        >= max(v for k, v in ch.items() if k.endswith("/Recall@50") and not k.startswith("union"))
+        - 0.2
+    )
     assert res["baseline"]["name"] == "Popularity"
+
+
+def test_merge_keeps_quotas_and_drops_duplicates():
+    a = np.array([[1, 2, 3, 4, 5, 6]])
+    b = np.array([[2, 7, 8, 9, 10, 11]])
+    merged = FN.merge([a, b], [0.5, 0.5], 6)
+    # keys r / q: a1 b2 a2(dup) b7 a3 b8 a4 ... ; ties in channel order
+    assert merged.tolist() == [[1, 2, 7, 3, 8, 4]]
+    merged = FN.merge([a, b], [0.75, 0.25], 4)  # keys: a 0, 1.3, 2.7, 4; b 0, 4
+    assert merged.tolist() == [[1, 2, 3, 4]]
+    assert FN.ranks_in(merged, b).tolist() == [[0, 1, 0, 0]]
+
+
+def test_itemcf_ties_go_to_popular_items_then_lower_ids():
+    class S:  # a tiny split: three users' training sequences
+        n_users, n_items = 3, 5
+        train_offsets = np.array([0, 2, 4, 6])
+        train_items = np.array([1, 2, 1, 3, 4, 5])
+
+        def item_counts(self):
+            return np.bincount(self.train_items, minlength=6)
+
+    s = S()
+    icf = FN.ItemCF(s)
+    pop = FN.popularity_key(s)
+    ch = FN.Channel("itemcf", "dense", score_fn=icf.scores)
+    seen = (np.array([0, 1]), np.array([1]))
+    got = FN.retrieve(ch, np.array([[0, 1]]), seen, np.array([0]), 4, pop)
+    # items 2 and 3 co-occur with 1 equally; then no co-occurrence: 4, 5 by id (equal counts)
+    assert got.tolist() == [[2, 3, 4, 5]]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--k", "0"],
+        ["--quotas", "1,2"],
+        ["--channels", "sasrec,foo"],
+        ["--sweep-n", "a"],
+        ["--theta", "2"],
+    ],
+)
+def test_bad_flags_exit_2(flags, capsys):
+    assert pipeline.main(flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
