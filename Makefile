@@ -39,7 +39,7 @@ mathjax:
 # Every note against the template, its excerpts against the code, its numbers against the stored runs,
 # and every formula rendered by MathJax 3.
 check-notes: $(STAMP) mathjax
-	$(PY) -m Utils.notes_check --mathjax
+	$(PY) -m Utils.tools.notes_check --mathjax
 
 # Real-data checks and long reproductions (need ../shared/data).
 test-real: $(STAMP)

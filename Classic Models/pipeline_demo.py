@@ -37,9 +37,9 @@ import torch
 
 import Datasets
 from Datasets.rerank_lists import item_categories, item_category_sets, minmax_scores
-from Utils import funnel as FN
 from Utils.io import add_common_args, print_result
-from Utils.rerank_eval import rerank_metrics
+from Utils.loops import funnel as FN
+from Utils.loops.rerank_eval import rerank_metrics
 from Utils.retrieval import FaissIndex
 from Utils.training import count_params, cpu_setup, fit, set_seed
 

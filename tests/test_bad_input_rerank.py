@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from Datasets import rerank_lists as RL
 from tests.conftest import ROOT, load_module
 from Utils.io import INPUT_ERRORS
+from Utils.loops import first_stage as FS
 
 DEMOS = {name: f"Classic Models/Re-ranking/{name}/demo.py" for name in ("MMR", "DPP", "PRM")}
 
@@ -195,7 +195,7 @@ CASES = [
                          ids=[f"{d}:{' '.join(f)[:40]}" for d, f, _ in CASES])
 def test_bad_input_is_one_line_and_writes_nothing(demo, flags, words, files, mmr_checkpoint,
                                                   tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(RL, "tqdm", None)  # the ranker's progress bar would share stderr
+    monkeypatch.setattr(FS, "tqdm", None)  # the ranker's progress bar would share stderr
     paths = {k: str(v) for k, v in files.items()} | {"mmr_ckpt": str(mmr_checkpoint)}
     argv = [a.format(**paths) for a in flags]
     if "--data" not in argv:

@@ -161,7 +161,7 @@ def test_demo_save_then_load_gives_identical_test_metrics(tmp_path):
     pytest.param(True, marks=pytest.mark.slow),  # torch's default exporter, the demo's (~10 s)
 ])
 def test_onnx_export_matches_pytorch_within_1e_5(tmp_path, dynamo):
-    """Utils.field_ctr_demo.export_onnx (the demo's --export-onnx): onnxruntime's logits equal
+    """Utils.loops.field_ctr_demo.export_onnx (the demo's --export-onnx): onnxruntime's logits equal
     PyTorch's within 1e-5 on the rows it was checked on and on a batch of another size (the batch
     axis is dynamic), with sparse and dense inputs and batch norm's running statistics in play."""
     pytest.importorskip("onnxruntime", reason="--export-onnx needs onnx and onnxruntime")
@@ -173,7 +173,7 @@ def test_onnx_export_matches_pytorch_within_1e_5(tmp_path, dynamo):
     import onnxruntime as ort
 
     from Datasets import CTRDataset
-    from Utils.field_ctr_demo import export_onnx
+    from Utils.loops.field_ctr_demo import export_onnx
 
     cfg = M.DeepFMConfig(field_dims=FIELD_DIMS, dense_dim=2, embed_dim=4, hidden=(16, 8),
                          batch_norm=True, embed_init_std=0.3)

@@ -178,7 +178,7 @@ def test_dice_mlp_uses_batch_stats_in_training_and_running_stats_at_eval():
 def test_step_negatives_follow_clicks_and_avoid_the_steps_own_behaviour():
     """Utils/behavior_demo.step_negatives: 0 at padding; popularity mode draws items in proportion
     to their clicks and never the behaviour of the same step; uniform mode covers 1..n_items."""
-    from Utils.behavior_demo import step_negatives
+    from Utils.loops.behavior_demo import step_negatives
 
     clicks = torch.tensor([1] * 6 + [2] * 3 + [3] * 1)  # item 1: 60% of clicks, 2: 30%, 3: 10%
     history = torch.tensor([[0, 0, 1, 2, 3, 1]]).repeat(20_000, 1)

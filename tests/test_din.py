@@ -189,7 +189,7 @@ def test_auc_by_positive_count_groups_pairs_by_the_positives_training_clicks():
     from sklearn.metrics import roc_auc_score
 
     from Datasets.BaseDatasets import TensorDictDataset
-    from Utils.behavior_demo import BehaviorCTR, auc_by_positive_count
+    from Utils.loops.behavior_demo import BehaviorCTR, auc_by_positive_count
 
     n_items, rng = 30, np.random.default_rng(1)
     clicks = np.repeat(np.arange(1, 11), np.arange(1, 11) ** 2 // 4)  # item i clicked ~i^2/4 times

@@ -207,10 +207,10 @@ def test_bad_arguments_fail_early():
 
 
 def test_rerank_metrics_score_positions_and_count_stopped_slots_as_misses():
-    # Utils/rerank_eval.py, shared by the three re-rankers' demos
+    # Utils/loops/rerank_eval.py, shared by the three re-rankers' demos
     import numpy as np
 
-    from Utils.rerank_eval import initial_positions, rerank_metrics
+    from Utils.loops.rerank_eval import initial_positions, rerank_metrics
 
     items = np.array([[5, 6, 7, 8]])
     labels = np.array([[0.0, 0.0, 1.0, 0.0]])

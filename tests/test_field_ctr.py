@@ -54,7 +54,7 @@ def test_auc_by_seen_pair_splits_test_positives_by_training_clicks(tmp_path):
     weighted by their positives give the overall AUC."""
     from sklearn.metrics import roc_auc_score
 
-    from Utils.field_ctr_demo import auc_by_seen_pair
+    from Utils.loops.field_ctr_demo import auc_by_seen_pair
 
     toy_libfm_split(tmp_path, 400, 300, n_users=6, n_items=8)
     ctr = build_field_ctr(Datasets.load(f"libfm:{tmp_path}"), holdout=0.2, seed=0)

@@ -1,7 +1,7 @@
 """The notes teach from one template, their excerpts match the code, their maths renders, their numbers
 are backed by stored runs, and every model file's usage example runs from a copy of that file alone.
 
-The rules live in `Utils/notes_check.py` (also a command: `python -m Utils.notes_check`); the first
+The rules live in `Utils/tools/notes_check.py` (also a command: `python -m Utils.tools.notes_check`); the first
 tests here run them on every note, the last ones show each rule catches what it is meant to catch.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from Utils import notes_check as nc
-from Utils import seed_summary
+from Utils.tools import notes_check as nc
+from Utils.tools import seed_summary
 
 NOTES = nc.note_paths()
 
@@ -46,7 +46,7 @@ def test_every_seed_summary_recomputes_from_its_runs():
     for path in summaries:
         stored = json.loads(path.read_text())
         fresh = json.loads(json.dumps(seed_summary.recompute(path)))
-        assert _close(stored, fresh), f"{path} differs from its runs: rerun python -m Utils.seed_summary"
+        assert _close(stored, fresh), f"{path} differs from its runs: rerun python -m Utils.tools.seed_summary"
         assert stored["n"] == len(stored["runs"]) == fresh["n"] >= 1
 
 

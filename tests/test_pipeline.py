@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import load_module
-from Utils import funnel as FN
+from Utils.loops import funnel as FN
 
 pipeline = load_module("Classic Models/pipeline_demo.py", "pipeline_demo_under_test")
 

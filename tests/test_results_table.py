@@ -1,11 +1,11 @@
 """The README results overview must match the stored RESULT json files."""
 
-from Utils import results_table
+from Utils.tools import results_table
 
 
 def test_readme_results_section_is_current():
     assert results_table.update_readme(check=True), (
-        "README results section is stale: run `python -m Utils.results_table`")
+        "README results section is stale: run `python -m Utils.tools.results_table`")
 
 
 def test_render_reads_stored_results(tmp_path):
@@ -22,4 +22,4 @@ def test_render_reads_stored_results(tmp_path):
 
 def test_stage_ledgers_are_current():
     assert results_table.update_ledgers(check=True), (
-        "a ledger in Classic Models/<Stage>/README.md is stale: run `python -m Utils.results_table`")
+        "a ledger in Classic Models/<Stage>/README.md is stale: run `python -m Utils.tools.results_table`")

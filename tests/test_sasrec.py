@@ -136,12 +136,12 @@ def test_overfits_a_tiny_set(loss):
 
 
 def test_recbole_atomic_file_keeps_every_interaction_in_time_order(tmp_path):
-    """The side-by-side RecBole run (Utils/peer_recbole.py) must see exactly our sequences: its
+    """The side-by-side RecBole run (Utils/tools/peer_recbole.py) must see exactly our sequences: its
     leave-one-out split orders by the timestamp column, so positions must follow each user's line."""
     import pandas as pd
 
     from Datasets.seqtxt import load_seqtxt
-    from Utils.peer_recbole import write_atomic
+    from Utils.tools.peer_recbole import write_atomic
 
     lines = ["1 5 3 9 2", "2 4 4 7", "3 8 1 6 5 3"]
     (tmp_path / "toy.txt").write_text("\n".join(lines) + "\n")

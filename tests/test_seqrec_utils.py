@@ -1,9 +1,9 @@
-"""Utils.seqrec: the length-bucketed batches the SASRec/HSTU demos train on."""
+"""Utils.loops.seqrec: the length-bucketed batches the SASRec/HSTU demos train on."""
 
 import torch
 
 import Datasets
-from Utils.seqrec import length_bucketed_batches
+from Utils.loops.seqrec import length_bucketed_batches
 
 
 def test_length_bucketed_batches_cover_every_row_once_and_cut_only_padding():

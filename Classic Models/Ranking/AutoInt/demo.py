@@ -30,14 +30,14 @@
 
 import torch
 
-from Utils.field_ctr_demo import (
+from Utils.io import load_model_file, model_dir, positive_int
+from Utils.loops.field_ctr_demo import (
     field_ctr_parser,
     hidden_widths,
     parse_with_presets,
     prepare,
     train_and_report,
 )
-from Utils.io import load_model_file, model_dir, positive_int
 from Utils.plotting import plt  # matplotlib with the Agg backend (no screen needed)
 
 autoint = load_model_file(model_dir("Ranking", "AutoInt") / "model.py", "autoint_model")

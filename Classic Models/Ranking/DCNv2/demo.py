@@ -29,7 +29,8 @@
 
 # %%
 
-from Utils.field_ctr_demo import (
+from Utils.io import load_model_file, model_dir, positive_int
+from Utils.loops.field_ctr_demo import (
     field_ctr_parser,
     hidden_widths,
     non_negative_int,
@@ -37,7 +38,6 @@ from Utils.field_ctr_demo import (
     prepare,
     train_and_report,
 )
-from Utils.io import load_model_file, model_dir, positive_int
 from Utils.plotting import plot_heatmap
 
 dcnv2 = load_model_file(model_dir("Ranking", "DCNv2") / "model.py", "dcnv2_model")

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from Datasets import DataError
-from Utils.behavior_demo import (
+from Utils.io import add_common_args, load_model_file, model_dir, print_result
+from Utils.loops.behavior_demo import (
     add_behavior_args,
     apply_saved_args,
     auc_by_positive_count,
@@ -54,7 +55,6 @@ from Utils.behavior_demo import (
     show_user,
     step_negatives,
 )
-from Utils.io import add_common_args, load_model_file, model_dir, print_result
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
 dien = load_model_file(model_dir("Ranking", "DIEN") / "model.py", "dien_model")
@@ -83,7 +83,7 @@ device = pick_device(args.device)
 
 # %% [markdown]
 # ## Data: (behaviours, candidate, click) rows, and the ranking stage's baseline
-# The same rows as the DIN demo (`Utils.behavior_demo`): on the synthetic default, impressions with
+# The same rows as the DIN demo (`Utils.loops.behavior_demo`): on the synthetic default, impressions with
 # planted clicks; on real data, the DIN paper's recipe (next item = positive, a never-touched item =
 # negative, earlier items with their attributes = behaviours; leave-one-out). Baseline: logistic
 # regression on the candidate's fields.

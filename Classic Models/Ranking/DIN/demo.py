@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from Datasets import DataError
-from Utils.behavior_demo import (
+from Utils.io import add_common_args, load_model_file, model_dir, print_result
+from Utils.loops.behavior_demo import (
     add_behavior_args,
     apply_saved_args,
     auc_by_positive_count,
@@ -52,7 +53,6 @@ from Utils.behavior_demo import (
     save_models,
     show_user,
 )
-from Utils.io import add_common_args, load_model_file, model_dir, print_result
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
 din = load_model_file(model_dir("Ranking", "DIN") / "model.py", "din_model")

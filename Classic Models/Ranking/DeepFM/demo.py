@@ -30,14 +30,14 @@
 # %%
 from pathlib import Path
 
-from Utils.field_ctr_demo import (
+from Utils.io import load_model_file, model_dir
+from Utils.loops.field_ctr_demo import (
     field_ctr_parser,
     hidden_widths,
     parse_with_presets,
     prepare,
     train_and_report,
 )
-from Utils.io import load_model_file, model_dir
 
 deepfm = load_model_file(model_dir("Ranking", "DeepFM") / "model.py", "deepfm_model")
 

@@ -47,13 +47,6 @@ import torch
 from Datasets import DataError
 from Datasets.BaseDatasets import TensorDictDataset
 from Datasets.mmoe_synthetic import make_mmoe_synthetic
-from Utils.behavior_demo import (
-    add_model_io_args,
-    apply_saved_args,
-    read_checkpoint,
-    restore,
-    save_models,
-)
 from Utils.io import (
     ROOT,
     add_common_args,
@@ -63,9 +56,16 @@ from Utils.io import (
     print_result,
     write_json_atomic,
 )
-from Utils.multitask_demo import run_two_task
+from Utils.loops.behavior_demo import (
+    add_model_io_args,
+    apply_saved_args,
+    read_checkpoint,
+    restore,
+    save_models,
+)
+from Utils.loops.multitask_demo import run_two_task
+from Utils.loops.recall_io import check_save_path
 from Utils.plotting import plot_curves
-from Utils.recall_io import check_save_path
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
 mmoe = load_model_file(model_dir("Ranking", "MMoE") / "model.py", "mmoe_model")

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 
-from Utils.behavior_demo import add_model_io_args
 from Utils.io import (
     add_common_args,
     load_model_file,
@@ -39,7 +38,8 @@ from Utils.io import (
     print_result,
     write_json_atomic,
 )
-from Utils.multitask_demo import run_two_task
+from Utils.loops.behavior_demo import add_model_io_args
+from Utils.loops.multitask_demo import run_two_task
 from Utils.training import count_params, cpu_setup, pick_device, set_seed
 
 ple = load_model_file(model_dir("Ranking", "PLE") / "model.py", "ple_model")

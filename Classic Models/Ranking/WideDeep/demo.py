@@ -29,14 +29,14 @@
 # %%
 from pathlib import Path
 
-from Utils.field_ctr_demo import (
+from Utils.io import load_model_file, model_dir
+from Utils.loops.field_ctr_demo import (
     field_ctr_parser,
     hidden_widths,
     parse_with_presets,
     prepare,
     train_and_report,
 )
-from Utils.io import load_model_file, model_dir
 
 widedeep = load_model_file(model_dir("Ranking", "WideDeep") / "model.py", "widedeep_model")
 

@@ -36,8 +36,9 @@ import torch
 import Datasets
 from Datasets import rerank_lists as RL
 from Utils.io import add_common_args, load_model_file, model_dir, positive_int, print_result
-from Utils.recall_io import user_row
-from Utils.rerank_eval import (
+from Utils.loops import first_stage as FS
+from Utils.loops.recall_io import user_row
+from Utils.loops.rerank_eval import (
     add_rerank_io_args,
     check_output_paths,
     fraction_arg,
@@ -202,13 +203,13 @@ def main(argv=None):
         scorer, saved = load_rerank(args.load, data=data, reranker="MMR")
         epochs = saved["epochs"]
     else:
-        scorer = RL.train_scorer(
+        scorer = FS.train_scorer(
             split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
         )
         epochs = args.epochs
-    lists = RL.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
+    lists = FS.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
     ranker_seconds = time.perf_counter() - t0
-    feats = RL.similarity_features(similarity, data, scorer)
+    feats = FS.similarity_features(similarity, data, scorer)
     U = len(lists["items"])
     evaluate = heldout_list_evaluator(lists, data, args.k)
 

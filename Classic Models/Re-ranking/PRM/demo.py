@@ -43,8 +43,9 @@ import Datasets
 from Datasets import TensorDictDataset
 from Datasets import rerank_lists as RL
 from Utils.io import add_common_args, load_model_file, model_dir, positive_int, print_result
-from Utils.recall_io import user_row
-from Utils.rerank_eval import (
+from Utils.loops import first_stage as FS
+from Utils.loops.recall_io import user_row
+from Utils.loops.rerank_eval import (
     add_rerank_io_args,
     check_output_paths,
     initial_positions,
@@ -202,16 +203,16 @@ def main(argv=None):
             "expected --labels target (the held-out next item) or auto"
         )
     if saved is None:
-        scorer = RL.train_scorer(split, epochs=args.ranker_epochs, seed=args.seed)
-    valid_l = RL.candidate_lists(split, scorer, stage="valid", n_candidates=args.candidates)
-    test_l = RL.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
+        scorer = FS.train_scorer(split, epochs=args.ranker_epochs, seed=args.seed)
+    valid_l = FS.candidate_lists(split, scorer, stage="valid", n_candidates=args.candidates)
+    test_l = FS.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
     if use_clicks:
         y_valid, _ = RL.simulate_clicks(data, valid_l, seed=args.seed + 2)
         y_test, p_test = RL.simulate_clicks(data, test_l, seed=args.seed + 3)
     else:
         y_valid, y_test, p_test = valid_l["labels"], test_l["labels"], None
     if saved is None:  # training lists at random prefixes of the training history
-        train_l = RL.prefix_lists(
+        train_l = FS.prefix_lists(
             split, scorer, per_user=args.per_user, n_candidates=args.candidates, seed=args.seed
         )
         if use_clicks:

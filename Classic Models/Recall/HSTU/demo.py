@@ -41,7 +41,7 @@ import torch
 
 import Datasets
 from Utils.io import add_common_args, load_model_file, model_dir, positive_float, positive_int
-from Utils.seqrec import (
+from Utils.loops.seqrec import (
     add_seqrec_args,
     describe,
     load_weights,
@@ -116,7 +116,7 @@ def train_step(batch):
 
 # %% [markdown]
 # ## Train with early stopping on validation NDCG@10, then the test by full ranking beside popularity
-# (`Utils.seqrec.train_and_report`: length-bucketed batches, evaluation chunks cut to their longest
+# (`Utils.loops.seqrec.train_and_report`: length-bucketed batches, evaluation chunks cut to their longest
 # history, one user's top-10, the curve and the RESULT line — the last line printed)
 
 # %%

@@ -52,7 +52,7 @@ from Utils.io import (
     print_result,
     save_checkpoint,
 )
-from Utils.recall_io import (
+from Utils.loops.recall_io import (
     add_recall_io_args,
     check_recall_io_args,
     export_vectors,

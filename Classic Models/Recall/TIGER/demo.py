@@ -62,10 +62,10 @@ from Utils.io import (
     print_result,
     save_checkpoint,
 )
+from Utils.loops.recall_io import add_recall_io_args, check_save_path, user_row
+from Utils.loops.seqrec import check_checkpoint_data, load_weights, read_checkpoint
 from Utils.metrics import ranking_metrics
 from Utils.plotting import plot_curves
-from Utils.recall_io import add_recall_io_args, check_save_path, user_row
-from Utils.seqrec import check_checkpoint_data, load_weights, read_checkpoint
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
 HERE = model_dir("Recall", "TIGER")

@@ -58,8 +58,7 @@ from Utils.io import (
     print_result,
     save_checkpoint,
 )
-from Utils.mips import MipsHNSW
-from Utils.recall_io import (
+from Utils.loops.recall_io import (
     add_recall_io_args,
     check_recall_io_args,
     export_vectors,
@@ -70,6 +69,7 @@ from Utils.recall_io import (
     user_row,
     widths_arg,
 )
+from Utils.mips import MipsHNSW
 from Utils.retrieval import FaissIndex, recall_vs_exact, topk
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 

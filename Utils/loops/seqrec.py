@@ -30,11 +30,11 @@ import torch
 
 from Datasets import DataError
 
-from .evaluation import Timer, evaluate_full_ranking, popularity_metrics
-from .io import positive_float, positive_int, print_result, save_checkpoint
-from .plotting import plot_curves
+from ..evaluation import Timer, evaluate_full_ranking, popularity_metrics
+from ..io import positive_float, positive_int, print_result, save_checkpoint
+from ..plotting import plot_curves
+from ..training import count_params, fit
 from .recall_io import add_recall_io_args, check_save_path, export_vectors, user_row
-from .training import count_params, fit
 
 KS = (5, 10, 20, 50, 200)  # the HSTU paper's columns include Recall@200 / NDCG@200
 
@@ -42,7 +42,7 @@ KS = (5, 10, 20, 50, 200)  # the HSTU paper's columns include Recall@200 / NDCG@
 def add_seqrec_args(parser: argparse.ArgumentParser, *, onnx: bool = False
                     ) -> argparse.ArgumentParser:
     """Flags every sequence demo has (the model-specific ones stay in the demo), with --save,
-    --load, --overwrite, --recommend, --export-vectors (Utils.recall_io) and, with onnx=True,
+    --load, --overwrite, --recommend, --export-vectors (Utils.loops.recall_io) and, with onnx=True,
     --export-onnx."""
     parser.add_argument("--dim", type=positive_int, default=64)
     parser.add_argument("--dropout", type=float, default=0.5, help="in [0, 1)")

@@ -6,7 +6,7 @@ gets a scratch virtual environment of its own, never this repo's requirements:
     python3 -m venv /tmp/rbvenv
     /tmp/rbvenv/bin/pip install torch==2.13.0 recbole==1.2.1 "numpy<2" "pandas<2.3" "scipy<1.14" \\
         "scikit-learn<1.6" "setuptools<70"
-    PYTHONPATH=. /tmp/rbvenv/bin/python -m Utils.peer_recbole \\
+    PYTHONPATH=. /tmp/rbvenv/bin/python -m Utils.tools.peer_recbole \\
         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --epochs 26
 
 What it does: writes our loaded interactions as a RecBole atomic file (user, item, position as the

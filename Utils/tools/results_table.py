@@ -8,8 +8,8 @@ This script turns those files into the README table between the markers
 so the overview cannot drift from what the commands printed. `tests/test_results_table.py` fails when
 the README and the stored results disagree.
 
-    python -m Utils.results_table          # rewrite the README section
-    python -m Utils.results_table --check  # exit 1 if it is stale
+    python -m Utils.tools.results_table          # rewrite the README section
+    python -m Utils.tools.results_table --check  # exit 1 if it is stale
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 STAGES = ("Recall", "Ranking", "Re-ranking")
 
@@ -42,7 +42,7 @@ PAPER = {
 
 
 # The run each note calls its headline (other real-data files are ablations / sweeps, in the lab logs).
-# A `summary_*.json` (mean ± sd over seeds, `python -m Utils.seed_summary`) is preferred when it exists.
+# A `summary_*.json` (mean ± sd over seeds, `python -m Utils.tools.seed_summary`) is preferred when it exists.
 # A model folder missing here contributes all of its real-data files.
 SUMMARY = {"SASRec": "summary_beauty.json", "HSTU": "summary_beauty.json", "DIN": "summary_beauty.json",
            "DIEN": "summary_beauty.json", "WideDeep": "summary_frappe.json", "DeepFM": "summary_frappe.json",
@@ -355,7 +355,7 @@ def update_ledgers(root: Path = ROOT, check: bool = False) -> bool:
 
 def recall_figure(root: Path = ROOT, out: Path | None = None) -> Path:
     """Recall@K of every recall model's headline Beauty run (and popularity), one line each."""
-    from .plotting import plot_curves
+    from ..plotting import plot_curves
 
     curves, pop = {}, None
     for r in sorted(collect(root), key=lambda r: ORDER.index(r["dir"]) if r["dir"] in ORDER else 99):
@@ -385,7 +385,7 @@ def main(argv=None) -> None:
     ok = update_readme(check=a.check)
     ok = update_ledgers(check=a.check) and ok
     if a.check and not ok:
-        print("README results section or a stage ledger is stale: run `python -m Utils.results_table`",
+        print("README results section or a stage ledger is stale: run `python -m Utils.tools.results_table`",
               file=sys.stderr)
         raise SystemExit(1)
 

@@ -1,8 +1,8 @@
 """Check the model notes: one template, excerpts that match the code, maths GitHub renders, honest numbers.
 
-    python -m Utils.notes_check                      # every note, stage overview and lab log
-    python -m Utils.notes_check "Classic Models/Recall/MIND/README.md"
-    python -m Utils.notes_check --mathjax            # also render every formula with MathJax 3 (node)
+    python -m Utils.tools.notes_check                      # every note, stage overview and lab log
+    python -m Utils.tools.notes_check "Classic Models/Recall/MIND/README.md"
+    python -m Utils.tools.notes_check --mathjax            # also render every formula with MathJax 3 (node)
 
 What is checked (each rule is a function below, and `tests/test_notes.py` runs them all):
 
@@ -43,7 +43,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = ROOT / "Classic Models"
 STAGES = ("Recall", "Ranking", "Re-ranking")
 TEMPLATE = ("Problem", "Idea", "Architecture", "Maths", "From paper to code", "Training and serving",
@@ -381,7 +381,7 @@ def check_numbers(rep: Report, section: str, first_line: int, own_model: str | l
         if not any(all(_matches(t, vals) for t in tokens) for vals in candidates.values()):
             missing = [t for t in tokens if not any(_matches(t, v) for v in candidates.values())]
             why = (f"not found in any stored json: {missing}" if missing else
-                   "found, but not all in one json (make a summary: python -m Utils.seed_summary)")
+                   "found, but not all in one json (make a summary: python -m Utils.tools.seed_summary)")
             rep.add(line, f"table row numbers are not backed by one RESULT json of "
                           f"{sorted(own | models_named(row))}: {why}")
     rep.stats["numbers_checked"] = rep.stats.get("numbers_checked", 0) + checked

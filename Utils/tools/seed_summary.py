@@ -4,7 +4,7 @@ A note's headline reports a configuration as the mean and the sample standard de
 that were run. This command computes them from the stored runs and writes them as one json beside the
 runs, so the number in the note is a number a command printed and a file holds:
 
-    python -m Utils.seed_summary assets/SASRec/results/summary_beauty.json \
+    python -m Utils.tools.seed_summary assets/SASRec/results/summary_beauty.json \
         assets/SASRec/results/beauty_ce_batch32_seed0.json assets/SASRec/results/beauty_ce_batch32_seed1.json ...
 
 The summary keeps the RESULT schema (`model`, `data`, `protocol`, `metrics`, `baseline`) with means,
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="recompute every stored assets/*/results/summary_*.json from the runs it names")
     args = ap.parse_args(argv)
     if args.refresh:
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]
         for path in sorted(root.glob("assets/*/results/summary_*.json")):
             write_json_atomic(path, recompute(path))
             print(f"refreshed {path.relative_to(root)}")

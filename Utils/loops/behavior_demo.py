@@ -31,10 +31,10 @@ from Datasets import DataError
 from Datasets.BaseDatasets import CTRDataset, TensorDictDataset
 from Datasets.behavior_ctr import build_behavior_ctr, has_item_attributes, item_field_table
 
-from .baselines import logistic_regression
-from .evaluation import evaluate_ctr
-from .io import positive_int, save_checkpoint
-from .metrics import auc
+from ..evaluation import evaluate_ctr
+from ..io import positive_int, save_checkpoint
+from ..metrics import auc
+from ..tools.baselines import logistic_regression
 from .recall_io import check_save_path, show_recommendations, user_row
 
 # Flags that shape the rows and the item fields: a --load run takes them from the checkpoint (all

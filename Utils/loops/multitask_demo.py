@@ -5,7 +5,7 @@ generator's planted click, task "next" whether the candidate is the item the use
 Each demo passes the models it compares (name -> builder); this module loads the data, fits one
 logistic regression per task as the baseline, trains every model the same way (Adam, early stopping
 on the mean validation AUC of the tasks), tests them, and shows one user's top candidates.
-`--save` / `--load` / `--recommend USER` work as in the behaviour demos (`Utils.behavior_demo`).
+`--save` / `--load` / `--recommend USER` work as in the behaviour demos (`Utils.loops.behavior_demo`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from Datasets import DataError
 from Datasets.BaseDatasets import CTRDataset, TensorDictDataset
 from Datasets.multitask_ctr import FIELDS, TASKS, two_task_impressions
 
-from .baselines import logistic_regression
+from ..evaluation import evaluate_ctr
+from ..tools.baselines import logistic_regression
+from ..training import History, fit, set_seed
 from .behavior_demo import check_before_training, read_checkpoint, restore, save_models
-from .evaluation import evaluate_ctr
-from .training import History, fit, set_seed
 
 
 def predict(model: torch.nn.Module, ds, device, batch_size: int = 4096) -> np.ndarray:

@@ -4,8 +4,8 @@ Both re-rankers get the same candidate lists (top-50 of the first-stage ranker, 
 same min-max relevance and the same item features (cosine similarity), so the curves compare the
 selection rules and nothing else. Plots NDCG@10 against ILD@10 with the initial ranking as a point.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.rerank_tradeoff   # ~20-40 s
-    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.rerank_tradeoff \
+    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.loops.rerank_tradeoff   # ~20-40 s
+    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.loops.rerank_tradeoff \
         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt   # 31 min on a loaded machine
 
 Writes assets/DPP/tradeoff_<data>.png and assets/DPP/results/tradeoff_<data>.json.
@@ -31,8 +31,9 @@ from Utils.io import (
     positive_int,
     write_json_atomic,
 )
+from Utils.loops import first_stage as FS
+from Utils.loops.rerank_eval import fraction_list_arg, initial_positions, rerank_metrics
 from Utils.plotting import plot_scatter
-from Utils.rerank_eval import fraction_list_arg, initial_positions, rerank_metrics
 from Utils.training import cpu_setup, set_seed
 
 
@@ -86,10 +87,10 @@ def main(argv=None):
                         "categories or attributes; expected data with them (e.g. a seqtxt file with "
                         "its *_item2attributes.json beside it)")
     split = Datasets.leave_one_out(data)
-    scorer = RL.train_scorer(split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    scorer = FS.train_scorer(split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              seed=args.seed)
-    lists = RL.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
-    feats = RL.similarity_features(args.similarity, data, scorer)
+    lists = FS.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
+    feats = FS.similarity_features(args.similarity, data, scorer)
     cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
     U = len(lists["items"])
     ones = np.ones(U)

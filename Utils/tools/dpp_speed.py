@@ -2,7 +2,7 @@
 computes log-determinants explicitly (O(N k^4) with batched slogdet), per list, for N candidates
 and k picks.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.dpp_speed \
+    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.tools.dpp_speed \
         --out assets/DPP/results/speed.json
 
 Prints a markdown table (ms per list; median of --repeats runs) and writes it as json with --out.

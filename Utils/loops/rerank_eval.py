@@ -26,7 +26,7 @@ import torch
 
 from Datasets import DataError
 
-from . import metrics as M
+from .. import metrics as M
 
 
 def _np(x) -> np.ndarray:
@@ -77,7 +77,7 @@ def initial_positions(n_lists: int, k: int) -> np.ndarray:
 
 def heldout_list_evaluator(lists: dict, data, k: int):
     """evaluate(positions) -> metrics for candidate lists whose label is one held-out item per user
-    (`Datasets.rerank_lists.candidate_lists`): Recall counts a target missing from the list as
+    (`Utils.loops.first_stage.candidate_lists`): Recall counts a target missing from the list as
     missed; ILD and coverage use the data's item categories / attribute sets."""
     from Datasets import rerank_lists as RL
 
@@ -195,7 +195,7 @@ def save_rerank(path: str, *, scorer, data, reranker: str, settings: dict, overw
 def load_rerank(path: str, *, data, reranker: str):
     """(first-stage ranker, payload) from a `save_rerank` file; payload["model"] holds PRM's weights
     for a PRM file. A file for other data (other item ids) is a DataError."""
-    from Datasets import rerank_lists as RL
+    from Utils.loops import first_stage as FS
 
     p = Path(path)
     if not p.is_file():
@@ -216,7 +216,7 @@ def load_rerank(path: str, *, data, reranker: str):
         raise DataError(f"--load {path}: saved for {payload['data']} ({len(saved) - 1} items), but "
                         f"--data gives {data.name} ({len(here) - 1} items, other ids); expected the "
                         "data the model was trained on")
-    scorer = RL.HistoryScorer(data.n_items, payload["ranker_config"]["dim"])
+    scorer = FS.HistoryScorer(data.n_items, payload["ranker_config"]["dim"])
     scorer.load_state_dict(payload["ranker"] if "ranker" in payload else payload["model"])
     scorer.eval()
     print(f"loaded {path}: {payload['reranker']} demo, trained on {payload['data']}; training skipped")

@@ -4,7 +4,7 @@ torch-rechub is a *peer* library, not a dependency: install it in a scratch plac
 requirements, and put it on the path only for this command, e.g.
 
     pip install --target /tmp/rechub_pkgs --no-deps torch-rechub==0.9.0
-    PYTHONPATH=/tmp/rechub_pkgs python -m Utils.peer_rechub \\
+    PYTHONPATH=/tmp/rechub_pkgs python -m Utils.tools.peer_rechub \\
         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --model mind --epochs 2 --threads 1
 
 It trains the peer model with its own `MatchTrainer` (list-wise softmax over the positive and

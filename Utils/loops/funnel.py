@@ -28,7 +28,7 @@ import torch
 
 from Utils.io import load_model_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "Classic Models"
 
 
@@ -646,12 +646,12 @@ def timed(fn, *args, **kw):
 
 
 def summarize_seeds(out_path: str | Path, run_paths: list[str | Path]) -> dict:
-    """Mean ± sd over seeds (Utils.seed_summary's schema) plus the ranking stage's lift over the
+    """Mean ± sd over seeds (Utils.tools.seed_summary's schema) plus the ranking stage's lift over the
     best single channel per seed, with its mean and standard error over seeds (sd / sqrt(n))."""
     import json
 
     from Utils.io import write_json_atomic
-    from Utils.seed_summary import build
+    from Utils.tools.seed_summary import build
 
     out_path = Path(out_path)
     summary = build(out_path, [Path(p) for p in run_paths])
@@ -832,7 +832,7 @@ def tables(path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m Utils.funnel summarize OUT.json RUN.json ... | tables RESULT.json
+    """python -m Utils.loops.funnel summarize OUT.json RUN.json ... | tables RESULT.json
     | plot RESULT.json OUT.png"""
     import argparse
     import sys
