@@ -31,10 +31,10 @@ from Datasets import DataError
 from Datasets.BaseDatasets import CTRDataset, TensorDictDataset
 from Datasets.behavior_ctr import build_behavior_ctr, has_item_attributes, item_field_table
 
+from ..baselines import logistic_regression
 from ..evaluation import evaluate_ctr
 from ..io import positive_int, save_checkpoint
 from ..metrics import auc
-from ..tools.baselines import logistic_regression
 from .recall_io import check_save_path, show_recommendations, user_row
 
 # Flags that shape the rows and the item fields: a --load run takes them from the checkpoint (all
@@ -363,3 +363,25 @@ def show_user(model: torch.nn.Module, b: BehaviorCTR, max_len: int,
         mark = "  <- held-out next item" if int(candidates[j]) == held_out else ""
         print(f"    p={scores[j]:.3f}  {describe(b.data, int(candidates[j]))}{mark}")
     print(what, [round(x, 2) for x in w[history > 0].tolist()[-8:]])
+
+
+def pick_user_and_candidates(b, max_len: int, n_show: int = 12):
+    """For `--plot-internals` of the DIN and DIEN demos: the first test user whose last `n_show`
+    behaviours hold >= 3 items of each of two categories (field 1 of the item table), and for each
+    category its most popular item the user never touched. Returns (history (L,) int64 left-padded,
+    candidates [2] item ids)."""
+    hist_items, _ = b.split.history("test", max_len)
+    counts = b.split.item_counts()
+    cat = b.fields[:, 1].numpy()  # (n_items + 1,)
+    for row in range(len(hist_items)):
+        items = hist_items[row][hist_items[row] > 0][-n_show:]
+        cats, n = np.unique(cat[items], return_counts=True)
+        top2 = cats[np.argsort(-n)][:2]
+        if len(cats) < 2 or np.sort(n)[-2] < 3:
+            continue
+        seen = set(hist_items[row].tolist())
+        cands = [max((i for i in np.flatnonzero(cat == c) if i not in seen and i > 0),
+                     key=lambda i: counts[i]) for c in top2]
+        return torch.as_tensor(hist_items[row]), cands
+    raise DataError("--plot-internals: no test user has >= 3 behaviours in each of two categories "
+                    "among the last ones; expected data with item categories")

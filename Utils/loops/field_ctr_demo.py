@@ -33,10 +33,10 @@ import torch
 import Datasets
 from Datasets.field_ctr import FieldCTR, build_field_ctr
 
+from ..baselines import logistic_regression
 from ..ctr_training import ctr_metrics, predict_ctr, train_ctr_model
 from ..io import add_common_args, positive_int, print_result, save_checkpoint
 from ..metrics import auc
-from ..tools.baselines import logistic_regression
 from ..training import count_params, cpu_setup, pick_device, set_seed
 
 

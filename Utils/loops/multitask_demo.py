@@ -22,8 +22,8 @@ from Datasets import DataError
 from Datasets.BaseDatasets import CTRDataset, TensorDictDataset
 from Datasets.multitask_ctr import FIELDS, TASKS, two_task_impressions
 
+from ..baselines import logistic_regression
 from ..evaluation import evaluate_ctr
-from ..tools.baselines import logistic_regression
 from ..training import History, fit, set_seed
 from .behavior_demo import check_before_training, read_checkpoint, restore, save_models
 

@@ -46,6 +46,7 @@ from Utils.loops.behavior_demo import (
     load_behavior_ctr,
     logistic_baseline,
     non_negative_float,
+    pick_user_and_candidates,
     print_by_positive_count,
     read_checkpoint,
     recommend,
@@ -178,27 +179,6 @@ if args.recommend is not None:  # `--recommend USER`: every item the user has no
 # over the user's last behaviours: the candidate turns up the behaviours of its own category.
 
 # %%
-def pick_user_and_candidates(b, n_show: int = 12):
-    """The first test user whose last `n_show` behaviours hold >= 3 items of each of two
-    categories (field 1 of the item table), and for each category its most popular item the user
-    never touched. Returns (history (L,) int64 left-padded, candidates [2] item ids)."""
-    hist_items, _ = b.split.history("test", args.max_len)
-    counts = b.split.item_counts()
-    cat = b.fields[:, 1].numpy()  # (n_items + 1,)
-    for row in range(len(hist_items)):
-        items = hist_items[row][hist_items[row] > 0][-n_show:]
-        cats, n = np.unique(cat[items], return_counts=True)
-        top2 = cats[np.argsort(-n)][:2]
-        if len(cats) < 2 or np.sort(n)[-2] < 3:
-            continue
-        seen = set(hist_items[row].tolist())
-        cands = [max((i for i in np.flatnonzero(cat == c) if i not in seen and i > 0),
-                     key=lambda i: counts[i]) for c in top2]
-        return torch.as_tensor(hist_items[row]), cands
-    raise DataError("--plot-internals: no test user has >= 3 behaviours in each of two categories "
-                    "among the last ones; expected data with item categories")
-
-
 def item_label(i: int) -> str:
     """'title [category]' on the synthetic data, the data set's own description otherwise."""
     return bctr.data.item_text(i).replace(" [", "\n[")
@@ -210,7 +190,7 @@ if args.plot_internals:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    history, cands = pick_user_and_candidates(bctr)
+    history, cands = pick_user_and_candidates(bctr, args.max_len)
     model.eval()
     with torch.no_grad():
         w = model.activation_weights(fields[torch.as_tensor(cands)].to(device),

@@ -6,7 +6,7 @@
 
 Run the popularity baseline from the command line:
 
-    python -m Utils.tools.baselines --data seqtxt:../shared/data/amazon-beauty/Beauty.txt
+    python -m Utils.baselines --data seqtxt:../shared/data/amazon-beauty/Beauty.txt
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..evaluation import evaluate_ctr, popularity_metrics
-from ..io import add_common_args, print_result
-from ..training import pick_device, set_seed
+from .evaluation import evaluate_ctr, popularity_metrics
+from .io import add_common_args, print_result
+from .training import pick_device, set_seed
 
 
 def popularity_scores(split) -> torch.Tensor:
@@ -52,7 +52,7 @@ def logistic_regression(train, valid, test, field_dims: list[int], epochs: int =
                         patience: int = 2, seed: int = 0, device="cpu") -> dict:
     """Train LR with Adam on CTRDataset parts; early stop on validation AUC. Returns test metrics
     (AUC, LogLoss, + GAUC when users are known) and the trained model under "model"."""
-    from ..training import fit
+    from .training import fit
 
     set_seed(seed)
     n_dense = train.tensors["dense"].shape[1] if "dense" in train.tensors else 0
