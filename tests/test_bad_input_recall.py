@@ -10,20 +10,16 @@ runs as a real subprocess to check the hook itself.
 
 from __future__ import annotations
 
-import io
 import json
-import runpy
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, model_module
-from Utils.io import INPUT_ERRORS, model_dir
+from tests.conftest import ROOT, model_module, run_demo_in_process
 
 DEMOS = ("YoutubeDNN", "MIND", "SDM")
 # tiny models, so a case that trains (none here; the round trips in tests/test_<model>.py) stays fast
@@ -54,32 +50,8 @@ def write_tiny_seqtxt(folder: Path, attributes: bool = False, n_users: int = 120
 
 
 def run_demo(name: str, argv: list[str]) -> tuple[int, str, str, dict]:
-    """Run `Classic Models/Recall/<name>/demo.py` in this process with `argv`.
-
-    Returns (exit status, stdout, stderr, the demo's globals ({} when it stopped early))."""
-    path = model_dir("Recall", name) / "demo.py"
-    saved_argv, saved_hook = sys.argv, sys.excepthook
-    sys.argv = [str(path), *argv]
-    out, err = io.StringIO(), io.StringIO()
-    code, namespace = 0, {}
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            try:
-                namespace = runpy.run_path(str(path), run_name="__main__")
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-            except INPUT_ERRORS as e:  # what the installed excepthook prints in a script
-                print(f"error: {e}", file=sys.stderr)
-                code = 2
-    finally:
-        sys.argv, sys.excepthook = saved_argv, saved_hook
-    return code, out.getvalue(), err.getvalue(), namespace
-
-
-def result_of(stdout: str) -> dict:
-    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
-    assert lines, stdout[-2000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    """Run `Classic Models/Recall/<name>/demo.py` in this process (see `tests.conftest`)."""
+    return run_demo_in_process("Recall", name, argv)
 
 
 @pytest.fixture(scope="module")

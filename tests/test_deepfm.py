@@ -128,22 +128,6 @@ def test_frappe_demo_beats_logistic_regression():
     assert res["metrics"]["AUC"] > res["baseline"]["metrics"]["AUC"]
 
 
-def test_an_out_of_range_id_is_a_clear_error_not_the_next_fields_row():
-    """One table holds every field (row offsets[f] + id), so id 11 of a field of size 11 would
-    read the next field's padding row: it must fail, naming the field, the id and the range."""
-    model = M.DeepFM(M.DeepFMConfig(field_dims=(11, 6, 4))).eval()
-    for bad, field, text in (([[11, 1, 1]], 0, "id 11"), ([[1, -1, 1]], 1, "id -1"),
-                             ([[1, 1, 4]], 2, "id 4")):
-        with pytest.raises(ValueError) as info:
-            model(torch.tensor(bad))
-        message = str(info.value)
-        assert f"sparse field {field}: {text} is out of range" in message and "\n" not in message
-    with pytest.raises(ValueError, match=r"expected 0\.\.10 \(field_dims\[0\] = 11"):
-        model(torch.tensor([[11, 1, 1]]))
-    with torch.no_grad():  # the largest valid ids and the padding id still work
-        assert model(torch.tensor([[10, 5, 3], [0, 0, 0]])).shape == (2,)
-
-
 def test_demo_save_then_load_gives_identical_test_metrics(tmp_path):
     """--save after a tiny run, then --load (no flags but the data): training is skipped, the flags
     come from the file, and the test metrics are identical."""

@@ -239,7 +239,8 @@ def test_demo_round_trip_trains_on_a_last_batch_of_one_and_recommends(tmp_path):
     """The demo on a tiny seqtxt file without item attributes (the item id is the only field):
     366 training rows in batches of 365 end with a batch of one row; --save, then --load gives
     identical metrics; --recommend prints a top-10."""
-    from tests.test_bad_input_ranking import result_of, run_demo, write_tiny_seqtxt
+    from tests.conftest import result_of
+    from tests.test_bad_input_ranking import run_demo, write_tiny_seqtxt
 
     data = write_tiny_seqtxt(tmp_path / "data")
     flags = ["--data", f"seqtxt:{data}", "--epochs", "1", "--dim", "4", "--batch-size", "365",

@@ -268,7 +268,8 @@ def test_out_of_range_id_is_a_clear_error():
 def test_demo_round_trip_trains_on_a_last_batch_of_one_and_recommends(tmp_path):
     """The demo on a tiny seqtxt file: 366 training rows in batches of 365 end with a batch of one
     row; --save, then --load (no training) gives identical metrics; --recommend prints a top-10."""
-    from tests.test_bad_input_ranking import result_of, run_demo, write_tiny_seqtxt
+    from tests.conftest import result_of
+    from tests.test_bad_input_ranking import run_demo, write_tiny_seqtxt
 
     data = write_tiny_seqtxt(tmp_path / "data", attributes=True)
     flags = ["--data", f"seqtxt:{data}", "--epochs", "1", "--dim", "4", "--batch-size", "365",

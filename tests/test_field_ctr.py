@@ -6,7 +6,7 @@ import torch
 
 import Datasets
 from Datasets.field_ctr import build_field_ctr
-from tests.conftest import shared_path
+from tests.conftest import model_module, shared_path
 
 
 def write_libfm(folder, name, rows):
@@ -200,3 +200,23 @@ def test_synthetic_raw_ids_are_the_reviewer_and_item_ids():
     u = int(ctr.test.tensors["sparse"][0, 0])
     assert ctr.raw_id("user", u) == data.user_raw[u] and ctr.code_of("user", data.user_raw[u]) == u
     assert ctr.raw_id("item", 5) == data.item_raw[5]
+
+
+@pytest.mark.parametrize("name,cls", [("WideDeep", "WideDeep"), ("DeepFM", "DeepFM"), ("DCNv2", "DCNv2"),
+                                      ("AutoInt", "AutoInt")])
+def test_an_out_of_range_id_is_a_clear_error_not_the_next_fields_row(name, cls):
+    """All four field models keep every field in one table (row offsets[f] + id), so id 11 of a field
+    of size 11 would read the next field's padding row: it must fail, naming the field, the id and
+    the range, while the largest valid ids and the padding id still work."""
+    mod = model_module("Ranking", name)
+    model = getattr(mod, cls)(getattr(mod, f"{cls}Config")(field_dims=(11, 6, 4))).eval()
+    for bad, field, text in (([[11, 1, 1]], 0, "id 11"), ([[1, -1, 1]], 1, "id -1"),
+                             ([[1, 1, 4]], 2, "id 4")):
+        with pytest.raises(ValueError) as info:
+            model(torch.tensor(bad))
+        message = str(info.value)
+        assert f"sparse field {field}: {text} is out of range" in message and "\n" not in message
+    with pytest.raises(ValueError, match=r"expected 0\.\.10 \(field_dims\[0\] = 11"):
+        model(torch.tensor([[11, 1, 1]]))
+    with torch.no_grad():
+        assert model(torch.tensor([[10, 5, 3], [0, 0, 0]])).shape == (2,)

@@ -200,7 +200,8 @@ def test_demo_runs_on_ids_only_and_round_trips_save_load(tmp_path):
     optional in the paper), says so once, and a saved model reloads to identical metrics."""
     import numpy as np
 
-    from tests.test_bad_input_recall import TINY, result_of, run_demo, write_tiny_seqtxt
+    from tests.conftest import result_of
+    from tests.test_bad_input_recall import TINY, run_demo, write_tiny_seqtxt
 
     data = write_tiny_seqtxt(tmp_path / "ids_only")
     flags = ["--data", f"seqtxt:{data}", *TINY["MIND"], "--epochs", "2", "--threads", "1"]

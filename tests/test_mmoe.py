@@ -175,7 +175,8 @@ def test_out_of_range_sparse_id_is_a_clear_error():
 def test_correlation_study_round_trip(tmp_path):
     """--save after a tiny correlation study, then --load: no training, identical metrics, and the
     loaded weights reproduce the saved curves' best epochs."""
-    from tests.test_bad_input_ranking import result_of, run_demo
+    from tests.conftest import result_of
+    from tests.test_bad_input_ranking import run_demo
 
     flags = ["--experiment", "correlation", "--runs", "1", "--epochs", "2", "--n-train", "300",
              "--n-test", "100", "--correlations", "1.0", "--plot-dir", str(tmp_path), "--threads",
@@ -194,7 +195,8 @@ def test_correlation_study_round_trip(tmp_path):
 def test_two_task_demo_round_trip_and_recommend(tmp_path):
     """The default two-task run: --save, then --load (no training) gives identical metrics;
     --recommend prints a top-10 for a synthetic user."""
-    from tests.test_bad_input_ranking import result_of, run_demo
+    from tests.conftest import result_of
+    from tests.test_bad_input_ranking import run_demo
 
     flags = ["--epochs", "1", "--threads", "1"]
     code, out, err, _ = run_demo("MMoE", [*flags, "--save", str(tmp_path / "mmoe.pt")])

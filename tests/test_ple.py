@@ -160,7 +160,8 @@ def test_out_of_range_sparse_id_is_a_clear_error():
 def test_two_task_demo_round_trip_and_recommend(tmp_path):
     """The default two-task run: --save, then --load (no training) gives identical metrics for PLE
     and MMoE; --recommend prints a top-10 for a synthetic user."""
-    from tests.test_bad_input_ranking import result_of, run_demo
+    from tests.conftest import result_of
+    from tests.test_bad_input_ranking import run_demo
 
     flags = ["--epochs", "1", "--threads", "1"]
     code, out, err, _ = run_demo("PLE", [*flags, "--save", str(tmp_path / "ple.pt")])

@@ -240,7 +240,8 @@ def test_out_of_range_ids_are_named_errors():
 
 
 def test_demo_save_load_round_trip_gives_identical_metrics(tmp_path):
-    from tests.test_bad_input_recall import TINY, result_of, run_demo, write_tiny_seqtxt
+    from tests.conftest import result_of
+    from tests.test_bad_input_recall import TINY, run_demo, write_tiny_seqtxt
 
     data = write_tiny_seqtxt(tmp_path / "ids_only")  # no side files: the history alone
     flags = ["--data", f"seqtxt:{data}", *TINY["YoutubeDNN"], "--epochs", "2", "--threads", "1"]
