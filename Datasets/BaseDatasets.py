@@ -10,6 +10,7 @@ All sample construction is vectorised with numpy/torch: no Python object per sam
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -337,10 +338,24 @@ class LOOSplit:
     test_items: np.ndarray  # (U,)
     test_timestamps: np.ndarray
     n_dropped_users: int = 0
+    refit: bool = False  # True: the training part holds the validation item (see `refit_split`)
 
     @property
     def n_users(self) -> int:
         return len(self.users)
+
+    def refit_split(self) -> "LOOSplit":
+        """The split of the refit protocol: the validation item joins the end of each user's
+        training part (every interaction but the test item), there is no validation stage, and the
+        test is unchanged (its history is the new training part). Used to retrain for an epoch
+        count chosen earlier on validation, as published holdout numbers are often produced."""
+        if self.refit:
+            raise ValueError("this split is already a refit split")
+        offsets, items, ts = self._full("test")
+        return dataclasses.replace(
+            self, train_offsets=offsets, train_items=items, train_timestamps=ts,
+            valid_items=np.zeros(0, dtype=np.int64), valid_timestamps=np.zeros(0, dtype=np.int64),
+            refit=True)
 
     def __repr__(self) -> str:
         return (
@@ -350,6 +365,11 @@ class LOOSplit:
 
     def _full(self, stage: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR of the history available before predicting `stage` (train, or train + valid)."""
+        if self.refit and stage in ("valid", "test"):
+            if stage == "valid":
+                raise ValueError("a refit split has no validation stage: its validation item is "
+                                 "part of training")
+            return self.train_offsets, self.train_items, self.train_timestamps
         if stage == "valid":
             return self.train_offsets, self.train_items, self.train_timestamps
         if stage != "test":
@@ -383,6 +403,9 @@ class LOOSplit:
         return h, t
 
     def targets(self, stage: str) -> np.ndarray:
+        if stage == "valid" and self.refit:
+            raise ValueError("a refit split has no validation stage: its validation item is part "
+                             "of training")
         if stage == "valid":
             return self.valid_items
         if stage == "test":

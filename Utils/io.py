@@ -173,6 +173,15 @@ def _clean(x):
     return x
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (getrusage; Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 def print_result(*, model: str, data: str, protocol: str, metrics: dict, baseline: dict | None,
                  train_seconds: float, eval_seconds: float, epochs: int, params: int,
                  out: str | None = None, **extra) -> dict:
@@ -180,7 +189,7 @@ def print_result(*, model: str, data: str, protocol: str, metrics: dict, baselin
     res = {
         "model": model, "data": data, "protocol": protocol, "metrics": metrics,
         "baseline": baseline, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-        "epochs": epochs, "params": params, **extra,
+        "epochs": epochs, "params": params, "peak_rss_mb": peak_rss_mb(), **extra,
     }
     res = _clean(res)
     line = json.dumps(res, sort_keys=False)

@@ -112,7 +112,101 @@ def test_plotted_attention_weights_are_causal_softmax_rows_that_reproduce_the_la
         torch.testing.assert_close(by_hand[:, 2:], attn(x, allowed)[:, 2:], atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["bce", "ce", "sampled_ce"])
+def _states_and_targets(model, history, targets):
+    states = model(history)
+    mask = (targets != 0) & (history != 0)
+    return states[mask], targets[mask], mask
+
+
+def test_sampled_softmax_draws_negatives_per_position_and_masks_accidental_hits():
+    """Per-position negatives (B, L, S): each position's softmax is over its own positive and its own S
+    negatives; a negative equal to the positive drops out."""
+    model = _model("sampled_ce", n_negatives=3)
+    history = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    targets = torch.tensor([[0, 2, 3, 4], [5, 6, 7, 8]])
+    g = torch.Generator().manual_seed(0)
+    negatives = torch.randint(1, 31, (2, 4, 3), generator=g)
+    negatives[1, 2, 0] = 7  # the positive of that position: an accidental hit
+    h, pos, mask = _states_and_targets(model, history, targets)
+    E = model.item_embedding.weight
+    neg = negatives[mask]  # (T, S)
+    expected = []
+    for t in range(len(pos)):  # one position at a time, by the definition
+        logits = [h[t] @ E[pos[t]]] + [h[t] @ E[j] for j in neg[t] if j != pos[t]]
+        expected.append(-torch.log_softmax(torch.stack(logits), 0)[0])
+    torch.testing.assert_close(model.loss(history, targets, negatives), torch.stack(expected).mean())
+    # shared negatives (S,) are the per-position case with the same S at every position
+    shared = negatives[0, 0]
+    torch.testing.assert_close(model.loss(history, targets, shared),
+                               model.loss(history, targets, shared.expand(2, 4, 3)))
+
+
+def test_log_q_correction_makes_the_sampled_softmax_estimate_the_full_one():
+    """With q_j = 1/N, exp(r_j) N / S summed over S uniform draws estimates the sum over all items: for
+    large S the corrected loss approaches full cross-entropy (plus the positive counted twice, which is
+    negligible here), the uncorrected one stays off by about log(N / S) in the log-partition."""
+    torch.manual_seed(0)
+    kw = dict(n_items=40, max_len=6, dim=8, n_blocks=1, n_heads=1, dropout=0.0)
+    full = sasrec.SASRec(sasrec.SASRecConfig(loss="ce", **kw)).eval()
+    corrected = sasrec.SASRec(sasrec.SASRecConfig(loss="sampled_ce", logq=True, **kw)).eval()
+    plain = sasrec.SASRec(sasrec.SASRecConfig(loss="sampled_ce", **kw)).eval()
+    for m in (corrected, plain):
+        m.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        for m in (full, corrected, plain):  # sharpen the scores so the test is not trivially flat
+            m.item_embedding.weight.mul_(8.0)
+    history = torch.tensor([[0, 1, 2, 3, 4, 5]])
+    targets = torch.tensor([[0, 2, 3, 4, 5, 6]])
+    S = 200_000  # many more draws than items: the estimate is close
+    negatives = torch.randint(1, 41, (1, 6, S), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ce = full.loss(history, targets)
+        got = corrected.loss(history, targets, negatives)
+        off = plain.loss(history, targets, negatives)
+    torch.testing.assert_close(got, ce, atol=0.02, rtol=0.0)
+    assert abs(float(off - ce)) > 5.0  # log(S / N) = log(5000) ≈ 8.5 without the correction
+
+
+def test_gbce_is_bce_with_the_positive_probability_raised_to_beta():
+    """gSASRec Eq. (10): σ(r+) is replaced by σ(r+)^β, β = α (t (1 - 1/α) + 1/α), α = S / (N - 1);
+    the loss is the mean of the 1 + S binary cross-entropies. t = 0 gives β = 1 (plain BCE with S
+    negatives), t = 1 gives β = α."""
+    history = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    targets = torch.tensor([[0, 2, 3, 4], [5, 6, 7, 8]])
+    negatives = torch.randint(1, 31, (2, 4, 5), generator=torch.Generator().manual_seed(0))
+    negatives[negatives == 8] = 9  # no accidental hit, so every term counts
+    negatives[negatives == 4] = 9
+    for t in (0.0, 0.5, 1.0):
+        model = _model("gbce", n_negatives=5, gbce_t=t)
+        h, pos, mask = _states_and_targets(model, history, targets)
+        E = model.item_embedding.weight
+        alpha = 5 / (30 - 1)
+        beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+        pos_p = torch.sigmoid((h * E[pos]).sum(-1)) ** beta  # the transformed positive probability
+        neg_p = torch.sigmoid(torch.einsum("td,tsd->ts", h, E[negatives[mask]]))
+        per_position = -(torch.log(pos_p) + torch.log(1 - neg_p).sum(1)) / 6
+        torch.testing.assert_close(model.loss(history, targets, negatives), per_position.mean())
+    assert beta == pytest.approx(alpha)  # t = 1
+
+
+def test_sampled_losses_draw_the_shape_the_config_asks_for(monkeypatch):
+    draws = []
+    real = torch.randint
+
+    def spy(*args, **kwargs):
+        draws.append(tuple(args[2]) if len(args) > 2 else tuple(kwargs.get("size")))
+        return real(*args, **kwargs)
+
+    history = torch.tensor([[0, 1, 2, 3]])
+    targets = torch.tensor([[0, 2, 3, 4]])
+    monkeypatch.setattr(torch, "randint", spy)
+    _model("sampled_ce", n_negatives=7).train().loss(history, targets)
+    _model("sampled_ce", n_negatives=7, shared_negatives=True).train().loss(history, targets)
+    _model("gbce", n_negatives=7).train().loss(history, targets)
+    assert draws == [(3, 7), (7,), (3, 7)]  # 3 positions with a target
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce", "sampled_ce", "gbce"])
 def test_overfits_a_tiny_set(loss):
     """Every objective memorises 8 short deterministic sequences (next item predicted exactly)."""
     torch.manual_seed(0)
@@ -124,7 +218,7 @@ def test_overfits_a_tiny_set(loss):
     seqs = (torch.randperm(60, generator=g)[:56] + 1).view(8, 7)  # disjoint: each step learnable
     history, targets = seqs[:, :-1], seqs[:, 1:]
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(600 if loss == "bce" else 300):  # one negative per step learns slower
+    for _ in range(300 if loss in ("ce", "sampled_ce") else 600):  # BCE-type losses learn slower
         opt.zero_grad()
         model.loss(history, targets).backward()
         opt.step()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -55,6 +56,10 @@ def add_seqrec_args(parser: argparse.ArgumentParser, *, onnx: bool = False
     parser.add_argument("--target-ndcg", type=float, default=None,
                         help="record the wall time until validation NDCG@10 first reaches this value")
     parser.add_argument("--plot", default=None, help="save the training curve (PNG) here")
+    parser.add_argument("--refit-from", default=None, metavar="RESULT_JSON",
+                        help="the refit protocol: retrain on train + validation for the best epoch "
+                             "count of this earlier run (same flags, trained on train and stopped on "
+                             "validation), then test once")
     add_recall_io_args(parser)
     if onnx:
         parser.add_argument("--export-onnx", default=None, metavar="PATH",
@@ -226,6 +231,46 @@ def export_onnx(model: torch.nn.Module, path, *, max_len: int, histories: np.nda
     return report
 
 
+# flags that may differ between a run and its refit (they do not change what is trained)
+REFIT_FREE = {"epochs", "patience", "eval_every", "time_budget", "target_ndcg", "plot", "out",
+              "refit_from", "save", "load", "overwrite", "recommend", "export_vectors", "export_onnx",
+              "threads", "device", "debug", "plot_attention", "refit_source"}
+
+
+def refit_setup(args, split):
+    """--refit-from RUN: check that RUN (a RESULT json) was trained with the same flags on train
+    only, set args.epochs to its best validation epoch, and return the refit split (training part =
+    every interaction but the test item; no validation stage). Without the flag: `split` as is."""
+    if not args.refit_from:
+        return split
+    if args.load:
+        raise ValueError("--refit-from trains a new model; it cannot be combined with --load")
+    path = Path(args.refit_from)
+    try:
+        source = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--refit-from {path}: cannot read a RESULT json ({e})") from None
+    if source.get("refit_from") or not source.get("best_epoch"):
+        raise ValueError(f"--refit-from {path}: expected a run trained on train and stopped on "
+                         f"validation (with a best_epoch), got "
+                         f"{'a refit run' if source.get('refit_from') else 'no best_epoch'}")
+    theirs, ours = source.get("config", {}), vars(args)
+    differ = sorted(k for k in set(theirs) | set(ours)
+                    if k not in REFIT_FREE and theirs.get(k) != ours.get(k))
+    if differ:
+        shown = ", ".join(f"--{k.replace('_', '-')} {theirs.get(k)!r} there, {ours.get(k)!r} here"
+                          for k in differ)
+        raise ValueError(f"--refit-from {path}: the run was trained with other flags ({shown}); "
+                         f"refit with the same flags")
+    args.epochs = int(source["best_epoch"])
+    args.refit_source = {"path": str(path), "best_epoch": args.epochs,
+                         "valid_metrics": source.get("valid_metrics", {}),
+                         "train_only_metrics": source.get("metrics", {})}
+    print(f"refit protocol: train on train + validation for {args.epochs} epochs (the best "
+          f"validation epoch of {path}), no validation, then test once")
+    return split.refit_split()
+
+
 def rows_by_length(split, stage: str) -> np.ndarray:
     """Split rows ordered by history length, so each evaluation chunk holds users of similar length
     and can be cut short (the metrics are means: the order changes nothing else)."""
@@ -273,7 +318,8 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
     check_output_flags(args)  # before any training: nothing is written when a flag is wrong
     show_row = user_row(split, data, args.recommend) if args.recommend else None
     lengths = (sequences != 0).sum(1)  # (U,) real items per training row
-    eval_rows = {stage: rows_by_length(split, stage) for stage in ("valid", "test")}
+    refit = getattr(split, "refit", False)  # the refit protocol (refit_setup): no validation
+    eval_rows = {stage: rows_by_length(split, stage) for stage in ("test",) + (() if refit else ("valid",))}
 
     def score_fn(batch):
         h = batch["history"]  # (b, max_len), left-padded
@@ -298,19 +344,23 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         history = fit(
             model, train_step,
             lambda epoch: length_bucketed_batches(train_set, lengths, args.batch_size, gen),
-            optimizer, args.epochs, evaluate, metric="NDCG@10", patience=args.patience,
+            optimizer, args.epochs, None if refit else evaluate, metric="NDCG@10",
+            patience=args.patience,
             eval_every=args.eval_every, n_batches=train_set.num_batches(args.batch_size), desc=name,
             time_budget=args.time_budget,
         )
         wall = time.perf_counter() - t_start
+        if refit:
+            history.best_epoch = len(history.epochs)  # the last epoch: nothing to choose from
         print(f"trained {len(history.epochs)} epochs: {history.train_seconds:.1f}s training, "
               f"{wall:.1f}s wall with validation; best validation epoch {history.best_epoch}")
-        if args.target_ndcg is not None:
+        if args.target_ndcg is not None and not refit:
             print(f"validation NDCG@10 >= {args.target_ndcg}: "
                   + (f"reached after {reached['wall_seconds']:.0f}s wall (epoch {reached['epoch']})"
                      if reached else "not reached"))
-        valid_best = {k: v for k, v in history.epochs[history.best_epoch - 1].items()
-                      if "@" in k or k == "MRR"}
+        valid_best = ({k: v for k, v in history.epochs[history.best_epoch - 1].items()
+                       if "@" in k or k == "MRR"}
+                      if not refit else args.refit_source["valid_metrics"])
         run = {"epochs": len(history.epochs), "best_epoch": history.best_epoch,
                "train_seconds": history.train_seconds,
                "curve": [{k: v for k, v in e.items() if k in ("epoch", "loss", "NDCG@10", "wall_seconds")}
@@ -384,9 +434,13 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         outputs["saved"] = str(args.save)
 
     # the last line printed: RESULT {json} (Utils.io.print_result), read by benchmarks
+    protocol = "leave-one-out, full ranking over all items, seen items excluded"
+    protocol += (f"; refit on train + validation for {run['epochs']} epochs (chosen on validation "
+                 f"by {args.refit_source['path']})" if refit
+                 else "; trained on train, stopped on validation")
     return print_result(
-        model=title, data=args.data,
-        protocol="leave-one-out, full ranking over all items, seen items excluded",
+        model=title, data=args.data, protocol=protocol,
+        protocol_name="refit" if refit else "train-only",
         metrics=test_metrics, baseline={"name": "popularity", "metrics": pop},
         train_seconds=run["train_seconds"], eval_seconds=t_eval.seconds,
         epochs=run["epochs"], params=count_params(model), valid_metrics=valid_best,
@@ -394,5 +448,6 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         target_ndcg=args.target_ndcg, time_to_target_seconds=reached.get("wall_seconds"),
         time_to_target_epoch=reached.get("epoch"), curve=run["curve"],
         **({"loaded_from": str(args.load)} if loaded is not None else {}), **outputs,
-        **extra, config=vars(args), out=args.out,
+        **({"refit_from": args.refit_source} if refit else {}),
+        **extra, config={k: v for k, v in vars(args).items() if k != "refit_source"}, out=args.out,
     )

@@ -46,6 +46,7 @@ from Utils.loops.seqrec import (
     describe,
     load_weights,
     read_checkpoint,
+    refit_setup,
     side_inputs_note,
     train_and_report,
 )
@@ -81,7 +82,7 @@ side_inputs_note(data, "HSTU")
 loaded = read_checkpoint(args.load, name="HSTU", data=data) if args.load else None
 if loaded is not None:  # --load: the saved config decides the model and its input length
     args.max_len, args.loss = loaded["config"]["max_len"], loaded["config"]["loss"]
-split = Datasets.leave_one_out(data)
+split = refit_setup(args, Datasets.leave_one_out(data))  # --refit-from: train + validation
 print(split)
 sequences = torch.from_numpy(split.train_sequences(args.max_len))  # (U, L+1), left-padded
 seq_ts = torch.from_numpy(split.train_sequence_timestamps(args.max_len))  # (U, L+1) same windows

@@ -45,6 +45,7 @@ from Utils.loops.seqrec import (
     describe,
     load_weights,
     read_checkpoint,
+    refit_setup,
     side_inputs_note,
     train_and_report,
 )
@@ -55,16 +56,26 @@ sas = load_model_file(model_dir("Recall", "SASRec") / "model.py", "sasrec_model"
 # %%
 parser = add_common_args(argparse.ArgumentParser(description="SASRec demo"), epochs=8, lr=1e-3,
                          batch_size=128)
-parser.add_argument("--loss", default="ce", choices=["bce", "ce", "sampled_ce"],
-                    help="bce: the paper's Eq. (8); ce: full softmax; sampled_ce: sampled softmax")
+parser.add_argument("--loss", default="ce", choices=list(sas.LOSSES),
+                    help="bce: the paper's BCE, one negative; ce: full softmax; sampled_ce: sampled "
+                         "softmax over --negatives uniform negatives; gbce: gSASRec's gBCE")
 parser.add_argument("--blocks", type=positive_int, default=2)
 parser.add_argument("--heads", type=positive_int, default=2)
-parser.add_argument("--negatives", type=positive_int, default=256, help="S for --loss sampled_ce")
+parser.add_argument("--negatives", type=positive_int, default=256,
+                    help="S for --loss sampled_ce and gbce")
+parser.add_argument("--shared-negatives", action="store_true",
+                    help="sampled_ce: one draw of S negatives for the whole batch (default: per position)")
+parser.add_argument("--logq", action="store_true", help="sampled_ce: log-Q correction")
+parser.add_argument("--gbce-t", type=float, default=0.75, help="gbce: calibration t in [0, 1]")
+parser.add_argument("--adam-beta2", type=float, default=0.999,
+                    help="Adam's beta2 (RecTools / eSASRec: 0.98)")
 parser.add_argument("--ffn-dim", type=positive_int, default=None,
                     help="point-wise FFN width; default: dim, the paper's square W1, W2 (RecBole: 256)")
 parser.add_argument("--plot-attention", default=None, metavar="PATH",
                     help="after training, save the last block's attention over one user's history")
 args = add_seqrec_args(parser, onnx=True).parse_args()
+if not 0.0 < args.adam_beta2 < 1.0:
+    parser.error(f"--adam-beta2 must be in (0, 1), got {args.adam_beta2}")
 
 cpu_setup(args.threads)
 set_seed(args.seed)
@@ -79,7 +90,7 @@ side_inputs_note(data, "SASRec")
 loaded = read_checkpoint(args.load, name="SASRec", data=data) if args.load else None
 if loaded is not None:  # --load: the saved config decides the model and its input length
     args.max_len, args.loss = loaded["config"]["max_len"], loaded["config"]["loss"]
-split = Datasets.leave_one_out(data)
+split = refit_setup(args, Datasets.leave_one_out(data))  # --refit-from: train + validation
 print(split)
 sequences = torch.from_numpy(split.train_sequences(args.max_len))  # (U, L+1), left-padded
 train_set = Datasets.TensorDictDataset({"seq": sequences})
@@ -93,12 +104,13 @@ print(f"{len(train_set):,} user sequences, {n_positions:,} next-item targets per
 config = sas.SASRecConfig(**loaded["config"]) if loaded is not None else sas.SASRecConfig(
     n_items=split.n_items, max_len=args.max_len, dim=args.dim, n_blocks=args.blocks,
     n_heads=args.heads, dropout=args.dropout, loss=args.loss, n_negatives=args.negatives,
+    shared_negatives=args.shared_negatives, logq=args.logq, gbce_t=args.gbce_t,
     ffn_dim=args.ffn_dim or 0,  # 0: the config's default, dim
 )
 model = sas.SASRec(config).to(device)
 if loaded is not None:
     load_weights(model, loaded, args.load)
-optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, args.adam_beta2))
 gen = torch.Generator().manual_seed(args.seed)
 print(model)
 

@@ -31,10 +31,17 @@ What the model does (equation numbers as in the paper, Section III; see the note
     loss (paper): -Σ_t [log σ(r_{o_t,t}) + log(1 - σ(r_{j,t}))], one sampled negative j
                                                    (the paper's BCE, Section III-E, unnumbered)
 
-Two more objectives are selectable with `SASRecConfig.loss`:
+Three more objectives are selectable with `SASRecConfig.loss` (the note's "Which loss"):
     "ce"          full softmax cross-entropy over all N items (RecBole's and the HSTU paper's
                   stronger SASRec baseline; cheap at N = 12k),
-    "sampled_ce"  softmax over the positive and S negatives drawn uniformly (shared by the batch).
+    "sampled_ce"  softmax over the positive and S uniform negatives, drawn for every position
+                  (as eSASRec's "SASRec+SS"; `shared_negatives=True`: one draw for the batch).
+                  `logq=True` adds the log-Q correction: each sampled logit r_j becomes
+                  r_j - log(S q_j) with q_j = 1/N, so Σ_j exp(r_j) N / S estimates the full
+                  softmax's sum over the negatives (Bengio & Senécal 2008; Jean et al. 2015).
+    "gbce"        gSASRec's generalised BCE (Petrov & Macdonald, RecSys 2023, Eq. (8)-(10)):
+                  S negatives per position, the positive's log σ raised to β,
+                  β = α (t (1 - 1/α) + 1/α), α = S / (N - 1), calibration t = `gbce_t`.
 
 NOTE (deviations, each listed in the note's "Deviations" section):
 - Positions are counted from the most recent item (the last real item always has position 0).
@@ -59,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("bce", "ce", "sampled_ce")
+LOSSES = ("bce", "ce", "sampled_ce", "gbce")
 
 
 @dataclass
@@ -71,8 +78,11 @@ class SASRecConfig:
     n_heads: int = 1  # paper: one head ("multi-head did not help"); RecBole uses 2
     ffn_dim: int = 0  # 0 -> dim, as the paper's square W1, W2
     dropout: float = 0.5  # paper: 0.5 on the sparse Amazon sets, 0.2 on MovieLens
-    loss: str = "bce"  # "bce" (the paper's loss), "ce" (full softmax), "sampled_ce"
-    n_negatives: int = 256  # S for "sampled_ce"
+    loss: str = "bce"  # "bce" (the paper's loss), "ce" (full softmax), "sampled_ce", "gbce"
+    n_negatives: int = 256  # S for "sampled_ce" and "gbce"
+    shared_negatives: bool = False  # "sampled_ce": one draw of S for the whole batch
+    logq: bool = False  # "sampled_ce": log-Q correction of the sampled logits
+    gbce_t: float = 0.75  # "gbce": calibration t in [0, 1] (gSASRec paper's choice)
     init_std: float = 0.02  # N(0, 0.02) init of embeddings / linears, as RecBole and BERT
 
     def __post_init__(self) -> None:
@@ -88,6 +98,8 @@ class SASRecConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.n_negatives < 1:
             raise ValueError(f"n_negatives must be >= 1, got {self.n_negatives}")
+        if not 0.0 <= self.gbce_t <= 1.0:
+            raise ValueError(f"gbce_t must be in [0, 1], got {self.gbce_t}")
         if self.ffn_dim == 0:
             self.ffn_dim = self.dim
 
@@ -260,8 +272,9 @@ class SASRec(nn.Module):
             history: (B, L) int64 inputs s_1..s_L (left-padded).
             targets: (B, L) int64 the next item o_t at each position, 0 where there is no target
                 (positions whose input is padding are skipped as well).
-            negatives: optional. "bce": (B, L) one negative per position; "sampled_ce": (S,) shared
-                negatives. Drawn uniformly from 1..N when omitted.
+            negatives: optional, drawn uniformly from 1..N when omitted. "bce": (B, L), one
+                negative per position; "sampled_ce" and "gbce": (B, L, S) per position, or (S,)
+                shared by the batch.
         Returns:
             scalar loss averaged over positions with a target.
         """
@@ -294,12 +307,40 @@ class SASRec(nn.Module):
         if self.cfg.loss == "ce":  # softmax over all N items
             logits = h @ E[1:].T  # (T, D) @ (D, N) -> (T, N)
             return F.cross_entropy(logits, pos - 1)
-        # sampled softmax: positive + S shared uniform negatives, accidental hits masked
+        # "sampled_ce" and "gbce": the positive against S uniform negatives
+        pos_logit, neg_logit, hit = self._sampled_logits(h, pos, has_target, negatives)
+        if self.cfg.loss == "sampled_ce":
+            if self.cfg.logq:  # r_j - log(S q_j), q_j = 1/N: the sum estimates all N - 1 negatives
+                neg_logit = neg_logit + math.log(n_items / neg_logit.shape[1])
+            neg_logit = neg_logit.masked_fill(hit, float("-inf"))  # an accidental hit is no negative
+            logits = torch.cat([pos_logit.unsqueeze(1), neg_logit], dim=1)  # (T, 1 + S)
+            return -F.log_softmax(logits, dim=1)[:, 0].mean()
+        # gBCE: -[β log σ(r+) + Σ_j log(1 - σ(r_j))], averaged over the 1 + S terms as gSASRec does
+        S = neg_logit.shape[1]
+        alpha = S / max(n_items - 1, 1)  # the sampling rate
+        beta = alpha * (self.cfg.gbce_t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+        neg_term = F.softplus(neg_logit).masked_fill(hit, 0.0).sum(1)  # (T,)
+        return ((beta * F.softplus(-pos_logit) + neg_term) / (1 + S)).mean()
+
+    def _sampled_logits(self, h: torch.Tensor, pos: torch.Tensor, has_target: torch.Tensor,
+                        negatives: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits of the T positives (T,) and of their S uniform negatives (T, S), with the mask
+        (T, S) of negatives equal to the position's positive."""
+        E = self.item_embeddings()
         if negatives is None:
-            S = self.cfg.n_negatives
-            negatives = torch.randint(1, n_items + 1, (S,), device=history.device)
-        pos_logit = (h * E[pos]).sum(-1, keepdim=True)  # (T, 1)
-        neg_logit = h @ E[negatives].T  # (T, D) @ (D, S) -> (T, S)
-        neg_logit = neg_logit.masked_fill(pos.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
-        logits = torch.cat([pos_logit, neg_logit], dim=1)  # (T, 1 + S)
-        return -F.log_softmax(logits, dim=1)[:, 0].mean()
+            S, n_items = self.cfg.n_negatives, self.cfg.n_items
+            shape = (S,) if self.cfg.shared_negatives else (len(pos), S)
+            negatives = torch.randint(1, n_items + 1, shape, device=h.device)
+        elif negatives.dim() == 3:  # (B, L, S) per position -> the T positions with a target
+            negatives = negatives[has_target]
+        elif negatives.dim() != 1:
+            raise ValueError(f"negatives must be (S,) or (B, L, S), got {tuple(negatives.shape)}")
+        pos_logit = (h * E[pos]).sum(-1)  # (T,)
+        if negatives.dim() == 1:  # shared: one (T, D) @ (D, S) product
+            neg_logit = h @ E[negatives].T
+            hit = pos.unsqueeze(1) == negatives.unsqueeze(0)
+        else:  # per position: (T, S, D) gathered rows dotted with each state
+            neg_logit = torch.einsum("td,tsd->ts", h, E[negatives])
+            hit = pos.unsqueeze(1) == negatives
+        return pos_logit, neg_logit, hit
