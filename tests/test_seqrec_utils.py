@@ -31,3 +31,67 @@ def test_length_bucketed_batches_cover_every_row_once_and_cut_only_padding():
     spans.sort()
     # bucketing: batches hold consecutive lengths, so no two batches' length ranges interleave
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+
+# --------------------------------------------------------------------------------------------------
+# The refit protocol: retrain on train + validation for the epoch count chosen on validation
+# --------------------------------------------------------------------------------------------------
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tests.conftest import result_of, run_demo_in_process  # noqa: E402
+
+
+def test_refit_split_trains_on_every_interaction_but_the_test_item():
+    split = Datasets.leave_one_out(Datasets.load("synthetic"))
+    refit = split.refit_split()
+    o, r = split.train_offsets, refit.train_offsets
+    assert np.array_equal(np.diff(r), np.diff(o) + 1)  # one more item per user
+    assert np.array_equal(refit.train_items[r[1:] - 1], split.valid_items)  # ... the validation item, last
+    for u in (0, 7, 123):
+        assert np.array_equal(refit.train_items[r[u]:r[u + 1] - 1], split.train_items[o[u]:o[u + 1]])
+    # the test is unchanged: same targets, same histories, same items excluded as seen
+    assert np.array_equal(refit.targets("test"), split.targets("test"))
+    assert np.array_equal(refit.history("test", 20)[0], split.history("test", 20)[0])
+    for a, b in zip(refit.seen("test"), split.seen("test")):
+        assert np.array_equal(a, b)
+    # nothing can be selected on validation any more
+    with pytest.raises(ValueError, match="no validation stage"):
+        refit.history("valid", 20)
+    with pytest.raises(ValueError, match="no validation stage"):
+        refit.targets("valid")
+    with pytest.raises(ValueError, match="already"):
+        refit.refit_split()
+
+
+def test_sasrec_refit_retrains_for_the_best_epoch_of_the_run_it_names(tmp_path):
+    first = tmp_path / "train_only.json"
+    flags = ["--threads", "1", "--epochs", "3", "--dim", "16", "--blocks", "1", "--heads", "1"]
+    code, out, err, _ = run_demo_in_process("Recall", "SASRec", flags + ["--out", str(first)])
+    assert code == 0, err
+    base = result_of(out)
+    assert base["protocol_name"] == "train-only" and 1 <= base["best_epoch"] <= 3
+    code, out, err, _ = run_demo_in_process(
+        "Recall", "SASRec", flags + ["--refit-from", str(first), "--epochs", "50"])
+    assert code == 0, err
+    refit = result_of(out)
+    assert refit["protocol_name"] == "refit" and "refit on train + validation" in refit["protocol"]
+    assert refit["epochs"] == base["best_epoch"]  # --epochs is replaced by the chosen count
+    assert len(refit["curve"]) == base["best_epoch"] and "NDCG@10" not in refit["curve"][0]  # no validation
+    assert refit["valid_metrics"] == base["valid_metrics"]  # the selection is the first run's
+    assert refit["refit_from"]["train_only_metrics"] == base["metrics"]
+    assert refit["metrics"] != base["metrics"]  # another model: trained on one more item per user
+    # a refit must keep the flags that define the model; it says which differ
+    code, _, err, _ = run_demo_in_process(
+        "Recall", "SASRec", flags[:-2] + ["--heads", "2", "--refit-from", str(first)])
+    assert code == 2 and "--heads 1 there, 2 here" in err
+    bad = tmp_path / "not_json.json"
+    bad.write_text("{")
+    code, _, err, _ = run_demo_in_process("Recall", "SASRec", flags + ["--refit-from", str(bad)])
+    assert code == 2 and "cannot read a RESULT json" in err
+    code, _, err, _ = run_demo_in_process(
+        "Recall", "SASRec", flags + ["--refit-from", str(tmp_path / "refit_of_refit.json")])
+    assert code == 2

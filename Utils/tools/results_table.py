@@ -331,7 +331,15 @@ LEDGERS = {
     "frappe": ("Classic Models/Ranking/README.md", ledger_frappe),
     "behaviour": ("Classic Models/Ranking/README.md", ledger_behaviour),
     "rerank": ("Classic Models/Re-ranking/README.md", ledger_rerank),
+    "recall3": ("Classic Models/Recall/README.md", lambda root: _recall3(root)),
 }
+
+
+def _recall3(root: Path) -> str:
+    """The recall ledger on Beauty, Sports and Toys (Utils.tools.ledger renders it from ledger.toml)."""
+    from .ledger import render_block
+
+    return render_block(root)
 
 
 def update_ledgers(root: Path = ROOT, check: bool = False) -> bool:

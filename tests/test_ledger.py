@@ -1,0 +1,144 @@
+"""Utils.tools.ledger: the recall ledger's runner (missing runs only, refit after its train-only run,
+nothing rerun unless forced, a failure leaves nothing behind) and its table (current, backed by the
+summaries it writes)."""
+
+import json
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from Utils.tools import ledger
+
+FAKE_DEMO = textwrap.dedent('''
+    import argparse, json, os, sys
+    p = argparse.ArgumentParser()
+    for f in ("--data", "--seed", "--threads", "--out", "--refit-from", "--epochs", "--fail-on"):
+        p.add_argument(f)
+    a = p.parse_args()
+    with open(os.environ["FAKE_CALLS"], "a") as f:
+        f.write(json.dumps(sys.argv[1:]) + "\\n")
+    if a.fail_on and a.fail_on in a.data:
+        sys.exit(3)  # an interrupted or failed run writes nothing
+    best = 4 + int(a.seed)
+    res = {"metrics": {"Recall@10": 0.1 + 0.01 * int(a.seed), "NDCG@10": 0.05}, "epochs": best + 2,
+           "best_epoch": best, "train_seconds": 10.0, "peak_rss_mb": 300.0 + int(a.seed),
+           "config": {"refit_from": a.refit_from}}
+    if a.refit_from:  # the refit trains exactly the chosen epoch count
+        res.update(epochs=json.load(open(a.refit_from))["best_epoch"], refit_from={"path": a.refit_from})
+        res["metrics"]["Recall@10"] += 0.005
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    json.dump(res, open(a.out, "w"))
+''')
+
+
+@pytest.fixture
+def fake_root(tmp_path, monkeypatch):
+    demo = tmp_path / "Classic Models" / "Recall" / "Fake" / "demo.py"
+    demo.parent.mkdir(parents=True)
+    demo.write_text(FAKE_DEMO)
+    (tmp_path / "ledger.toml").write_text(textwrap.dedent('''
+        [data]
+        beauty = "beauty-spec"
+        toys = "toys-spec"
+        [[config]]
+        name = "fake"
+        model = "Fake"
+        label = "Fake, a loss"
+        flags = "--epochs 9 --fail-on toys"
+        data = ["beauty", "toys"]
+        seeds = [0, 1]
+        refit = true
+    '''))
+    monkeypatch.setattr(ledger, "ROOT", tmp_path)
+    monkeypatch.setattr(ledger, "LOGS", tmp_path / "logs")
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.jsonl"))
+    return tmp_path
+
+
+def _calls(root: Path) -> list[list[str]]:
+    f = root / "calls.jsonl"
+    return [json.loads(x) for x in f.read_text().splitlines()] if f.is_file() else []
+
+
+def test_runner_runs_what_is_missing_refits_after_its_run_and_never_reruns(fake_root, capsys):
+    specs, configs, _ = ledger.load(fake_root / "ledger.toml")
+    jobs = ledger.all_jobs(configs)
+    # seed-major order, each refit right after its own train-only run
+    assert [str(j) for j in jobs[:4]] == ["fake beauty seed 0 (train-only)", "fake beauty seed 0 (refit)",
+                                          "fake toys seed 0 (train-only)", "fake toys seed 0 (refit)"]
+    failed = ledger.run(jobs, specs)
+    out = capsys.readouterr().out
+    # toys fails (the fake exits 3 and writes nothing): its refits are skipped, beauty's all finish
+    assert failed == 4 and out.count("FAIL") == 2 and out.count("skip") == 2
+    done = sorted(p.name for p in (fake_root / "assets" / "Fake" / "results" / "ledger").iterdir())
+    assert done == ["beauty_fake_refit_seed0.json", "beauty_fake_refit_seed1.json",
+                    "beauty_fake_seed0.json", "beauty_fake_seed1.json"]
+    calls = _calls(fake_root)
+    refit = [c for c in calls if "--refit-from" in c]
+    assert len(refit) == 2 and all(c[c.index("--refit-from") + 1].endswith(f"beauty_fake_seed{c[c.index('--seed') + 1]}.json")
+                                   for c in refit)
+    r = json.loads((fake_root / "assets/Fake/results/ledger/beauty_fake_refit_seed1.json").read_text())
+    assert r["epochs"] == 5  # seed 1's best epoch
+    assert all(c[:2] == ["--data", "beauty-spec" if "beauty" in c[-1] or "beauty" in " ".join(c) else "toys-spec"]
+               or c[1] == "toys-spec" for c in calls)
+    # a second pass runs only what is missing (the failing toys runs), never a finished run
+    n = len(calls)
+    ledger.run(jobs, specs)
+    again = _calls(fake_root)[n:]
+    assert again and all("toys-spec" in c for c in again)
+    # --force reruns a config's finished runs
+    n = len(_calls(fake_root))
+    ledger.run([j for j in jobs if j.data == "beauty"], specs, force={"fake"})
+    assert len(_calls(fake_root)) - n == 4
+
+
+def test_summaries_and_table_hold_mean_and_sd_over_seeds(fake_root):
+    specs, configs, _ = ledger.load(fake_root / "ledger.toml")
+    ledger.run(ledger.all_jobs(configs), specs)
+    s = ledger.summarise(configs[0])
+    train = s["results"]["beauty"]["train-only"]
+    assert train["n"] == 2 and train["metrics"]["Recall@10"] == pytest.approx(0.105)
+    assert train["sd"]["Recall@10"] == pytest.approx(0.01 / 2 ** 0.5)  # sample sd of 0.10, 0.11
+    assert train["peak_rss_mb"] == 301.0  # the largest over the seeds
+    assert s["results"]["beauty"]["refit"]["metrics"]["Recall@10"] == pytest.approx(0.11)
+    assert "toys" not in s["results"]
+    published = [{"label": "X (some paper)", "protocol": "refit", "beauty": [0.5, 0.25]}]
+    table = ledger.render(configs, published, {"fake": s})
+    row = next(ln for ln in table.splitlines() if ln.startswith("| [Fake]") and "| refit |" in ln)
+    assert "| 0.1100 ± 0.0071 | 0.0500 ± 0.0000 |" in row  # Recall@10 of 0.105, 0.115; NDCG@10 equal
+    assert "| 2 / – / 0 |" in row  # seeds: 2 on Beauty, Sports not configured, none on Toys yet
+    assert "| X (some paper) | refit | 0.5000 | 0.2500 |" in table
+
+
+def test_the_ledger_file_names_real_demos_and_flags_they_accept():
+    specs, configs, published = ledger.load()
+    assert set(specs) == {"beauty", "sports", "toys"}
+    root = Path(ledger.__file__).resolve().parents[2]
+    shared = set()
+    for f in [root / "Utils" / "io.py", *sorted((root / "Utils" / "loops").glob("*.py"))]:
+        shared |= set(re.findall(r'add_argument\(\s*"(--[\w-]+)"', f.read_text()))
+    for c in configs:
+        demo = (root / "Classic Models" / "Recall" / c.model / "demo.py").read_text()
+        accepted = shared | set(re.findall(r'add_argument\(\s*"(--[\w-]+)"', demo))
+        unknown = [f for f in c.flags if f.startswith("--") and f not in accepted]
+        assert not unknown, f"{c.name}: {unknown} are not flags of {c.model}'s demo"
+    assert all(len(p[d]) == 2 for p in published for d in specs if d in p)
+
+
+def test_the_recall_ledger_in_the_readme_is_current():
+    assert ledger.table(write=False), "the recall ledger is stale: run `python -m Utils.tools.ledger table`"
+
+
+def test_ledger_file_errors_name_the_problem(tmp_path):
+    bad = tmp_path / "l.toml"
+    bad.write_text('[data]\nbeauty = "x"\n[[config]]\nname = "a"\nmodel = "SASRec"\nlabel = "l"\n'
+                   'flags = ""\ndata = ["sports"]\nseeds = [0]\n')
+    with pytest.raises(SystemExit, match=r"names data \['sports'\]"):
+        ledger.load(bad)
+    bad.write_text("[[config]]\nname = 1\n")
+    with pytest.raises(SystemExit, match="lacks"):
+        ledger.load(bad)
+    assert sys.executable
