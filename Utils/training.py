@@ -82,6 +82,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     time_budget: float | None = None,
+    after_backward: Callable[[], None] | None = None,
 ) -> History:
     """Train `model` for up to `epochs` epochs.
 
@@ -90,6 +91,8 @@ def fit(
     evaluate() -> validation metric dict, called every `eval_every` epochs; the best state by `metric`
     is kept and restored at the end; training stops after `patience` evaluations without improvement.
     time_budget: stop after this many training seconds (checked per epoch).
+    after_backward() runs between backward and the optimiser step (data-parallel training sums the
+    gradients across processes there: Utils.distributed).
     Raises FloatingPointError naming the epoch and step when the loss is NaN or inf.
     """
     hist = History()
@@ -112,6 +115,8 @@ def fit(
                     f"rate, check the inputs for NaN, or clip gradients (grad_clip)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if after_backward is not None:
+                after_backward()
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()

@@ -56,6 +56,9 @@ def add_seqrec_args(parser: argparse.ArgumentParser, *, onnx: bool = False
     parser.add_argument("--target-ndcg", type=float, default=None,
                         help="record the wall time until validation NDCG@10 first reaches this value")
     parser.add_argument("--plot", default=None, help="save the training curve (PNG) here")
+    parser.add_argument("--ddp", action="store_true",
+                        help="data-parallel training across the processes torchrun starts "
+                             "(torchrun --nproc_per_node N demo.py ... --ddp; gloo on CPU, nccl on GPU)")
     parser.add_argument("--refit-from", default=None, metavar="RESULT_JSON",
                         help="the refit protocol: retrain on train + validation for the best epoch "
                              "count of this earlier run (same flags, trained on train and stopped on "
@@ -231,8 +234,41 @@ def export_onnx(model: torch.nn.Module, path, *, max_len: int, histories: np.nda
     return report
 
 
+def ddp_setup(args, device):
+    """--ddp: join torchrun's process group (Utils.distributed) and leave the writing to rank 0 (the
+    other ranks print nothing and write no file). Returns (device, Dist or None)."""
+    if not getattr(args, "ddp", False):
+        return device, None
+    from .. import distributed
+
+    if args.time_budget is not None:
+        raise ValueError("--time-budget is not available with --ddp (the ranks must stop at the same "
+                         "epoch); use --epochs")
+    if args.load:
+        raise ValueError("--ddp trains; it cannot be combined with --load")
+    d = distributed.init(torch.device(device))
+    import atexit
+
+    atexit.register(distributed.shutdown)
+    if not d.is_main:
+        for flag in ("out", "save", "plot", "export_vectors", "export_onnx", "plot_attention"):
+            if hasattr(args, flag):
+                setattr(args, flag, None)
+        import sys
+
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    print(f"data-parallel: {d.world} processes ({d.backend}), each training on its shard of every batch")
+    return d.device, d
+
+
+def _targets_in(batch: dict) -> int:
+    """Positions of a training batch with a next item to predict (as the models' losses count them)."""
+    seq = batch["seq"]
+    return int(((seq[:, 1:] != 0) & (seq[:, :-1] != 0)).sum())
+
+
 # flags that may differ between a run and its refit (they do not change what is trained)
-REFIT_FREE = {"epochs", "patience", "eval_every", "time_budget", "target_ndcg", "plot", "out",
+REFIT_FREE = {"epochs", "patience", "eval_every", "time_budget", "target_ndcg", "plot", "out", "ddp",
               "refit_from", "save", "load", "overwrite", "recommend", "export_vectors", "export_onnx",
               "threads", "device", "debug", "plot_attention", "refit_source"}
 
@@ -305,7 +341,7 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
                      train_set, gen: torch.Generator, args, device,
                      user_vector: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                      loaded: dict | None = None, saved_args: tuple[str, ...] = (),
-                     **extra) -> dict:
+                     ddp=None, **extra) -> dict:
     """Train with early stopping on validation NDCG@10 (or take the weights of `loaded`, a
     `read_checkpoint` payload, and skip training), test by full ranking beside popularity, show one
     user (`--recommend USER`, or one with some history), save / export what the flags ask for, plot
@@ -314,7 +350,9 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
     score(history (b, w), history_ts (b, w)) -> (b, n_items + 1): the model's scores of all items
     for left-padded histories already on `device`; user_vector(history, history_ts) -> (b, D) the
     vector those scores come from (for --export-vectors). `saved_args`: the flags a --save file
-    keeps besides the model config. `extra` goes into the RESULT line."""
+    keeps besides the model config. `ddp`: the Dist of `ddp_setup` (training and validation sharded
+    across the processes; rank 0 alone tests and reports, the others return {} after training).
+    `extra` goes into the RESULT line."""
     check_output_flags(args)  # before any training: nothing is written when a flag is wrong
     show_row = user_row(split, data, args.recommend) if args.recommend else None
     lengths = (sequences != 0).sum(1)  # (U,) real items per training row
@@ -331,8 +369,19 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
     n_evals = [0]  # validation checks so far (one per epoch with --eval-every 1)
 
     def evaluate():
-        metrics = evaluate_full_ranking(score_fn, split, "valid", max_len=args.max_len, ks=KS,
-                                        device=device, users=eval_rows["valid"])
+        if ddp is None:
+            metrics = evaluate_full_ranking(score_fn, split, "valid", max_len=args.max_len, ks=KS,
+                                            device=device, users=eval_rows["valid"])
+        else:  # each rank ranks its shard of the users; the ranks are gathered back into one order
+            from .. import distributed
+            from ..metrics import ranking_metrics
+
+            mine = eval_rows["valid"][ddp.rank :: ddp.world]
+            _, r = evaluate_full_ranking(score_fn, split, "valid", max_len=args.max_len, ks=KS,
+                                         device=device, users=mine, return_ranks=True)
+            by_row = distributed.gather_in_order(mine, r, len(eval_rows["valid"]))
+            order = np.searchsorted(np.sort(eval_rows["valid"]), eval_rows["valid"])
+            metrics = ranking_metrics(by_row[order], KS)  # the single-process order of the users
         if args.target_ndcg is not None and not reached and metrics["NDCG@10"] >= args.target_ndcg:
             reached["wall_seconds"] = time.perf_counter() - t_start  # training + validation so far
             reached["epoch"] = n_evals[0] + 1
@@ -341,15 +390,37 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         return metrics
 
     if loaded is None:
+        after_backward = None
+        if ddp is not None:
+            from .. import distributed
+
+            train_step = distributed.sharded_step(train_step, _targets_in, ddp)
+            n_steps = [0]
+
+            def after_backward():
+                distributed.sum_gradients(model, ddp)
+                n_steps[0] += 1
+                if args.debug and n_steps[0] > 1 and not distributed.weights_in_sync(model, ddp):
+                    raise RuntimeError(f"ranks hold different weights before step {n_steps[0]}")
         history = fit(
             model, train_step,
             lambda epoch: length_bucketed_batches(train_set, lengths, args.batch_size, gen),
             optimizer, args.epochs, None if refit else evaluate, metric="NDCG@10",
             patience=args.patience,
             eval_every=args.eval_every, n_batches=train_set.num_batches(args.batch_size), desc=name,
-            time_budget=args.time_budget,
+            time_budget=args.time_budget, after_backward=after_backward,
         )
         wall = time.perf_counter() - t_start
+        if ddp is not None:
+            from .. import distributed
+
+            if args.debug:  # the check of the last step, and the report the test reads
+                in_sync = distributed.weights_in_sync(model, ddp)
+                print(f"ranks in sync after every one of {n_steps[0]} steps: {in_sync}")
+                if not in_sync:
+                    raise RuntimeError("ranks hold different weights after training")
+            if not ddp.is_main:
+                return {}  # rank 0 tests and reports
         if refit:
             history.best_epoch = len(history.epochs)  # the last epoch: nothing to choose from
         print(f"trained {len(history.epochs)} epochs: {history.train_seconds:.1f}s training, "

@@ -43,6 +43,7 @@ import Datasets
 from Utils.io import add_common_args, load_model_file, model_dir, positive_float, positive_int
 from Utils.loops.seqrec import (
     add_seqrec_args,
+    ddp_setup,
     describe,
     load_weights,
     read_checkpoint,
@@ -72,6 +73,7 @@ args = add_seqrec_args(parser).parse_args()
 cpu_setup(args.threads)
 set_seed(args.seed)
 device = pick_device(args.device)
+device, ddp = ddp_setup(args, device)  # --ddp under torchrun: one shard per process
 
 # %% [markdown]
 # ## Data: leave-one-out split; one training row per user (the last max_len + 1 training items)
@@ -125,7 +127,7 @@ result = train_and_report(
     name="HSTU", model=model, train_step=train_step,
     score=lambda history, history_ts: model.score(history, history_ts if use_time else None),
     optimizer=optimizer, data=data, split=split, sequences=sequences, train_set=train_set,
-    gen=gen, args=args, device=device, loaded=loaded,
+    gen=gen, args=args, device=device, loaded=loaded, ddp=ddp,
     user_vector=lambda history, history_ts: model.user_embedding(
         history, history_ts if use_time else None),
 )
