@@ -18,8 +18,10 @@ equal a single-process evaluation of the same weights exactly.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -127,3 +129,56 @@ def agree(value: float, d: Dist) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=d.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return float(t.item())
+
+
+def setup(args, device) -> tuple[torch.device, Dist | None]:
+    """A demo's `--ddp`: join torchrun's process group and leave the writing to rank 0 (the other ranks
+    print nothing and write no file: their output flags are cleared). Returns (device, Dist or None)."""
+    if not getattr(args, "ddp", False):
+        return device, None
+    if getattr(args, "time_budget", None) is not None:
+        raise ValueError("--time-budget is not available with --ddp (the ranks must stop at the same "
+                         "epoch); use --epochs")
+    if getattr(args, "load", None):
+        raise ValueError("--ddp trains; it cannot be combined with --load")
+    d = init(torch.device(device))
+    atexit.register(shutdown)
+    if not d.is_main:
+        for flag in ("out", "save", "plot", "export_vectors", "export_onnx", "plot_attention", "plot_logq"):
+            if hasattr(args, flag):
+                setattr(args, flag, None)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    print(f"data-parallel: {d.world} processes ({d.backend}), each training on its shard of every batch")
+    return d.device, d
+
+
+def training_hooks(model: torch.nn.Module, train_step: Callable[[dict], torch.Tensor],
+                   count: Callable[[dict], int], d: Dist, check_every_step: bool = False):
+    """(train_step, after_backward, steps) for `Utils.training.fit`: the sharded step, the gradient sum
+    (and, with check_every_step, the check that every rank entered the step with the same weights);
+    steps() -> the number of steps taken."""
+    n = [0]
+
+    def after_backward() -> None:
+        sum_gradients(model, d)
+        n[0] += 1
+        if check_every_step and n[0] > 1 and not weights_in_sync(model, d):
+            raise RuntimeError(f"ranks hold different weights before step {n[0]}")
+
+    return sharded_step(train_step, count, d), after_backward, lambda: n[0]
+
+
+def report_sync(model: torch.nn.Module, d: Dist, steps: int) -> None:
+    """After training: check (and print, for the tests) that the ranks end with the same weights."""
+    in_sync = weights_in_sync(model, d)
+    print(f"ranks in sync after every one of {steps} steps: {in_sync}")
+    if not in_sync:
+        raise RuntimeError("ranks hold different weights after training")
+
+
+def sharded_ranks(rank_users: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, d: Dist) -> np.ndarray:
+    """Each rank ranks its shard of `rows` (rank_users(rows) -> their targets' ranks); the ranks of all
+    `rows`, gathered, in the order of `rows` (so metrics computed from them are the single-process ones)."""
+    mine = rows[d.rank :: d.world]
+    by_row = gather_in_order(mine, rank_users(mine), len(rows))
+    return by_row[np.searchsorted(np.sort(rows), rows)]

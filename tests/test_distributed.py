@@ -14,24 +14,31 @@ from tests.conftest import model_dir, run_demo_in_process
 
 FLAGS = ["--threads", "1", "--epochs", "2", "--dim", "16", "--blocks", "1", "--heads", "1",
          "--dropout", "0", "--loss", "ce", "--batch-size", "128"]
+RUNS = {  # model -> (flags, optimiser steps in the run)
+    "SASRec": (FLAGS, 2 * 16),  # 2,000 users / 128 per batch, 2 epochs
+    "YoutubeDNN": (["--threads", "1", "--epochs", "1", "--dim", "16", "--hidden", "32",
+                    "--batch-size", "512"], 46),  # 23,478 next-item examples / 512 per batch
+}
 
 
-def test_two_gloo_processes_train_the_single_process_model(tmp_path):
+@pytest.mark.parametrize("name", list(RUNS))
+def test_two_gloo_processes_train_the_single_process_model(name, tmp_path):
+    flags, steps = RUNS[name]
     one_json, one_pt = tmp_path / "one.json", tmp_path / "one.pt"
-    code, _, err, _ = run_demo_in_process("Recall", "SASRec", FLAGS + ["--out", str(one_json),
-                                                                       "--save", str(one_pt)])
+    code, _, err, _ = run_demo_in_process("Recall", name, flags + ["--out", str(one_json),
+                                                                  "--save", str(one_pt)])
     assert code == 0, err
     two_json, two_pt = tmp_path / "two.json", tmp_path / "two.pt"
-    demo = model_dir("Recall", "SASRec") / "demo.py"
+    demo = model_dir("Recall", name) / "demo.py"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-         str(demo), *FLAGS, "--ddp", "--debug", "--out", str(two_json), "--save", str(two_pt)],
+         str(demo), *flags, "--ddp", "--debug", "--out", str(two_json), "--save", str(two_pt)],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "data-parallel: 2 processes (gloo)" in proc.stdout
-    n_steps = int(proc.stdout.split("ranks in sync after every one of ")[1].split()[0])
-    assert n_steps == 2 * 16 and "steps: True" in proc.stdout  # 2,000 users / 128 per batch, 2 epochs
+    # every rank entered every step with the same weights (checked each step under --debug)
+    assert f"ranks in sync after every one of {steps} steps: True" in proc.stdout
     one, two = json.loads(one_json.read_text()), json.loads(two_json.read_text())
     # the same weights as one process on the same global batches (float summation order aside)
     w1 = torch.load(one_pt, weights_only=False)["model"]
@@ -39,8 +46,7 @@ def test_two_gloo_processes_train_the_single_process_model(tmp_path):
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], atol=1e-5, rtol=1e-4)
     # the sharded validation, gathered, and the test equal the single-process evaluation
-    assert [e["NDCG@10"] for e in two["curve"]] == pytest.approx([e["NDCG@10"] for e in one["curve"]],
-                                                                 abs=1e-6)
+    assert two["valid_metrics"] == pytest.approx(one["valid_metrics"], abs=1e-6)
     assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-6)
     assert proc.stdout.count("RESULT ") == 1  # rank 1 prints and writes nothing
 

@@ -235,30 +235,10 @@ def export_onnx(model: torch.nn.Module, path, *, max_len: int, histories: np.nda
 
 
 def ddp_setup(args, device):
-    """--ddp: join torchrun's process group (Utils.distributed) and leave the writing to rank 0 (the
-    other ranks print nothing and write no file). Returns (device, Dist or None)."""
-    if not getattr(args, "ddp", False):
-        return device, None
+    """--ddp: Utils.distributed.setup (join torchrun's group; rank 0 alone writes)."""
     from .. import distributed
 
-    if args.time_budget is not None:
-        raise ValueError("--time-budget is not available with --ddp (the ranks must stop at the same "
-                         "epoch); use --epochs")
-    if args.load:
-        raise ValueError("--ddp trains; it cannot be combined with --load")
-    d = distributed.init(torch.device(device))
-    import atexit
-
-    atexit.register(distributed.shutdown)
-    if not d.is_main:
-        for flag in ("out", "save", "plot", "export_vectors", "export_onnx", "plot_attention"):
-            if hasattr(args, flag):
-                setattr(args, flag, None)
-        import sys
-
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
-    print(f"data-parallel: {d.world} processes ({d.backend}), each training on its shard of every batch")
-    return d.device, d
+    return distributed.setup(args, device)
 
 
 def _targets_in(batch: dict) -> int:
@@ -376,12 +356,10 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
             from .. import distributed
             from ..metrics import ranking_metrics
 
-            mine = eval_rows["valid"][ddp.rank :: ddp.world]
-            _, r = evaluate_full_ranking(score_fn, split, "valid", max_len=args.max_len, ks=KS,
-                                         device=device, users=mine, return_ranks=True)
-            by_row = distributed.gather_in_order(mine, r, len(eval_rows["valid"]))
-            order = np.searchsorted(np.sort(eval_rows["valid"]), eval_rows["valid"])
-            metrics = ranking_metrics(by_row[order], KS)  # the single-process order of the users
+            metrics = ranking_metrics(distributed.sharded_ranks(
+                lambda rows: evaluate_full_ranking(score_fn, split, "valid", max_len=args.max_len, ks=KS,
+                                                   device=device, users=rows, return_ranks=True)[1],
+                eval_rows["valid"], ddp), KS)
         if args.target_ndcg is not None and not reached and metrics["NDCG@10"] >= args.target_ndcg:
             reached["wall_seconds"] = time.perf_counter() - t_start  # training + validation so far
             reached["epoch"] = n_evals[0] + 1
@@ -394,14 +372,8 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         if ddp is not None:
             from .. import distributed
 
-            train_step = distributed.sharded_step(train_step, _targets_in, ddp)
-            n_steps = [0]
-
-            def after_backward():
-                distributed.sum_gradients(model, ddp)
-                n_steps[0] += 1
-                if args.debug and n_steps[0] > 1 and not distributed.weights_in_sync(model, ddp):
-                    raise RuntimeError(f"ranks hold different weights before step {n_steps[0]}")
+            train_step, after_backward, n_steps = distributed.training_hooks(
+                model, train_step, _targets_in, ddp, check_every_step=args.debug)
         history = fit(
             model, train_step,
             lambda epoch: length_bucketed_batches(train_set, lengths, args.batch_size, gen),
@@ -415,10 +387,7 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
             from .. import distributed
 
             if args.debug:  # the check of the last step, and the report the test reads
-                in_sync = distributed.weights_in_sync(model, ddp)
-                print(f"ranks in sync after every one of {n_steps[0]} steps: {in_sync}")
-                if not in_sync:
-                    raise RuntimeError("ranks hold different weights after training")
+                distributed.report_sync(model, ddp, n_steps())
             if not ddp.is_main:
                 return {}  # rank 0 tests and reports
         if refit:

@@ -186,7 +186,7 @@ def run(jobs: list[Job], specs: dict[str, str], n_parallel: int = 1, force: set[
             log.flush()
             running[j] = (subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env),
                           time.perf_counter(), log)
-        time.sleep(1.0)
+        time.sleep(0.2)
         for j, (proc, t0, log) in list(running.items()):
             if proc.poll() is None:
                 continue

@@ -48,7 +48,9 @@ import pandas as pd
 import torch
 
 import Datasets
+from Utils import distributed
 from Utils.evaluation import Timer, evaluate_full_ranking, popularity_metrics
+from Utils.metrics import ranking_metrics
 from Utils.io import (
     add_common_args,
     load_model_file,
@@ -102,6 +104,9 @@ parser.add_argument("--patience", type=positive_int, default=3)
 parser.add_argument("--eval-every", type=positive_int, default=1)
 parser.add_argument("--time-budget", type=positive_float, default=None,
                     help="stop training after N seconds")
+parser.add_argument("--ddp", action="store_true",
+                    help="data-parallel training across the processes torchrun starts "
+                         "(torchrun --nproc_per_node N demo.py ... --ddp; gloo on CPU, nccl on GPU)")
 parser.add_argument("--plot-logq", default=None,
                     help="train a twin without the log-Q correction and plot the popularity of what each\n"
                          "                    retrieves (PNG path)")
@@ -120,6 +125,7 @@ if args.export_onnx:
 cpu_setup(args.threads)
 set_seed(args.seed)
 device = pick_device(args.device)
+device, ddp = distributed.setup(args, device)  # --ddp under torchrun: one shard of each batch per process
 
 # %% [markdown]
 # ## Data: leave-one-out split, next-item training examples, bags of ids per item
@@ -242,7 +248,13 @@ score_fn = scorer(model)
 
 
 def evaluate():
-    return evaluate_full_ranking(score_fn, split, "valid", max_len=args.max_len, device=device)
+    if ddp is None:
+        return evaluate_full_ranking(score_fn, split, "valid", max_len=args.max_len, device=device)
+    # --ddp: each process ranks its shard of the users; the ranks gathered give the single-process metrics
+    return ranking_metrics(distributed.sharded_ranks(
+        lambda rows: evaluate_full_ranking(score_fn, split, "valid", max_len=args.max_len, device=device,
+                                           users=rows, return_ranks=True)[1],
+        np.arange(split.n_users), ddp))
 
 
 if ckpt is not None:  # --load: the saved weights, no training
@@ -254,12 +266,22 @@ if ckpt is not None:  # --load: the saved weights, no training
     print(f"loaded {args.load}: trained {epochs_run} epochs, best validation epoch {best_epoch}; "
           "training skipped")
 else:
+    step, after_backward = train_step, None
+    if ddp is not None:  # each process: its rows of every global batch; gradients summed before each step
+        step, after_backward, n_steps = distributed.training_hooks(
+            model, train_step, lambda batch: len(batch["target"]), ddp, check_every_step=args.debug)
     history = fit(
-        model, train_step, lambda epoch: train_set.batches(args.batch_size, generator=gen), optimizer,
+        model, step, lambda epoch: train_set.batches(args.batch_size, generator=gen), optimizer,
         args.epochs, evaluate, metric="NDCG@10", patience=args.patience, eval_every=args.eval_every,
         n_batches=train_set.num_batches(args.batch_size), desc="YoutubeDNN",
-        time_budget=args.time_budget,
+        time_budget=args.time_budget, after_backward=after_backward,
     )
+    if ddp is not None:
+        if args.debug:
+            distributed.report_sync(model, ddp, n_steps())
+        if not ddp.is_main:
+            raise SystemExit(0)  # rank 0 tests, serves and reports
+        ddp = None  # on its own from here: evaluate() is single-process again
     epochs_run, best_epoch, train_seconds = len(history.epochs), history.best_epoch, history.train_seconds
     samples_per_s = len(train_set) * epochs_run / max(train_seconds, 1e-9)
     print(f"trained {epochs_run} epochs in {train_seconds:.1f}s "
