@@ -146,6 +146,32 @@ def select(jobs: list[Job], only: list[str] | None, data: list[str] | None, seed
 # run
 # --------------------------------------------------------------------------------------------------
 
+def _lock_path(j: Job) -> Path:
+    return LOGS / (j.out.stem + ".lock")
+
+
+def _lock(j: Job) -> bool:
+    """Claim a run for this runner (two runners side by side never run the same one): create its lock
+    file holding our pid; a lock whose process is gone is stale and taken over."""
+    path = _lock_path(j)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text() or 0)
+                os.kill(pid, 0)  # alive: the run is taken
+                return False
+            except (ValueError, ProcessLookupError, PermissionError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # stale: its runner died
+                continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
 def run(jobs: list[Job], specs: dict[str, str], n_parallel: int = 1, force: set[str] = frozenset(),
         dry_run: bool = False) -> int:
     """Run the jobs whose json is missing (or whose config `force` names), `n_parallel` at a time, each
@@ -178,6 +204,9 @@ def run(jobs: list[Job], specs: dict[str, str], n_parallel: int = 1, force: set[
                     failed.add(j)
                 continue
             pending.remove(j)
+            if not _lock(j):
+                print(f"skip {j}: another runner is running it ({rel(_lock_path(j))})")
+                continue
             log = (LOGS / (j.out.stem + ".log")).open("w")
             env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
             argv = j.argv(specs)
@@ -192,6 +221,7 @@ def run(jobs: list[Job], specs: dict[str, str], n_parallel: int = 1, force: set[
                 continue
             log.close()
             del running[j]
+            _lock_path(j).unlink(missing_ok=True)
             took = time.perf_counter() - t0
             if proc.returncode == 0 and j.out.is_file():
                 m = json.loads(j.out.read_text())["metrics"]
