@@ -189,6 +189,28 @@ def test_gbce_is_bce_with_the_positive_probability_raised_to_beta():
     assert beta == pytest.approx(alpha)  # t = 1
 
 
+def test_inbatch_softmax_uses_the_other_positions_positives_with_log_q():
+    """Position t's softmax is over its positive and the positives of the batch's other positions (an
+    item that is t's own positive elsewhere in the batch is no negative); with log-Q every logit of item
+    j is lowered by log p_j (Yi et al., RecSys 2019)."""
+    history = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    targets = torch.tensor([[0, 2, 3, 4], [5, 6, 7, 3]])  # item 3 is the positive of two positions
+    log_q = torch.log(torch.linspace(0.01, 0.3, 31))
+    for logq in (False, True):
+        model = _model("inbatch", logq=logq)
+        h, pos, _ = _states_and_targets(model, history, targets)
+        E = model.item_embedding.weight
+        expected = []
+        for t in range(len(pos)):
+            cols = [pos[t]] + [pos[j] for j in range(len(pos)) if j != t and pos[j] != pos[t]]
+            logits = torch.stack([h[t] @ E[j] - (log_q[j] if logq else 0.0) for j in cols])
+            expected.append(-torch.log_softmax(logits, 0)[0])
+        got = model.loss(history, targets, log_q=log_q if logq else None)
+        torch.testing.assert_close(got, torch.stack(expected).mean())
+    with pytest.raises(ValueError, match="log_q"):
+        _model("inbatch", logq=True).loss(history, targets)
+
+
 def test_sampled_losses_draw_the_shape_the_config_asks_for(monkeypatch):
     draws = []
     real = torch.randint
@@ -206,7 +228,7 @@ def test_sampled_losses_draw_the_shape_the_config_asks_for(monkeypatch):
     assert draws == [(3, 7), (7,), (3, 7)]  # 3 positions with a target
 
 
-@pytest.mark.parametrize("loss", ["bce", "ce", "sampled_ce", "gbce"])
+@pytest.mark.parametrize("loss", ["bce", "ce", "sampled_ce", "gbce", "inbatch"])
 def test_overfits_a_tiny_set(loss):
     """Every objective memorises 8 short deterministic sequences (next item predicted exactly)."""
     torch.manual_seed(0)
@@ -218,7 +240,7 @@ def test_overfits_a_tiny_set(loss):
     seqs = (torch.randperm(60, generator=g)[:56] + 1).view(8, 7)  # disjoint: each step learnable
     history, targets = seqs[:, :-1], seqs[:, 1:]
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(300 if loss in ("ce", "sampled_ce") else 600):  # BCE-type losses learn slower
+    for _ in range(300 if loss in ("ce", "sampled_ce", "inbatch") else 600):  # BCE-type losses learn slower
         opt.zero_grad()
         model.loss(history, targets).backward()
         opt.step()

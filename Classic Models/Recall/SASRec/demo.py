@@ -66,7 +66,8 @@ parser.add_argument("--negatives", type=positive_int, default=256,
                     help="S for --loss sampled_ce and gbce")
 parser.add_argument("--shared-negatives", action="store_true",
                     help="sampled_ce: one draw of S negatives for the whole batch (default: per position)")
-parser.add_argument("--logq", action="store_true", help="sampled_ce: log-Q correction")
+parser.add_argument("--logq", action="store_true",
+                    help="sampled_ce, inbatch: log-Q correction (inbatch: Q = the items' target frequency)")
 parser.add_argument("--gbce-t", type=float, default=0.75, help="gbce: calibration t in [0, 1]")
 parser.add_argument("--adam-beta2", type=float, default=0.999,
                     help="Adam's beta2 (RecTools / eSASRec: 0.98)")
@@ -117,9 +118,17 @@ gen = torch.Generator().manual_seed(args.seed)
 print(model)
 
 
+# --loss inbatch --logq: log p_j, item j's share of the training targets (how often it is a batch's positive)
+log_q = None
+if args.loss == "inbatch" and args.logq:
+    targets = sequences[:, 1:][(sequences[:, 1:] != 0) & (sequences[:, :-1] != 0)]
+    counts = torch.bincount(targets, minlength=split.n_items + 1).clamp(min=1).double()
+    log_q = (counts / counts.sum()).log().float().to(device)
+
+
 def train_step(batch):
     seq = batch["seq"].to(device)
-    return model.loss(seq[:, :-1], seq[:, 1:])  # inputs s_1..s_L, targets s_2..s_{L+1}
+    return model.loss(seq[:, :-1], seq[:, 1:], log_q=log_q)  # inputs s_1..s_L, targets s_2..s_{L+1}
 
 
 # %% [markdown]

@@ -39,6 +39,10 @@ Three more objectives are selectable with `SASRecConfig.loss` (the note's "Which
                   `logq=True` adds the log-Q correction: each sampled logit r_j becomes
                   r_j - log(S q_j) with q_j = 1/N, so Σ_j exp(r_j) N / S estimates the full
                   softmax's sum over the negatives (Bengio & Senécal 2008; Jean et al. 2015).
+    "inbatch"     softmax over the positive and the other positions' positives in the batch (no item
+                  table product at all: the choice for catalogues of millions); with `logq=True` every
+                  logit r_j becomes r_j - log p_j, p_j the item's share of the training targets
+                  (`loss(..., log_q=...)`), the correction of Yi et al. (RecSys 2019).
     "gbce"        gSASRec's generalised BCE (Petrov & Macdonald, RecSys 2023, Eq. (8)-(10)):
                   S negatives per position, the positive's log σ raised to β,
                   β = α (t (1 - 1/α) + 1/α), α = S / (N - 1), calibration t = `gbce_t`.
@@ -66,7 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("bce", "ce", "sampled_ce", "gbce")
+LOSSES = ("bce", "ce", "sampled_ce", "gbce", "inbatch")
 
 
 @dataclass
@@ -81,7 +85,7 @@ class SASRecConfig:
     loss: str = "bce"  # "bce" (the paper's loss), "ce" (full softmax), "sampled_ce", "gbce"
     n_negatives: int = 256  # S for "sampled_ce" and "gbce"
     shared_negatives: bool = False  # "sampled_ce": one draw of S for the whole batch
-    logq: bool = False  # "sampled_ce": log-Q correction of the sampled logits
+    logq: bool = False  # "sampled_ce", "inbatch": log-Q correction of the sampled logits
     gbce_t: float = 0.75  # "gbce": calibration t in [0, 1] (gSASRec paper's choice)
     init_std: float = 0.02  # N(0, 0.02) init of embeddings / linears, as RecBole and BERT
 
@@ -265,6 +269,7 @@ class SASRec(nn.Module):
         history: torch.Tensor,
         targets: torch.Tensor,
         negatives: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Next-item loss at every position (SASRec trains all positions of a sequence at once).
 
@@ -275,6 +280,8 @@ class SASRec(nn.Module):
             negatives: optional, drawn uniformly from 1..N when omitted. "bce": (B, L), one
                 negative per position; "sampled_ce" and "gbce": (B, L, S) per position, or (S,)
                 shared by the batch.
+            log_q: "inbatch" with logq: (N + 1,) log of each item's chance to be a batch's positive
+                (its share of the training targets).
         Returns:
             scalar loss averaged over positions with a target.
         """
@@ -307,6 +314,17 @@ class SASRec(nn.Module):
         if self.cfg.loss == "ce":  # softmax over all N items
             logits = h @ E[1:].T  # (T, D) @ (D, N) -> (T, N)
             return F.cross_entropy(logits, pos - 1)
+        if self.cfg.loss == "inbatch":  # the batch's other positives are the negatives
+            logits = h @ E[pos].T  # (T, D) @ (D, T): column j is position j's positive
+            if self.cfg.logq:
+                if log_q is None or log_q.shape != (n_items + 1,):
+                    raise ValueError(f"inbatch with logq needs log_q of shape ({n_items + 1},), got "
+                                     f"{None if log_q is None else tuple(log_q.shape)}")
+                logits = logits - log_q[pos].unsqueeze(0)  # r_j - log p_j, every column
+            same = pos.unsqueeze(1) == pos.unsqueeze(0)  # another position with the same positive
+            same.fill_diagonal_(False)
+            logits = logits.masked_fill(same, float("-inf"))
+            return F.cross_entropy(logits, torch.arange(len(pos), device=pos.device))
         # "sampled_ce" and "gbce": the positive against S uniform negatives
         pos_logit, neg_logit, hit = self._sampled_logits(h, pos, has_target, negatives)
         if self.cfg.loss == "sampled_ce":
