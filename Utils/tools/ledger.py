@@ -356,9 +356,11 @@ def figure(configs: list[Config], published: list[dict], summaries: dict[str, di
         ax.invert_yaxis()
         ax.set_xlabel(f"test {key} (mean ± sd over seeds)")
         ax.grid(axis="x", alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right", title="dashed: SASRec+SS, eSASRec paper", title_fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, [f"{x} (dashed: SASRec+SS, eSASRec paper)" for x in labels], fontsize=8,
+               loc="upper center", ncol=3, bbox_to_anchor=(0.5, 0.94), frameon=False)
     fig.suptitle("Recall ledger: leave-one-out, full ranking over all items, seen items excluded", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.88))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
