@@ -2,6 +2,7 @@
 
 Specs (the `--data` flag of every demo):
     synthetic | synthetic:SEED          embedded synthetic default (Amazon 2018 schema)
+    synthetic:scale=1m[,seed=SEED]      the same world at ~1M items / ~10M interactions (also 200k, 50000)
     amazon2018:REVIEWS[,META]           Amazon Review 2018 reviews json[.gz] (+ meta_*.json[.gz])
     seqtxt:PATH                         'user item item ...' lines (+ *_item2attributes.json beside)
     movielens:FOLDER                    ml-100k / ml-1m / ml-20m / ml-25m folder
@@ -52,12 +53,9 @@ def load(spec: str = "synthetic", strict: bool = False, verbose: bool = False, *
         raise DataError(f"unknown data spec {spec!r}: expected one of "
                         + ", ".join(f"'{s}:PATH'" if s != "synthetic" else "'synthetic'" for s in SPECS))
     if kind == "synthetic":
-        from .synthetic import load_synthetic
-        try:
-            seed = int(arg) if arg else 0
-        except ValueError:
-            raise DataError(f"'synthetic:SEED' needs an integer seed, got {arg!r}") from None
-        data = load_synthetic(seed)
+        from .synthetic import load_synthetic, load_synthetic_scaled, parse_synthetic_arg
+        seed, n_items = parse_synthetic_arg(arg)
+        data = load_synthetic(seed) if n_items is None else load_synthetic_scaled(seed, n_items)
     else:
         if not arg:
             raise DataError(f"data spec {spec!r} needs a path: '{kind}:PATH'")

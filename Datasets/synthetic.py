@@ -312,3 +312,296 @@ def ctr_impressions(data, split, stage: str = "train", n_candidates: int = 4, ma
         "category": data.item_feature("category")[items], "brand": data.item_feature("brand")[items],
         "price_bucket": data.item_feature("price_bucket")[items],
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# At scale: the same world with a million items, built by vectorised blocks
+# --------------------------------------------------------------------------------------------------
+# `generate` above walks every user and every action in Python: right for 1,200 items and 2,000 users
+# (a second), hopeless for 1,000,000 items and 10,000,000 actions. `scaled_world` plants the same
+# structure with numpy over blocks of users: the item world (categories, brands with price tiers,
+# variant groups, titles, prices, Zipf popularity within category, successors) at once; then, per block of
+# `USER_BLOCK` users, multi-interest users with a price tier and their sequences step by step for all
+# users of the block together (successor with p_follow, same category with p_stay, else a fresh
+# interest; picks within a category by popularity x price-tier affinity; mostly new items; sessions).
+# Working memory is the item world plus one block; only the finished interactions accumulate.
+# The random streams differ from `generate`'s, so `synthetic:scale=N` is its own world per seed.
+
+USER_BLOCK = 65_536  # users simulated together; fixed, so a seed gives the same world on every machine
+
+
+def parse_scale(text: str) -> int:
+    """'1m' -> 1_000_000, '200k' -> 200_000, '50000' -> 50_000 (the number of items)."""
+    from .BaseDatasets import DataError
+
+    t = str(text).strip().lower().replace("_", "")
+    mult = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1)
+    try:
+        n = int(float(t[:-1] if mult > 1 else t) * mult)
+    except ValueError:
+        raise DataError(f"synthetic scale must be an item count like 1m, 200k or 50000, got {text!r}") from None
+    if n < 1_200:
+        raise DataError(f"synthetic scale must be at least 1200 items (100 per category), got {text!r}")
+    return n
+
+
+def parse_synthetic_arg(arg: str) -> tuple[int, int | None]:
+    """The part after 'synthetic:' -> (seed, n_items or None). Accepts '', '3', 'scale=1m',
+    'scale=1m,seed=3' and '3,scale=1m'."""
+    from .BaseDatasets import DataError
+
+    seed, scale = 0, None
+    for tok in [t.strip() for t in arg.split(",") if t.strip()]:
+        key, eq, val = tok.partition("=")
+        key = key.strip().lower()
+        if eq and key == "scale":
+            scale = parse_scale(val)
+        elif eq and key == "seed" or not eq:
+            try:
+                seed = int(val if eq else tok)
+            except ValueError:
+                raise DataError(f"'synthetic:SEED' needs an integer seed, got {(val if eq else tok)!r}") from None
+        else:
+            raise DataError(f"synthetic: unknown option {key!r}; expected 'synthetic', 'synthetic:SEED' or "
+                            f"'synthetic:scale=1m[,seed=SEED]'")
+    return seed, scale
+
+
+def scaled_config(n_items: int) -> SyntheticConfig:
+    """The default world's knobs at `n_items` items: about 10 interactions per item (0.69 users per
+    item x 14.5 actions per user) and one brand per ~2,000 items, so brands stay informative."""
+    return SyntheticConfig(n_users=int(round(0.69 * n_items)), n_items=n_items,
+                           brands_per_category=max(6, n_items // (len(CATEGORIES) * 2_000)))
+
+
+def _stacked_cdf(weights: np.ndarray) -> np.ndarray:
+    """(G, size) non-negative weights -> one flat array where group g's cdf runs over (g, g + 1]."""
+    cdf = np.cumsum(weights, axis=1)
+    cdf /= cdf[:, -1:]
+    return (cdf + np.arange(len(cdf))[:, None]).ravel()
+
+
+def _sample_grouped(rng, flat_cdf: np.ndarray, group: np.ndarray, size: int) -> np.ndarray:
+    """Index within its group of one draw per entry of `group` (one searchsorted for all groups)."""
+    pos = np.searchsorted(flat_cdf, group + rng.random(len(group)), side="right")
+    return np.minimum(pos - group * size, size - 1)
+
+
+def scaled_items(seed: int, cfg: SyntheticConfig) -> dict:
+    """The item world of `scaled_world`, vectorised: arrays over items 0..n_items-1 and brands."""
+    rng = np.random.default_rng([seed, 0])
+    C = len(CATEGORIES)
+    per_cat = cfg.n_items // C
+    n_items = per_cat * C
+    bpc = cfg.brands_per_category
+    brand_cat = np.repeat(np.arange(C), bpc)
+    brand_tier = rng.integers(0, 3, C * bpc)
+    brand_names = [f"{BRAND_STEMS[b % len(BRAND_STEMS)]} {CATEGORIES[c].split()[0].rstrip(chr(39) + 's')}"
+                   + (f" {b % bpc // len(BRAND_STEMS) + 1}" if bpc > len(BRAND_STEMS) else "")
+                   for b, c in enumerate(brand_cat)]
+    # variant groups of 1-3 items, never across a category boundary (per_cat items each)
+    sizes = rng.integers(1, 4, per_cat * C)
+    item_group = np.empty(n_items, dtype=np.int64)
+    variant = np.empty(n_items, dtype=np.int64)
+    n_groups = 0
+    for c in range(C):
+        ends = np.cumsum(sizes[c * per_cat:(c + 1) * per_cat])
+        ends = ends[ends < per_cat]
+        starts = np.concatenate([[0], ends])
+        g_of = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, per_cat)))
+        item_group[c * per_cat:(c + 1) * per_cat] = n_groups + g_of
+        variant[c * per_cat:(c + 1) * per_cat] = np.arange(per_cat) - starts[g_of]
+        n_groups += len(starts)
+    item_cat = np.repeat(np.arange(C), per_cat)
+    group_cat = np.zeros(n_groups, dtype=np.int64)
+    group_cat[item_group] = item_cat
+    group_brand = group_cat * bpc + rng.integers(0, bpc, n_groups)
+    group_noun = rng.integers(0, 6, n_groups)
+    group_adj = rng.integers(0, len(ADJECTIVES), n_groups)
+    item_brand = group_brand[item_group]
+    item_tier = brand_tier[item_brand]
+    price = np.round(TIER_PRICE[item_tier] * np.exp(rng.normal(0, 0.25, n_items)) * (1 + 0.4 * variant), 2)
+    pop = np.empty(n_items)
+    for c in range(C):
+        pop[c * per_cat:(c + 1) * per_cat] = (rng.permutation(per_cat) + 1.0) ** (-cfg.zipf)
+    # successor: by popularity in the same category (70%) or the paired one (30%), another group
+    paired = (np.arange(C) + C // 2) % C
+    pop_cdf = _stacked_cdf(pop.reshape(C, per_cat))
+    succ_cat = np.where(rng.random(n_items) < 0.7, item_cat, paired[item_cat])
+    succ = succ_cat * per_cat + _sample_grouped(rng, pop_cdf, succ_cat, per_cat)
+    clash = np.nonzero(item_group[succ] == item_group)[0]
+    while len(clash):
+        succ[clash] = succ_cat[clash] * per_cat + _sample_grouped(rng, pop_cdf, succ_cat[clash], per_cat)
+        clash = clash[item_group[succ[clash]] == item_group[clash]]
+    # within-category choice: popularity x price-tier affinity, one cdf per (user tier, category)
+    aff = np.exp(-1.2 * np.abs(np.arange(3)[:, None] - item_tier[None, :]))  # (3, N)
+    pick_cdf = _stacked_cdf((aff * pop[None, :]).reshape(3 * C, per_cat))  # row: tier * C + category
+    nouns = np.array([[NOUNS[c][k] for k in range(6)] for c in CATEGORIES], dtype=object)
+    titles = [f"{brand_names[b]} {ADJECTIVES[a]} {n} {SIZES[v]}" for b, a, n, v in
+              zip(item_brand.tolist(), group_adj[item_group].tolist(),
+                  nouns[item_cat, group_noun[item_group]].tolist(), variant.tolist())]
+    return {"n_items": n_items, "per_cat": per_cat, "item_category": item_cat, "item_brand": item_brand,
+            "item_group": item_group, "item_tier": item_tier, "price": price, "popularity": pop,
+            "successor": succ, "pick_cdf": pick_cdf, "titles": titles, "brand_names": brand_names}
+
+
+def scaled_user_blocks(seed: int, cfg: SyntheticConfig, world: dict):
+    """Yield, per block of `USER_BLOCK` users, the planted users and their actions in time order:
+    dict of user (S,) 0-based, item (S,) 0-based, timestamp, rating, and the block's user_interests
+    (b, C), user_tier (b,)."""
+    C = len(CATEGORIES)
+    per_cat, item_cat, succ = world["per_cat"], world["item_category"], world["successor"]
+    item_tier, pick_cdf = world["item_tier"], world["pick_cdf"]
+    for b0 in range(0, cfg.n_users, USER_BLOCK):
+        rng = np.random.default_rng([seed, 1, b0 // USER_BLOCK])
+        b = min(USER_BLOCK, cfg.n_users - b0)
+        n_int = rng.integers(2, 5, b)
+        cats = np.argsort(rng.random((b, C)), axis=1)[:, :4]  # 4 distinct categories, keep n_int
+        w = rng.gamma(2.0, size=(b, 4)) * (np.arange(4)[None, :] < n_int[:, None])
+        interests = np.zeros((b, C))
+        np.put_along_axis(interests, cats, w / w.sum(1, keepdims=True), axis=1)
+        user_tier = rng.integers(0, 3, b)
+        lengths = np.minimum(cfg.min_len + rng.geometric(1 / cfg.mean_extra_len, b) - 1, cfg.max_len)
+        interest_cdf = np.cumsum(interests, axis=1)
+
+        def pick(users: np.ndarray, cat: np.ndarray, rng=rng, user_tier=user_tier) -> np.ndarray:
+            """One item per user within `cat`, by popularity x the user's price-tier affinity."""
+            return cat * per_cat + _sample_grouped(rng, pick_cdf, user_tier[users] * C + cat, per_cat)
+
+        L = cfg.max_len
+        seq = np.full((b, L), -1, dtype=np.int64)
+        ts = np.zeros((b, L), dtype=np.int64)
+        rating = np.zeros((b, L), dtype=np.float32)
+        count = np.zeros(b, dtype=np.int64)
+        prev = np.full(b, -1, dtype=np.int64)
+        t = cfg.start_time + rng.integers(0, 200 * 86400, b)
+        left = rng.integers(1, 7, b)
+        for step in range(L):
+            act = np.nonzero(step < lengths)[0]
+            r = rng.random(len(act))
+            p = prev[act]
+            has_prev = p >= 0
+            follow = has_prev & (r < cfg.p_follow)
+            stay = (has_prev & ~follow & (r < cfg.p_follow + (1 - cfg.p_follow) * cfg.p_stay)
+                    & (interests[act, item_cat[np.maximum(p, 0)]] > 0))
+            fresh = ~follow & ~stay
+            nxt = np.empty(len(act), dtype=np.int64)
+            nxt[follow] = succ[p[follow]]
+            nxt[stay] = pick(act[stay], item_cat[p[stay]])
+            fc = (interest_cdf[act[fresh]] < rng.random(fresh.sum())[:, None]).sum(1)
+            nxt[fresh] = pick(act[fresh], np.minimum(fc, C - 1))
+            dup = (seq[act] == nxt[:, None]).any(1)
+            for _ in range(5):  # mostly new items, as in review data: up to 5 redraws in the category
+                d = np.nonzero(dup)[0]
+                if not len(d):
+                    break
+                nxt[d] = pick(act[d], item_cat[nxt[d]])
+                dup[d] = (seq[act[d]] == nxt[d, None]).any(1)
+            keep = ~dup  # a step whose item is still a repeat is skipped, as in `generate`
+            u, it = act[keep], nxt[keep]
+            seq[u, count[u]] = it
+            ts[u, count[u]] = t[u]
+            match = (interests[u, item_cat[it]] > 0) & (item_tier[it] == user_tier[u])
+            rating[u, count[u]] = np.clip(np.round(3.5 + 1.0 * match + rng.normal(0, 0.7, len(u))), 1, 5)
+            count[u] += 1
+            prev[u] = it
+            left[u] -= 1
+            new_session = u[left[u] == 0]
+            same = u[left[u] != 0]
+            t[new_session] += (rng.integers(1, 11, len(new_session)) * 86400
+                               + rng.integers(0, 3600, len(new_session)))
+            left[new_session] = rng.integers(1, 7, len(new_session))
+            t[same] += rng.integers(30, 8 * 60, len(same))  # under 10 minutes: same session
+        valid = np.arange(L)[None, :] < count[:, None]
+        yield {"user": np.repeat(np.arange(b0, b0 + b), count), "item": seq[valid], "timestamp": ts[valid],
+               "rating": rating[valid], "user_interests": interests, "user_tier": user_tier}
+
+
+def load_synthetic_scaled(seed: int = 0, n_items: int = 1_000_000, config: SyntheticConfig | None = None):
+    """The synthetic world at `n_items` items (`synthetic:scale=1m`), straight into RecData.
+
+    About 10 interactions per item: 1,000,000 items, 690,000 users and about 10 million interactions
+    for `scale=1m`. Built in memory, not through the JSON files (writing and parsing 10 million lines
+    would take minutes; `write_scaled_reviews` writes the same world in the Amazon 2018 schema, and a
+    test reads it back through the loader). Ids: item i of the generator is id i + 1 (every item is in
+    the catalogue, bought or not), user u is id u + 1; raw ids are asins 'S0000001' and 'U0000001'.
+    The ground truth, indexed by those ids (0 = padding), is in `data.extra['truth']`.
+    """
+    import pandas as pd
+
+    from .BaseDatasets import LoadReport, RecData
+
+    cfg = config or scaled_config(n_items)
+    world = scaled_items(seed, cfg)
+    parts = {k: [] for k in ("user", "item", "timestamp", "rating")}
+    interests, tiers = [], []
+    for blk in scaled_user_blocks(seed, cfg, world):
+        for k in parts:
+            parts[k].append(blk[k])
+        interests.append(blk["user_interests"])
+        tiers.append(blk["user_tier"])
+    inter = pd.DataFrame({"user": np.concatenate(parts["user"]) + 1, "item": np.concatenate(parts["item"]) + 1,
+                          "timestamp": np.concatenate(parts["timestamp"]),
+                          "rating": np.concatenate(parts["rating"])})
+    del parts
+    n, C = world["n_items"], len(CATEGORIES)
+    cat_lists = [["Beauty", c, NOUNS[c][0]] for c in CATEGORIES]  # shared per category: 8 B a row
+    items = pd.DataFrame({
+        "title": [""] + world.pop("titles"),
+        "brand": [""] + [world["brand_names"][b] for b in world["item_brand"].tolist()],
+        "category": [""] + [CATEGORIES[c] for c in world["item_category"].tolist()],
+        "categories": [[]] + [cat_lists[c] for c in world["item_category"].tolist()],
+        "price": np.concatenate([[np.nan], world["price"]]),
+    }, index=pd.RangeIndex(n + 1, name="item"))
+    n_users = cfg.n_users
+    width_i, width_u = max(6, len(str(n))), max(5, len(str(n_users)))
+    item_raw = np.array(["<pad>"] + [f"S{i:0{width_i}d}" for i in range(n)], dtype=object)
+    user_raw = np.array(["<pad>"] + [f"U{u:0{width_u}d}" for u in range(n_users)], dtype=object)
+    name = f"synthetic:scale={n},seed={seed}"
+    report = LoadReport(source=name, lines=len(inter), kept=len(inter))
+    data = RecData(name, inter, items, user_raw, item_raw, report=report)
+    pad = {"item_category": -1, "item_brand": -1, "item_group": -1, "item_tier": -1, "popularity": -1}
+    truth = {k: np.concatenate([[v], world[k]]) for k, v in pad.items()}
+    truth["successor"] = np.concatenate([[0], world["successor"] + 1])
+    truth["user_interests"] = np.concatenate([np.zeros((1, C))] + interests)
+    truth["user_tier"] = np.concatenate([[-1]] + tiers)
+    truth["categories"] = CATEGORIES
+    data.extra["truth"] = truth
+    return data
+
+
+def write_scaled_reviews(folder: str | Path, seed: int = 0, n_items: int = 1_000_000,
+                         config: SyntheticConfig | None = None, with_meta: bool = True) -> Path:
+    """Write the `scale` world as `reviews.json.gz` (+ `meta.json.gz`) in the Amazon 2018 schema, one
+    block of users at a time (memory: the item world plus one block, whatever the number of lines).
+    Returns the reviews path. The file for the streaming-loader benchmark comes from here."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = config or scaled_config(n_items)
+    world = scaled_items(seed, cfg)
+    n = world["n_items"]
+    width_i, width_u = max(6, len(str(n))), max(5, len(str(cfg.n_users)))
+    titles = world["titles"]
+    rp = folder / "reviews.json.gz"
+    tmp = rp.with_suffix(".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as f:
+        for blk in scaled_user_blocks(seed, cfg, world):
+            f.writelines(
+                f'{{"overall": {r:.1f}, "verified": true, "reviewerID": "U{u:0{width_u}d}", '
+                f'"asin": "S{i:0{width_i}d}", "unixReviewTime": {t}, '
+                f'"reviewText": {json.dumps("synthetic review of " + titles[i])}, "summary": "synthetic"}}\n'
+                for u, i, t, r in zip(blk["user"].tolist(), blk["item"].tolist(), blk["timestamp"].tolist(),
+                                      blk["rating"].tolist()))
+    os.replace(tmp, rp)
+    if with_meta:
+        mp = folder / "meta.json.gz"
+        tmp = mp.with_suffix(".tmp")
+        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as f:
+            f.writelines(json.dumps({
+                "asin": f"S{i:0{width_i}d}", "title": titles[i], "brand": world["brand_names"][b],
+                "category": ["Beauty", CATEGORIES[c], NOUNS[CATEGORIES[c]][0]], "price": f"${p:.2f}",
+                "main_cat": "Beauty"}) + "\n"
+                for i, (b, c, p) in enumerate(zip(world["item_brand"].tolist(), world["item_category"].tolist(),
+                                                  world["price"].tolist())))
+        os.replace(tmp, mp)
+    return rp

@@ -32,17 +32,31 @@ def test_interacting_layers_are_permutation_equivariant_over_fields(residual):
 
 
 def test_attention_is_a_softmax_over_fields_eq5_eq6():
-    """Eq. (5)-(6): head output = sum_k alpha_{m,k} W_V e_k with alpha summing to 1 over k.
+    """Eq. (5)-(6): head output = sum_k alpha_{m,k} W_V e_k with alpha summing to 1 over the keys k.
 
-    With identical field vectors every alpha is 1/M and the head output is W_V e; with one field the
-    layer is ReLU(W_V e + W_Res e) (Eq. (8)).
+    The fields differ (so the weights are not uniform), but W_V reads only a coordinate that is 1 in
+    every field: every value vector is the same c, so a softmax over the keys gives each field
+    exactly c. A softmax over the queries (the wrong axis) gives sum_k alpha_{k,m} c, not c. With
+    one field the layer is ReLU(W_V e + W_Res e) (Eq. (8)).
     """
+    layer = M.InteractingLayer(3, attention_dim=2, num_heads=2, residual=False,
+                               scale=False).double()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        layer.W_query.weight.copy_(torch.randn(4, 3, generator=g, dtype=torch.float64) * 2)
+        layer.W_key.weight.copy_(torch.randn(4, 3, generator=g, dtype=torch.float64) * 2)
+        layer.W_value.weight.zero_()
+        layer.W_value.weight[:, 0] = torch.tensor([0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
+    e = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    e[..., 0] = 1.0  # distinct fields, one shared coordinate
+    alpha = layer.attention(e)  # (B, Hh, M, M)
+    assert (alpha.max(-1).values - alpha.min(-1).values).min() > 0.05  # far from uniform
+    c = layer.W_value.weight[:, 0]  # (Hh * A,)
+    torch.testing.assert_close(layer(e), c.expand(2, 5, 4))
+
     layer = M.InteractingLayer(4, attention_dim=3, num_heads=2, residual=True, scale=False).double()
     e = torch.randn(2, 1, 4, dtype=torch.float64)
-    expected = torch.relu(layer.W_value(e) + layer.W_res(e))
-    torch.testing.assert_close(layer(e), expected)
-    same = e.expand(2, 5, 4)
-    torch.testing.assert_close(layer(same), expected.expand(2, 5, 6))
+    torch.testing.assert_close(layer(e), torch.relu(layer.W_value(e) + layer.W_res(e)))
 
 
 def test_attention_uses_the_unscaled_inner_product_by_default():

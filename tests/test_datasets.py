@@ -244,3 +244,215 @@ def test_train_sequence_timestamps_align_with_items():
     assert np.array_equal(items == 0, ts == 0)  # same padding slots (synthetic times are > 0)
     real = np.where(items > 0, ts, -1)
     assert np.all(np.diff(real, axis=1)[:, :] >= np.where(real[:, :-1] < 0, -np.inf, 0))
+
+
+# ---- item titles beside a seqtxt file (`*_item_titles.tsv`) ---------------------------------------
+
+
+@pytest.mark.realdata
+def test_beauty_titles_reach_the_item_table():
+    p = shared_path("amazon-beauty", "Beauty.txt")
+    d = load(f"seqtxt:{p}")
+    titles = d.items["title"]
+    assert titles[0] == "" and (titles[1:] != "").sum() == 12_086  # 15 items have no title
+    assert titles[1] == "OPI Nail Lacquer, Simmer and Shimmer, 0.5-Fluid Ounce"
+    assert not titles.str.contains("&amp;").any()  # HTML entities decoded
+    assert d.item_text(1).startswith("OPI Nail Lacquer")  # what every demo prints
+    assert d.report.skipped == 0
+
+
+def test_seqtxt_titles_read_counted_and_strict(tmp_path):
+    p = tmp_path / "s.txt"
+    p.write_text("1 1 2 3\n2 3 2 1\n")
+    load_plain = load(f"seqtxt:{p}")
+    assert "title" not in load_plain.items  # no side file: no title column
+    (tmp_path / "s_item2asin.tsv").write_text("item_id\tasin\n1\tA1\n2\tA2\n3\tA3\n")
+    (tmp_path / "s_item_titles.tsv").write_text(
+        "item_id\tasin\ttitle\n"
+        "1\tA1\tSoap &amp; Water\n"   # entity decoded
+        "x\tA2\tnot an id\n"          # line 3: malformed
+        "2\tA2\t\n"                   # empty title is kept as ""
+        "1\tA1\tagain\n"              # line 5: duplicate item
+        "3\tZZ\twrong asin\n"         # line 6: the ASIN names another item
+    )
+    d = load(f"seqtxt:{p}")
+    assert d.items["title"].tolist() == ["", "Soap & Water", "", ""]
+    assert d.report.other == {"titles malformed": 1, "titles duplicates": 1, "titles asin mismatch": 1}
+    assert any("line 3" in e and "s_item_titles.tsv" in e for e in d.report.examples)
+    assert "titles malformed 1" in str(d.report)
+    with pytest.raises(DataError, match="line 3"):
+        load(f"seqtxt:{p}", strict=True)
+
+
+# ==== at scale: `synthetic:scale=N` and the streaming Amazon 2018 loader ================================
+# (the 1M-item world itself is built by `python -m Utils.tools.stream_loader` and the scale_eval /
+# ann_scale benchmarks; these tests use a few thousand items and the same code)
+
+
+def test_scale_specs_parse_and_bad_ones_are_clear():
+    from Datasets.synthetic import parse_scale, parse_synthetic_arg
+
+    assert parse_synthetic_arg("") == (0, None) and parse_synthetic_arg("3") == (3, None)
+    assert parse_synthetic_arg("scale=1m") == (0, 1_000_000)
+    assert parse_synthetic_arg("scale=200k,seed=2") == (2, 200_000) == parse_synthetic_arg("2,scale=200k")
+    assert parse_scale("1.5m") == 1_500_000 and parse_scale("50000") == 50_000
+    for spec, msg in (("synthetic:scale=lots", "item count"), ("synthetic:scale=100", "at least 1200"),
+                      ("synthetic:size=1m", "unknown option"), ("synthetic:scale=1m,seed=x", "integer seed")):
+        with pytest.raises(DataError, match=msg):
+            load(spec)
+
+
+def test_scaled_world_has_the_planted_structure():
+    import pandas as pd
+
+    d = load("synthetic:scale=6000")
+    assert (d.n_items, d.n_users) == (6000, 4140) and 8 < len(d.interactions) / d.n_items < 12
+    assert d.interactions.equals(load("synthetic:scale=6000").interactions)  # deterministic
+    assert not d.interactions.equals(load("synthetic:scale=6000,seed=1").interactions)
+    t, df = d.extra["truth"], d.interactions
+    users, items, ts = df["user"].to_numpy(), df["item"].to_numpy(), df["timestamp"].to_numpy()
+    same_user = users[1:] == users[:-1]
+    # sequential transitions, multi-interest users, price tiers: as in the default world
+    assert (t["successor"][items[:-1]] == items[1:])[same_user].mean() > 0.35
+    assert (t["user_interests"][users, t["item_category"][items]] > 0).mean() > 0.75
+    assert (t["user_tier"][users] == t["item_tier"][items]).mean() > 0.42  # 1/3 if tiers did not matter
+    # mostly new items, time order, sessions (minutes apart) separated by days
+    assert len(np.unique(users * (d.n_items + 1) + items)) == len(df)
+    gaps = np.diff(ts)[same_user]
+    assert gaps.min() >= 30 and np.all((gaps < 600) | (gaps >= 86400)) and 0.5 < (gaps < 600).mean() < 0.9
+    # items: variant groups share brand and category, successors leave the group, Zipf popularity
+    groups = pd.DataFrame({"g": t["item_group"][1:], "b": t["item_brand"][1:], "c": t["item_category"][1:]})
+    assert groups.groupby("g").nunique().max().tolist() == [1, 1]
+    succ = t["successor"][1:]
+    assert not np.any(t["item_group"][succ] == t["item_group"][1:])
+    assert 0.65 < (t["item_category"][succ] == t["item_category"][1:]).mean() < 0.75
+    counts = np.bincount(items, minlength=d.n_items + 1)[1:]
+    rank = lambda x: np.argsort(np.argsort(x))  # noqa: E731
+    assert np.corrcoef(rank(counts), rank(t["popularity"][1:]))[0, 1] > 0.5
+    assert d.items["title"][1].startswith(d.items["brand"][1]) and d.item_text(1).endswith("[Skin Care]")
+
+
+def test_scaled_world_reads_back_through_the_amazon_loader(tmp_path, monkeypatch):
+    """The files `write_scaled_reviews` writes, read by `amazon2018:`, hold the world that
+    `synthetic:scale=N` builds in memory; small user blocks exercise the block boundaries."""
+    import pandas as pd
+
+    from Datasets import synthetic
+
+    monkeypatch.setattr(synthetic, "USER_BLOCK", 1000)
+    direct = synthetic.load_synthetic_scaled(4, 3000)
+    rp = synthetic.write_scaled_reviews(tmp_path, seed=4, n_items=3000)
+    read = load(f"amazon2018:{rp},{tmp_path / 'meta.json.gz'}")
+    assert read.report.skipped == 0 and read.report.lines == len(direct.interactions)
+
+    def raw(d):
+        df = d.interactions
+        return pd.DataFrame({"user": d.user_raw[df["user"]], "item": d.item_raw[df["item"]],
+                             "timestamp": df["timestamp"], "rating": df["rating"]})
+
+    pd.testing.assert_frame_equal(raw(direct), raw(read))
+    bought = read.item_raw[1:]
+    a = direct.items.iloc[1:].set_axis(direct.item_raw[1:]).loc[bought]
+    b = read.items.iloc[1:].set_axis(bought)
+    for col in ("title", "brand", "category", "price"):
+        assert a[col].tolist() == b[col].tolist(), col
+
+
+def _reviews_file(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_streaming_loader_gives_the_same_data_whatever_the_chunk(amazon_files, monkeypatch):
+    from Datasets import amazon2018
+
+    rp, _ = amazon_files
+    ref = load(f"amazon2018:{rp}")
+    for chunk in (1, 2, 3):
+        monkeypatch.setattr(amazon2018, "CHUNK_LINES", chunk)
+        monkeypatch.setattr(amazon2018.read_review_codes, "__defaults__", (False, chunk))
+        d = load(f"amazon2018:{rp}")
+        assert d.interactions.equals(ref.interactions) and list(d.item_raw) == list(ref.item_raw)
+        assert str(d.report) == str(ref.report) and d.report.examples == ref.report.examples
+    codes, report = amazon2018.read_review_codes(rp, chunk_lines=2)
+    assert codes.user.dtype == np.int32 and len(codes) == report.kept == 7
+
+
+def test_streaming_loader_strict_raises_the_first_problem_in_file_order(tmp_path):
+    """Duplicates are found after the last chunk; strict mode must still name the first problem."""
+    from Datasets.amazon2018 import read_review_codes
+
+    r = [_review("A", f"x{k}", k) for k in range(6)]
+    dup_first = _reviews_file(tmp_path / "a.json", r[:3] + [r[1], "{bad"] + r[3:])  # dup line 4, bad line 5
+    bad_first = _reviews_file(tmp_path / "b.json", r[:3] + ["{bad", r[1]] + r[3:])  # bad line 4, dup line 5
+    for chunk in (1, 2, 100):
+        with pytest.raises(DataError, match=r"a\.json: line 4: duplicate review A/x1 at 1"):
+            read_review_codes(dup_first, strict=True, chunk_lines=chunk)
+        with pytest.raises(DataError, match=r"b\.json: line 4: not a JSON object"):
+            read_review_codes(bad_first, strict=True, chunk_lines=chunk)
+        _, report = read_review_codes(dup_first, chunk_lines=chunk)
+        assert (report.duplicates, report.malformed) == (1, 1)
+        assert report.examples == ["line 4: duplicate review A/x1 at 1", "line 5: not a JSON object"]
+
+
+def test_streaming_loader_memory_does_not_grow_with_the_file(tmp_path):
+    """Peak Python memory while streaming chunks of a file is the same for 2,000 and 20,000 lines
+    (the same few users and items, so the id maps do not grow; a list of parsed rows would)."""
+    import tracemalloc
+
+    from Datasets.amazon2018 import LoadReport, iter_review_chunks
+
+    peaks = []
+    for n in (2_000, 20_000):
+        p = tmp_path / f"r{n}.json.gz"
+        with gzip.open(p, "wt") as f:
+            f.writelines(_review(f"u{k % 50}", f"i{k % 70}", k) + "\n" for k in range(n))
+        tracemalloc.start()
+        rows = sum(len(c["user"]) for c in iter_review_chunks(p, LoadReport(), chunk_lines=500))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert rows == n
+    assert peaks[1] < 1.3 * peaks[0], peaks
+
+
+def test_streaming_loader_yields_before_the_end_of_the_file(tmp_path):
+    """Chunks come out as the file is read: a gzip cut near its end still yields its first chunks
+    before the one-line DataError about the cut."""
+    from Datasets.amazon2018 import LoadReport, iter_review_chunks
+
+    p = tmp_path / "cut.json.gz"
+    blob = gzip.compress(("\n".join(_review(f"u{k}", "i", k) for k in range(20_000)) + "\n").encode())
+    p.write_bytes(blob[: int(len(blob) * 0.9)])
+    got = []
+    with pytest.raises(DataError, match="ends early"):
+        for chunk in iter_review_chunks(p, LoadReport(), chunk_lines=1000):
+            got.append(len(chunk["user"]))
+    assert len(got) >= 10 and set(got) == {1000}
+
+
+def test_streaming_loader_fast_json_path_keeps_the_json_rules(tmp_path):
+    """The per-line fast path must accept and refuse exactly what json.loads (then the 2014 Python
+    literal rule) does: padding and CRLF are fine, a second value on the line is malformed."""
+    from Datasets.amazon2018 import read_review_codes
+
+    good = _review("A", "x1", 1)
+    p = _reviews_file(tmp_path / "r.json", [
+        good, "  " + _review("A", "x2", 2), _review("A", "x3", 3) + "\r", _review("A", "x4", 4) + " \t",
+        _review("B", "x1", 5) + ' {"extra": 1}', _review("B", "x2", 6) + "]", "{'reviewerID': 'B', "
+        "'asin': 'x3', 'unixReviewTime': 7}", _review("B", "x4", 8) + ", 1"])
+    codes, report = read_review_codes(p)
+    assert report.kept == 5 and report.malformed == 3
+    assert [e.split(":")[0] for e in report.examples] == ["line 5", "line 6", "line 8"]
+
+
+@pytest.mark.slow  # builds the 1M-item world: ~25 s on an idle core, 1.5 GB
+def test_million_item_world():
+    d = load("synthetic:scale=1m")
+    assert (d.n_items, d.n_users) == (999_996, 690_000) and 9_500_000 < len(d.interactions) < 11_000_000
+    t, df = d.extra["truth"], d.interactions
+    users, items = df["user"].to_numpy(), df["item"].to_numpy()
+    same_user = users[1:] == users[:-1]
+    assert (t["successor"][items[:-1]] == items[1:])[same_user].mean() > 0.35
+    assert (t["user_interests"][users, t["item_category"][items]] > 0).mean() > 0.75
+    s = leave_one_out(d)
+    assert s.n_users == 690_000 and s.n_dropped_users == 0

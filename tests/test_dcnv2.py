@@ -68,13 +68,38 @@ def test_low_rank_layer_equals_full_rank_with_w_equal_u_v_transpose():
     torch.testing.assert_close(low(x0, x), full(x0, x))
 
 
-def test_mixture_gates_sum_to_one_and_identical_experts_reduce_to_one_expert():
-    """Eq. (5): x_{l+1} = sum_i G_i(x_l) E_i(x_l) + x_l with gates summing to 1 over experts."""
+def test_mixture_of_distinct_experts_follows_eq5_with_gates_of_x_l():
+    """Eq. (5) with four different experts, rebuilt from one-expert layers (Eq. (4)):
+    x_{l+1} = x_0 ⊙ sum_i G_i(x_l) (U_i V_i^T x_l + b_l) + x_l, with G = softmax over the experts
+    of a linear map of x_l. Gates computed from x_0, over the batch, or not normalised all fail."""
+    moe = M.CrossLayer(6, rank=2, num_experts=4, activation=None).double()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        moe.gate.weight.copy_(torch.randn(4, 6, generator=g, dtype=torch.float64))
+        moe.bias.copy_(torch.randn(6, generator=g, dtype=torch.float64))
+    x0 = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    x = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    experts = []  # E'_i(x_l) = U_i V_i^T x_l + b_l, each from a one-expert layer with U_i, V_i
+    for i in range(4):
+        one = M.CrossLayer(6, rank=2, num_experts=1, activation=None).double()
+        with torch.no_grad():
+            one.U.copy_(moe.U[i:i + 1])
+            one.V.copy_(moe.V[i:i + 1])
+            one.bias.copy_(moe.bias)
+        experts.append(one.transform(x))  # (B, d)
+    experts = torch.stack(experts, dim=1)  # (B, K, d)
+    assert (experts[:, 0] - experts[:, 1]).abs().min() > 1e-6  # the experts really differ
+    logits = x @ moe.gate.weight.T  # (B, K): the gate reads x_l
+    gates = logits.exp() / logits.exp().sum(-1, keepdim=True)  # softmax over the K experts
+    assert gates.std(dim=0).min() > 1e-3  # the gates depend on the row
+    expected = x0 * (gates.unsqueeze(-1) * experts).sum(1) + x
+    torch.testing.assert_close(moe(x0, x), expected)
+
+
+def test_identical_experts_reduce_to_one_expert():
+    """Gates summing to 1 over the experts: K copies of one expert are that expert (Eq. (5))."""
     moe = M.CrossLayer(6, rank=2, num_experts=4, activation=None).double()
     x0, x = torch.randn(5, 6, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
-    gates = torch.softmax(moe.gate(x), dim=-1)
-    torch.testing.assert_close(gates.sum(-1), torch.ones(5, dtype=torch.float64))
-    assert gates.std(dim=0).sum() > 0  # the gates depend on x_l
     single = M.CrossLayer(6, rank=2, num_experts=1, activation=None).double()
     moe.U.data[:] = single.U.data[0]
     moe.V.data[:] = single.V.data[0]

@@ -62,9 +62,21 @@ def test_model_fm_term_is_eq2_with_real_valued_dense_features():
 
 
 def test_fm_and_deep_share_one_embedding():
-    """The paper's point against FNN / Wide & Deep: both parts read, and train, the same vectors."""
+    """The paper's point against FNN / Wide & Deep: both parts read, and train, the same vectors.
+
+    `forward` must equal FM(e) + DNN(e) with e read from the one `embedding` table, before and
+    after that table alone is moved: a separate deep-part table, even one initialised as a copy of
+    the FM's, does not follow the move and fails."""
     model = M.DeepFM(M.DeepFMConfig(field_dims=FIELD_DIMS, hidden=(8,), dropout=0.0))
     sparse, _ = random_batch(16)
+    check = model.double().eval()
+    for _ in range(2):
+        e = check.embedding(sparse, None)
+        w = check.first_order(sparse, None)
+        torch.testing.assert_close(check(sparse), check.fm(e, w) + check.deep(e))
+        with torch.no_grad():
+            check.embedding.table.weight.normal_(std=0.5)  # move the shared table only
+    model = M.DeepFM(M.DeepFMConfig(field_dims=FIELD_DIMS, hidden=(8,), dropout=0.0))
     e = model.embedding(sparse, None)
     g_fm = torch.autograd.grad(M.fm_second_order(e).sum(), model.embedding.table.weight,
                                retain_graph=True)[0]

@@ -23,6 +23,8 @@ def batch(B=12, T=6, seed=0):
     history, target = ids[:, :-1].clone(), ids[:, -1].clone()
     history[: B // 2, :2] = 0  # left padding
     neg_items = torch.randint(1, VOCAB[0], (B, T), generator=g)
+    clash = neg_items == items[:, :-1]  # a negative must not be the step's own behaviour
+    neg_items = torch.where(clash, neg_items % (VOCAB[0] - 1) + 1, neg_items)
     neg = torch.stack([neg_items, neg_items % (VOCAB[1] - 1) + 1], -1)
     return target, history, neg
 
@@ -93,6 +95,45 @@ def test_auxiliary_loss_uses_the_next_behaviour():
     neg3 = neg.clone()
     neg3[:, -1, 0] = (neg3[:, -1, 0] % (VOCAB[0] - 2)) + 1
     assert not torch.allclose(model(target, history, neg_history=neg3, return_aux=True)[1], aux)
+
+
+def test_a_sampled_negative_equal_to_the_behaviour_is_no_negative():
+    """The paper samples the auxiliary negative from the items the user did not click; a uniform
+    draw can hit the step's own behaviour. Such a pair is dropped: the loss equals Eq. (6) over
+    the other real pairs (a pair with e^ = e would push <h_t, e> up and down at once)."""
+    model = make()
+    target, history, neg = batch()
+    neg[:, 3:5] = history[:, 3:5]  # steps 3 and 4: the "negative" is the clicked item itself
+    _, aux = model(target, history, neg_history=neg, return_aux=True)
+    mask = history[..., 0] != 0
+    e, e_neg = model.embed_items(history), model.embed_items(neg)
+    h = model.extract_interests(e, mask)
+    pos = (h[:, :-1] * e[:, 1:]).sum(-1)
+    negs = (h[:, :-1] * e_neg[:, 1:]).sum(-1)
+    pair = mask[:, :-1] & mask[:, 1:] & (neg[:, 1:] != history[:, 1:]).any(-1)
+    assert pair.sum() < (mask[:, :-1] & mask[:, 1:]).sum()  # some pairs really are dropped
+    expect = -(F.logsigmoid(pos[pair]).mean() + F.logsigmoid(-negs[pair]).mean())
+    assert torch.allclose(aux, expect, atol=1e-6)
+
+
+@pytest.mark.parametrize("evolution", ["gru", "aigru"])
+def test_gru_and_aigru_step_on_every_real_behaviour_even_when_attention_underflows(evolution):
+    """Plain GRU / AIGRU skip padding by the mask, not by a_t > 0: with a huge attention matrix the
+    softmax of Eq. (8) is exactly 0 on most real steps, and those steps still update the state
+    (AIGRU then reads a zero input, Eq. (9), which still moves a GRU)."""
+    model = make(evolution=evolution)
+    target, history, _ = batch()
+    with torch.no_grad():
+        model.attention.weight.mul_(1e6)
+        mask = history[..., 0] != 0
+        h = model.extract_interests(model.embed_items(history), mask)  # (B, T, H)
+        a = model.attention_scores(h, model.embed_items(target), mask)  # (B, T)
+        assert ((a == 0) & mask).sum() > mask.sum() // 3  # many real steps underflow to a_t = 0
+        state = torch.zeros(h.shape[0], h.shape[2])
+        for t in range(h.shape[1]):  # reference: a step at every real behaviour
+            step = model.interest_evolving(h[:, t], state, a[:, t])
+            state = torch.where(mask[:, t, None], step, state)
+        torch.testing.assert_close(model.evolve_interests(h, a, mask), state)
 
 
 def test_attention_is_a_softmax_over_real_steps_and_depends_on_the_target():

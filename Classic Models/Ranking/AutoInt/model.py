@@ -31,8 +31,12 @@ Inputs are plain tensors so the file can be used without any data pipeline:
     sparse: (B, F) int64, field f takes ids in [0, field_dims[f]); id 0 = padding / unknown
     dense:  (B, Fd) float, already normalised; omitted when Fd = 0
 
-NOTE: `scale_attention=True` divides the scores by sqrt(A) as in Transformers; the paper's
-    Eq. (5) is the plain inner product, which is the default here.
+NOTE: `scale_attention=True` divides the scores by sqrt(A), as the official code does; the
+    paper's Eq. (5) is the plain inner product, which is the default here.
+NOTE: the official interacting layer also puts a bias and a ReLU on the query/key/value/residual
+    projections, dropout on the attention weights and on the embeddings, and a layer norm after
+    each layer; none of these is in the paper's Eqs. (5)-(8), which this file follows (note,
+    "Deviations from the paper").
 NOTE: AutoInt+ combines the two parts by summing their logits; the paper says only that the
     feed-forward network is "jointly trained" beside the interacting layers.
 """

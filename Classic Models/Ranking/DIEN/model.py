@@ -48,6 +48,11 @@ NOTE: the MLP input also holds the summed behaviours and their product with the 
 NOTE: the MLP's activation is Dice (DIN paper Eq. 9), as the official DIEN model builds its output
       network (`build_fcn_net(inp, use_dice=True)`); `activation="prelu"` gives PReLU instead.
 NOTE: AIGRU (Eq. 9) and AGRU (Eq. 10), the paper's weaker variants, are available via `evolution`.
+NOTE: the auxiliary loss is the mean over the real (t, t+1) pairs; Eq. (6) divides the sum by the
+      number of users and the official code by all B x (T-1) padded cells, so the same alpha is a
+      different weight in each (note, "Deviations from the paper").
+NOTE: a sampled negative equal to that step's own behaviour is dropped from Eq. (6): the paper
+      samples from the items the user did not click.
 NOTE: one sample has no batch variance, so Dice normalises a training batch of one row with its
       moving averages, as at test time (`BatchStats`); nn.BatchNorm1d would stop with "Expected more
       than 1 value per channel".
@@ -73,7 +78,7 @@ class DIENConfig:
     context_vocab_sizes: tuple[int, ...] = ()  # user profile / context fields
     dim: int = 16  # per-field embedding dim; the official Amazon code uses 18 per field
     evolution: Evolution = "augru"  # paper's best; "agru"/"aigru"/"gru" are its ablations
-    aux_weight: float = 1.0  # alpha of Eq. (7); the official code uses 1
+    aux_weight: float = 1.0  # alpha of Eq. (7); the official code uses 1 (over padded cells)
     mlp_hidden: tuple[int, ...] = (200, 80)  # as DIN and the official code
     include_sum_pooling: bool = True  # official code: also feed sum_t e_t and (sum_t e_t) * e_a
     activation: Literal["dice", "prelu"] = "dice"  # MLP activation; the official DIEN uses Dice
@@ -230,16 +235,23 @@ class DIEN(nn.Module):
 
     # ----------------------------------------------------------------- Eq. (6)
     def auxiliary_loss(self, interests: torch.Tensor, behaviours: torch.Tensor,
-                       negatives: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                       negatives: torch.Tensor, mask: torch.Tensor,
+                       is_negative: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. (6): h_t should score the real next behaviour e_b[t+1] above a sampled one.
 
-        interests h: (B, T, H); behaviours e_b and negatives (B, T, H); mask (B, T) bool.
-        Pairs (h_t, e_{t+1}) count only where both steps are real behaviours.
+        interests h: (B, T, H); behaviours e_b and negatives (B, T, H); mask (B, T) bool;
+        is_negative (B, T) bool, False where the sampled item IS that step's behaviour (the paper
+        samples from the items the user did not click; forward() computes it from the ids).
+        Pairs (h_t, e_{t+1}) count only where both steps are real behaviours and the sample is a
+        real negative; the loss is the mean over the pairs that count (note, Deviations).
         """
         h = interests[:, :-1]  # (B, T-1, H): h_1 .. h_{T-1}
         pos = (h * behaviours[:, 1:]).sum(-1)  # <h_t, e_b[t+1]>: (B, T-1)
         neg = (h * negatives[:, 1:]).sum(-1)  # <h_t, e^_b[t+1]>: (B, T-1)
-        pair = (mask[:, :-1] & mask[:, 1:]).float()  # (B, T-1)
+        pair = mask[:, :-1] & mask[:, 1:]  # (B, T-1)
+        if is_negative is not None:
+            pair = pair & is_negative[:, 1:]  # a "negative" equal to the clicked item is none
+        pair = pair.float()
         nll = F.softplus(-pos) + F.softplus(neg)  # -log s(pos) - log(1 - s(neg))
         return (nll * pair).sum() / pair.sum().clamp_min(1.0)
 
@@ -253,15 +265,18 @@ class DIEN(nn.Module):
         return torch.nan_to_num(scores, nan=0.0)  # rows without any behaviour: all 0
 
     # ----------------------------------------------------------------- Eqs. (9)-(12)
-    def evolve_interests(self, interests: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def evolve_interests(self, interests: torch.Tensor, scores: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
         """Interest evolving layer over h_t with attention a_t; returns the final state h'_T (B, H).
-        Padding has a_t = 0, so AUGRU/AGRU keep their state there; plain GRU/AIGRU are masked."""
+        mask (B, T) bool, False = padding. Padding has a_t = 0, so AUGRU/AGRU keep their state
+        there; plain GRU/AIGRU hold their state at padding by the mask (a real step whose a_t
+        underflows to 0 is still a step)."""
         B, T, H = interests.shape
         h = interests.new_zeros(B, H)
         for t in range(T):
             new = self.interest_evolving(interests[:, t], h, scores[:, t])
             if self.config.evolution in ("gru", "aigru"):
-                new = torch.where((scores[:, t] > 0).unsqueeze(-1), new, h)
+                new = torch.where(mask[:, t].unsqueeze(-1), new, h)
             h = new
         return h
 
@@ -280,7 +295,7 @@ class DIEN(nn.Module):
             gates.append(self.interest_evolving.update_gate(x, h, a) * mask[:, t, None])
             new = self.interest_evolving(x, h, a)
             if self.config.evolution in ("gru", "aigru"):
-                new = torch.where((a > 0).unsqueeze(-1), new, h)  # as evolve_interests()
+                new = torch.where(mask[:, t].unsqueeze(-1), new, h)  # as evolve_interests()
             h = new
         return scores, torch.stack(gates, dim=1)  # (B, T), (B, T, H)
 
@@ -312,7 +327,7 @@ class DIEN(nn.Module):
         target_emb = self.embed_items(target)  # (B, H)
         interests = self.extract_interests(behaviours, mask)  # (B, T, H)
         scores = self.attention_scores(interests, target_emb, mask)  # (B, T)
-        final = self.evolve_interests(interests, scores)  # (B, H)
+        final = self.evolve_interests(interests, scores, mask)  # (B, H)
         parts = [final, target_emb]
         if self.config.include_sum_pooling:
             summed = behaviours.sum(1)  # (B, H); padding rows are zero vectors
@@ -324,7 +339,9 @@ class DIEN(nn.Module):
             return logits
         if neg_history is None or neg_history.shape != history.shape:
             raise ValueError("return_aux needs neg_history with the shape of history")
-        aux = self.auxiliary_loss(interests, behaviours, self.embed_items(neg_history), mask)
+        is_negative = (neg_history != history).any(-1)  # (B, T): False where it is the click
+        aux = self.auxiliary_loss(interests, behaviours, self.embed_items(neg_history), mask,
+                                  is_negative)
         return logits, aux
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor,

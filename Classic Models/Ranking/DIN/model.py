@@ -39,7 +39,11 @@ Pooling modes (note §Maths: Eqs. (1) and (3)):
 
 NOTE: the activation unit's input is [e_j, v_A, e_j - v_A, e_j * v_A] (as in the official code); the
       paper's Fig. 2 draws an "out product" of e_j and v_A. The element-wise product and difference
-      carry the same pairwise information at O(D) instead of O(D^2) cost.
+      carry the same pairwise information at O(D) instead of O(D^2) cost. The official
+      `attention()` also masks, scales by 1/sqrt(D) and softmax-normalises the scores; the paper
+      drops that normalisation (Eq. 3), and so does this file.
+NOTE: the mini-batch aware regulariser (Eqs. 4-7) covers the item-field tables only; the context
+      tables are left unregularised (note, "Deviations from the paper").
 NOTE: the output layer is one logit with a sigmoid instead of the paper's 2-way softmax; the two are
       the same model (softmax over [z0, z1] = sigmoid(z1 - z0)).
 NOTE: the activation unit's output bias starts at 1 (`attention_init_bias`), so DIN starts as the

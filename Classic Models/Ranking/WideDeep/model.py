@@ -30,9 +30,11 @@ Inputs are plain tensors so the file can be used without any data pipeline:
     dense:  (B, Fd) float, already normalised; omitted when Fd = 0
 
 NOTE: cross-product features (Eq. (2)) are given as tuples of field indices, e.g. ((0, 1),) for
-    user x item. A cross takes value 1 for the observed combination of ids; when the number of
-    combinations exceeds `cross_buckets` they are hashed into that many buckets, as the official
-    `crossed_column` does. A cross is "missing" (id 0) when any of its fields is padding.
+    user x item. A cross takes value 1 for the observed combination of ids: one exact weight per
+    combination while their number is below `cross_buckets`, hashed into that many buckets above
+    it. The official `crossed_column` always hashes (into `hash_bucket_size` buckets), so there
+    two pairs can share a weight even when few combinations exist. A cross is "missing" (id 0)
+    when any of its fields is padding.
 NOTE: the paper trains the wide part with FTRL + L1 and the deep part with AdaGrad. torch has no
     FTRL; `wide_parameters()` / `deep_parameters()` let a caller use two optimisers. The demo uses
     one Adam for both (note, Training and serving).

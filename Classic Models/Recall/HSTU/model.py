@@ -42,13 +42,18 @@ negatives (`loss="sampled_softmax"`), or a full softmax over all N items (`loss=
 NOTE (deviations, each listed in the note's "Deviations" section):
 - Dense, left-padded (B, L) tensors replace the official jagged tensors (fbgemm); padded keys are
   masked. Absolute positions for the input embedding are counted from the most recent item, so the
-  amount of padding does not matter; the attention is divided by the fixed n = max_len, which is
-  what the official code divides by (its padded length), so outputs do not depend on padding either.
+  amount of padding does not matter; the attention is divided by the fixed n = max_len, so outputs
+  do not depend on padding either. The official code divides by its padded length,
+  max_sequence_len + max_output_len (the history window plus the target slots); the LayerNorm of
+  Eq. (3) that follows cancels any constant factor (up to its eps), so the two agree.
 - The S negatives are shared by all positions of a batch (one (T, D) @ (D, S) matmul) instead of
   drawn per position; both are uniform samples, the shared form is several times cheaper on a CPU.
-- The query time of position i is the timestamp of item i+1 (the time of the request it serves), the
-  last position reusing its own, exactly as the official RelativeBucketedTimeAndPositionBasedBias.
-  When no timestamps are given the bias is positional only.
+- The query time of position i is the timestamp of item i+1 (the time of the request it serves), as
+  in the official RelativeBucketedTimeAndPositionBasedBias; the last position reuses its own time.
+  The official pipeline writes the target's timestamp into the slot after the last real item, so
+  there the last real position sees the request time; the (B, L) windows here carry no request time.
+- When no timestamps are given the bias is positional only; the official code then adds no
+  relative bias at all (it adds rab only when timestamps exist).
 - The temperature stays the official 0.05 by default; with the *full* softmax over the 12,101
   Beauty items, τ = 0.05 collapsed every user onto popularity in the first epoch, so the Beauty
   full-softmax runs use τ = 0.1 (and 0.2, too flat; the note's "Deviations").
@@ -180,7 +185,7 @@ class HSTULayer(nn.Module):
         v = v.view(B, L, H, dv).transpose(1, 2)  # (B, H, L, d_v)
         logits = q @ k.transpose(-1, -2)  # (B, H, L, d_qk) @ (B, H, d_qk, L) -> (B, H, L, L)
         logits = logits + self.rab(L, timestamps, x.device).unsqueeze(1)  # + rab^{p,t}
-        # Eq. (2): pointwise SiLU, divided by n (official: the padded length = max_len), no softmax
+        # Eq. (2): pointwise SiLU, divided by n (official: its padded length), no softmax
         weights = F.silu(logits) / cfg.max_len * allowed.unsqueeze(1)  # (B, H, L, L)
         av = weights @ v  # (B, H, L, L) @ (B, H, L, d_v) -> (B, H, L, d_v)
         av = av.transpose(1, 2).reshape(B, L, H * dv)  # (B, L, H*d_v)

@@ -243,11 +243,11 @@ class SDM(nn.Module):
         return torch.tanh(self.profile_proj(torch.cat(parts, dim=-1)))  # (B, D)
 
     # ------------------------------------------------------------------ towers
-    def short_term(self, short: Tensor, e_u: Tensor) -> Tensor:
-        """Eqs. (6)-(16): latest session (B, S) left-padded -> s^u (B, D).
+    def session_states(self, short: Tensor) -> tuple[Tensor, Tensor]:
+        """Eqs. (6)-(14): latest session (B, S) left-padded -> x^_k (B, S, D) and its mask (B, S).
 
-        The LSTM reads the session right-aligned at the start, so left padding never enters its
-        state; padded positions are masked out of both attentions.
+        The LSTM reads the session right-aligned, so left padding never enters its state; the
+        returned states and mask are right-aligned too (True = real action).
         """
         B, S = short.shape
         mask = short != 0  # (B, S)
@@ -262,7 +262,12 @@ class SDM(nn.Module):
         for layer, lstm in enumerate(self.lstm):
             h, _ = lstm(x)  # (B, S, D), Eqs. (6)-(10); trailing padding cannot reach earlier states
             x = h if layer == 0 else x + h  # residual between stacked layers (paper §4.4)
-        x_hat = self.self_attention(x, right_mask)  # (B, S, D), Eqs. (11)-(14)
+        return self.self_attention(x, right_mask), right_mask  # (B, S, D), Eqs. (11)-(14)
+
+    def short_term(self, short: Tensor, e_u: Tensor) -> Tensor:
+        """Eqs. (6)-(16): latest session (B, S) left-padded -> s^u (B, D): the session states of
+        `session_states()` pooled by the user attention; padded positions get weight 0."""
+        x_hat, right_mask = self.session_states(short)  # (B, S, D), (B, S)
         alpha = masked_softmax(
             (x_hat @ e_u.unsqueeze(-1)).squeeze(-1), right_mask
         )  # (B, S), Eq. (15)

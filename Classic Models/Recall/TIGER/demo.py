@@ -2,39 +2,40 @@
 # # TIGER — demo
 #
 # Generative retrieval end to end (Rajput et al., NeurIPS 2023): item text -> content embeddings
-# (TF-IDF + TruncatedSVD, or all-MiniLM-L6-v2) -> RQ-VAE -> semantic IDs (3 codes + a de-duplicating
-# token) -> a T5-style encoder-decoder trained to generate the next item's ID -> beam search
-# constrained by a prefix trie of valid IDs -> Recall/NDCG by leave-one-out beside popularity.
+# (all-MiniLM-L6-v2 of the title + attribute ids, or TF-IDF + TruncatedSVD) -> RQ-VAE -> semantic
+# IDs (3 codes + a de-duplicating token) -> a T5-style encoder-decoder trained to generate the next
+# item's ID -> beam search constrained by a prefix trie of valid IDs -> Recall/NDCG by leave-one-out
+# beside popularity.
 #
 # CPU command (synthetic default, small preset; about 70 s of CPU time on one thread, measured as
 # 4 min wall on a shared 2-core machine loaded by ~10 other jobs):
 #
 #     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --threads 1
 #
-# Beauty, the note's Results (paper-size model; one thread of a loaded 2-core machine; resumable):
+# Beauty (paper-size model; item titles from Beauty_item_titles.tsv; MiniLM when installed):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/TIGER/demo.py" \
 #         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 \
-#         --time-budget 1000 --round-steps 60 --checkpoint /tmp/tiger_beauty.pt \
-#         --plot assets/TIGER/beauty_curve.png --out assets/TIGER/results/beauty.json
+#         --time-budget 1000 --round-steps 300 --save-every 100 --checkpoint /tmp/tiger_beauty.pt \
+#         --plot /tmp/tiger_beauty.png --out /tmp/tiger_beauty.json
 #
-# Training stops after --epochs (3 by default), --steps or --time-budget, whichever is given (the
-# Beauty run above: the time budget). Keep the model, then serve it without training (the user's
-# generated top-10 with titles; item content vectors + semantic IDs):
+# Training stops after --epochs (3 by default), --steps or --time-budget, whichever is given. On CPU
+# it runs under bf16 autocast where the CPU has bf16 matmuls (--bf16 off: fp32). The checkpoint is
+# rewritten atomically at every validation and every --save-every steps; --resume continues it (step,
+# optimiser, curve, best validation, semantic IDs, flags), on CPU or with --device cuda. Keep the
+# model, then serve it without training (the user's generated top-10 with titles; item content
+# vectors + semantic IDs):
 #
 #     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --threads 1 --save /tmp/tiger.pt
 #     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --threads 1 --load /tmp/tiger.pt \
 #         --recommend U00042 --export-vectors /tmp/tiger.npz
 #
-# Semantic IDs only, and the note's code-tree figure (about 11 s of CPU time, no seq2seq training):
+# Semantic IDs only: their quality (codebook usage, collisions, category agreement) and the note's
+# code-tree figure, no seq2seq training (synthetic: about 11 s of CPU time); with --checkpoint, also
+# an untrained step-0 run that --resume continues elsewhere (a GPU window: gpu_window.sh beside this):
 #
-#     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --threads 1 --ids-only \
+#     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --threads 1 --ids-only --content tfidf \
 #         --code-tree assets/TIGER/code_tree_synthetic.png
-#
-# Continue the same run later, e.g. on a GPU (the step count, optimiser and semantic IDs are restored):
-#
-#     .venv/bin/python "Classic Models/Recall/TIGER/demo.py" --data seqtxt:... --device cuda \
-#         --checkpoint /tmp/tiger_beauty.pt --resume --time-budget 3600 --out ...
 
 # %%
 import argparse
@@ -43,13 +44,14 @@ import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 import Datasets
 from Datasets import DataError
-from Datasets.item_text import item_embeddings
+from Datasets.item_text import SOURCES, default_source, item_categories, item_embeddings
 from Utils.evaluation import Timer, csr_mask, popularity_metrics
 from Utils.io import (
     add_common_args,
@@ -79,7 +81,12 @@ parser = add_common_args(argparse.ArgumentParser(description="TIGER demo"), epoc
 parser.add_argument("--preset", default="auto", choices=["auto", "paper", "small"],
                     help="model sizes: paper (4+4 layers, 6x64 heads, d 128, MLP 1024, 3x256 codes) "
                          "or small (CPU demo); auto = small on synthetic, paper otherwise")
-parser.add_argument("--embedding", default="tfidf", choices=["tfidf", "minilm"])
+parser.add_argument("--content", "--embedding", dest="content", default="auto",
+                    choices=["auto", *SOURCES],
+                    help="item content embedding: minilm (all-MiniLM-L6-v2 of the title + attribute "
+                         "ids), tfidf (TF-IDF+SVD of title words + attribute ids), tfidf-keywords (the "
+                         "earlier Beauty input: keyword pieces + attribute ids); auto = minilm when "
+                         "installed and the items have titles, else tfidf")
 parser.add_argument("--embed-dim", type=positive_int, default=256, help="TF-IDF SVD dimensions")
 parser.add_argument("--rq-steps", type=positive_int, default=None, help="RQ-VAE steps (preset default)")
 parser.add_argument("--rq-optimizer", default="adam", choices=["adam", "adagrad"],
@@ -104,6 +111,15 @@ parser.add_argument("--checkpoint", default=None,
                     help="save the run here at every validation (and its best state to *.best.pt); "
                          "--resume continues it, --load PATH.best.pt serves it")
 parser.add_argument("--resume", action="store_true")
+parser.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
+                    help="train under bf16 autocast (evaluation stays fp32); auto = on where the "
+                         "device has bf16 matmuls (AMX / AVX-512 BF16 CPUs, recent GPUs)")
+parser.add_argument("--save-every", type=positive_int, default=None,
+                    help="with --checkpoint: also save it every N training steps (it is always saved "
+                         "at every validation); each save replaces the file atomically")
+parser.add_argument("--compact-checkpoint", action="store_true",
+                    help="store the optimiser moments in bf16 (resume casts them back to fp32): the "
+                         "paper preset's checkpoint shrinks from 56 to 38 MiB, for short GPU windows")
 parser.add_argument("--plot", default=None, help="save the learning curve (PNG) here")
 parser.add_argument("--code-tree", default=None,
                     help="draw the semantic-ID code tree (a few first codes, the items under them)")
@@ -125,10 +141,19 @@ check_save_path(args.save, args.overwrite)
 cpu_setup(args.threads)
 set_seed(args.seed)
 device = pick_device(args.device)
+ckpt = Path(args.checkpoint) if args.checkpoint else None
+if args.resume and (ckpt is None or not ckpt.is_file()):
+    fail(f"--resume needs an existing --checkpoint file, got {args.checkpoint!r}")
 loaded = read_checkpoint(args.load, name="TIGER") if args.load else None
-if loaded is not None:  # --load: the saved run's model sizes and inputs
-    for key in ("preset", "embedding", "embed_dim", "max_history"):
-        setattr(args, key, loaded["args"][key])
+saved = loaded if loaded is not None else (
+    read_checkpoint(str(ckpt), name="TIGER") if args.resume else None)
+if saved is not None:  # --load / --resume: the saved run's model sizes and inputs
+    args.content = saved["args"].get("content", saved["args"].get("embedding"))
+    # --resume continues the same run: its batches (size, seeded order) and learning-rate schedule
+    keys = ("preset", "embed_dim", "max_history") + (
+        ("batch_size", "lr", "warmup", "ramp", "seed") if args.resume else ())
+    for key in keys:
+        setattr(args, key, saved["args"][key])
 preset = args.preset if args.preset != "auto" else (
     "small" if args.data.startswith("synthetic") else "paper")
 if preset == "paper":
@@ -143,9 +168,6 @@ else:  # a CPU-sized model for the synthetic demo: same architecture, smaller nu
     rq_steps, round_steps = args.rq_steps or 150, args.round_steps or 90
     args.embed_dim = min(args.embed_dim, 64)
 KS = (5, 10)
-ckpt = Path(args.checkpoint) if args.checkpoint else None
-if args.resume and (ckpt is None or not ckpt.is_file()):
-    fail(f"--resume needs an existing --checkpoint file, got {args.checkpoint!r}")
 
 # %% [markdown]
 # ## Data and item content embeddings
@@ -153,8 +175,11 @@ if args.resume and (ckpt is None or not ckpt.is_file()):
 # %%
 t_start = time.perf_counter()
 data = Datasets.load(args.data, verbose=True, expect="interactions", demo="the TIGER demo")
-if loaded is not None:
-    check_checkpoint_data(loaded, data, args.load)
+if saved is not None:
+    check_checkpoint_data(saved, data, args.load or args.checkpoint)
+if args.content == "auto":
+    args.content = default_source(data)
+    print(f"content embedding: {args.content} (auto: minilm when installed and the items have titles)")
 split = Datasets.leave_one_out(data)
 print(split)
 show_row = user_row(split, data, args.recommend) if args.recommend else None  # before training
@@ -163,15 +188,14 @@ show_row = user_row(split, data, args.recommend) if args.recommend else None  # 
 def content_embeddings() -> tuple[np.ndarray, dict]:
     """(N + 1, E) item content embeddings; TIGER needs item text, so ids alone are a DataError."""
     try:
-        return item_embeddings(data, source=args.embedding, dim=args.embed_dim, seed=args.seed)
+        return item_embeddings(data, source=args.content, dim=args.embed_dim, seed=args.seed)
     except DataError as e:
         raise DataError(f"TIGER builds its semantic IDs from item text and {e}; with ids only "
                         "use SASRec or HSTU") from None
 
 
 x_np = None
-if args.resume or loaded is not None:  # the semantic IDs come from the checkpoint: no embedding
-    saved = loaded if loaded is not None else torch.load(ckpt, map_location="cpu", weights_only=False)
+if saved is not None:  # the semantic IDs come from the checkpoint: no embedding
     rq_state = saved["rqvae_report"]
     emb_info = rq_state["embedding"]
     x_items = torch.zeros(1, emb_info["dim"], device=device)  # only its width is used below
@@ -187,7 +211,7 @@ else:
 # %%
 rq_cfg = rq.RQVAEConfig(input_dim=x_items.shape[1], **RQ)
 rqvae = rq.RQVAE(rq_cfg).to(device)
-if args.resume or loaded is not None:
+if saved is not None:
     codes = torch.tensor(rq_state["codes"])
     print(f"{'loaded' if loaded is not None else 'resumed'}: semantic IDs from the checkpoint")
 else:
@@ -320,15 +344,60 @@ def plot_code_tree(sids: torch.Tensor, path: str, n_roots: int = 3, n_children: 
     print("code tree saved to", path)
 
 
-if "category" in data.items:
-    cats = [str(c) for c in data.items["category"].tolist()[1:]]
-    purity = [category_purity(sids, cats, t) for t in range(sids.shape[1])]  # prefix 0..M codes
-    print("category purity of the groups of items sharing their first 0, 1, ..., M codes:",
-          [round(p, 3) for p in purity])
+def same_category_rate(sids: torch.Tensor, categories: list[str], length: int) -> float:
+    """P(two distinct items have the same category | they share the first `length` codes), over all
+    such pairs of items that have a category (length 0: any two items, the chance level)."""
+    keep = np.array([bool(c) for c in categories])
+    _, cat = np.unique(np.asarray(categories)[keep], return_inverse=True)
+    prefix = sids[torch.from_numpy(keep), :length].numpy()
+    group = (np.unique(prefix, axis=0, return_inverse=True)[1].reshape(-1) if length
+             else np.zeros(len(prefix), dtype=np.int64))
+    pairs = lambda counts: float((counts * (counts - 1)).sum())  # noqa: E731  ordered pairs
+    same = pairs(np.unique(group * (cat.max() + 1) + cat, return_counts=True)[1])
+    total = pairs(np.unique(group, return_counts=True)[1])
+    return same / total if total else float("nan")
+
+
+def next_item_first_code() -> dict:
+    """How often a user's next training item has the same first code as the item before it, beside
+    the rate two independent draws from the same marginals would give."""
+    df = data.interactions  # sorted by user, then time
+    pos = df.groupby("user").cumcount().to_numpy()
+    n = df.groupby("user")["item"].transform("size").to_numpy()
+    items = df["item"].to_numpy()
+    nxt = np.nonzero((pos[1:] > 0) & (pos[1:] < n[1:] - 2))[0] + 1  # training transitions only
+    a, b = sids[items[nxt - 1] - 1, 0].numpy(), sids[items[nxt] - 1, 0].numpy()
+    size = rq_cfg.codebook_size
+    chance = float((np.bincount(a, minlength=size) / len(a) * np.bincount(b, minlength=size)
+                    / len(b)).sum())
+    return {"transitions": int(len(nxt)), "same_first_code": float((a == b).mean()),
+            "chance": chance}
+
+
+cats, subcats = item_categories(data, 1), item_categories(data, 2)
+quality = {
+    "content": emb_info, "codebook_size": rq_cfg.codebook_size,
+    **{k: rq_state[k] for k in ("codebook_usage", "distinct_3code_ids", "items_sharing_3code_id",
+                                "largest_collision_group", "residual_norm_per_level")},
+    "items": int(len(sids)), "category_labels": len(set(cats) - {""}),
+    "subcategory_labels": len(set(subcats) - {""}),
+    # P(same category | same first t codes), t = 0 (any two items), 1, 2, 3
+    "same_category_given_prefix": [same_category_rate(sids, cats, t) for t in range(4)],
+    "same_subcategory_given_prefix": [same_category_rate(sids, subcats, t) for t in range(4)],
+    "category_purity_by_prefix": [category_purity(sids, cats, t) for t in range(sids.shape[1])],
+    "next_item": next_item_first_code(),
+}
+print(f"semantic-ID quality ({args.content}): codebook usage {quality['codebook_usage']} of "
+      f"{rq_cfg.codebook_size}; {quality['items_sharing_3code_id']:,} of {len(sids):,} items share "
+      f"a 3-code prefix; P(same category | same first 0/1/2/3 codes) = "
+      f"{[round(p, 3) for p in quality['same_category_given_prefix']]} "
+      f"({quality['category_labels']} categories), of the subcategory "
+      f"{[round(p, 3) for p in quality['same_subcategory_given_prefix']]} "
+      f"({quality['subcategory_labels']}); next training item has the last item's first "
+      f"code {quality['next_item']['same_first_code']:.3f} of the time "
+      f"(chance {quality['next_item']['chance']:.3f})")
 if args.code_tree:
     plot_code_tree(sids, args.code_tree)
-if args.ids_only:
-    raise SystemExit(0)
 
 # %% [markdown]
 # ## The seq2seq model: hashed user token + history IDs -> next item's 4 tokens (Eq. 7-8)
@@ -337,21 +406,27 @@ if args.ids_only:
 dedup_room = max(table.sizes[-1], 8 if preset == "small" else 64)
 seq_cfg = tg.TIGERConfig(code_sizes=(rq_cfg.codebook_size,) * rq_cfg.n_levels + (dedup_room,),
                          max_history=args.max_history, **SEQ)
-if loaded is not None:
-    seq_cfg = tg.TIGERConfig(**loaded["config"])
+if saved is not None:
+    seq_cfg = tg.TIGERConfig(**saved["config"])
 model = tg.TIGER(seq_cfg).to(device)
 model.set_catalogue(sids.to(device))
 if loaded is not None:
     load_weights(model, loaded, args.load)
-# fused AdamW: one kernel for all parameters instead of a few per tensor (CUDA only)
-optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01,
-                              **({"fused": True} if device.type == "cuda" else {}))
+# fused AdamW: one kernel for all parameters instead of a few per tensor (CPU and CUDA)
+optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, fused=True)
 if device.type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-print(f"TIGER seq2seq: {count_params(model):,} parameters ({preset} preset)")
+bf16_ok = (torch.cuda.is_bf16_supported() if device.type == "cuda"
+           else device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+use_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and bf16_ok)
+print(f"TIGER seq2seq: {count_params(model):,} parameters ({preset} preset); training in "
+      f"{'bf16 autocast' if use_bf16 else 'fp32'} on {device}")
 
 train = Datasets.RecallDataset(split, max_len=args.max_history)  # every prefix -> next item
 steps_per_epoch = train.num_batches(args.batch_size, drop_last=True)
+if steps_per_epoch < 1:
+    fail(f"--batch-size {args.batch_size} is larger than the {len(train):,} training examples; "
+         "expected a smaller batch")
 print(f"{len(train):,} training examples (history <= {args.max_history} items), "
       f"{steps_per_epoch:,} steps per epoch of {args.batch_size}")
 state = {"step": 0, "curve": [], "train_seconds": 0.0}
@@ -369,6 +444,20 @@ def checkpoint_fields() -> dict:
     return dict(model_name="TIGER", config=dataclasses.asdict(seq_cfg), data_spec=args.data,
                 item_raw=[str(x) for x in data.item_raw], user_raw=[str(x) for x in data.user_raw],
                 rqvae_report=rq_state, args=vars(args))
+
+
+if args.ids_only:  # stop after the semantic IDs; with --checkpoint, also write a step-0 run to --resume
+    if ckpt is not None and not args.resume:
+        save_checkpoint(ckpt, model, optimizer, overwrite=args.overwrite, state=state,
+                        **checkpoint_fields())
+        print(f"step-0 checkpoint (semantic IDs + untrained model) written to {ckpt}; continue it "
+              "with --checkpoint PATH --resume (no sentence encoder needed there)")
+    print_result(model=f"TIGER semantic IDs ({preset})", data=args.data,
+                 protocol="semantic IDs only (RQ-VAE), no seq2seq training: quality in semantic_ids",
+                 metrics={}, baseline=None, train_seconds=rq_state["rq_seconds"], eval_seconds=0.0,
+                 epochs=0, params=count_params(rqvae), semantic_ids=quality,
+                 wall_seconds=time.perf_counter() - t_start, config=vars(args), out=args.out)
+    raise SystemExit(0)
 
 
 def lr_at(step: int) -> float:
@@ -411,12 +500,39 @@ def stream(start_step: int, n_steps: int):
             s += 1
 
 
+def trained_seconds() -> float:
+    """Training seconds of the whole run (earlier invocations included), validations excluded."""
+    return trained_before + (time.perf_counter() - clock["fit_start"]) - clock["eval"]
+
+
+def save_run(path: Path, with_optimizer: bool = True) -> None:
+    """The run as it stands (weights, optimiser, step, curve, best, semantic IDs), written to a
+    temporary file and renamed: an interrupted save leaves the previous file whole."""
+    opt = None
+    if with_optimizer:
+        opt_state = optimizer.state_dict()
+        if args.compact_checkpoint:  # Optimizer.load_state_dict casts them back to the param dtype
+            opt_state["state"] = {i: {k: (v.bfloat16() if k != "step" else v) for k, v in st.items()}
+                                  for i, st in opt_state["state"].items()}
+        opt = SimpleNamespace(state_dict=lambda: opt_state)  # what save_checkpoint reads
+    save_checkpoint(path, model, opt, overwrite=True,
+                    state={**state, "train_seconds": trained_seconds()}, **checkpoint_fields())
+
+
 def train_step(batch):
+    if (ckpt is not None and args.save_every and state["step"] % args.save_every == 0
+            and state["step"] > state["saved_step"]):  # the model holds state["step"] steps here
+        state["saved_step"] = state["step"]
+        save_run(ckpt)
     state["step"] += 1
     for group in optimizer.param_groups:
         group["lr"] = lr_at(state["step"])
-    return model.loss(user=batch["user"].to(device), history=trim(batch["history"]).to(device),
-                      target=batch["target"].to(device))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        loss = model.loss(user=batch["user"].to(device), history=trim(batch["history"]).to(device),
+                          target=batch["target"].to(device))
+    window["loss"] += loss.detach()  # no device sync: read once per validation
+    window["steps"] += 1
+    return loss
 
 
 # %% [markdown]
@@ -458,48 +574,67 @@ rng = np.random.default_rng(args.seed)
 valid_rows = np.sort(rng.choice(split.n_users, min(args.eval_users, split.n_users), replace=False))
 trained_before = state["train_seconds"]
 clock = {"fit_start": time.perf_counter(), "eval": 0.0}
+window = {"loss": 0.0, "steps": 0}  # training loss since the last validation
+state.setdefault("best", None)  # the best validation of the whole run, across --resume
+state.setdefault("saved_step", state["step"])
+best_path = ckpt.with_suffix(".best.pt") if ckpt is not None else None
 
 
 def evaluate():
     t0 = time.perf_counter()
-    trained = trained_before + (t0 - clock["fit_start"]) - clock["eval"]
+    trained = trained_seconds()
     ranks, _ = generative_ranks("valid", valid_rows, args.beam)
     metrics = at_k(ranking_metrics(ranks, KS))
-    state["curve"].append({"step": state["step"], "train_seconds": trained,
-                           **{k: metrics[k] for k in ("Recall@10", "NDCG@10")}})
+    point = {"step": state["step"], "train_seconds": trained,
+             **{k: metrics[k] for k in ("Recall@10", "NDCG@10")}}
+    if window["steps"]:
+        point["loss"] = float(window["loss"]) / window["steps"]  # mean training loss of the round
+    window.update(loss=0.0, steps=0)
+    state["curve"].append(point)
     print(f"step {state['step']:,} ({trained:.0f}s trained): validation ({len(valid_rows)} users) "
           + json.dumps({k: round(v, 4) for k, v in metrics.items()}), flush=True)
+    if state["best"] is None or metrics["NDCG@10"] > state["best"]["NDCG@10"]:
+        state["best"] = dict(point)  # model selection: validation NDCG@10, as fit() does
+        if best_path is not None:
+            save_run(best_path, with_optimizer=False)  # for --load / the test: weights suffice
     if ckpt is not None:
-        save_checkpoint(ckpt, model, optimizer, overwrite=True,
-                        state={**state, "train_seconds": trained}, **checkpoint_fields())
+        state["saved_step"] = state["step"]
+        save_run(ckpt)
     clock["eval"] += time.perf_counter() - t0
     return metrics
 
 
-# fit() runs "epochs" of `round_steps` steps each; the step counter lives in `state`.
+# fit() runs "epochs" of up to `round_steps` steps each, ending on multiples of round_steps (so a
+# resumed run validates at the same steps); the step counter lives in `state`.
 def train_rounds() -> None:
-    budget_left = None if args.time_budget is None else args.time_budget
-    max_rounds = 9999  # with only a time budget: rounds until it is spent
+    end = None  # with only a time budget: rounds until it is spent
     if args.steps is not None:
-        max_rounds = -(-(args.steps - state["step"]) // round_steps)
-    elif args.epochs:  # the whole number of rounds closest to the epochs left (at least one)
-        left = args.epochs * steps_per_epoch - state["step"]
-        max_rounds = max(1, round(left / round_steps)) if left > 0 else 0
-    if max_rounds < 1:
+        end = args.steps
+    elif args.epochs:  # the whole number of rounds closest to the epochs (at least one)
+        end = max(1, round(args.epochs * steps_per_epoch / round_steps)) * round_steps
+    if end is not None and end <= state["step"]:
         fail(f"the run is already at step {state['step']:,}; expected --steps or --epochs beyond it")
+    max_rounds = 10**6 if end is None else -(-end // round_steps) - state["step"] // round_steps
+
+    def round_batches(_):
+        stop = (state["step"] // round_steps + 1) * round_steps
+        return stream(state["step"], (stop if end is None else min(stop, end)) - state["step"])
+
     history = fit(
-        model, train_step, lambda r: stream(state["step"], round_steps), optimizer, max_rounds,
-        evaluate, metric="NDCG@10", patience=10**9, n_batches=round_steps, desc="TIGER",
-        time_budget=budget_left, grad_clip=1.0,
+        model, train_step, round_batches, optimizer, max_rounds, evaluate, metric="NDCG@10",
+        patience=10**9, n_batches=round_steps, desc="TIGER", time_budget=args.time_budget,
+        grad_clip=1.0,
     )
     state["train_seconds"] = trained_before + history.train_seconds
-    for rec, point in zip(history.epochs, state["curve"][-len(history.epochs):]):
-        point["loss"] = rec["loss"]  # fit restored the best validation state; keep the whole curve
-    if ckpt is not None:
-        save_checkpoint(ckpt.with_suffix(".best.pt"), model, optimizer, overwrite=True,
-                        state=state, **checkpoint_fields())
+    # fit() restored the best state of this invocation; the run's best may be older (--resume)
+    points = state["curve"][len(state["curve"]) - len(history.epochs):]
+    state["tested_step"] = max(points, key=lambda p: p["NDCG@10"])["step"] if points else state["step"]
+    if best_path is not None and best_path.is_file():
+        load_weights(model, torch.load(best_path, map_location=device, weights_only=True), best_path)
+        state["tested_step"] = state["best"]["step"]
     print(f"trained to step {state['step']:,} ({state['step'] / steps_per_epoch:.2f} epochs) in "
-          f"{state['train_seconds']:.0f}s; best validation at round {history.best_epoch}")
+          f"{state['train_seconds']:.0f}s; best validation at step {state['best']['step']:,} "
+          f"(NDCG@10 {state['best']['NDCG@10']:.4f}, Recall@10 {state['best']['Recall@10']:.4f})")
 
 
 if loaded is None:
@@ -598,10 +733,12 @@ print_result(
     metrics=test_metrics, baseline={"name": "popularity", "metrics": pop},
     train_seconds=0.0 if loaded is not None else state["train_seconds"], eval_seconds=t_eval.seconds,
     epochs=round(state["step"] / steps_per_epoch, 3), params=count_params(model),
-    steps=state["step"], wall_seconds=wall, embedding=emb_info,
+    steps=state["step"], wall_seconds=wall, embedding=emb_info, best_valid=state.get("best"),
+    tested_step=state.get("tested_step", state["step"]),
+    device=str(device), threads=torch.get_num_threads(),
     valid_id_share_without_trie=valid_share,
     rqvae={k: v for k, v in rq_state.items() if k not in ("codes", "curve")},
-    rqvae_params=count_params(rqvae), curve=state["curve"],
+    rqvae_params=count_params(rqvae), semantic_ids=quality, curve=state["curve"],
     **({"loaded_from": str(args.load)} if loaded is not None else {}), **outputs,
     config=vars(args), out=args.out,
 )

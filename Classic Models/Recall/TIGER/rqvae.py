@@ -37,11 +37,13 @@ Collapse guard (the paper names k-means initialisation; this file adds a second,
     - `init_codebooks(x)`: k-means of each level's residuals on the first batch (the paper's guard).
     - `restart_dead_codes(x, usage)`: codes chosen by no item since the last call are moved onto
       residuals of random items of the batch (dead-code re-initialisation, as SoundStream /
-      Jukebox do). The caller decides how often (the demo: every 200 steps, until the last 25%).
+      Jukebox do). The caller decides how often (the demo: every `--dead-code-every` = 100 steps,
+      until the last 25%).
 
 NOTE (deviations, each listed in the note's "Deviations" section):
 - The paper feeds 768-d Sentence-T5 embeddings; the input size E is a config field here, because the
-  demo feeds TF-IDF + TruncatedSVD embeddings (or 384-d all-MiniLM-L6-v2 when installed).
+  demo feeds all-MiniLM-L6-v2 embeddings of the title (384-d) with an attribute-id block appended, or
+  TF-IDF + TruncatedSVD embeddings where MiniLM is not installed.
 - Dead-code re-initialisation is not in the paper (it names only k-means init); it is optional
   (`restart_dead_codes` is never called by the model itself).
 """
