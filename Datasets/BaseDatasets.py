@@ -344,7 +344,7 @@ class LOOSplit:
     def n_users(self) -> int:
         return len(self.users)
 
-    def refit_split(self) -> "LOOSplit":
+    def refit_split(self) -> LOOSplit:
         """The split of the refit protocol: the validation item joins the end of each user's
         training part (every interaction but the test item), there is no validation stage, and the
         test is unchanged (its history is the new training part). Used to retrain for an epoch

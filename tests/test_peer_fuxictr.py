@@ -48,9 +48,9 @@ def test_ray_stand_in_answers_imports_and_refuses_use(monkeypatch):
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr("builtins.__import__", _no_ray(__import__))
     peer.placeholder_ray()
+    import ray  # noqa: E402
     from ray.data import SaveMode  # noqa: E402  (the names FuxiCTR imports at load time)
     from ray.data.datasource.filename_provider import FilenameProvider  # noqa: F401, E402
-    import ray  # noqa: E402
     assert ray.is_initialized() is False
     with pytest.raises(ImportError, match="ray is not installed"):
         SaveMode()

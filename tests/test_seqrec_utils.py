@@ -37,8 +37,6 @@ def test_length_bucketed_batches_cover_every_row_once_and_cut_only_padding():
 # The refit protocol: retrain on train + validation for the epoch count chosen on validation
 # --------------------------------------------------------------------------------------------------
 
-import json  # noqa: E402
-
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

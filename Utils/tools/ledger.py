@@ -30,8 +30,9 @@ import shlex
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from .seed_summary import summarize
 
@@ -385,17 +386,9 @@ def table(write: bool = True, with_figure: bool = True) -> bool:
             current = False
             if write:
                 write_json_atomic(path, fresh)
-    text = README.read_text()
-    start, end = "<!-- ledger:recall3:start -->", "<!-- ledger:recall3:end -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"error: {README}: markers {start} / {end} not found")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    new = f"{head}{start}\n{render(configs, published, summaries)}\n{end}{tail}"
-    if new != text:
-        current = False
-        if write:
-            README.write_text(new)
+    from .results_table import replace_block
+
+    current = replace_block(README, "recall3", render(configs, published, summaries), write=write) and current
     if write and with_figure:
         print(f"figure: {rel(figure(configs, published, summaries))}")
     return current

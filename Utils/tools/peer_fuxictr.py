@@ -43,7 +43,6 @@ import types
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import Datasets
 from Datasets.field_ctr import build_field_ctr

@@ -342,22 +342,26 @@ def _recall3(root: Path) -> str:
     return render_block(root)
 
 
+def replace_block(path: Path, name: str, body: str, write: bool = True) -> bool:
+    """Put `body` between the page's `<!-- ledger:NAME:start -->` and `... :end -->` markers (written
+    only when `write`); returns whether the page already held it."""
+    text = path.read_text()
+    start, end = f"<!-- ledger:{name}:start -->", f"<!-- ledger:{name}:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{path}: markers {start} / {end} not found")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{body}\n{end}{tail}"
+    if new != text and write:
+        path.write_text(new)
+    return new == text
+
+
 def update_ledgers(root: Path = ROOT, check: bool = False) -> bool:
     """Rewrite every ledger between its markers; with check=True only report whether all are current."""
     current = True
     for name, (page, render_fn) in LEDGERS.items():
-        path = root / page
-        text = path.read_text()
-        start, end = f"<!-- ledger:{name}:start -->", f"<!-- ledger:{name}:end -->"
-        if start not in text or end not in text:
-            raise SystemExit(f"{path}: markers {start} / {end} not found")
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        new = f"{head}{start}\n{render_fn(root)}\n{end}{tail}"
-        if new != text:
-            current = False
-            if not check:
-                path.write_text(new)
+        current = replace_block(root / page, name, render_fn(root), write=not check) and current
     return current
 
 

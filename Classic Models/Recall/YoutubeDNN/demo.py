@@ -50,7 +50,6 @@ import torch
 import Datasets
 from Utils import distributed
 from Utils.evaluation import Timer, evaluate_full_ranking, popularity_metrics
-from Utils.metrics import ranking_metrics
 from Utils.io import (
     add_common_args,
     load_model_file,
@@ -71,6 +70,7 @@ from Utils.loops.recall_io import (
     user_row,
     widths_arg,
 )
+from Utils.metrics import ranking_metrics
 from Utils.mips import MipsHNSW
 from Utils.retrieval import FaissIndex, recall_vs_exact, topk
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
