@@ -318,14 +318,15 @@ def ctr_impressions(data, split, stage: str = "train", n_candidates: int = 4, ma
 # At scale: the same world with a million items, built by vectorised blocks
 # --------------------------------------------------------------------------------------------------
 # `generate` above walks every user and every action in Python: right for 1,200 items and 2,000 users
-# (a second), hopeless for 1,000,000 items and 10,000,000 actions. `scaled_world` plants the same
-# structure with numpy over blocks of users: the item world (categories, brands with price tiers,
-# variant groups, titles, prices, Zipf popularity within category, successors) at once; then, per block of
-# `USER_BLOCK` users, multi-interest users with a price tier and their sequences step by step for all
-# users of the block together (successor with p_follow, same category with p_stay, else a fresh
-# interest; picks within a category by popularity x price-tier affinity; mostly new items; sessions).
-# Working memory is the item world plus one block; only the finished interactions accumulate.
-# The random streams differ from `generate`'s, so `synthetic:scale=N` is its own world per seed.
+# (a second), hopeless for 1,000,000 items and 10,000,000 actions. `scaled_items` and
+# `scaled_user_blocks` plant the same structure with numpy: the item world (categories, brands with
+# price tiers, variant groups, titles, prices, Zipf popularity within category, successors) at once;
+# then, per block of `USER_BLOCK` users, multi-interest users with a price tier and their sequences,
+# step by step for all users of the block together (successor with p_follow, same category with
+# p_stay, else a fresh interest; picks within a category by popularity x price-tier affinity; mostly
+# new items; sessions). Working memory is the item world plus one block; only the finished
+# interactions accumulate. The random streams differ from `generate`'s, so `synthetic:scale=N` is its
+# own world per seed. `load_synthetic_scaled` builds RecData; `write_scaled_reviews` writes the files.
 
 USER_BLOCK = 65_536  # users simulated together; fixed, so a seed gives the same world on every machine
 
@@ -388,7 +389,7 @@ def _sample_grouped(rng, flat_cdf: np.ndarray, group: np.ndarray, size: int) -> 
 
 
 def scaled_items(seed: int, cfg: SyntheticConfig) -> dict:
-    """The item world of `scaled_world`, vectorised: arrays over items 0..n_items-1 and brands."""
+    """The item world at scale, vectorised: arrays over items 0..n_items-1 and brands."""
     rng = np.random.default_rng([seed, 0])
     C = len(CATEGORIES)
     per_cat = cfg.n_items // C

@@ -11,7 +11,9 @@ the honest reading of "seen items are not recommended" (no peeking at the target
 Two scoring paths, both exact:
 
 - `evaluate_full_ranking(score_fn, ...)`: any model; `score_fn` returns a (b, N+1) block of scores for a
-  batch of b users, so memory is b x N floats (1,024 x 18,358 x 4 B = 75 MB on Sports).
+  batch of b users, so memory is b x N floats (1,024 x 18,358 x 4 B = 75 MB on Sports). Seen items are
+  taken back from the count as (user, item) pairs (`sparse_target_ranks`): no copy of the block and no
+  (b, N+1) mask.
 - `evaluate_embeddings(user_fn, item_vectors, ...)`: dot-product models (two towers, SASRec's last state
   against the item table). Above `ITEM_CHUNK` items the catalogue is scanned in chunks too, so memory is
   b x ITEM_CHUNK floats whatever the catalogue size (1,024 x 65,536 x 4 B = 256 MB for 1M items, where

@@ -12,6 +12,12 @@ becomes Euclidean order: with phi = max_j |v_j|,
 
 so the nearest v'_j in L2 are exactly the items with the largest u . v_j, and HNSW works in a true metric.
 
+It is no universal fix. When item norms span orders of magnitude (PureSVD vectors at a million items,
+whose norms follow popularity), the appended coordinate is nearly phi for almost every item, all items
+crowd onto one sphere with the queries far outside it, and HNSW in L2 found under half of the exact
+top-50 where HNSW on raw inner products found 0.89-0.95 (`python -m Utils.tools.ann_scale`; the
+serving part of the YoutubeDNN note). Measure on your own vectors.
+
 >>> index = MipsHNSW(item_vectors)            # (n_items+1, D), row 0 = padding
 >>> ids, scores = index.search(user_vectors, k=50)
 

@@ -21,6 +21,7 @@ process's peak RSS (`resource.getrusage`) after each build is stored too.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import time
@@ -123,20 +124,28 @@ def run_index(name: str, build, sweep: list[dict], items, queries, exact: dict, 
     build_s = time.perf_counter() - t
     entry = {"index": name, "build_seconds": round(build_s, 1), "memory_mb": round(index.memory_bytes() / 2**20, 1),
              "peak_rss_mb_before": rss0, "peak_rss_mb_after_build": peak_rss_mb(), "settings": []}
-    print(f"[{name}] built in {build_s:.1f} s, index {entry['memory_mb']} MB, peak RSS {entry['peak_rss_mb_after_build']} MB",
-          flush=True)
+    if hasattr(index.index, "invlists"):  # IVF: how evenly k-means filled the cells
+        sizes = np.array([index.index.invlists.list_size(i) for i in range(index.index.nlist)])
+        entry["cell_sizes_min_median_max"] = [int(sizes.min()), float(np.median(sizes)), int(sizes.max())]
+    print(f"[{name}] built in {build_s:.1f} s, index {entry['memory_mb']} MB, peak RSS {entry['peak_rss_mb_after_build']} MB"
+          + (f", cell sizes min/median/max {entry['cell_sizes_min_median_max']}" if "cell_sizes_min_median_max" in entry
+             else ""), flush=True)
     for knobs in sweep:
         for key, value in knobs.items():
             setattr(index, key, value)
         ids, _ = index.search(queries, max(args.ks))
         lat = latencies_ms(index, queries[: args.latency_queries], max(args.ks))
         row = {**knobs, **{f"recall@{k}": round(recall_vs_exact(ids[:, :k], exact[k]), 4) for k in args.ks},
-               "p50_ms": round(float(np.percentile(lat, 50)), 3), "p95_ms": round(float(np.percentile(lat, 95)), 3)}
+               "p50_ms": round(float(np.percentile(lat, 50)), 3), "p95_ms": round(float(np.percentile(lat, 95)), 3),
+               "items_returned_per_query": round(float((ids > 0).sum(1).mean()), 1)}
         entry["settings"].append(row)
         print(f"[{name}] {knobs} " + " ".join(f"recall@{k} {row[f'recall@{k}']:.4f}" for k in args.ks)
               + f"  p50 {row['p50_ms']:.3f} ms  p95 {row['p95_ms']:.3f} ms", flush=True)
     del index
     return entry
+
+
+COLORS = (("flat", "C0"), ("HNSW after", "C1"), ("HNSW on raw", "C2"), ("IVF-PQ", "C3"), ("", "C7"))
 
 
 def plot(result: dict, path: str, k: int) -> None:
@@ -154,7 +163,8 @@ def plot(result: dict, path: str, k: int) -> None:
             for rerank, settings in groups.items():
                 label = entry["index"] + (f" + exact re-rank of the best {rerank}K" if rerank > 1 else "")
                 xs, ys = [st["p50_ms"] for st in settings], [st[f"recall@{k}"] for st in settings]
-                ax.plot(xs, ys, "s" if len(xs) == 1 else "o-", label=label)
+                family = next(c for key, c in COLORS if key in entry["index"]) if rerank == 1 else "C4"
+                ax.plot(xs, ys, "s" if len(xs) == 1 else "o-", label=label, color=family)
                 for st, x, y in zip(settings, xs, ys):
                     knob = next((f"{name}={st[key]}" for key, name in (("ef_search", "ef"), ("nprobe", "nprobe"))
                                  if key in st), "")
@@ -197,6 +207,8 @@ def main(argv=None):
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
+    p.add_argument("--update", action="store_true",
+                   help="keep the other entries of an existing --out json; replace the ones measured now")
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
     try:
@@ -263,6 +275,14 @@ def main(argv=None):
                 f"IVF-PQ after the reduction, nlist={args.nlist}, {args.pq_m} B/vector",
                 lambda items=items: MipsIndex(items, "ivfpq", nlist=args.nlist, pq_m=args.pq_m, seed=args.seed),
                 [{"rerank": r, "nprobe": n} for r in reranks for n in nprobes], items, queries, exact, args))
+        if args.update and args.out and os.path.exists(args.out):
+            old = json.load(open(args.out))
+            merged = old.get("profiles", {}).get(profile, {})
+            names = {e["index"] for e in out["indexes"]}
+            out["indexes"] = [e for e in merged.get("indexes", []) if e["index"] not in names] + out["indexes"]
+            out = {**merged, **out}
+            result = {**old, **{k: v for k, v in result.items() if k != "profiles"},
+                      "profiles": {**old.get("profiles", {}), **result["profiles"]}}
         result["profiles"][profile] = out
         if args.out:  # after each profile, so a long run leaves what it has measured
             write_json_atomic(args.out, {**result, "peak_rss_mb": peak_rss_mb()})
