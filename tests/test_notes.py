@@ -31,7 +31,7 @@ def test_note_follows_the_template(note):
     assert not rep.problems, "\n".join(rep.problems)
 
 
-@pytest.mark.parametrize("page", [p for p in nc.overview_paths() + [nc.ROOT / "README.md",
+@pytest.mark.parametrize("page", [p for p in nc.overview_paths() + nc.page_paths() + [nc.ROOT / "README.md",
                                   nc.MODELS_DIR / "README.md"]],
                          ids=lambda p: str(p.relative_to(nc.ROOT)))
 def test_overviews_and_readmes(page):

@@ -85,6 +85,12 @@ def overview_paths() -> list[Path]:
     return [MODELS_DIR / s / "README.md" for s in STAGES]
 
 
+def page_paths() -> list[Path]:
+    """Pages beside a stage overview (`Classic Models/Recall/SCALE.md`): checked as overviews are, their
+    table numbers drawn from `assets/<Page>/results` (Scale) as well as from the stage's models."""
+    return sorted(p for s in STAGES for p in (MODELS_DIR / s).glob("*.md") if p.name != "README.md")
+
+
 def lab_log_path(note: Path) -> Path:
     return ROOT / "assets" / note.parent.name / "results" / "README.md"
 
@@ -458,6 +464,9 @@ def check_overview(path: Path) -> Report:
     check_links(rep, path, text)
     if path.parent.name in STAGES:  # a stage's shared tables draw on the runs of its models
         models = sorted(d.name for d in path.parent.iterdir() if (ROOT / "assets" / d.name / "results").is_dir())
+        own = path.stem.title()  # SCALE.md -> assets/Scale/results
+        if path.name != "README.md" and (ROOT / "assets" / own / "results").is_dir():
+            models.append(own)
         check_numbers(rep, text, 1, models)
     return rep
 
@@ -536,7 +545,7 @@ def render_mathjax(paths: list[Path]) -> tuple[int, list[str]]:
 
 def markdown_pages() -> list[Path]:
     """Every Markdown page whose maths GitHub renders: notes, lab logs, overviews, READMEs."""
-    pages = note_paths() + overview_paths() + [ROOT / "README.md", MODELS_DIR / "README.md"]
+    pages = note_paths() + overview_paths() + page_paths() + [ROOT / "README.md", MODELS_DIR / "README.md"]
     pages += sorted((ROOT / "assets").glob("*/results/README.md"))
     return [p for p in pages if p.is_file()]
 
@@ -555,8 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         is_note = p.parent.parent.name in STAGES and p.name == "README.md"
         reports.append(check_note(p) if is_note else check_overview(p))
     if not args.paths:
-        reports += [check_overview(p) for p in overview_paths() + [ROOT / "README.md", MODELS_DIR / "README.md"]
-                    if p.is_file()]
+        reports += [check_overview(p) for p in overview_paths() + page_paths()
+                    + [ROOT / "README.md", MODELS_DIR / "README.md"] if p.is_file()]
     n_bad = 0
     for r in reports:
         s = r.stats
