@@ -406,3 +406,28 @@ def test_minilm_title_embeddings_offline(tmp_path):
     assert (x[0] == 0).all() and np.allclose(np.linalg.norm(x[1:], axis=1), 1, atol=1e-5)
     text = x[1:, : info["text_dim"]]
     assert text[0] @ text[1] > text[0] @ text[2]  # two nail polishes closer than polish and trimmer
+
+
+def test_tiger_curves_fit_recovers_a_log_linear_curve_and_its_step_at_target(tmp_path):
+    """The curve tool's fit over the second half of the points: an exact a + b ln(step) curve gives back
+    a, b and the step at which it reaches the target; a flat curve predicts no step."""
+    import json
+    import math
+
+    from Utils.tools import tiger_curves
+
+    steps = [300 * k for k in range(1, 11)]
+    curve = [{"step": s, "train_seconds": s, "Recall@10": -0.05 + 0.012 * math.log(s), "NDCG@10": 0.0}
+             for s in steps]
+    curve[0]["Recall@10"] = 0.9  # in the first half: outside the fit
+    row = tiger_curves.summarize("x", {"curve": curve, "metrics": {"Recall@10": 0.5 * curve[-1]["Recall@10"]}},
+                                 target=0.07)
+    assert row["fit"]["from_step"] == 1800
+    assert abs(row["fit"]["a"] + 0.05) < 1e-9 and abs(row["fit"]["b_per_ln_step"] - 0.012) < 1e-9
+    assert row["predicted_step_at_target"] == round(math.exp((0.07 + 0.05) / 0.012))
+    flat = [{**p, "Recall@10": 0.03} for p in curve]
+    assert tiger_curves.summarize("flat", {"curve": flat}, target=0.07)["predicted_step_at_target"] is None
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"curve": curve}))
+    assert tiger_curves.main(["--run", f"x={path}", "--target", "0.07"]) == 0
+    assert tiger_curves.main(["--run", f"{path}"]) == 2  # no label
