@@ -435,24 +435,38 @@ class LOOSplit:
         do not dominate). Returns tensors: user (S,), row (S,), history (S, L), history_ts (S, L),
         target (S,), target_ts (S,).
         """
+        return self.next_item_batch(self.next_item_index(max_per_user, seed), max_len)
+
+    def next_item_index(self, max_per_user: int | None = None, seed: int = 0) -> np.ndarray:
+        """The examples of `next_item_examples` as positions in `train_items` (S,) int64, one per
+        target, without building any history: 8 bytes an example instead of 16 * max_len + 40, so a
+        million-item world's 8.8M examples take 70 MB, and `next_item_batch` cuts the histories of
+        one batch at a time."""
         o = self.train_offsets
         lens = np.diff(o)
         pos = np.arange(len(self.train_items)) - np.repeat(o[:-1], lens)  # position within user
-        row = np.repeat(np.arange(self.n_users), lens)
         keep = pos >= 1
         if max_per_user is not None:
             if max_per_user < 1:
                 raise ValueError(f"max_per_user must be >= 1 or None, got {max_per_user}")
+            row = np.repeat(np.arange(self.n_users), lens)
             # a random order of each user's examples; keep the first max_per_user of them
             key = np.random.default_rng(seed).random(len(pos))
             keep &= _rank_within_user(key, keep, row, o) < max_per_user
-        g = np.nonzero(keep)[0]
-        starts = o[row[g]]
+        return np.nonzero(keep)[0]
+
+    def next_item_batch(self, g: np.ndarray, max_len: int) -> dict[str, torch.Tensor]:
+        """The examples at positions g of `train_items` (from `next_item_index`), in that order, with
+        the same tensors as `next_item_examples`: one vectorised gather of their histories."""
+        g = np.asarray(g, dtype=np.int64)
+        o = self.train_offsets
+        row = np.searchsorted(o, g, side="right") - 1  # the user row holding each position
+        starts = o[row]
         hist = _left_pad_windows(self.train_items, starts, g, max_len)
         hist_ts = _left_pad_windows(self.train_timestamps, starts, g, max_len)
         return {
-            "user": torch.from_numpy(self.users[row[g]]),
-            "row": torch.from_numpy(row[g]),
+            "user": torch.from_numpy(self.users[row]),
+            "row": torch.from_numpy(row),
             "history": torch.from_numpy(hist),
             "history_ts": torch.from_numpy(hist_ts),
             "target": torch.from_numpy(self.train_items[g]),

@@ -156,6 +156,50 @@ def test_next_item_examples_use_only_earlier_items_and_cap():
         assert h[-1] == t - 1  # history is exactly the items before the target
 
 
+def _next_item_examples_before(s, max_len, max_per_user=None, seed=0):
+    """next_item_examples as it was before next_item_index / next_item_batch (the reference)."""
+    from Datasets.BaseDatasets import _left_pad_windows, _rank_within_user
+    o = s.train_offsets
+    lens = np.diff(o)
+    pos = np.arange(len(s.train_items)) - np.repeat(o[:-1], lens)
+    row = np.repeat(np.arange(s.n_users), lens)
+    keep = pos >= 1
+    if max_per_user is not None:
+        key = np.random.default_rng(seed).random(len(pos))
+        keep &= _rank_within_user(key, keep, row, o) < max_per_user
+    g = np.nonzero(keep)[0]
+    starts = o[row[g]]
+    return {"user": s.users[row[g]], "row": row[g],
+            "history": _left_pad_windows(s.train_items, starts, g, max_len),
+            "history_ts": _left_pad_windows(s.train_timestamps, starts, g, max_len),
+            "target": s.train_items[g], "target_ts": s.train_timestamps[g]}
+
+
+def test_bounded_next_item_batches_equal_the_materialised_examples():
+    """next_item_index + next_item_batch (one batch at a time, any order) give exactly the examples the
+    materialised builder gave, capped or not; users with an empty training part are skipped."""
+    from Datasets.BaseDatasets import LOOSplit
+    rng = np.random.default_rng(0)
+    lens = np.array([0, 1, 5, 0, 2, 9, 3, 0, 1, 7])  # empty and one-item training parts included
+    o = np.concatenate([[0], np.cumsum(lens)])
+    items = rng.integers(1, 20, o[-1])
+    n = len(lens)
+    s = LOOSplit("t", 20, np.arange(100, 100 + n), o, items, np.arange(o[-1]) * 10,
+                 np.ones(n, np.int64), np.zeros(n, np.int64), np.ones(n, np.int64), np.zeros(n, np.int64))
+    for cap, max_len in [(None, 4), (2, 3), (1, 12)]:
+        want = _next_item_examples_before(s, max_len, max_per_user=cap, seed=3)
+        got = s.next_item_examples(max_len, max_per_user=cap, seed=3)
+        assert set(got) == set(want)
+        for k in want:
+            assert got[k].numpy().tolist() == want[k].tolist(), (k, cap)
+        g = s.next_item_index(max_per_user=cap, seed=3)
+        order = rng.permutation(len(g))
+        for part in np.array_split(order, 3):  # shuffled batches = the same rows of the examples
+            batch = s.next_item_batch(g[part], max_len)
+            for k in want:
+                assert batch[k].numpy().tolist() == want[k][part].tolist(), (k, cap)
+
+
 # ---- synthetic default ---------------------------------------------------------------------------------
 
 

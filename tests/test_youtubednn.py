@@ -87,6 +87,29 @@ def test_accidental_hits_are_removed():
     torch.testing.assert_close(with_hit, (row0 + row1) / 2)
 
 
+def test_inbatch_loss_equals_the_per_example_softmax_over_the_other_targets():
+    """In-batch negatives (Yi et al. 2019): example i's softmax runs over its own target and every other
+    example's target whose item differs from its own (an accidental hit is dropped), each logit less
+    log p of its item. Brute force, one example at a time; a duplicated target and unequal log p make
+    both a flipped correction and a missing (or over-wide) hit mask change the value."""
+    model = make_model()
+    g = torch.Generator().manual_seed(3)
+    u = torch.randn(6, 8, generator=g)
+    target = torch.tensor([4, 9, 4, 17, 2, 9])  # 4 and 9 each twice: accidental hits
+    log_p = torch.log(torch.tensor([0.30, 0.05, 0.30, 0.01, 0.20, 0.05]))  # log p of each target's item
+    got = model.inbatch_loss(user_vec=u, target=target, log_q_target=log_p)
+    v = model.item_tower()
+    losses = []
+    for i in range(len(target)):
+        cols = [i] + [j for j in range(len(target)) if j != i and target[j] != target[i]]
+        logits = torch.stack([u[i] @ v[target[j]] - log_p[j] for j in cols])
+        losses.append(-torch.log_softmax(logits, 0)[0])
+    torch.testing.assert_close(got, torch.stack(losses).mean())
+    # no correction (zeros) is a different loss: the correction is really applied
+    plain = model.inbatch_loss(user_vec=u, target=target, log_q_target=torch.zeros(6))
+    assert abs(plain.item() - got.item()) > 1e-3
+
+
 def test_padding_does_not_change_user_vector():
     model = make_model().eval()
     hist = torch.tensor([[0, 0, 4, 9, 2], [0, 0, 0, 0, 11]])

@@ -95,6 +95,10 @@ parser.add_argument("--max-per-user", type=positive_int, default=50,
 parser.add_argument("--negatives", type=positive_int, default=1024, help="M items sampled per batch")
 parser.add_argument("--neg-alpha", type=float, default=0.75,
                     help="sampling distribution Q ~ (count + 1)^alpha (0 = uniform)")
+parser.add_argument("--negatives-from", choices=["sampled", "batch"], default="sampled",
+                    help="sampled: --negatives items drawn from Q per batch (the paper); batch: the other "
+                         "examples' targets (in-batch negatives, log-Q by each target's share of the "
+                         "training targets, Yi et al. 2019)")
 parser.add_argument("--no-logq", action="store_true", help="ablation: drop the log-Q correction")
 parser.add_argument("--no-age", action="store_true", help="ablation: drop the example-age feature")
 parser.add_argument("--linear-top", action="store_true", help="make the tower's top layer linear")
@@ -196,6 +200,10 @@ q = (counts + 1.0) ** args.neg_alpha
 q[0] = 0.0
 q = (q / q.sum()).float()
 log_expected = torch.log(args.negatives * q.clamp(min=1e-30))  # log of each item's expected count
+# --negatives-from batch: item j enters a batch as another example's target with probability p_j, its
+# share of the training targets; the in-batch logits are corrected by log p_j
+target_counts = torch.bincount(examples["target"], minlength=N + 1).clamp(min=1).double()
+log_p_target = (target_counts / len(examples["target"])).log().float()
 
 
 def user_inputs(history, users=None, example_age=None):
@@ -217,7 +225,7 @@ config = ytd.YoutubeDNNConfig(
 model = ytd.YoutubeDNN(config=config).to(device)
 optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
 gen = torch.Generator().manual_seed(args.seed)
-q_dev, log_expected_dev = q.to(device), log_expected.to(device)
+q_dev, log_expected_dev, log_p_target_dev = q.to(device), log_expected.to(device), log_p_target.to(device)
 print(model)
 
 
@@ -225,6 +233,9 @@ def sampled_loss(m, batch, no_logq):
     """Sampled softmax of model `m` on one batch; `no_logq` drops the log-Q correction (ablation)."""
     u = m.user_tower(**user_inputs(batch["history"], batch["user"], batch["example_age"].to(device)))
     target = batch["target"].to(device)
+    if args.negatives_from == "batch":  # the other examples' targets, accidental hits masked
+        lq_t = torch.zeros_like(target, dtype=u.dtype) if no_logq else log_p_target_dev[target]
+        return m.inbatch_loss(user_vec=u, target=target, log_q_target=lq_t)
     neg = torch.multinomial(q, args.negatives, replacement=True, generator=gen).to(device)
     if no_logq:
         lq_t, lq_n = torch.zeros_like(target, dtype=u.dtype), torch.zeros(len(neg), device=device)

@@ -27,6 +27,8 @@ numbers Eq. (1)-(6) itself, (1) being the paper's softmax of section 3.1):
   nearest-neighbour serving [note: Training and serving].
 - `loss()`: sampled softmax with log-Q correction for the sampling distribution, the paper's way of
   training the softmax of Eq. (1) over millions of classes [note: Maths, Eq. (4)-(5)].
+- `inbatch_loss()`: the other alternative at millions of classes, the batch's other targets as the
+  negatives with the log-Q correction of Yi et al. (RecSys 2019) [note: Training and serving].
 
 Notation: B batch, L history length, A bag length (e.g. attribute ids of the history), F user features,
 D embedding dim, M sampled negatives, N items (ids 1..N, 0 = padding).
@@ -238,3 +240,38 @@ class YoutubeDNN(nn.Module):
         logits = torch.cat([pos_logit.unsqueeze(1), neg_logit], dim=1)  # (B, 1 + M)
         zeros = torch.zeros_like(target)  # the true class sits in column 0
         return F.cross_entropy(logits, zeros)
+
+    def inbatch_loss(
+        self,
+        *,
+        user_vec: torch.Tensor,
+        target: torch.Tensor,
+        log_q_target: torch.Tensor,
+    ) -> torch.Tensor:
+        """In-batch softmax with log-Q correction (Yi et al., RecSys 2019, Eq. (3)): the negatives of
+        an example are the other examples' targets, so no sampler and no (B, M) gather of extra rows.
+
+        A batch's targets are a sample of the training targets, so item j enters it with probability
+        p_j (its share of the training targets): popular items are drawn as negatives far more often
+        than uniformly. Every logit u_i . v_j (the positive's too) is corrected to u_i . v_j - log p_j.
+        A column whose item equals row i's own target (another example with the same target, an
+        "accidental hit") is removed from row i.
+
+        Args:
+            user_vec: (B, D) from `user_tower`.
+            target: (B,) int64 next item of each example, >= 1.
+            log_q_target: (B,) log p_j of each target (zeros: no correction). A constant cancels.
+        Returns:
+            scalar mean cross-entropy over the B examples.
+        """
+        if target.dim() != 1 or target.shape[0] != user_vec.shape[0]:
+            raise ValueError("target must be (B,) and match user_vec's batch")
+        if log_q_target.shape != target.shape:
+            raise ValueError(f"log_q_target must be (B,), got shape {tuple(log_q_target.shape)}")
+        check_ids("target", target, self.config.n_items, low=1)
+        v_target = self.item_embedding(target)  # (B, D)
+        logits = user_vec @ v_target.T - log_q_target.unsqueeze(0)  # (B, D) @ (D, B) -> (B, B)
+        hit = target.unsqueeze(1) == target.unsqueeze(0)  # (B, B) column j's item is row i's target
+        hit.fill_diagonal_(False)  # the diagonal is the positive
+        logits = logits.masked_fill(hit, float("-inf"))
+        return F.cross_entropy(logits, torch.arange(len(target), device=target.device))
