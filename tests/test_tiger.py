@@ -419,7 +419,7 @@ def test_tiger_curves_fit_recovers_a_log_linear_curve_and_its_step_at_target(tmp
     steps = [300 * k for k in range(1, 11)]
     curve = [{"step": s, "train_seconds": s, "Recall@10": -0.05 + 0.012 * math.log(s), "NDCG@10": 0.0}
              for s in steps]
-    curve[0]["Recall@10"] = 0.9  # in the first half: outside the fit
+    curve[0]["Recall@10"], curve[0]["NDCG@10"] = 0.9, 0.5  # in the first half: outside the fit; tested state
     row = tiger_curves.summarize("x", {"curve": curve, "metrics": {"Recall@10": 0.5 * curve[-1]["Recall@10"]}},
                                  target=0.07)
     assert row["fit"]["from_step"] == 1800

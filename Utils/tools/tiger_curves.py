@@ -15,7 +15,7 @@ is still learning the code grammar), validation Recall@10 = a + b ln(step), by l
 it predicts the step at which the line reaches `--target` (exp((target - a) / b)). The validation
 sample and the test users differ (the demo validates on a sample of users and tests all of them at the
 best validation step), so the target is also carried over to the validation scale by the ratio of the
-run's best validation Recall@10 to its test Recall@10, and the step for that is printed too. It is a
+validation Recall@10 of the tested state (best validation NDCG@10) to its test Recall@10, and the step for that is printed too. It is a
 log-linear extrapolation of a curve that will eventually saturate, so the predicted step count is a
 lower bound on what closing the gap would take, and it compares validation users with the paper's test
 numbers; both caveats are printed with it. With b <= 0 the curve has stopped rising and no step count is
@@ -48,14 +48,16 @@ def summarize(label: str, result: dict, target: float | None) -> dict:
         raise SystemExit(f"error: run {label!r} has {len(curve)} validation points; a fit needs at least 4")
     steps = np.array([p["step"] for p in curve])
     recall = np.array([p["Recall@10"] for p in curve])
+    ndcg = np.array([p["NDCG@10"] for p in curve])
     tail = slice(len(curve) // 2, None)
     a, b = log_fit(steps[tail], recall[tail])
-    best = int(np.argmax(recall))
+    best = int(np.argmax(ndcg))  # the demo tests the state of best validation NDCG@10
     out = {
         "label": label,
         "steps": int(steps[-1]),
         "train_seconds": round(float(curve[-1]["train_seconds"]), 1),
         "best_valid_step": int(steps[best]),
+        "best_valid_NDCG@10": float(ndcg[best]),
         "best_valid_Recall@10": float(recall[best]),
         "test": {k: v for k, v in (result.get("metrics") or {}).items() if k.endswith("@10")},
         "fit": {"points": int(len(steps[tail])), "from_step": int(steps[tail][0]), "a": a, "b_per_ln_step": b},
@@ -64,7 +66,7 @@ def summarize(label: str, result: dict, target: float | None) -> dict:
         out["target_Recall@10"] = target
         out["predicted_step_at_target"] = predict(a, b, target)
         test = out["test"].get("Recall@10")
-        if test:  # the run tested the best validation state: carry the target over to the validation scale
+        if test:  # the run tested its best validation state: carry the target over to the validation scale
             ratio = float(recall[best]) / test
             out["valid_to_test_ratio"] = ratio
             out["predicted_step_at_target_on_validation_scale"] = predict(a, b, target * ratio)
@@ -102,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         pred = row.get("predicted_step_at_target")
         scaled = row.get("predicted_step_at_target_on_validation_scale")
         print(f"{label}: {row['steps']:,} steps ({row['train_seconds']:,.0f} s of training), best validation "
-              f"Recall@10 {row['best_valid_Recall@10']:.4f} at step {row['best_valid_step']:,}; fit over steps "
+              f"NDCG@10 {row['best_valid_NDCG@10']:.4f} (Recall@10 {row['best_valid_Recall@10']:.4f}) at step "
+              f"{row['best_valid_step']:,}; fit over steps "
               f"{row['fit']['from_step']:,}+: {row['fit']['a']:.4f} + {row['fit']['b_per_ln_step']:.4f} ln(step)"
               + (f"; reaches {a.target} at step {pred:,}" if pred else
                  ("; the fit does not rise, no step count predicted" if a.target is not None else ""))
-              + (f"; reaches it on the validation scale (x {row['valid_to_test_ratio']:.2f}, the run's best "
+              + (f"; reaches it on the validation scale (x {row['valid_to_test_ratio']:.2f}, the tested state's "
                  f"validation over its test Recall@10) at step {scaled:,}" if scaled else "")
               + (" (log-linear: lower bounds)" if pred else ""))
     if a.plot:
