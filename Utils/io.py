@@ -16,6 +16,8 @@ from typing import NoReturn
 
 import torch
 
+from .atomic import write_json_atomic  # noqa: F401  (re-exported: torch-free home in Utils.atomic)
+
 ROOT = Path(__file__).resolve().parent.parent  # the repository (Utils/ is installed with `-e .`)
 
 
@@ -197,20 +199,6 @@ def print_result(*, model: str, data: str, protocol: str, metrics: dict, baselin
         write_json_atomic(out, res)
     print("RESULT " + line, flush=True)
     return res
-
-
-def write_json_atomic(path: str | Path, obj) -> Path:
-    """Write json through a temporary file in the same folder, then rename: an existing file is
-    replaced whole or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def parse_result_line(text: str) -> dict:

@@ -20,7 +20,8 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from Utils.atomic import write_json_atomic
 
 
 def measure(spec: str) -> dict:
@@ -69,11 +70,7 @@ def main(argv=None):
         result["worlds"].append(row)
         print(json.dumps(row), flush=True)
     if args.out:  # atomic, without importing Utils.io (torch) into this light parent
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(args.out, result)
         print(f"wrote {args.out}")
     return result
 

@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from Utils.atomic import write_json_atomic
+
 FILES = {"1M": "100k", "10M": "1m"}  # label -> synthetic scale (items)
 
 
@@ -201,11 +203,7 @@ def main(argv=None):
         result["files"][label] = entry
     result["parent_peak_rss_mb"] = round(peak_rss_mb(), 1)  # what each child's ru_maxrss starts from
     if args.out:  # atomic, without importing Utils.io (torch) into this light parent
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, out)
+        write_json_atomic(args.out, result)
         print(f"wrote {args.out}")
     return result
 
