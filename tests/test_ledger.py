@@ -140,3 +140,39 @@ def test_ledger_file_errors_name_the_problem(tmp_path):
     bad.write_text("[[config]]\nname = 1\n")
     with pytest.raises(SystemExit, match="lacks"):
         ledger.load(bad)
+
+
+def test_same_budget_reads_each_curve_at_the_references_slowest_time_to_its_best(fake_root):
+    specs, configs, _ = ledger.load(fake_root / "ledger.toml")
+    ref = dict(configs[0].__dict__, name="ref")
+    other = dict(configs[0].__dict__, name="other", model="Other", label="Other, its loss")
+    configs = [ledger.Config(**ref), ledger.Config(**other)]
+    # the reference's seeds reach their best (0.06) at 100 s and 150 s: the budget is 150 s
+    ref_curves = [[[50.0, 0.04], [100.0, 0.06], [160.0, 0.05]], [[80.0, 0.05], [150.0, 0.06]]]
+    # the other model is better in the end (0.07 at 300 s) but, by 150 s, at 0.045 and 0.055
+    other_curves = [[[60.0, 0.03], [140.0, 0.045], [300.0, 0.07]], [[150.0, 0.055], [151.0, 0.08]]]
+    summaries = {"ref": {"results": {"beauty": {"train-only": {"valid_curves": ref_curves}}}},
+                 "other": {"results": {"beauty": {"train-only": {"valid_curves": other_curves}}}}}
+    rows = ledger.same_budget_rows(configs, summaries, {"reference": "ref", "compare": ["other"]})
+    assert [r["config"].name for r in rows] == ["ref", "other"]
+    assert rows[0]["budget"] == 150.0 and rows[0]["within"] == pytest.approx(0.06)
+    assert rows[1]["within"] == pytest.approx((0.045 + 0.055) / 2)  # the epoch at exactly 150 s counts
+    assert rows[1]["best"] == pytest.approx((0.07 + 0.08) / 2)
+    assert rows[1]["time_to_best"] == pytest.approx((300 + 151) / 2)
+    # a run whose first epoch ends after the budget has no value there: the cell is empty, not a mean
+    summaries["other"]["results"]["beauty"]["train-only"]["valid_curves"][1] = [[200.0, 0.08]]
+    rows = ledger.same_budget_rows(configs, summaries, {"reference": "ref", "compare": ["other"]})
+    assert rows[1]["within"] is None
+    for s in summaries.values():  # what the main table and the cost table read
+        s["results"]["beauty"]["train-only"].update(n=2, metrics={"Recall@10": 0.1, "NDCG@10": 0.05},
+                                                    sd={"Recall@10": 0.0, "NDCG@10": 0.0},
+                                                    epochs=3.0, train_seconds=100.0)
+    table = ledger.render(configs, [], summaries, {"reference": "ref", "compare": ["other"]})
+    assert "| Other: its loss | Beauty | 150 | 2 | – | 0.0750 | 250 |" in table
+
+
+def test_same_budget_names_unknown_configs(tmp_path):
+    f = tmp_path / "l.toml"
+    f.write_text('[same_budget]\nreference = "nope"\ncompare = []\n')
+    with pytest.raises(SystemExit, match=r"\[same_budget\] names \['nope'\]"):
+        ledger.load_same_budget([], f)

@@ -272,6 +272,10 @@ def summarise(c: Config) -> dict:
                 best = [max(p["NDCG@10"] for p in r["curve"]) for r in runs if r.get("curve")]
                 if best:
                     keep["best_valid_ndcg"] = sum(best) / len(best)
+            if protocol == "train-only" and all(r.get("curve") and "wall_seconds" in r["curve"][0] for r in runs):
+                # (wall s, validation NDCG@10) per epoch and run: what the same-budget table reads
+                keep["valid_curves"] = [[[round(p["wall_seconds"], 1), p["NDCG@10"]] for p in r["curve"]]
+                                        for r in runs]
             out["results"].setdefault(d, {})[protocol] = keep
     return out
 
@@ -290,7 +294,58 @@ def _seeds(c: Config, summary: dict, protocol: str) -> str:
                       for d in DATA_NAMES)
 
 
-def render(configs: list[Config], published: list[dict], summaries: dict[str, dict]) -> str:
+def load_same_budget(configs: list[Config], path: Path = LEDGER) -> dict | None:
+    """The ledger file's `[same_budget]` table (reference config, configs compared with it), checked."""
+    raw = tomllib.loads(path.read_text()).get("same_budget")
+    if raw is None:
+        return None
+    names = {c.name for c in configs}
+    wanted = [raw.get("reference"), *raw.get("compare", [])]
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise SystemExit(f"error: {path}: [same_budget] names {unknown}; the configs are {sorted(names)}")
+    return {"reference": raw["reference"], "compare": list(raw.get("compare", []))}
+
+
+def best_within(curve: list[list[float]], seconds: float) -> float | None:
+    """The best validation NDCG@10 of one run among its epochs finished within `seconds` of wall time
+    (None when its first epoch took longer)."""
+    seen = [ndcg for wall, ndcg in curve if wall <= seconds]
+    return max(seen) if seen else None
+
+
+def time_to_best(curve: list[list[float]]) -> float:
+    """Wall seconds at the (first) epoch of best validation NDCG@10."""
+    return max(curve, key=lambda p: (p[1], -p[0]))[0]
+
+
+def same_budget_rows(configs: list[Config], summaries: dict[str, dict], spec: dict) -> list[dict]:
+    """Per data set: the budget is the longest wall time any seed of the reference config took to reach
+    its best validation epoch (so the reference is at its best within it);
+    each config (the reference first) gets the mean over its runs of the best validation NDCG@10
+    reached within that budget, beside its best overall and its own time to it."""
+    by_name = {c.name: c for c in configs}
+    rows = []
+    for d in DATA_NAMES:
+        ref = summaries[spec["reference"]]["results"].get(d, {}).get("train-only") or {}
+        if not ref.get("valid_curves"):
+            continue
+        budget = max(time_to_best(c) for c in ref["valid_curves"])
+        for name in [spec["reference"], *spec["compare"]]:
+            res = summaries[name]["results"].get(d, {}).get("train-only") or {}
+            curves = res.get("valid_curves")
+            if not curves:
+                continue
+            within = [best_within(c, budget) for c in curves]
+            rows.append({"config": by_name[name], "data": d, "budget": budget, "runs": len(curves),
+                         "within": (sum(within) / len(within)) if None not in within else None,
+                         "best": sum(max(n for _, n in c) for c in curves) / len(curves),
+                         "time_to_best": sum(time_to_best(c) for c in curves) / len(curves)})
+    return rows
+
+
+def render(configs: list[Config], published: list[dict], summaries: dict[str, dict],
+           same_budget: dict | None = None) -> str:
     """The Markdown between the README's `ledger:recall3` markers."""
     head = ["Model, loss", "protocol"] + [f"{DATA_NAMES[d]} {m}" for d in DATA_NAMES
                                           for m in ("Recall@10", "NDCG@10")] + ["seeds (B / S / T)", "raw"]
@@ -341,6 +396,19 @@ def render(configs: list[Config], published: list[dict], summaries: dict[str, di
             best = f"{r['best_valid_ndcg']:.4f}" if "best_valid_ndcg" in r else "–"
             lines.append(f"| {c.model}: {c.label.split(', ', 1)[-1]} | {DATA_NAMES[d]} | {r['target_ndcg']} | "
                          f"{r['reached_target']} of {r['n']} | {when} | {best} |")
+    rows = same_budget_rows(configs, summaries, same_budget) if same_budget else []
+    if rows:
+        ref = next(c for c in configs if c.name == same_budget["reference"])
+        lines += ["", f"Same training budget (train-only runs; the budget on each data set is the wall time "
+                  f"{ref.model} ({ref.label.split(', ', 1)[-1]}) took to reach its best validation epoch, its "
+                  "slowest seed; wall seconds on one thread of a shared machine, so they carry its load):", "",
+                  "| Model, loss | data | budget, wall s | runs | best validation NDCG@10 within the budget | "
+                  "best validation NDCG@10 | wall s to it |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            c = r["config"]
+            within = f"{r['within']:.4f}" if r["within"] is not None else "–"
+            lines.append(f"| {c.model}: {c.label.split(', ', 1)[-1]} | {DATA_NAMES[r['data']]} | {r['budget']:.0f} | "
+                         f"{r['runs']} | {within} | {r['best']:.4f} | {r['time_to_best']:.0f} |")
     return "\n".join(lines)
 
 
@@ -410,7 +478,8 @@ def table(write: bool = True, with_figure: bool = True) -> bool:
                 write_json_atomic(path, fresh)
     from .results_table import replace_block
 
-    current = replace_block(README, "recall3", render(configs, published, summaries), write=write) and current
+    block = render(configs, published, summaries, load_same_budget(configs))
+    current = replace_block(README, "recall3", block, write=write) and current
     if write and with_figure:
         print(f"figure: {rel(figure(configs, published, summaries))}")
     return current
@@ -419,7 +488,7 @@ def table(write: bool = True, with_figure: bool = True) -> bool:
 def render_block(root: Path = ROOT) -> str:
     """For Utils.tools.results_table: the README block from the runs stored now."""
     _, configs, published = load()
-    return render(configs, published, {c.name: summarise(c) for c in configs})
+    return render(configs, published, {c.name: summarise(c) for c in configs}, load_same_budget(configs))
 
 
 def status(jobs: list[Job]) -> None:
