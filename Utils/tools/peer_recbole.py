@@ -53,7 +53,12 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/recbole_work")
     parser.add_argument("--stopping-step", type=int, default=10, help="RecBole's default: 10")
     parser.add_argument("--target-ndcg", type=float, default=0.0512)
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="stop training after the first validation past this many wall seconds "
+                             "(the best model so far is tested)")
     args = parser.parse_args()
+    if args.time_budget is not None and args.time_budget <= 0:
+        parser.error(f"--time-budget must be > 0 seconds, got {args.time_budget}")
     try:
         from recbole.config import Config
         from recbole.data import create_dataset, data_preparation
@@ -100,14 +105,26 @@ def main() -> None:
     t0 = time.perf_counter()
     curve = []
 
+    class OutOfTime(Exception):
+        pass
+
     def on_valid(epoch: int, score: float) -> None:
         curve.append({"epoch": epoch + 1, "NDCG@10": float(score),
                       "wall_seconds": time.perf_counter() - t0})
         print(f"epoch {epoch + 1}: valid NDCG@10 {score:.4f} at {curve[-1]['wall_seconds']:.0f}s",
               flush=True)
+        if args.time_budget is not None and curve[-1]["wall_seconds"] >= args.time_budget:
+            raise OutOfTime  # RecBole's fit() has no time limit; its best model is already saved
 
-    _, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
-                                         callback_fn=on_valid)
+    stopped_by_budget = False
+    try:
+        _, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
+                                    callback_fn=on_valid)
+    except OutOfTime:
+        stopped_by_budget = True
+        best_valid = trainer.best_valid_result
+        print(f"time budget of {args.time_budget:.0f}s spent after epoch {len(curve)}; testing the best "
+              "validation model so far", flush=True)
     fit_seconds = time.perf_counter() - t0
     reached = [p for p in curve if p["NDCG@10"] >= args.target_ndcg]
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
@@ -126,7 +143,8 @@ def main() -> None:
         best_epoch=max(curve, key=lambda p: p["NDCG@10"])["epoch"] if curve else None,
         time_to_target_seconds=reached[0]["wall_seconds"] if reached else None,
         time_to_target_epoch=reached[0]["epoch"] if reached else None,
-        target_ndcg=args.target_ndcg, curve=curve, config=vars(args), out=out,
+        target_ndcg=args.target_ndcg, stopped_by_time_budget=stopped_by_budget, curve=curve,
+        config=vars(args), out=out,
     )
 
 
