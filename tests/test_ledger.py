@@ -176,3 +176,29 @@ def test_same_budget_names_unknown_configs(tmp_path):
     f.write_text('[same_budget]\nreference = "nope"\ncompare = []\n')
     with pytest.raises(SystemExit, match=r"\[same_budget\] names \['nope'\]"):
         ledger.load_same_budget([], f)
+
+
+def test_a_peer_timing_row_says_whether_it_reached_the_target_and_what_stopped_it(fake_root):
+    (fake_root / "ledger.toml").write_text((fake_root / "ledger.toml").read_text() + textwrap.dedent('''
+        [[peer_timing]]
+        label = "Peer SASRec"
+        data = "beauty"
+        json = "peer.json"
+        command = "peer --out peer.json"
+    '''))
+    toml = fake_root / "ledger.toml"
+    assert ledger.load_peer_timings(toml)[0]["result"] is None  # not run yet: no row
+    curve = [{"epoch": 1, "NDCG@10": 0.02, "wall_seconds": 500.0}, {"epoch": 2, "NDCG@10": 0.03, "wall_seconds": 990.0}]
+    (fake_root / "peer.json").write_text(json.dumps({
+        "target_ndcg": 0.0314, "time_to_target_seconds": None, "time_to_target_epoch": None, "curve": curve,
+        "stopped_by_time_budget": True, "config": {"time_budget": 900.0}}))
+    peers = ledger.load_peer_timings(toml)
+    _, configs, _ = ledger.load(toml)
+    table = ledger.render(configs, [], {"fake": {"results": {}}}, None, peers)
+    assert ("| Peer SASRec (stopped by a 900 s budget after 2 epochs) | Beauty | 0.0314 | 0 of 1 | – | – | 0.0300 |"
+            in table)
+    (fake_root / "peer.json").write_text(json.dumps({
+        "target_ndcg": 0.0314, "time_to_target_seconds": 990.0, "time_to_target_epoch": 2, "curve": curve,
+        "stopped_by_time_budget": False, "config": {"time_budget": None}}))
+    table = ledger.render(configs, [], {"fake": {"results": {}}}, None, ledger.load_peer_timings(toml))
+    assert "| Peer SASRec | Beauty | 0.0314 | 1 of 1 | 990 | 2.0 | 0.0300 |" in table

@@ -307,6 +307,21 @@ def load_same_budget(configs: list[Config], path: Path = LEDGER) -> dict | None:
     return {"reference": raw["reference"], "compare": list(raw.get("compare", []))}
 
 
+def load_peer_timings(path: Path = LEDGER) -> list[dict]:
+    """The ledger file's `[[peer_timing]]` rows (another library's model timed like the configs, by a
+    command of its own), with the RESULT json each names when it exists."""
+    rows = []
+    for i, p in enumerate(tomllib.loads(path.read_text()).get("peer_timing", [])):
+        missing = [k for k in ("label", "data", "json", "command") if k not in p]
+        if missing:
+            raise SystemExit(f"error: {path}: peer_timing #{i + 1} lacks {missing}")
+        if p["data"] not in DATA_NAMES:
+            raise SystemExit(f"error: {path}: peer_timing #{i + 1}: data {p['data']!r} is not one of {list(DATA_NAMES)}")
+        f = ROOT / p["json"]
+        rows.append(dict(p, result=json.loads(f.read_text()) if f.is_file() else None))
+    return rows
+
+
 def best_within(curve: list[list[float]], seconds: float) -> float | None:
     """The best validation NDCG@10 of one run among its epochs finished within `seconds` of wall time
     (None when its first epoch took longer)."""
@@ -345,7 +360,7 @@ def same_budget_rows(configs: list[Config], summaries: dict[str, dict], spec: di
 
 
 def render(configs: list[Config], published: list[dict], summaries: dict[str, dict],
-           same_budget: dict | None = None) -> str:
+           same_budget: dict | None = None, peers: list[dict] | None = None) -> str:
     """The Markdown between the README's `ledger:recall3` markers."""
     head = ["Model, loss", "protocol"] + [f"{DATA_NAMES[d]} {m}" for d in DATA_NAMES
                                           for m in ("Recall@10", "NDCG@10")] + ["seeds (B / S / T)", "raw"]
@@ -384,7 +399,8 @@ def render(configs: list[Config], published: list[dict], summaries: dict[str, di
                              f"{res['n']} | {res['epochs']:.1f} | {res['train_seconds']:.0f} | {rss} |")
     timed = [(c, d, summaries[c.name]["results"].get(d, {}).get("train-only")) for c in configs for d in DATA_NAMES]
     timed = [(c, d, r) for c, d, r in timed if r and "reached_target" in r]
-    if timed:
+    peers = [p for p in peers or [] if p["result"]]
+    if timed or peers:
         lines += ["", "Time to quality (train-only runs with `--target-ndcg`: the wall time, training and "
                   "validation, until validation NDCG@10 first reaches the target; means over the runs that "
                   "reached it):", "",
@@ -396,6 +412,15 @@ def render(configs: list[Config], published: list[dict], summaries: dict[str, di
             best = f"{r['best_valid_ndcg']:.4f}" if "best_valid_ndcg" in r else "–"
             lines.append(f"| {c.model}: {c.label.split(', ', 1)[-1]} | {DATA_NAMES[d]} | {r['target_ndcg']} | "
                          f"{r['reached_target']} of {r['n']} | {when} | {best} |")
+        for p in peers:
+            r = p["result"]
+            reached = r.get("time_to_target_seconds") is not None
+            when = f"{r['time_to_target_seconds']:.0f} | {r['time_to_target_epoch']:.1f}" if reached else "– | –"
+            budget = (f" (stopped by a {r['config']['time_budget']:.0f} s budget after {len(r['curve'])} epochs)"
+                      if r.get("stopped_by_time_budget") else "")
+            best = max(pt["NDCG@10"] for pt in r["curve"])
+            lines.append(f"| {p['label']}{budget} | {DATA_NAMES[p['data']]} | {r['target_ndcg']} | "
+                         f"{int(reached)} of 1 | {when} | {best:.4f} |")
     rows = same_budget_rows(configs, summaries, same_budget) if same_budget else []
     if rows:
         ref = next(c for c in configs if c.name == same_budget["reference"])
@@ -478,7 +503,7 @@ def table(write: bool = True, with_figure: bool = True) -> bool:
                 write_json_atomic(path, fresh)
     from .results_table import replace_block
 
-    block = render(configs, published, summaries, load_same_budget(configs))
+    block = render(configs, published, summaries, load_same_budget(configs), load_peer_timings())
     current = replace_block(README, "recall3", block, write=write) and current
     if write and with_figure:
         print(f"figure: {rel(figure(configs, published, summaries))}")
@@ -488,7 +513,8 @@ def table(write: bool = True, with_figure: bool = True) -> bool:
 def render_block(root: Path = ROOT) -> str:
     """For Utils.tools.results_table: the README block from the runs stored now."""
     _, configs, published = load()
-    return render(configs, published, {c.name: summarise(c) for c in configs}, load_same_budget(configs))
+    return render(configs, published, {c.name: summarise(c) for c in configs}, load_same_budget(configs),
+                  load_peer_timings())
 
 
 def status(jobs: list[Job]) -> None:

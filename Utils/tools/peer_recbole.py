@@ -13,7 +13,9 @@ What it does: writes our loaded interactions as a RecBole atomic file (user, ite
 timestamp, so RecBole's time-ordered leave-one-out split equals `Datasets.leave_one_out`), then runs
 RecBole's `Trainer` on its `SASRec` with the configuration measured in ../shared/data/README.md (CE over all
 items, max length 50, 2 blocks, 2 heads, hidden 64, inner 256, dropout 0.5, Adam 1e-3, batch 256,
-validation NDCG@10 every epoch, early stopping after 10 epochs without gain). Every validation is
+validation NDCG@10 every epoch, early stopping after 10 epochs without gain); `--blocks --heads --dim
+--inner --dropout --batch-size` change the sizes (the recall ledger times it on Sports with the sizes
+of its own SASRec configurations), `--time-budget` caps the wall time. Every validation is
 time-stamped, so the wall time until validation NDCG@10 reaches `--target-ndcg` is measured the way
 our demos measure it (training + validation). The best model is then tested with RecBole's own
 full-ranking evaluator (history items masked), and one more full-ranking evaluation is timed alone.
@@ -53,6 +55,12 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/recbole_work")
     parser.add_argument("--stopping-step", type=int, default=10, help="RecBole's default: 10")
     parser.add_argument("--target-ndcg", type=float, default=0.0512)
+    parser.add_argument("--blocks", type=int, default=2, help="RecBole's n_layers (its default: 2)")
+    parser.add_argument("--heads", type=int, default=2, help="RecBole's n_heads (its default: 2)")
+    parser.add_argument("--dim", type=int, default=64, help="RecBole's hidden_size (its default: 64)")
+    parser.add_argument("--inner", type=int, default=256, help="RecBole's inner_size (its default: 256)")
+    parser.add_argument("--dropout", type=float, default=0.5,
+                        help="RecBole's hidden and attention dropout (its default: 0.5)")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="stop training after the first validation past this many wall seconds "
                              "(the best model so far is tested)")
@@ -82,8 +90,8 @@ def main() -> None:
         "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
         "MAX_ITEM_LIST_LENGTH": 50, "loss_type": "CE", "train_neg_sample_args": None,
-        "n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256,
-        "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5,
+        "n_layers": args.blocks, "n_heads": args.heads, "hidden_size": args.dim, "inner_size": args.inner,
+        "hidden_dropout_prob": args.dropout, "attn_dropout_prob": args.dropout,
         "learning_rate": args.lr, "train_batch_size": args.batch_size, "epochs": args.epochs,
         "stopping_step": args.stopping_step, "eval_batch_size": 4096,
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
