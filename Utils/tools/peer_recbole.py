@@ -5,7 +5,7 @@ gets a scratch virtual environment of its own, never this repo's requirements:
 
     python3 -m venv /tmp/rbvenv
     /tmp/rbvenv/bin/pip install torch==2.13.0 recbole==1.2.1 "numpy<2" "pandas<2.3" "scipy<1.14" \\
-        "scikit-learn<1.6" "setuptools<70"
+        "scikit-learn<1.6"      # no setuptools pin: torch 2.13 conflicts with setuptools<70
     PYTHONPATH=. /tmp/rbvenv/bin/python -m Utils.tools.peer_recbole \\
         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --threads 1 --epochs 26
 
