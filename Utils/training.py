@@ -9,7 +9,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -83,6 +83,8 @@ def fit(
     desc: str = "train",
     time_budget: float | None = None,
     after_backward: Callable[[], None] | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
 ) -> History:
     """Train `model` for up to `epochs` epochs.
 
@@ -94,12 +96,29 @@ def fit(
     after_backward() runs between backward and the optimiser step (data-parallel training sums the
     gradients across processes there: Utils.distributed).
     Raises FloatingPointError naming the epoch and step when the loss is NaN or inf.
+
+    Resuming: on_epoch_end(snapshot) is called after every epoch with everything the loop needs to go
+    on (model and optimiser state, history, best state, evaluations without improvement, the global
+    torch RNG that dropout and negative sampling draw from, whether it stopped); it must use the
+    snapshot at once (write it), as the tensors are live. fit(..., resume=snapshot) with a fresh model
+    and optimiser continues from the next epoch and ends as the uninterrupted run would have, provided
+    batches(epoch) is restored too (a seeded generator's state is the caller's to keep).
     """
     hist = History()
     best_state = None
     bad_evals = 0
+    first, stopped = 1, False
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        hist = History(**resume["history"])
+        best_state, bad_evals = resume["best_state"], resume["bad_evals"]
+        torch.set_rng_state(resume["torch_rng"])
+        first, stopped = resume["epoch"] + 1, resume["stopped"]
     sign = 1.0 if higher_is_better else -1.0
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first, epochs + 1):
+        if stopped:
+            break
         model.train()
         t0 = time.perf_counter()
         total, steps = 0.0, 0
@@ -148,10 +167,13 @@ def fit(
                      if k in ("loss", metric)}
             print(f"epoch {epoch}: {shown} ({dt:.1f}s)", flush=True)
         if evaluate is not None and bad_evals >= patience:
-            hist.stopped_early = True
-            break
-        if time_budget is not None and hist.train_seconds >= time_budget:
-            break
+            hist.stopped_early = stopped = True
+        elif time_budget is not None and hist.train_seconds >= time_budget:
+            stopped = True
+        if on_epoch_end is not None:
+            on_epoch_end({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "history": asdict(hist), "best_state": best_state,
+                          "bad_evals": bad_evals, "torch_rng": torch.get_rng_state(), "stopped": stopped})
     if best_state is not None:
         model.load_state_dict(best_state)
     return hist

@@ -1,5 +1,7 @@
 """Chunked full-ranking evaluation, retrieval and the training loop."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -298,6 +300,37 @@ def test_fit_early_stops_and_restores_best():
             progress=False)
     assert h.best_epoch == 2 and h.stopped_early and len(h.epochs) == 4
     assert m.weight.item() == pytest.approx(seen_w[1])  # the best state is back
+
+
+def _resumable_run(epochs, resume=None, snapshots=None, patience=2):
+    """A run whose every step draws from the global torch RNG (dropout) and whose optimiser has
+    state (Adam), validated on a metric that peaks at epoch 2: everything fit must carry over."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+    opt = torch.optim.Adam(m.parameters(), lr=0.05)
+    x = torch.arange(12.0).view(3, 4) / 10
+    metric = iter([0.1, 0.5, 0.3, 0.2, 0.9, 0.8][(resume["epoch"] if resume else 0):])
+    h = fit(m, lambda b: m(b).pow(2).mean(), lambda e: [x, x.flip(0)], opt, epochs,
+            lambda: {"NDCG@10": next(metric)}, patience=patience, progress=False,
+            on_epoch_end=(lambda s: snapshots.append(copy.deepcopy(s))) if snapshots is not None else None,
+            resume=resume)
+    return m, h
+
+
+def test_fit_resumed_from_an_epoch_snapshot_ends_as_the_uninterrupted_run():
+    whole, h_whole = _resumable_run(6)
+    assert h_whole.stopped_early and len(h_whole.epochs) == 4 and h_whole.best_epoch == 2
+    snaps = []
+    _resumable_run(6, snapshots=snaps)
+    assert [s["epoch"] for s in snaps] == [1, 2, 3, 4] and snaps[-1]["stopped"]
+    for cut in (1, 3):  # interrupted after epoch 1 (still improving) or 3 (one evaluation without gain)
+        resumed, h = _resumable_run(6, resume=snaps[cut - 1])
+        assert [e["loss"] for e in h.epochs] == [e["loss"] for e in h_whole.epochs]  # same dropout draws
+        assert len(h.epochs) == 4 and h.stopped_early and h.best_epoch == 2  # same patience count
+        for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()):
+            assert torch.equal(a, b)  # the best state (epoch 2) restored in both
+    _, h = _resumable_run(6, resume=snaps[-1])  # a run that had stopped does not train on
+    assert len(h.epochs) == 4 and h.epochs == snaps[-1]["history"]["epochs"]
 
 
 def test_pick_device():

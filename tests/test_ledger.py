@@ -14,11 +14,19 @@ from Utils.tools import ledger
 FAKE_DEMO = textwrap.dedent('''
     import argparse, json, os, sys
     p = argparse.ArgumentParser()
-    for f in ("--data", "--seed", "--threads", "--out", "--refit-from", "--epochs", "--fail-on"):
+    for f in ("--data", "--seed", "--threads", "--out", "--refit-from", "--epochs", "--fail-on", "--checkpoint"):
         p.add_argument(f)
+    p.add_argument("--resume", action="store_true")
     a = p.parse_args()
     with open(os.environ["FAKE_CALLS"], "a") as f:
         f.write(json.dumps(sys.argv[1:]) + "\\n")
+    if a.checkpoint:  # the state after "epoch 1"; FAKE_INTERRUPT: the run dies there
+        if a.resume:
+            assert open(a.checkpoint).read() == "epoch 1"
+        else:
+            open(a.checkpoint, "w").write("epoch 1")
+            if os.environ.get("FAKE_INTERRUPT"):
+                sys.exit(137)
     if a.fail_on and a.fail_on in a.data:
         sys.exit(3)  # an interrupted or failed run writes nothing
     best = 4 + int(a.seed)
@@ -92,6 +100,28 @@ def test_runner_runs_what_is_missing_refits_after_its_run_and_never_reruns(fake_
     n = len(_calls(fake_root))
     ledger.run([j for j in jobs if j.data == "beauty"], specs, force={"fake"})
     assert len(_calls(fake_root)) - n == 4
+
+
+def test_an_interrupted_checkpoint_run_goes_on_from_its_state_and_removes_it_when_done(
+        fake_root, capsys, monkeypatch):
+    toml = fake_root / "ledger.toml"
+    toml.write_text(toml.read_text().replace("refit = true", "refit = true\ncheckpoint = true"))
+    specs, configs, _ = ledger.load(toml)
+    job = ledger.all_jobs(configs)[0]  # beauty seed 0, train-only
+    assert job.state == fake_root / "logs" / "beauty_fake_seed0.state.pt"
+    monkeypatch.setenv("FAKE_INTERRUPT", "1")
+    assert ledger.run([job], specs) == 1
+    assert "its training state is kept" in capsys.readouterr().out and job.state.is_file()
+    assert not job.out.is_file()
+    monkeypatch.delenv("FAKE_INTERRUPT")
+    assert ledger.run([job], specs) == 0
+    assert "resume fake beauty seed 0" in capsys.readouterr().out
+    first, second = _calls(fake_root)
+    assert first[-2:] == ["--checkpoint", "logs/beauty_fake_seed0.state.pt"]  # a fresh start
+    assert second[-3:] == ["--checkpoint", "logs/beauty_fake_seed0.state.pt", "--resume"]
+    assert job.out.is_file() and not job.state.exists()  # done: the state is gone
+    log = (fake_root / "logs" / "beauty_fake_seed0.log").read_text()
+    assert log.count("--checkpoint") == 2  # both attempts kept in one log
 
 
 def test_summaries_and_table_hold_mean_and_sd_over_seeds(fake_root):

@@ -93,3 +93,64 @@ def test_sasrec_refit_retrains_for_the_best_epoch_of_the_run_it_names(tmp_path):
     code, _, err, _ = run_demo_in_process(
         "Recall", "SASRec", flags + ["--refit-from", str(tmp_path / "refit_of_refit.json")])
     assert code == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# --checkpoint / --resume: an interrupted run goes on from its last epoch and ends as one run would
+# --------------------------------------------------------------------------------------------------
+
+def test_a_resumed_sasrec_run_ends_as_the_uninterrupted_run(tmp_path):
+    # sampled negatives and dropout draw from the global RNG, the batch order from the demo's generator:
+    # the state file must carry both, the optimiser moments, the history and the clocks
+    flags = ["--threads", "1", "--dim", "16", "--blocks", "1", "--heads", "1", "--loss", "sampled_ce",
+             "--negatives", "32", "--target-ndcg", "0.05"]
+    code, out, err, _ = run_demo_in_process("Recall", "SASRec", flags + ["--epochs", "4"])
+    assert code == 0, err
+    whole = result_of(out)
+    state = tmp_path / "run.state.pt"
+    code, out, err, _ = run_demo_in_process(
+        "Recall", "SASRec", flags + ["--epochs", "2", "--checkpoint", str(state)])  # "interrupted" at 2
+    assert code == 0 and state.is_file(), err
+    code, out, err, _ = run_demo_in_process(
+        "Recall", "SASRec", flags + ["--epochs", "4", "--checkpoint", str(state), "--resume"])
+    assert code == 0, err
+    assert "going on from epoch 3" in out
+    resumed = result_of(out)
+    assert [e["loss"] for e in resumed["curve"]] == [e["loss"] for e in whole["curve"]]
+    assert [e["NDCG@10"] for e in resumed["curve"]] == [e["NDCG@10"] for e in whole["curve"]]
+    assert resumed["metrics"] == whole["metrics"] and resumed["best_epoch"] == whole["best_epoch"]
+    assert resumed["time_to_target_epoch"] == whole["time_to_target_epoch"]
+    assert resumed["resumed_after_epochs"] == [2] and "resumed_after_epochs" not in whole
+    # the clocks go on: every epoch's wall time is later than the one before, across the resume
+    walls = [e["wall_seconds"] for e in resumed["curve"]]
+    assert walls == sorted(walls) and resumed["wall_seconds"] >= walls[-1]
+
+
+def test_checkpoint_and_resume_refuse_what_cannot_work(tmp_path):
+    flags = ["--threads", "1", "--dim", "16", "--blocks", "1", "--heads", "1", "--epochs", "1"]
+    state = tmp_path / "run.state.pt"
+    code, _, err, _ = run_demo_in_process("Recall", "SASRec", flags + ["--checkpoint", str(state), "--resume"])
+    assert code == 2 and "--resume needs an existing --checkpoint file" in err
+    code, _, err, _ = run_demo_in_process("Recall", "SASRec", flags + ["--checkpoint", str(state)])
+    assert code == 0, err
+    before = state.read_bytes()
+    code, _, err, _ = run_demo_in_process("Recall", "SASRec", flags + ["--checkpoint", str(state)])
+    assert code == 2 and "exists" in err and "--resume" in err  # never overwritten without asking
+    assert state.read_bytes() == before
+    code, _, err, _ = run_demo_in_process(
+        "Recall", "SASRec", flags[:-4] + ["--heads", "2", "--epochs", "1", "--checkpoint", str(state), "--resume"])
+    assert code == 2 and "--heads 1 there, 2 here" in err
+    code, _, err, _ = run_demo_in_process(
+        "Recall", "HSTU", flags + ["--checkpoint", str(state), "--resume"])
+    assert code == 2 and "the state of a SASRec run" in err
+    saved = tmp_path / "model.pt"
+    code, _, err, _ = run_demo_in_process("Recall", "SASRec", flags + ["--save", str(saved)])
+    assert code == 0, err
+    copy_of_saved = tmp_path / "saved_as_state.pt"
+    copy_of_saved.write_bytes(saved.read_bytes())
+    code, _, err, _ = run_demo_in_process(
+        "Recall", "SASRec", flags + ["--checkpoint", str(copy_of_saved), "--resume"])
+    assert code == 2 and "not a training state" in err
+    code, _, err, _ = run_demo_in_process(
+        "Recall", "SASRec", flags + ["--load", str(saved), "--checkpoint", str(tmp_path / "x.pt")])
+    assert code == 2 and "--checkpoint keeps the state of a training run" in err

@@ -63,6 +63,14 @@ def add_seqrec_args(parser: argparse.ArgumentParser, *, onnx: bool = False
                         help="the refit protocol: retrain on train + validation for the best epoch "
                              "count of this earlier run (same flags, trained on train and stopped on "
                              "validation), then test once")
+    parser.add_argument("--checkpoint", default=None, metavar="PATH",
+                        help="write the training state here after every epoch (atomically), so an "
+                             "interrupted run can go on with --resume; an existing file is never "
+                             "overwritten without --resume")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --checkpoint from its next epoch (same flags; "
+                             "--epochs, --time-budget and --patience may change); it ends as the "
+                             "uninterrupted run would have")
     add_recall_io_args(parser)
     if onnx:
         parser.add_argument("--export-onnx", default=None, metavar="PATH",
@@ -74,8 +82,17 @@ def add_seqrec_args(parser: argparse.ArgumentParser, *, onnx: bool = False
 
 def check_output_flags(args) -> None:
     """Fail before training, not after: --save over an existing file, export paths with the wrong
-    suffix, --export-onnx without its packages."""
+    suffix, --export-onnx without its packages, --checkpoint / --resume that cannot work."""
     check_save_path(args.save, args.overwrite)
+    ckpt = getattr(args, "checkpoint", None)
+    if getattr(args, "resume", False) and not (ckpt and Path(ckpt).is_file()):
+        raise ValueError(f"--resume needs an existing --checkpoint file, got {ckpt!r}")
+    if ckpt and (args.load or getattr(args, "ddp", False)):
+        raise ValueError(f"--checkpoint keeps the state of a training run; expected no "
+                         f"{'--load (a trained model)' if args.load else '--ddp'} beside it")
+    if ckpt and Path(ckpt).exists() and not args.resume:
+        raise FileExistsError(f"--checkpoint {ckpt} exists (an earlier run's training state); pass "
+                              f"--resume to continue it, or remove it to start again")
     if args.export_vectors and not str(args.export_vectors).endswith(".npz"):
         raise ValueError(f"--export-vectors {args.export_vectors}: expected a file name ending in .npz")
     path = getattr(args, "export_onnx", None)
@@ -247,6 +264,47 @@ def _targets_in(batch: dict) -> int:
     return int(((seq[:, 1:] != 0) & (seq[:, :-1] != 0)).sum())
 
 
+# -- resuming an interrupted run (--checkpoint / --resume) -------------------------------------------
+
+# flags that may differ between an interrupted run and its continuation: where things are written,
+# the threads and device, and how long training goes on
+RESUME_FREE = {"checkpoint", "resume", "epochs", "time_budget", "patience", "plot", "out", "save",
+               "overwrite", "recommend", "export_vectors", "export_onnx", "threads", "device",
+               "plot_attention", "refit_source"}
+
+
+def run_flags(args) -> dict:
+    """The flags that define a training run (what a --resume must match)."""
+    return {k: v for k, v in vars(args).items() if k not in RESUME_FREE}
+
+
+def read_training_state(path, *, name: str, args, split) -> dict:
+    """The snapshot a --checkpoint run wrote after its last finished epoch, checked against this run:
+    the same model, flags and data. Every problem is a one-line error that says what was expected."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated, foreign or non-torch file
+        raise DataError(f"--resume {path}: not a training state written by --checkpoint "
+                        f"({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("kind") != "training_state":
+        raise DataError(f"--resume {path}: not a training state written by --checkpoint "
+                        f"(a --save file? it serves with --load)")
+    if state.get("model_name") != name:
+        raise DataError(f"--resume {path}: the state of a {state.get('model_name')} run; expected one "
+                        f"written by the {name} demo")
+    theirs, ours = state["flags"], run_flags(args)
+    differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if differ:
+        shown = ", ".join(f"--{k.replace('_', '-')} {theirs.get(k)!r} there, {ours.get(k)!r} here"
+                          for k in differ)
+        raise ValueError(f"--resume {path}: the run was started with other flags ({shown}); resume it "
+                         f"with the same flags")
+    if (state["n_users"], state["n_items"]) != (split.n_users, split.n_items):
+        raise DataError(f"--resume {path}: started on {state['n_users']:,} users x {state['n_items']:,} "
+                        f"items, this data has {split.n_users:,} x {split.n_items:,}; expected the same data")
+    return state
+
+
 # flags that may differ between a run and its refit (they do not change what is trained)
 REFIT_FREE = {"epochs", "patience", "eval_every", "time_budget", "target_ndcg", "plot", "out", "ddp",
               "refit_from", "save", "load", "overwrite", "recommend", "export_vectors", "export_onnx",
@@ -347,6 +405,24 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
     t_start = time.perf_counter()
     reached: dict = {}
     n_evals = [0]  # validation checks so far (one per epoch with --eval-every 1)
+    ckpt = getattr(args, "checkpoint", None)
+    resume = (read_training_state(ckpt, name=name, args=args, split=split)
+              if getattr(args, "resume", False) else None)
+    resumed_at = []  # epochs after which this run was interrupted and resumed
+    if resume is not None:  # the clocks, the target record and the batch order go on where they stopped
+        t_start -= resume["wall_seconds"]
+        reached.update(resume["reached"])
+        n_evals[0], resumed_at = resume["n_evals"], resume["resumed_at"] + [resume["epoch"]]
+        gen.set_state(resume["gen"])
+        print(f"resumed {ckpt}: {resume['epoch']} epochs done ({resume['wall_seconds']:.0f}s wall), "
+              f"going on from epoch {resume['epoch'] + 1}")
+
+    def keep(snapshot: dict) -> None:  # after every epoch: the state to go on from, atomically
+        save_checkpoint(ckpt, model, optimizer, overwrite=True, kind="training_state", model_name=name,
+                        flags=run_flags(args), n_users=split.n_users, n_items=split.n_items,
+                        gen=gen.get_state(), wall_seconds=time.perf_counter() - t_start,
+                        reached=dict(reached), n_evals=n_evals[0], resumed_at=resumed_at,
+                        **{k: v for k, v in snapshot.items() if k not in ("model", "optimizer")})
 
     def evaluate():
         if ddp is None:
@@ -381,6 +457,7 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
             patience=args.patience,
             eval_every=args.eval_every, n_batches=train_set.num_batches(args.batch_size), desc=name,
             time_budget=args.time_budget, after_backward=after_backward,
+            on_epoch_end=keep if ckpt else None, resume=resume,
         )
         wall = time.perf_counter() - t_start
         if ddp is not None:
@@ -487,6 +564,7 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         best_epoch=run["best_epoch"], eval_cpu_seconds=eval_cpu, wall_seconds=wall,
         target_ndcg=args.target_ndcg, time_to_target_seconds=reached.get("wall_seconds"),
         time_to_target_epoch=reached.get("epoch"), curve=run["curve"],
+        **({"resumed_after_epochs": resumed_at} if resumed_at else {}),
         **({"loaded_from": str(args.load)} if loaded is not None else {}), **outputs,
         **({"refit_from": args.refit_source} if refit else {}),
         **extra, config={k: v for k, v in vars(args).items() if k != "refit_source"}, out=args.out,

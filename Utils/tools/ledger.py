@@ -15,7 +15,11 @@ Protocols:
                 (`--refit-from`), tested once.
 
 Resuming: a demo writes its RESULT json (atomically) only when it has finished, so an interrupted run
-leaves nothing behind and runs again next time; a finished one is never rerun unless `--force` names it.
+leaves no result and runs again next time; a finished one is never rerun unless `--force` names it. A config
+with `checkpoint = true` (the SASRec and HSTU demos, whose runs take hours on Sports) also keeps its
+training state after every epoch in `.ledger_logs/<run>.state.pt` (the demo's `--checkpoint`); the next
+`run` goes on from the last finished epoch (`--resume`) and ends as the uninterrupted run would have. The
+state file is removed once the RESULT json is written.
 Logs go to `.ledger_logs/` (not committed). Each (config, data, protocol) is summarised as mean ± sample
 sd over its seeds into `assets/<model>/results/ledger_<config>.json`, the file the table reads.
 """
@@ -55,6 +59,7 @@ class Config:
     seeds: tuple[int, ...]
     refit: bool
     extra: dict = dataclasses.field(compare=False)  # data key -> extra flags for that data set only
+    checkpoint: bool = False  # the demo keeps its training state after every epoch (--checkpoint)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +80,11 @@ class Job:
         """The train-only run whose best epoch a refit run retrains for."""
         return dataclasses.replace(self, protocol="train-only").out if self.protocol == "refit" else None
 
+    @property
+    def state(self) -> Path | None:
+        """Where the demo keeps its training state between epochs (configs with checkpoint = true)."""
+        return LOGS / f"{self.out.stem}.state.pt" if self.config.checkpoint else None
+
     def argv(self, specs: dict[str, str]) -> list[str]:
         demo = ROOT / "Classic Models" / "Recall" / self.config.model / "demo.py"
         argv = [sys.executable, str(demo), "--data", specs[self.data], *self.config.flags,
@@ -82,6 +92,8 @@ class Job:
                 "--seed", str(self.seed), "--threads", "1", "--out", rel(self.out)]
         if self.needs is not None:
             argv += ["--refit-from", rel(self.needs)]
+        if self.state is not None:  # an interrupted run goes on from its last finished epoch
+            argv += ["--checkpoint", rel(self.state)] + (["--resume"] if self.state.is_file() else [])
         return argv
 
     def __str__(self) -> str:
@@ -114,7 +126,7 @@ def load(path: Path = LEDGER) -> tuple[dict[str, str], list[Config], list[dict]]
             raise SystemExit(f"error: {path}: config {c['name']!r}: no demo for model {c['model']!r}")
         configs.append(Config(c["name"], c["model"], c["label"], tuple(shlex.split(c["flags"])),
                               tuple(c["data"]), tuple(int(s) for s in c["seeds"]), bool(c.get("refit")),
-                              dict(c.get("extra", {}))))
+                              dict(c.get("extra", {})), bool(c.get("checkpoint"))))
     return specs, configs, raw.get("published", [])
 
 
@@ -208,11 +220,11 @@ def run(jobs: list[Job], specs: dict[str, str], n_parallel: int = 1, force: set[
             if not _lock(j):
                 print(f"skip {j}: another runner is running it ({rel(_lock_path(j))})")
                 continue
-            log = (LOGS / (j.out.stem + ".log")).open("w")
+            log = (LOGS / (j.out.stem + ".log")).open("a")  # a resumed run adds to its log
             env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
             argv = j.argv(specs)
-            print(f"start {j}: {shlex.join(argv[1:])}", flush=True)
-            log.write(shlex.join(argv) + "\n")
+            print(f"{'resume' if '--resume' in argv else 'start'} {j}: {shlex.join(argv[1:])}", flush=True)
+            log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}\n{shlex.join(argv)}\n")
             log.flush()
             running[j] = (subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env),
                           time.perf_counter(), log)
@@ -225,13 +237,17 @@ def run(jobs: list[Job], specs: dict[str, str], n_parallel: int = 1, force: set[
             _lock_path(j).unlink(missing_ok=True)
             took = time.perf_counter() - t0
             if proc.returncode == 0 and j.out.is_file():
+                if j.state is not None:
+                    j.state.unlink(missing_ok=True)  # finished: nothing to go on from
                 m = json.loads(j.out.read_text())["metrics"]
                 print(f"done  {j} in {took:.0f}s: Recall@10 {m['Recall@10']:.4f}, NDCG@10 {m['NDCG@10']:.4f}",
                       flush=True)
             else:
                 failed.add(j)
+                kept = (f"; its training state is kept, the next run goes on from it ({rel(j.state)})"
+                        if j.state is not None and j.state.is_file() else "")
                 print(f"FAIL  {j} (exit {proc.returncode}) after {took:.0f}s; log: "
-                      f"{rel(LOGS / (j.out.stem + '.log'))}", flush=True)
+                      f"{rel(LOGS / (j.out.stem + '.log'))}{kept}", flush=True)
     return len(failed)
 
 
@@ -521,7 +537,8 @@ def status(jobs: list[Job]) -> None:
     done = [j for j in jobs if j.out.is_file()]
     print(f"{len(done)} of {len(jobs)} runs done")
     for j in jobs:
-        mark = "done" if j.out.is_file() else "    "
+        mark = ("done" if j.out.is_file() else
+                "part" if j.state is not None and j.state.is_file() else "    ")  # part: resumable
         print(f"  [{mark}] {j}  -> {rel(j.out)}")
 
 

@@ -24,6 +24,13 @@
 #     .venv/bin/python "Classic Models/Recall/HSTU/demo.py" --threads 1 --load /tmp/hstu.pt \
 #         --recommend U00042 --export-vectors /tmp/hstu.npz
 #
+# A long run keeps its training state after every epoch with `--checkpoint PATH`; after an
+# interruption, the same command with `--resume` goes on from the last finished epoch and ends as
+# the uninterrupted run would have (the recall ledger runs Sports this way):
+#
+#     .venv/bin/python "Classic Models/Recall/HSTU/demo.py" --threads 1 --checkpoint /tmp/hstu.state.pt
+#     .venv/bin/python "Classic Models/Recall/HSTU/demo.py" --threads 1 --checkpoint /tmp/hstu.state.pt --resume
+#
 # Beauty, the note's Results (about 20 min per seed on one thread of a shared 2-core machine):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/HSTU/demo.py" \

@@ -23,6 +23,13 @@
 #     .venv/bin/python "Classic Models/Recall/SASRec/demo.py" --threads 1 --load /tmp/sasrec.pt \
 #         --recommend U00042 --export-vectors /tmp/sasrec.npz --export-onnx /tmp/sasrec.onnx
 #
+# A long run keeps its training state after every epoch with `--checkpoint PATH`; after an
+# interruption, the same command with `--resume` goes on from the last finished epoch and ends as
+# the uninterrupted run would have (the recall ledger runs Sports this way):
+#
+#     .venv/bin/python "Classic Models/Recall/SASRec/demo.py" --threads 1 --checkpoint /tmp/sasrec.state.pt
+#     .venv/bin/python "Classic Models/Recall/SASRec/demo.py" --threads 1 --checkpoint /tmp/sasrec.state.pt --resume
+#
 # Beauty, the note's Results (5-7 min per seed on one thread of a shared 2-core machine):
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/SASRec/demo.py" \
