@@ -208,27 +208,40 @@ def test_same_budget_names_unknown_configs(tmp_path):
         ledger.load_same_budget([], f)
 
 
-def test_a_peer_timing_row_says_whether_it_reached_the_target_and_what_stopped_it(fake_root):
+def test_a_peer_is_a_row_of_its_protocol_and_a_timed_one_says_whether_it_reached_the_target(fake_root):
     (fake_root / "ledger.toml").write_text((fake_root / "ledger.toml").read_text() + textwrap.dedent('''
-        [[peer_timing]]
+        [[peer]]
         label = "Peer SASRec"
         data = "beauty"
+        protocol = "train-only"
+        timing = true
         json = "peer.json"
         command = "peer --out peer.json"
     '''))
     toml = fake_root / "ledger.toml"
-    assert ledger.load_peer_timings(toml)[0]["result"] is None  # not run yet: no row
-    curve = [{"epoch": 1, "NDCG@10": 0.02, "wall_seconds": 500.0}, {"epoch": 2, "NDCG@10": 0.03, "wall_seconds": 990.0}]
-    (fake_root / "peer.json").write_text(json.dumps({
-        "target_ndcg": 0.0314, "time_to_target_seconds": None, "time_to_target_epoch": None, "curve": curve,
-        "stopped_by_time_budget": True, "config": {"time_budget": 900.0}}))
-    peers = ledger.load_peer_timings(toml)
+    assert ledger.load_peers(toml)[0]["result"] is None  # not run yet: no row
     _, configs, _ = ledger.load(toml)
-    table = ledger.render(configs, [], {"fake": {"results": {}}}, None, peers)
+    assert "Peer SASRec" not in ledger.render(configs, [], {"fake": {"results": {}}}, None, ledger.load_peers(toml))
+    curve = [{"epoch": 1, "NDCG@10": 0.02, "wall_seconds": 500.0}, {"epoch": 2, "NDCG@10": 0.03, "wall_seconds": 990.0}]
+    result = {"metrics": {"Recall@10": 0.0446, "NDCG@10": 0.0209}, "target_ndcg": 0.0314,
+              "time_to_target_seconds": None, "time_to_target_epoch": None, "curve": curve,
+              "stopped_by_time_budget": True, "config": {"time_budget": 900.0}}
+    (fake_root / "peer.json").write_text(json.dumps(result))
+    table = ledger.render(configs, [], {"fake": {"results": {}}}, None, ledger.load_peers(toml))
+    # its test numbers in its data set's columns, under the protocol it names
+    assert ("| Peer SASRec | train-only | 0.0446 | 0.0209 | – | – | – | – | 1 / – / – | [json](../../peer.json) |"
+            in table)
     assert ("| Peer SASRec (stopped by a 900 s budget after 2 epochs) | Beauty | 0.0314 | 0 of 1 | – | – | 0.0300 |"
             in table)
-    (fake_root / "peer.json").write_text(json.dumps({
-        "target_ndcg": 0.0314, "time_to_target_seconds": 990.0, "time_to_target_epoch": 2, "curve": curve,
-        "stopped_by_time_budget": False, "config": {"time_budget": None}}))
-    table = ledger.render(configs, [], {"fake": {"results": {}}}, None, ledger.load_peer_timings(toml))
+    result.update(time_to_target_seconds=990.0, time_to_target_epoch=2, stopped_by_time_budget=False,
+                  config={"time_budget": None})
+    (fake_root / "peer.json").write_text(json.dumps(result))
+    table = ledger.render(configs, [], {"fake": {"results": {}}}, None, ledger.load_peers(toml))
     assert "| Peer SASRec | Beauty | 0.0314 | 1 of 1 | 990 | 2.0 | 0.0300 |" in table
+    # without timing = true it is a row of the table only
+    toml.write_text(toml.read_text().replace("timing = true\n", ""))
+    table = ledger.render(configs, [], {"fake": {"results": {}}}, None, ledger.load_peers(toml))
+    assert "| Peer SASRec | train-only |" in table and "| Peer SASRec | Beauty |" not in table
+    toml.write_text(toml.read_text().replace('protocol = "train-only"', 'protocol = "paper"'))
+    with pytest.raises(SystemExit, match="protocol 'paper' is not one of"):
+        ledger.load_peers(toml)

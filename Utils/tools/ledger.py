@@ -323,18 +323,21 @@ def load_same_budget(configs: list[Config], path: Path = LEDGER) -> dict | None:
     return {"reference": raw["reference"], "compare": list(raw.get("compare", []))}
 
 
-def load_peer_timings(path: Path = LEDGER) -> list[dict]:
-    """The ledger file's `[[peer_timing]]` rows (another library's model timed like the configs, by a
-    command of its own), with the RESULT json each names when it exists."""
+def load_peers(path: Path = LEDGER) -> list[dict]:
+    """The ledger file's `[[peer]]` rows: another library's model run here on one data set by a command
+    of its own (kept in the file), with the RESULT json each names when it exists. Each is a row of the
+    table under its protocol; one with `timing = true` is also timed like the configs (time to quality)."""
     rows = []
-    for i, p in enumerate(tomllib.loads(path.read_text()).get("peer_timing", [])):
-        missing = [k for k in ("label", "data", "json", "command") if k not in p]
+    for i, p in enumerate(tomllib.loads(path.read_text()).get("peer", [])):
+        missing = [k for k in ("label", "data", "protocol", "json", "command") if k not in p]
         if missing:
-            raise SystemExit(f"error: {path}: peer_timing #{i + 1} lacks {missing}")
+            raise SystemExit(f"error: {path}: peer #{i + 1} lacks {missing}")
         if p["data"] not in DATA_NAMES:
-            raise SystemExit(f"error: {path}: peer_timing #{i + 1}: data {p['data']!r} is not one of {list(DATA_NAMES)}")
+            raise SystemExit(f"error: {path}: peer #{i + 1}: data {p['data']!r} is not one of {list(DATA_NAMES)}")
+        if p["protocol"] not in PROTOCOLS:
+            raise SystemExit(f"error: {path}: peer #{i + 1}: protocol {p['protocol']!r} is not one of {list(PROTOCOLS)}")
         f = ROOT / p["json"]
-        rows.append(dict(p, result=json.loads(f.read_text()) if f.is_file() else None))
+        rows.append(dict(p, timing=bool(p.get("timing")), result=json.loads(f.read_text()) if f.is_file() else None))
     return rows
 
 
@@ -393,6 +396,14 @@ def render(configs: list[Config], published: list[dict], summaries: dict[str, di
             link = f"[json](../../{rel(summary_path(c)).replace(' ', '%20')})"
             lines.append(f"| [{c.model}]({c.model}/README.md): {c.label.split(', ', 1)[-1]} | {protocol} | "
                          + " | ".join(cells) + f" | {_seeds(c, s, protocol)} | {link} |")
+    peers = [p for p in peers or [] if p["result"]]
+    for p in peers:  # another library's model, run here by the command the ledger file keeps
+        m = p["result"]["metrics"]
+        cells = [x for d in DATA_NAMES
+                 for x in ((f"{m['Recall@10']:.4f}", f"{m['NDCG@10']:.4f}") if d == p["data"] else ("–", "–"))]
+        seeds = " / ".join("1" if d == p["data"] else "–" for d in DATA_NAMES)
+        lines.append(f"| {p['label']} | {p['protocol']} | " + " | ".join(cells)
+                     + f" | {seeds} | [json](../../{p['json'].replace(' ', '%20')}) |")
     for p in published:
         cells = []
         for d in DATA_NAMES:
@@ -415,8 +426,8 @@ def render(configs: list[Config], published: list[dict], summaries: dict[str, di
                              f"{res['n']} | {res['epochs']:.1f} | {res['train_seconds']:.0f} | {rss} |")
     timed = [(c, d, summaries[c.name]["results"].get(d, {}).get("train-only")) for c in configs for d in DATA_NAMES]
     timed = [(c, d, r) for c, d, r in timed if r and "reached_target" in r]
-    peers = [p for p in peers or [] if p["result"]]
-    if timed or peers:
+    timed_peers = [p for p in peers if p["timing"]]
+    if timed or timed_peers:
         lines += ["", "Time to quality (train-only runs with `--target-ndcg`: the wall time, training and "
                   "validation, until validation NDCG@10 first reaches the target; means over the runs that "
                   "reached it):", "",
@@ -428,7 +439,7 @@ def render(configs: list[Config], published: list[dict], summaries: dict[str, di
             best = f"{r['best_valid_ndcg']:.4f}" if "best_valid_ndcg" in r else "–"
             lines.append(f"| {c.model}: {c.label.split(', ', 1)[-1]} | {DATA_NAMES[d]} | {r['target_ndcg']} | "
                          f"{r['reached_target']} of {r['n']} | {when} | {best} |")
-        for p in peers:
+        for p in timed_peers:
             r = p["result"]
             reached = r.get("time_to_target_seconds") is not None
             when = f"{r['time_to_target_seconds']:.0f} | {r['time_to_target_epoch']:.1f}" if reached else "– | –"
@@ -519,7 +530,7 @@ def table(write: bool = True, with_figure: bool = True) -> bool:
                 write_json_atomic(path, fresh)
     from .results_table import replace_block
 
-    block = render(configs, published, summaries, load_same_budget(configs), load_peer_timings())
+    block = render(configs, published, summaries, load_same_budget(configs), load_peers())
     current = replace_block(README, "recall3", block, write=write) and current
     if write and with_figure:
         print(f"figure: {rel(figure(configs, published, summaries))}")
@@ -530,7 +541,7 @@ def render_block(root: Path = ROOT) -> str:
     """For Utils.tools.results_table: the README block from the runs stored now."""
     _, configs, published = load()
     return render(configs, published, {c.name: summarise(c) for c in configs}, load_same_budget(configs),
-                  load_peer_timings())
+                  load_peers())
 
 
 def status(jobs: list[Job]) -> None:
