@@ -121,6 +121,15 @@ def test_a_resumed_sasrec_run_ends_as_the_uninterrupted_run(tmp_path):
     assert resumed["metrics"] == whole["metrics"] and resumed["best_epoch"] == whole["best_epoch"]
     assert resumed["time_to_target_epoch"] == whole["time_to_target_epoch"]
     assert resumed["resumed_after_epochs"] == [2] and "resumed_after_epochs" not in whole
+    # a refit of a run that kept its state keeps its own (the ledger runs both with --checkpoint)
+    first = tmp_path / "train_only.json"
+    code, out, err, _ = run_demo_in_process("Recall", "SASRec", flags + [
+        "--epochs", "2", "--checkpoint", str(tmp_path / "a.state.pt"), "--out", str(first)])
+    assert code == 0, err
+    code, out, err, _ = run_demo_in_process("Recall", "SASRec", flags + [
+        "--refit-from", str(first), "--checkpoint", str(tmp_path / "a_refit.state.pt")])
+    assert code == 0, err
+    assert result_of(out)["protocol_name"] == "refit" and (tmp_path / "a_refit.state.pt").is_file()
     # the clocks go on: every epoch's wall time is later than the one before, across the resume
     walls = [e["wall_seconds"] for e in resumed["curve"]]
     assert walls == sorted(walls) and resumed["wall_seconds"] >= walls[-1]

@@ -308,7 +308,7 @@ def read_training_state(path, *, name: str, args, split) -> dict:
 # flags that may differ between a run and its refit (they do not change what is trained)
 REFIT_FREE = {"epochs", "patience", "eval_every", "time_budget", "target_ndcg", "plot", "out", "ddp",
               "refit_from", "save", "load", "overwrite", "recommend", "export_vectors", "export_onnx",
-              "threads", "device", "debug", "plot_attention", "refit_source"}
+              "threads", "device", "debug", "plot_attention", "refit_source", "checkpoint", "resume"}
 
 
 def refit_setup(args, split):
