@@ -142,6 +142,13 @@ def test_summaries_and_table_hold_mean_and_sd_over_seeds(fake_root):
     assert "| X (some paper) | refit | 0.5000 | 0.2500 |" in table
 
 
+def test_flag_values_read_numbers_as_numbers_and_switches_as_true():
+    assert ledger.flag_values(("--loss", "gbce", "--gbce-t", "0.75", "--logq", "--negatives", "256",
+                               "--hidden", "256,128", "--shared-negatives")) == {
+        "--loss": "gbce", "--gbce-t": 0.75, "--logq": True, "--negatives": 256, "--hidden": "256,128",
+        "--shared-negatives": True}
+
+
 def test_the_ledger_file_names_real_demos_and_flags_they_accept():
     specs, configs, published = ledger.load()
     assert set(specs) == {"beauty", "sports", "toys"}

@@ -259,10 +259,28 @@ def summary_path(c: Config) -> Path:
     return ROOT / "assets" / c.model / "results" / f"ledger_{c.name}.json"
 
 
+def flag_values(flags: tuple[str, ...]) -> dict:
+    """A config's flags as {flag: value}, numbers as numbers and a bare switch as true (so the summary
+    holds, as values, the numbers its label quotes: `t = 0.75` is `--gbce-t 0.75`)."""
+    out: dict = {}
+    for i, f in enumerate(flags):
+        if not f.startswith("--"):
+            continue
+        value = flags[i + 1] if i + 1 < len(flags) and not flags[i + 1].startswith("--") else True
+        for cast in (int, float) if value is not True else ():
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        out[f] = value
+    return out
+
+
 def summarise(c: Config) -> dict:
     """Mean ± sd over the seeds of each (data, protocol) of a config, from the runs stored now."""
     out: dict = {"config": c.name, "model": c.model, "label": c.label, "flags": shlex.join(c.flags),
-                 "results": {}}
+                 "flag_values": flag_values(c.flags), "results": {}}
     for d in c.data:
         for protocol in PROTOCOLS if c.refit else PROTOCOLS[:1]:
             paths = [Job(c, d, s, protocol).out for s in c.seeds]
