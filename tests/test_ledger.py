@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from Utils.tools import ledger
 
@@ -113,6 +114,10 @@ def test_an_interrupted_checkpoint_run_goes_on_from_its_state_and_removes_it_whe
     assert ledger.run([job], specs) == 1
     assert "its training state is kept" in capsys.readouterr().out and job.state.is_file()
     assert not job.out.is_file()
+    ledger.status([job])  # the kept state is listed as a partial run (this fake's is not a torch file)
+    assert "[part] fake beauty seed 0 (train-only)" in capsys.readouterr().out
+    torch.save({"epoch": 3, "wall_seconds": 41.0}, job.state.with_suffix(".real"))
+    assert ledger._state_epochs(job.state.with_suffix(".real")) == "3 epochs done, 41 s wall"
     monkeypatch.delenv("FAKE_INTERRUPT")
     assert ledger.run([job], specs) == 0
     assert "resume fake beauty seed 0" in capsys.readouterr().out

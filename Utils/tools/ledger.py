@@ -566,9 +566,22 @@ def status(jobs: list[Job]) -> None:
     done = [j for j in jobs if j.out.is_file()]
     print(f"{len(done)} of {len(jobs)} runs done")
     for j in jobs:
-        mark = ("done" if j.out.is_file() else
-                "part" if j.state is not None and j.state.is_file() else "    ")  # part: resumable
-        print(f"  [{mark}] {j}  -> {rel(j.out)}")
+        partial = not j.out.is_file() and j.state is not None and j.state.is_file()
+        mark = "done" if j.out.is_file() else "part" if partial else "    "
+        print(f"  [{mark}] {j}  -> {rel(j.out)}" + (f"  ({_state_epochs(j.state)}; `run` goes on from it)"
+                                                       if partial else ""))
+
+
+def _state_epochs(path: Path) -> str:
+    """How far a kept training state got, for `status`."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return f"{state['epoch']} epochs done, {state['wall_seconds']:.0f} s wall"
+    except Exception as e:  # a state being rewritten or foreign: say so, do not fail the listing
+        return f"a training state that cannot be read ({type(e).__name__})"
+
 
 
 def main(argv: list[str] | None = None) -> int:
