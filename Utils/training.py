@@ -99,7 +99,7 @@ def fit(
 
     Resuming: on_epoch_end(snapshot) is called after every epoch with everything the loop needs to go
     on (model and optimiser state, history, best state, evaluations without improvement, the global
-    torch RNG that dropout and negative sampling draw from, whether it stopped); it must use the
+    torch RNGs, CPU and CUDA, that dropout and negative sampling draw from, whether it stopped); it must use the
     snapshot at once (write it), as the tensors are live. fit(..., resume=snapshot) with a fresh model
     and optimiser continues from the next epoch and ends as the uninterrupted run would have, provided
     batches(epoch) is restored too (a seeded generator's state is the caller's to keep).
@@ -114,6 +114,8 @@ def fit(
         hist = History(**resume["history"])
         best_state, bad_evals = resume["best_state"], resume["bad_evals"]
         torch.set_rng_state(resume["torch_rng"])
+        if resume.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(resume["cuda_rng"])  # dropout on the GPU draws from these
         first, stopped = resume["epoch"] + 1, resume["stopped"]
     sign = 1.0 if higher_is_better else -1.0
     for epoch in range(first, epochs + 1):
@@ -173,7 +175,9 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "history": asdict(hist), "best_state": best_state,
-                          "bad_evals": bad_evals, "torch_rng": torch.get_rng_state(), "stopped": stopped})
+                          "bad_evals": bad_evals, "torch_rng": torch.get_rng_state(),
+                          "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                          "stopped": stopped})
     if best_state is not None:
         model.load_state_dict(best_state)
     return hist

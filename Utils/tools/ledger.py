@@ -583,7 +583,6 @@ def _state_epochs(path: Path) -> str:
         return f"a training state that cannot be read ({type(e).__name__})"
 
 
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
