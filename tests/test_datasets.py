@@ -500,3 +500,24 @@ def test_million_item_world():
     assert (t["user_interests"][users, t["item_category"][items]] > 0).mean() > 0.75
     s = leave_one_out(d)
     assert s.n_users == 690_000 and s.n_dropped_users == 0
+
+
+def test_leave_one_out_puts_every_interaction_in_exactly_one_part(tmp_path):
+    """Train = every interaction but each user's last two, in order; validation = the second to
+    last; test = the last. Rebuilding each user's sequence from the three parts gives it back exactly
+    (an off-by-one that leaks the validation item into training breaks this)."""
+    p = tmp_path / "x.txt"
+    # unequal lengths, an item repeated inside a user's sequence, users sharing items
+    p.write_text("1 4 5 6\n2 7 7 8 9 4 5\n3 1 2 3\n4 2 9 9 9 1\n")
+    for data in (load(f"seqtxt:{p}"), load("synthetic")):
+        s = leave_one_out(data)
+        seqs = data.interactions.groupby("user", sort=True)["item"].apply(list)
+        assert len(s.train_items) + 2 * s.n_users == sum(len(seqs[u]) for u in s.users)
+        for r, u in enumerate(s.users):
+            train = list(s.train_items[s.train_offsets[r]:s.train_offsets[r + 1]])
+            assert train + [s.valid_items[r], s.test_items[r]] == seqs[u]
+            assert train == seqs[u][:-2]
+        # the validation stage never sees its own target; the test stage sees it last
+        hist, _ = s.history("valid", 64)
+        real = [list(h[h != 0]) for h in hist]
+        assert all(r_ == list(seqs[u][:-2]) for r_, u in zip(real, s.users))

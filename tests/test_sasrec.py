@@ -340,3 +340,116 @@ def test_demo_onnx_export_matches_pytorch(tmp_path):
     assert np.isneginf(scores[:, 0]).all()
     assert np.abs(scores[:, 1:] - ref_scores[:, 1:]).max() <= 1e-5
     assert np.abs(user - ref_user).max() <= 1e-5
+
+
+def _block_by_hand(x, real, allowed, block, official: bool):
+    """One SASRec block recomputed from its weights: the paper's pre-LN wrapper
+    g(x) -> x + g(LN(x)), or the official code's block (Q = LN(x); x = Q + SA(Q, x);
+    F = LN(x); x = F + FFN(F)); dropout is off (eval)."""
+    D = x.shape[-1]
+    W, b = block.attention.to_qkv.weight, block.attention.to_qkv.bias
+
+    def attend(q_in, kv_in):
+        q = q_in @ W[:D].T + b[:D]
+        k = kv_in @ W[D:2 * D].T + b[D:2 * D]
+        v = kv_in @ W[2 * D:].T + b[2 * D:]
+        logits = (q @ k.transpose(1, 2) / D ** 0.5).masked_fill(~allowed, float("-inf"))
+        return block.attention.out(logits.softmax(-1) @ v)
+
+    def ffn(t):
+        return block.ffn.w2(torch.relu(block.ffn.w1(t)))
+
+    def ln(norm, t):
+        return F.layer_norm(t, (D,), norm.weight, norm.bias, norm.eps)
+
+    if official:
+        q = ln(block.attn_norm, x)
+        x = q + attend(q, x)
+        f = ln(block.ffn_norm, x)
+        return (f + ffn(f)) * real
+    h = ln(block.attn_norm, x)
+    x = x + attend(h, h)
+    x = x + ffn(ln(block.ffn_norm, x))
+    return x * real
+
+
+@pytest.mark.parametrize("block", ["pre_ln", "sasrec"])
+def test_one_block_recomputed_by_hand(block):
+    """Eq. (1)-(5) for one block and one head, written out from the weights: a post-LN block, a
+    missing residual, keys read from the wrong tensor or a lost final LayerNorm all differ."""
+    torch.manual_seed(0)
+    cfg = sasrec.SASRecConfig(n_items=20, max_len=6, dim=8, n_blocks=1, n_heads=1, block=block)
+    model = sasrec.SASRec(cfg).eval()
+    with torch.no_grad():  # non-trivial LayerNorm affine parameters and biases
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.3)
+    history = torch.tensor([[0, 0, 4, 9, 2, 17], [3, 1, 5, 5, 8, 12]])
+    B, L = history.shape
+    real = (history != 0).unsqueeze(-1)
+    positions = torch.arange(L - 1, -1, -1)
+    x = (model.item_embedding.weight[history] * cfg.dim ** 0.5 + model.position_embedding.weight[positions])
+    x = x * real
+    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    allowed = (causal & real.transpose(1, 2)) | torch.eye(L, dtype=torch.bool)  # (B, L, L)
+    x = _block_by_hand(x, real, allowed, model.blocks[0], official=block == "sasrec")
+    expected = F.layer_norm(x, (cfg.dim,), model.final_norm.weight, model.final_norm.bias,
+                            model.final_norm.eps) * real
+    torch.testing.assert_close(model(history), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce", "sampled_ce"])
+def test_positions_whose_input_is_padding_leave_the_loss_unchanged(loss):
+    """A left-padded row's first target sits under a padding input: it has nothing to be predicted
+    from, so the loss must not count it. The padded row's loss equals the unpadded row's, and
+    zeroing that target changes nothing."""
+    model = _model(loss)
+    seq = torch.tensor([[0, 0, 0, 3, 5, 7, 2]])  # (1, L + 1), left-padded
+    history, targets = seq[:, :-1], seq[:, 1:]  # targets[0, 2] = 3 sits under a padding input
+    short_h, short_t = seq[:, 3:-1], seq[:, 4:]  # the same sequence without padding
+    g = torch.Generator().manual_seed(1)
+    if loss == "bce":
+        neg = torch.randint(1, 31, history.shape, generator=g)
+        kw, kw_short = {"negatives": neg}, {"negatives": neg[:, 3:]}
+    elif loss == "sampled_ce":
+        neg = torch.randint(1, 31, (*history.shape, 8), generator=g)
+        kw, kw_short = {"negatives": neg}, {"negatives": neg[:, 3:]}
+    else:
+        kw = kw_short = {}
+    full = model.loss(history, targets, **kw)
+    zeroed = targets.masked_fill(history == 0, 0)
+    torch.testing.assert_close(model.loss(history, zeroed, **kw), full)
+    torch.testing.assert_close(model.loss(short_h, short_t, **kw_short), full, atol=1e-6, rtol=1e-5)
+
+
+def test_rectools_switches_change_what_they_name():
+    """init="xavier", scale_embeddings=False and item_dropout act where they say, and nowhere else."""
+    torch.manual_seed(0)
+    base = sasrec.SASRec(sasrec.SASRecConfig(n_items=200, max_len=6, dim=16, n_blocks=1))
+    xav = sasrec.SASRec(sasrec.SASRecConfig(n_items=200, max_len=6, dim=16, n_blocks=1, init="xavier"))
+    assert abs(base.item_embedding.weight[1:].std().item() - 0.02) < 0.004
+    expected = (2 / (201 + 16)) ** 0.5  # Xavier normal for a (N + 1, D) matrix
+    assert abs(xav.item_embedding.weight[1:].std().item() - expected) < 0.2 * expected
+    history = torch.tensor([[0, 3, 4, 5]])
+    unscaled = sasrec.SASRec(sasrec.SASRecConfig(n_items=200, max_len=6, dim=16, n_blocks=1,
+                                                 scale_embeddings=False)).eval()
+    scaled = sasrec.SASRec(sasrec.SASRecConfig(n_items=200, max_len=6, dim=16, n_blocks=1)).eval()
+    scaled.load_state_dict(unscaled.state_dict())
+    with torch.no_grad():
+        scaled.item_embedding.weight.div_(4.0)  # sqrt(16) * (E / 4) == E
+    torch.testing.assert_close(scaled(history), unscaled(history))
+    drop = sasrec.SASRec(sasrec.SASRecConfig(n_items=200, max_len=6, dim=16, n_blocks=1,
+                                             item_dropout=0.5, dropout=0.0))
+    ref = sasrec.SASRec(sasrec.SASRecConfig(n_items=200, max_len=6, dim=16, n_blocks=1,
+                                            dropout=0.0)).eval()
+    drop.load_state_dict(ref.state_dict())
+    drop.eval()
+    torch.testing.assert_close(drop(history), ref(history))  # no dropout at serving time
+    drop.train()
+    table = drop._item_table()
+    zeros = (table[1:] == 0).float().mean().item()
+    assert 0.4 < zeros < 0.6  # about half the entries of the table are dropped in training
+    with pytest.raises(ValueError, match="item_dropout"):
+        sasrec.SASRecConfig(n_items=10, item_dropout=1.0)
+    with pytest.raises(ValueError, match="block"):
+        sasrec.SASRecConfig(n_items=10, block="post_ln")

@@ -51,6 +51,9 @@ def add_seqrec_args(parser: argparse.ArgumentParser, *, onnx: bool = False
     parser.add_argument("--patience", type=positive_int, default=5,
                         help="validation checks without improvement")
     parser.add_argument("--eval-every", type=positive_int, default=1)
+    parser.add_argument("--select-metric", default="NDCG@10", choices=["NDCG@10", "Recall@10"],
+                        help="validation metric for early stopping and the best epoch (eSASRec's "
+                             "benchmark: Recall@10)")
     parser.add_argument("--time-budget", type=positive_float, default=None,
                         help="stop after this many train s")
     parser.add_argument("--target-ndcg", type=float, default=None,
@@ -311,6 +314,11 @@ REFIT_FREE = {"epochs", "patience", "eval_every", "time_budget", "target_ndcg", 
               "threads", "device", "debug", "plot_attention", "refit_source", "checkpoint", "resume"}
 
 
+# flags added after some stored runs were made, with the value those runs used
+FLAG_DEFAULTS = {"select_metric": "NDCG@10", "block": "pre_ln", "init": "normal",
+                 "no_embed_scale": False, "item_dropout": 0.0}
+
+
 def refit_setup(args, split):
     """--refit-from RUN: check that RUN (a RESULT json) was trained with the same flags on train
     only, set args.epochs to its best validation epoch, and return the refit split (training part =
@@ -329,6 +337,8 @@ def refit_setup(args, split):
                          f"validation (with a best_epoch), got "
                          f"{'a refit run' if source.get('refit_from') else 'no best_epoch'}")
     theirs, ours = source.get("config", {}), vars(args)
+    # a flag added after RUN was made is absent from its config: its default is what RUN ran with
+    theirs = {**{k: v for k, v in FLAG_DEFAULTS.items() if k not in theirs and k in ours}, **theirs}
     differ = sorted(k for k in set(theirs) | set(ours)
                     if k not in REFIT_FREE and theirs.get(k) != ours.get(k))
     if differ:
@@ -453,7 +463,8 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         history = fit(
             model, train_step,
             lambda epoch: length_bucketed_batches(train_set, lengths, args.batch_size, gen),
-            optimizer, args.epochs, None if refit else evaluate, metric="NDCG@10",
+            optimizer, args.epochs, None if refit else evaluate,
+            metric=getattr(args, "select_metric", "NDCG@10"),
             patience=args.patience,
             eval_every=args.eval_every, n_batches=train_set.num_batches(args.batch_size), desc=name,
             time_budget=args.time_budget, after_backward=after_backward,
@@ -480,7 +491,7 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
                       if not refit else args.refit_source["valid_metrics"])
         run = {"epochs": len(history.epochs), "best_epoch": history.best_epoch,
                "train_seconds": history.train_seconds,
-               "curve": [{k: v for k, v in e.items() if k in ("epoch", "loss", "NDCG@10", "wall_seconds")}
+               "curve": [{k: v for k, v in e.items() if k in ("epoch", "loss", "NDCG@10", "Recall@10", "wall_seconds")}
                          for e in history.epochs]}
     else:  # --load: the saved weights, no training
         history, wall = None, 0.0

@@ -60,6 +60,7 @@ class Config:
     refit: bool
     extra: dict = dataclasses.field(compare=False)  # data key -> extra flags for that data set only
     checkpoint: bool = False  # the demo keeps its training state after every epoch (--checkpoint)
+    group: str = "main"  # "ablation": a step of the SASRec-vs-RecTools ablation (its own table)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +127,8 @@ def load(path: Path = LEDGER) -> tuple[dict[str, str], list[Config], list[dict]]
             raise SystemExit(f"error: {path}: config {c['name']!r}: no demo for model {c['model']!r}")
         configs.append(Config(c["name"], c["model"], c["label"], tuple(shlex.split(c["flags"])),
                               tuple(c["data"]), tuple(int(s) for s in c["seeds"]), bool(c.get("refit")),
-                              dict(c.get("extra", {})), bool(c.get("checkpoint"))))
+                              dict(c.get("extra", {})), bool(c.get("checkpoint")),
+                              str(c.get("group", "main"))))
     return specs, configs, raw.get("published", [])
 
 

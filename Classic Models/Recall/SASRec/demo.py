@@ -80,11 +80,23 @@ parser.add_argument("--adam-beta2", type=float, default=0.999,
                     help="Adam's beta2 (RecTools / eSASRec: 0.98)")
 parser.add_argument("--ffn-dim", type=positive_int, default=None,
                     help="point-wise FFN width; default: dim, the paper's square W1, W2 (RecBole: 256)")
+parser.add_argument("--block", default="pre_ln", choices=list(sas.BLOCKS),
+                    help="pre_ln: the paper's sub-layer wrapper; sasrec: the official code's block "
+                         "(queries normalised, residuals from the normalised tensor; RecTools)")
+parser.add_argument("--init", default="normal", choices=list(sas.INITS),
+                    help="normal: N(0, 0.02); xavier: Xavier-normal for every matrix (RecTools)")
+parser.add_argument("--no-embed-scale", action="store_true",
+                    help="no sqrt(dim) factor on the item embeddings (RecTools)")
+parser.add_argument("--item-dropout", type=float, default=0.0,
+                    help="dropout on the item table at each training step, inputs and scored items "
+                         "(RecTools: the model's dropout)")
 parser.add_argument("--plot-attention", default=None, metavar="PATH",
                     help="after training, save the last block's attention over one user's history")
 args = add_seqrec_args(parser, onnx=True).parse_args()
 if not 0.0 < args.adam_beta2 < 1.0:
     parser.error(f"--adam-beta2 must be in (0, 1), got {args.adam_beta2}")
+if not 0.0 <= args.item_dropout < 1.0:
+    parser.error(f"--item-dropout must be in [0, 1), got {args.item_dropout}")
 
 cpu_setup(args.threads)
 set_seed(args.seed)
@@ -116,6 +128,8 @@ config = sas.SASRecConfig(**loaded["config"]) if loaded is not None else sas.SAS
     n_heads=args.heads, dropout=args.dropout, loss=args.loss, n_negatives=args.negatives,
     shared_negatives=args.shared_negatives, logq=args.logq, gbce_t=args.gbce_t,
     ffn_dim=args.ffn_dim or 0,  # 0: the config's default, dim
+    block=args.block, init=args.init, scale_embeddings=not args.no_embed_scale,
+    item_dropout=args.item_dropout,
 )
 model = sas.SASRec(config).to(device)
 if loaded is not None:

@@ -59,6 +59,16 @@ NOTE (deviations, each listed in the note's "Deviations" section):
   follows the last block, as in the official code.
 - The paper draws a negative not in the user's history; the default sampler here draws uniformly
   from all items and masks the rare hit on the positive (negligible at N = 12k).
+
+Four switches reproduce how other SASRec code builds the same model (RecTools' `SASRecModel`, the
+implementation behind the eSASRec benchmark; the recall ledger ablates them one at a time):
+    block="sasrec"        the official code's block: only the queries are normalised, keys and values
+                          read the raw input, each residual starts from the normalised tensor
+                          (Q = LN(x); x = Q + SA(Q, x); F = LN(x); x = F + Dropout(FFN(F))).
+    init="xavier"         Xavier-normal weights for every matrix, embeddings included (RecTools).
+    scale_embeddings=False  no sqrt(D) factor on the item embeddings in Eq. (1) (RecTools).
+    item_dropout=p        dropout on the whole item table at every training step, applied to the
+                          history's embeddings and to the scored items alike (RecTools' item net).
 """
 
 from __future__ import annotations
@@ -71,6 +81,8 @@ import torch.nn.functional as F
 from torch import nn
 
 LOSSES = ("bce", "ce", "sampled_ce", "gbce", "inbatch")
+BLOCKS = ("pre_ln", "sasrec")
+INITS = ("normal", "xavier")
 
 
 @dataclass
@@ -88,6 +100,10 @@ class SASRecConfig:
     logq: bool = False  # "sampled_ce", "inbatch": log-Q correction of the sampled logits
     gbce_t: float = 0.75  # "gbce": calibration t in [0, 1] (gSASRec paper's choice)
     init_std: float = 0.02  # N(0, 0.02) init of embeddings / linears, as RecBole and BERT
+    init: str = "normal"  # "normal": N(0, init_std); "xavier": Xavier-normal (RecTools)
+    block: str = "pre_ln"  # "pre_ln": the paper's wrapper; "sasrec": the official code's block
+    scale_embeddings: bool = True  # Eq. (1) multiplies item embeddings by sqrt(D) (RecTools: no)
+    item_dropout: float = 0.0  # dropout on the item table, input and output (RecTools: dropout)
 
     def __post_init__(self) -> None:
         if self.n_items < 1:
@@ -104,6 +120,12 @@ class SASRecConfig:
             raise ValueError(f"n_negatives must be >= 1, got {self.n_negatives}")
         if not 0.0 <= self.gbce_t <= 1.0:
             raise ValueError(f"gbce_t must be in [0, 1], got {self.gbce_t}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if not 0.0 <= self.item_dropout < 1.0:
+            raise ValueError(f"item_dropout must be in [0, 1), got {self.item_dropout}")
         if self.ffn_dim == 0:
             self.ffn_dim = self.dim
 
@@ -131,10 +153,18 @@ class CausalSelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, D); allowed: (B, 1, L, L) bool, True where query t may attend key j."""
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor,
+                kv: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L, D) queries' input; kv: (B, L, D) keys' and values' input (default x);
+        allowed: (B, 1, L, L) bool, True where query t may attend key j."""
         B, L, D = x.shape
-        q, k, v = self.to_qkv(x).chunk(3, dim=-1)  # 3 x (B, L, D)
+        if kv is None:
+            q, k, v = self.to_qkv(x).chunk(3, dim=-1)  # 3 x (B, L, D)
+        else:  # the official block: W^Q reads the normalised x, W^K and W^V the raw input
+            w_q, w_kv = self.to_qkv.weight.split([D, 2 * D])
+            b_q, b_kv = self.to_qkv.bias.split([D, 2 * D])
+            q = F.linear(x, w_q, b_q)  # (B, L, D)
+            k, v = F.linear(kv, w_kv, b_kv).chunk(2, dim=-1)  # 2 x (B, L, D)
         q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
         # (B, H, L, D/H): softmax(q kᵀ / sqrt(D/H)) v with the causal + padding mask
         a = F.scaled_dot_product_attention(
@@ -170,6 +200,7 @@ class SASRecBlock(nn.Module):
 
     def __init__(self, cfg: SASRecConfig) -> None:
         super().__init__()
+        self.official = cfg.block == "sasrec"
         self.attn_norm = nn.LayerNorm(cfg.dim)
         self.attention = CausalSelfAttention(dim=cfg.dim, n_heads=cfg.n_heads, dropout=cfg.dropout)
         self.ffn_norm = nn.LayerNorm(cfg.dim)
@@ -177,6 +208,11 @@ class SASRecBlock(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        if self.official:  # Q = LN(x); x = Q + SA(Q, x); F = LN(x); x = F + Dropout(FFN(F))
+            q = self.attn_norm(x)  # (B, L, D)
+            x = q + self.attention(q, allowed, kv=x)  # (B, L, D)
+            f = self.ffn_norm(x)  # (B, L, D)
+            return (f + self.dropout(self.ffn(f))) * real
         x = x + self.dropout(self.attention(self.attn_norm(x), allowed))  # (B, L, D)
         x = x + self.dropout(self.ffn(self.ffn_norm(x)))  # (B, L, D)
         return x * real  # keep padded slots at zero between blocks
@@ -196,7 +232,9 @@ class SASRec(nn.Module):
         self.apply(self._init)
 
     def _init(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        if isinstance(module, (nn.Linear, nn.Embedding)) and self.cfg.init == "xavier":
+            nn.init.xavier_normal_(module.weight)
+        elif isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=self.cfg.init_std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
@@ -212,11 +250,18 @@ class SASRec(nn.Module):
             raise ValueError(f"history length {history.shape[1]} > max_len {self.cfg.max_len}")
         check_ids("history", history, 0, self.cfg.n_items)
 
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
+    def _item_table(self) -> torch.Tensor:
+        """(N + 1, D) the item matrix of one training step: M, with `item_dropout` while training
+        (one draw used for the history and the scored items alike)."""
+        E = self.item_embedding.weight
+        return F.dropout(E, self.cfg.item_dropout, self.training) if self.cfg.item_dropout else E
+
+    def forward(self, history: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Encode a batch of left-padded histories.
 
         Args:
             history: (B, L) int64 item ids, oldest first, 0 = padding (left padding expected).
+            table: optional (N + 1, D) item matrix to read (`loss` passes its dropped-out one).
         Returns:
             (B, L, D) float: F_t, the state after reading items 1..t (zero at padded slots).
         """
@@ -225,7 +270,9 @@ class SASRec(nn.Module):
         real = (history != 0).unsqueeze(-1)  # (B, L, 1)
         # Eq. (1); positions count from the newest slot (see NOTE): padding does not shift them
         positions = torch.arange(L - 1, -1, -1, device=history.device)  # (L,)
-        x = self.item_embedding(history) * math.sqrt(self.cfg.dim)  # (B, L, D)
+        E = self._item_table() if table is None else table  # (N+1, D)
+        scale = math.sqrt(self.cfg.dim) if self.cfg.scale_embeddings else 1.0
+        x = E[history] * scale  # (B, L, D)
         x = x + self.position_embedding(positions)  # + (L, D)
         x = self.embed_dropout(x) * real  # (B, L, D)
         causal = torch.ones(L, L, dtype=torch.bool, device=history.device).tril()  # (L, L)
@@ -292,14 +339,14 @@ class SASRec(nn.Module):
         check_ids("targets", targets, 0, self.cfg.n_items)
         if negatives is not None:
             check_ids("negatives", negatives, 1, self.cfg.n_items)
-        states = self.forward(history)  # (B, L, D)
+        E = self._item_table()  # (N+1, D): one dropout draw for inputs and outputs
+        states = self.forward(history, E)  # (B, L, D)
         # a position trains when it has a next item and reads a real item (not an empty prefix)
         has_target = (targets != 0) & (history != 0)  # (B, L)
         h = states[has_target]  # (T, D): only positions with a target
         pos = targets[has_target]  # (T,)
         if pos.numel() == 0:  # nothing to predict in this batch
             return states.sum() * 0.0
-        E = self.item_embeddings()  # (N+1, D)
         n_items = self.cfg.n_items
         if self.cfg.loss == "bce":  # the paper's BCE (Section III-E)
             if negatives is None:
@@ -326,7 +373,7 @@ class SASRec(nn.Module):
             logits = logits.masked_fill(same, float("-inf"))
             return F.cross_entropy(logits, torch.arange(len(pos), device=pos.device))
         # "sampled_ce" and "gbce": the positive against S uniform negatives
-        pos_logit, neg_logit, hit = self._sampled_logits(h, pos, has_target, negatives)
+        pos_logit, neg_logit, hit = self._sampled_logits(h, E, pos, has_target, negatives)
         if self.cfg.loss == "sampled_ce":
             if self.cfg.logq:  # r_j - log(S q_j), q_j = 1/N: the sum estimates all N - 1 negatives
                 neg_logit = neg_logit + math.log(n_items / neg_logit.shape[1])
@@ -340,12 +387,11 @@ class SASRec(nn.Module):
         neg_term = F.softplus(neg_logit).masked_fill(hit, 0.0).sum(1)  # (T,)
         return ((beta * F.softplus(-pos_logit) + neg_term) / (1 + S)).mean()
 
-    def _sampled_logits(self, h: torch.Tensor, pos: torch.Tensor, has_target: torch.Tensor,
-                        negatives: torch.Tensor | None
+    def _sampled_logits(self, h: torch.Tensor, E: torch.Tensor, pos: torch.Tensor,
+                        has_target: torch.Tensor, negatives: torch.Tensor | None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits of the T positives (T,) and of their S uniform negatives (T, S), with the mask
-        (T, S) of negatives equal to the position's positive."""
-        E = self.item_embeddings()
+        """Logits of the T positives (T,) and of their S uniform negatives (T, S) against the item
+        matrix E (N + 1, D), with the mask (T, S) of negatives equal to the position's positive."""
         if negatives is None:
             S, n_items = self.cfg.n_negatives, self.cfg.n_items
             shape = (S,) if self.cfg.shared_negatives else (len(pos), S)
