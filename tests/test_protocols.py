@@ -2,11 +2,11 @@
 (Utils/tools/protocols.py, the numbers of Recall/PROTOCOLS.md) scores what it says."""
 
 import re
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 
 import Datasets
