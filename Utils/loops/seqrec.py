@@ -460,6 +460,7 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
 
             train_step, after_backward, n_steps = distributed.training_hooks(
                 model, train_step, _targets_in, ddp, check_every_step=args.debug)
+        cpu_fit = time.process_time()
         history = fit(
             model, train_step,
             lambda epoch: length_bucketed_batches(train_set, lengths, args.batch_size, gen),
@@ -491,6 +492,8 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
                       if not refit else args.refit_source["valid_metrics"])
         run = {"epochs": len(history.epochs), "best_epoch": history.best_epoch,
                "train_seconds": history.train_seconds,
+               # CPU seconds of this process's fit (training + validation; a resumed run: this piece)
+               "fit_cpu_seconds": time.process_time() - cpu_fit,
                "curve": [{k: v for k, v in e.items() if k in ("epoch", "loss", "NDCG@10", "Recall@10", "wall_seconds")}
                          for e in history.epochs]}
     else:  # --load: the saved weights, no training
@@ -570,7 +573,8 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         model=title, data=args.data, protocol=protocol,
         protocol_name="refit" if refit else "train-only",
         metrics=test_metrics, baseline={"name": "popularity", "metrics": pop},
-        train_seconds=run["train_seconds"], eval_seconds=t_eval.seconds,
+        train_seconds=run["train_seconds"], fit_cpu_seconds=run.get("fit_cpu_seconds"),
+        eval_seconds=t_eval.seconds,
         epochs=run["epochs"], params=count_params(model), valid_metrics=valid_best,
         best_epoch=run["best_epoch"], eval_cpu_seconds=eval_cpu, wall_seconds=wall,
         target_ndcg=args.target_ndcg, time_to_target_seconds=reached.get("wall_seconds"),
