@@ -117,3 +117,21 @@ def test_sampled_ranks_match_a_direct_count(split):
     # a constant scorer: every negative ties the target, so the pessimistic rank is the last one
     const = P.sampled_ranks(lambda b: torch.zeros(len(b["user"]), split.n_items + 1), split, neg)
     assert np.all(const == 21) and ranking_metrics(const, (10,))["Recall@10"] == 0.0
+
+
+def test_rectools_driver_hands_rectools_our_split(split):
+    """peer_rectools gives RecTools every interaction but the test item, and its validation mask (their
+    get_val_mask_func_all) picks exactly our validation item: what RecTools then trains on is our
+    training part, item for item (their protocol is our train-only)."""
+    from Utils.tools import peer_rectools as R
+
+    frame = R.rectools_frame(split, "test")
+    mask = R.last_per_user_mask(frame)
+    assert mask.sum() == split.n_users
+    held = frame[mask].set_index("user_id").loc[split.users, "item_id"].to_numpy()
+    assert np.array_equal(held, split.valid_items)
+    train = frame[~mask].sort_values(["user_id", "datetime"])
+    assert np.array_equal(train["item_id"].to_numpy(), split.train_items)  # users sorted, time order
+    assert (frame.groupby("user_id")["datetime"].min() == 1).all()
+    # nothing else is handed to RecTools: no test item
+    assert len(frame) == len(split.train_items) + split.n_users
