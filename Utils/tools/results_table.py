@@ -58,6 +58,7 @@ HEADLINE = {
 }
 
 
+PAGES = {"Protocols", "Scale"}
 ORDER = ["YoutubeDNN", "MIND", "SDM", "HSTU", "TIGER", "SASRec", "WideDeep", "DeepFM", "DCNv2",
          "AutoInt", "DIN", "DIEN", "MMoE", "PLE", "MMR", "DPP", "PRM", "Pipeline"]
 
@@ -132,6 +133,8 @@ def collect(root: Path = ROOT) -> list[dict]:
         if data.startswith("synthetic") or not isinstance(res["metrics"], dict):
             continue
         model_dir = f.parent.parent.name
+        if model_dir in PAGES:  # a page's own measurements (PROTOCOLS.md, SCALE.md), not a model's
+            continue
         if model_dir in HEADLINE and f.name != headline_file(model_dir, root):
             continue
         rows.append({"dir": model_dir, "file": f.relative_to(root).as_posix(), "res": res})
