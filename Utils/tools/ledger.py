@@ -434,6 +434,7 @@ def render(configs: list[Config], published: list[dict], summaries: dict[str, di
               "its train-only run chose, tested once; no published row was produced this way, so none "
               "stands beside these):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += _protocol_rows(configs, summaries, "refit")
+    lines += ["", *choice_table(configs, summaries)]
     if ablation:
         lines += ["", *ablation_table(configs, ablation, summaries)]
     lines += ["", "Cost per run (mean over seeds; one thread of a shared 2-core machine; peak resident memory "
@@ -472,6 +473,27 @@ def _protocol_rows(configs: list[Config], summaries: dict[str, dict], protocol: 
     return lines
 
 
+def choice_table(configs: list[Config], summaries: dict[str, dict]) -> list[str]:
+    """The validation numbers that choose the headline configuration of each model on Beauty: every
+    train-only config of the model, ordered by mean validation NDCG@10 at its best epoch."""
+    lines = ["Choices made on validation (Beauty, train-only; mean validation NDCG@10 and Recall@10 at the "
+             "best epoch; the first row of each model is its headline):", "",
+             "| Model, loss | validation NDCG@10 | validation Recall@10 | seeds | test NDCG@10 |",
+             "|---|---|---|---|---|"]
+    for model in dict.fromkeys(c.model for c in configs):
+        rows = []
+        for c in configs:
+            res = summaries[c.name]["results"].get("beauty", {}).get("train-only")
+            if c.model == model and res and "valid" in res:
+                rows.append((res["valid"]["NDCG@10"], c, res))
+        if len(rows) < 2:
+            continue  # one configuration: nothing was chosen
+        for v, c, res in sorted(rows, key=lambda r: -r[0]):
+            lines.append(f"| {c.model}: {c.label.split(', ', 1)[-1]} | {v:.4f} | {res['valid']['Recall@10']:.4f} | "
+                         f"{res['n']} | {_cell(res, 'NDCG@10')} |")
+    return lines
+
+
 def ablation_table(configs: list[Config], ablation: list[Config], summaries: dict[str, dict]) -> list[str]:
     """The ablation steps on Beauty (train-only): each step is the base plus one switch, kept when its
     validation NDCG@10 (mean over its seeds) beats the base's; a step named `*_combined` joins the kept
@@ -494,7 +516,7 @@ def ablation_table(configs: list[Config], ablation: list[Config], summaries: dic
         keep = c is base or c.name.endswith("_combined") or v["NDCG@10"] > base_valid
         name = "base: sampled softmax, 256 negatives per position (`sasrec_ss`)" if c is base else c.label
         lines.append(f"| {name} | {v['NDCG@10']:.4f} | {v['Recall@10']:.4f} | {res['best_epoch']:.0f} | "
-                     f"{res['n']} | {'–' if c is base else 'yes' if keep else 'no'} | "
+                     f"{res['n']} | {'–' if c is base or c.name.endswith('_rectools') else 'yes' if keep else 'no'} | "
                      f"{_cell(res, 'Recall@10')} | "
                      f"{_cell(res, 'NDCG@10')} |")
     return lines
