@@ -453,3 +453,30 @@ def test_rectools_switches_change_what_they_name():
         sasrec.SASRecConfig(n_items=10, item_dropout=1.0)
     with pytest.raises(ValueError, match="block"):
         sasrec.SASRecConfig(n_items=10, block="post_ln")
+
+
+def test_right_padding_reads_as_left_padding():
+    """`pad_sequence` pads on the right; a copied model must not read the padding as the newest item.
+    Right-padded rows give the same scores, user vectors, loss and (in the caller's layout) states as
+    the same rows padded on the left; padding between real items is a clear error."""
+    model = _model("ce")
+    rows = [[5, 8, 2, 9], [3, 1], [7, 4, 6, 11, 12, 13], [14]]
+    L = 6
+    left = torch.tensor([[0] * (L - len(r)) + r for r in rows])
+    right = torch.tensor([r + [0] * (L - len(r)) for r in rows])
+    torch.testing.assert_close(model.score(right), model.score(left))
+    torch.testing.assert_close(model.user_embedding(right), model.user_embedding(left))
+    out_l, out_r = model(left), model(right)
+    for i, r in enumerate(rows):  # row i's real positions hold the same states in either layout
+        torch.testing.assert_close(out_r[i, : len(r)], out_l[i, L - len(r):])
+        assert torch.all(out_r[i, len(r):] == 0)
+    # the loss: a right-padded sequence and its targets, against the same sequence padded on the left
+    hist_l, tgt_l = torch.tensor([[0, 0, 3, 5, 7, 2], [0, 0, 0, 0, 4, 6]]), torch.tensor([[0, 3, 5, 7, 2, 9], [0, 0, 0, 4, 6, 8]])
+    hist_r, tgt_r = torch.tensor([[3, 5, 7, 2, 0, 0], [4, 6, 0, 0, 0, 0]]), torch.tensor([[5, 7, 2, 9, 0, 0], [6, 8, 0, 0, 0, 0]])
+    torch.testing.assert_close(model.loss(hist_r, tgt_r), model.loss(hist_l, tgt_l))
+    mixed = torch.stack([left[0], right[1]])  # one row of each layout in a batch
+    torch.testing.assert_close(model.score(mixed), model.score(torch.stack([left[0], left[1]])))
+    with pytest.raises(ValueError, match="between real items"):
+        model.score(torch.tensor([[3, 0, 5, 6]]))
+    with pytest.raises(ValueError, match="between real items"):
+        model.score(torch.tensor([[0, 5, 6, 0]]))

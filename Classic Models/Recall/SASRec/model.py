@@ -10,7 +10,7 @@ Usage::
     import torch
     from model import SASRec, SASRecConfig
     model = SASRec(SASRecConfig(n_items=100, max_len=20, dim=16, loss="ce"))
-    history = torch.randint(1, 101, (2, 20))  # (B, L) item ids, 0 = padding on the left
+    history = torch.randint(1, 101, (2, 20))  # (B, L) item ids, 0 = padding (left or right)
     loss = model.loss(history[:, :-1], history[:, 1:])  # every position predicts the next item
     loss.backward()
     scores = model.eval().score(history)  # (B, N + 1) Eq. (6) for every item, column 0 = -inf
@@ -52,6 +52,9 @@ NOTE (deviations, each listed in the note's "Deviations" section):
   The official code left-pads to max_len and indexes positions by array slot, which is the same
   labelling up to a constant; counting from the end makes the output independent of how much
   padding a batch carries, which the tests check.
+- Histories may be padded on the left (the official layout) or on the right (`pad_sequence`'s): a
+  right-padded row is moved to the left before encoding and the states come back in its own layout
+  (`left_align`), so both give the same scores; padding between real items raises.
 - Padding keys are masked out of attention (the official code only zeroes padded inputs, so a
   padded slot can still leak its LayerNorm bias into real positions).
 - The block follows the paper's sub-layer wrapper literally (pre-LayerNorm on the sub-layer input,
@@ -141,6 +144,41 @@ def check_ids(name: str, ids: torch.Tensor, low: int, high: int) -> None:
         bad = int(lo) if lo < low else int(hi)
         raise ValueError(f"{name} has item id {bad}; expected ids in {low}..{high}"
                          + (" (0 = padding)" if low == 0 else ""))
+
+
+def left_align(history: torch.Tensor, *aligned: torch.Tensor
+               ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor | None]:
+    """Rows padded on the right (`[a, b, c, 0, 0]`, what `torch.nn.utils.rnn.pad_sequence` makes) moved to
+    the left padding the model reads (`[0, 0, a, b, c]`); each tensor of `aligned` (B, L, ...) moves with
+    its row. Returns (history, aligned, shift): shift (B,) is each row's move, None when every row was
+    left-padded already (nothing is copied then). A row with padding between real items is neither
+    layout and raises a ValueError that shows it."""
+    real = history != 0  # (B, L)
+    rises = (real[:, 1:] & ~real[:, :-1]).sum(1)  # (B,) padding -> item steps
+    falls = (~real[:, 1:] & real[:, :-1]).sum(1)  # (B,) item -> padding steps
+    traced = torch.compiler.is_compiling()  # torch.export / ONNX: no data-dependent branch, always move
+    if not traced and not bool(falls.any()):
+        return history, aligned, None
+    bad = ((rises > 0) & (falls > 0)) | (rises > 1) | (falls > 1)
+    if not traced and bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(f"history row {row} has padding (0) between real items: "
+                         f"{history[row].tolist()}; expected left padding [0, 0, a, b, c] or right "
+                         f"padding [a, b, c, 0, 0]")
+    L = history.shape[1]
+    shift = (~real).sum(1) * (falls > 0)  # (B,): a right-padded row moves by its trailing zeros
+    idx = (torch.arange(L, device=history.device) - shift[:, None]) % L  # new[j] = old[j - shift]
+    moved = tuple(t.gather(1, idx.view(*idx.shape, *[1] * (t.dim() - 2)).expand_as(t)) for t in aligned)
+    return history.gather(1, idx), moved, shift
+
+
+def unalign(x: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+    """Undo `left_align` on (B, L, ...) per-position outputs: back to the caller's layout."""
+    if shift is None:
+        return x
+    L = x.shape[1]
+    idx = (torch.arange(L, device=x.device) + shift[:, None]) % L  # old[i] = new[i + shift]
+    return x.gather(1, idx.view(*idx.shape, *[1] * (x.dim() - 2)).expand_as(x))
 
 
 class CausalSelfAttention(nn.Module):
@@ -257,15 +295,18 @@ class SASRec(nn.Module):
         return F.dropout(E, self.cfg.item_dropout, self.training) if self.cfg.item_dropout else E
 
     def forward(self, history: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode a batch of left-padded histories.
+        """Encode a batch of histories.
 
         Args:
-            history: (B, L) int64 item ids, oldest first, 0 = padding (left padding expected).
+            history: (B, L) int64 item ids, oldest first, 0 = padding, on the left ([0, 0, a, b, c])
+                or on the right ([a, b, c, 0, 0], as `pad_sequence` makes it): right-padded rows are
+                read as left-padded ones (`left_align`), the same states come back in your layout.
             table: optional (N + 1, D) item matrix to read (`loss` passes its dropped-out one).
         Returns:
             (B, L, D) float: F_t, the state after reading items 1..t (zero at padded slots).
         """
         self._check_history(history)
+        history, _, shift = left_align(history)  # right padding -> left padding
         B, L = history.shape
         real = (history != 0).unsqueeze(-1)  # (B, L, 1)
         # Eq. (1); positions count from the newest slot (see NOTE): padding does not shift them
@@ -282,12 +323,15 @@ class SASRec(nn.Module):
         allowed = allowed.unsqueeze(1)  # (B, 1, L, L), broadcast over heads
         for block in self.blocks:
             x = block(x, allowed, real)
-        return self.final_norm(x) * real  # (B, L, D)
+        return unalign(self.final_norm(x) * real, shift)  # (B, L, D), in the caller's layout
 
     @torch.no_grad()
     def attention_weights(self, history: torch.Tensor) -> torch.Tensor:
         """(B, L) history -> (B, H, L, L) attention weights of the last block (query row t, key
-        column j <= t; rows sum to 1), for inspection: the note's figure plots them."""
+        column j <= t; rows sum to 1), for inspection: the note's figure plots them. Rows and
+        columns follow the left-padded layout (a right-padded history is left-aligned first)."""
+        self._check_history(history)
+        history, _, _ = left_align(history)
         block = self.blocks[-1]
         captured = {}
         hook = block.attention.register_forward_pre_hook(lambda _, args: captured.update(a=args))
@@ -298,7 +342,9 @@ class SASRec(nn.Module):
         return block.attention.weights(*captured["a"])  # inputs of the last attention
 
     def user_embedding(self, history: torch.Tensor) -> torch.Tensor:
-        """(B, L) left-padded history -> (B, D): the state at the most recent item."""
+        """(B, L) history, left- or right-padded -> (B, D): the state at the most recent item."""
+        self._check_history(history)
+        history, _, _ = left_align(history)
         return self.forward(history)[:, -1]  # left padding: the last slot is the newest item
 
     def item_embeddings(self) -> torch.Tensor:
