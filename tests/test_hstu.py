@@ -234,3 +234,34 @@ def test_demo_save_load_round_trip_gives_identical_metrics(tmp_path):
     z = np.load(vec)
     assert z["item_vectors"].shape == (30, 8) and z["user_vectors"].shape == (40, 8)
     np.testing.assert_allclose(np.linalg.norm(z["user_vectors"], axis=1), 1.0, rtol=1e-5)
+
+
+def test_right_padding_reads_as_left_padding_and_time_must_not_run_backwards():
+    """`pad_sequence` pads on the right: the same scores, vectors and per-position states (in the
+    caller's layout) as left padding, timestamps moved with their items; a clock that runs backwards
+    along a history and padding between items are clear errors."""
+    torch.manual_seed(0)
+    model = hstu.HSTU(hstu.HSTUConfig(n_items=30, max_len=6, dim=16, n_blocks=2, n_heads=2, qk_dim=8,
+                                      v_dim=8, dropout=0.0)).eval()
+    rows = [[5, 8, 2, 9], [3, 1], [7, 4, 6, 11, 12, 13]]
+    times = [[10, 20, 35, 60], [5, 9], [1, 2, 4, 8, 16, 32]]
+    L = 6
+    left = torch.tensor([[0] * (L - len(r)) + r for r in rows])
+    right = torch.tensor([r + [0] * (L - len(r)) for r in rows])
+    t_left = torch.tensor([[0] * (L - len(t)) + t for t in times])
+    t_right = torch.tensor([t + [0] * (L - len(t)) for t in times])
+    torch.testing.assert_close(model.score(right, t_right), model.score(left, t_left))
+    out_l, out_r = model(left, t_left), model(right, t_right)
+    for i, r in enumerate(rows):
+        torch.testing.assert_close(out_r[i, : len(r)], out_l[i, L - len(r):])
+    hist_l, tgt_l = left[:, :-1], left[:, 1:]
+    hist_r = torch.tensor([r[:-1] + [0] * (L - len(r)) for r in rows])
+    tgt_r = torch.tensor([r[1:] + [0] * (L - len(r)) for r in rows])
+    tl = t_left[:, :-1]
+    tr = torch.tensor([t[:-1] + [0] * (L - len(t)) for t in times])
+    model.cfg.loss = "ce"
+    torch.testing.assert_close(model.loss(hist_r, tgt_r, tr), model.loss(hist_l, tgt_l, tl))
+    with pytest.raises(ValueError, match="between real items"):
+        model.score(torch.tensor([[3, 0, 5, 6]]))
+    with pytest.raises(ValueError, match="decrease from slot 2 to slot 3"):
+        model.score(torch.tensor([[0, 3, 4, 5]]), torch.tensor([[0, 10, 30, 20]]))

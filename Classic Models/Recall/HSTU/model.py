@@ -13,7 +13,7 @@ Usage::
     import torch
     from model import HSTU, HSTUConfig
     model = HSTU(HSTUConfig(n_items=100, max_len=20, dim=16, n_blocks=2, n_negatives=32))
-    history = torch.randint(1, 101, (2, 20))  # (B, L) item ids, 0 = padding on the left
+    history = torch.randint(1, 101, (2, 20))  # (B, L) item ids, 0 = padding (left or right)
     times = torch.cumsum(torch.randint(1, 10**5, (2, 20)), dim=1)  # (B, L) seconds, increasing
     loss = model.loss(history[:, :-1], history[:, 1:], times[:, :-1])  # sampled softmax
     loss.backward()
@@ -118,6 +118,41 @@ def check_ids(name: str, ids: torch.Tensor, low: int, high: int) -> None:
                          + (" (0 = padding)" if low == 0 else ""))
 
 
+def left_align(history: torch.Tensor, *aligned: torch.Tensor
+               ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor | None]:
+    """Rows padded on the right (`[a, b, c, 0, 0]`, what `torch.nn.utils.rnn.pad_sequence` makes) moved to
+    the left padding the model reads (`[0, 0, a, b, c]`); each tensor of `aligned` (B, L, ...) moves with
+    its row. Returns (history, aligned, shift): shift (B,) is each row's move, None when every row was
+    left-padded already (nothing is copied then). A row with padding between real items is neither
+    layout and raises a ValueError that shows it."""
+    real = history != 0  # (B, L)
+    rises = (real[:, 1:] & ~real[:, :-1]).sum(1)  # (B,) padding -> item steps
+    falls = (~real[:, 1:] & real[:, :-1]).sum(1)  # (B,) item -> padding steps
+    traced = torch.compiler.is_compiling()  # torch.export / ONNX: no data-dependent branch, always move
+    if not traced and not bool(falls.any()):
+        return history, aligned, None
+    bad = ((rises > 0) & (falls > 0)) | (rises > 1) | (falls > 1)
+    if not traced and bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(f"history row {row} has padding (0) between real items: "
+                         f"{history[row].tolist()}; expected left padding [0, 0, a, b, c] or right "
+                         f"padding [a, b, c, 0, 0]")
+    L = history.shape[1]
+    shift = (~real).sum(1) * (falls > 0)  # (B,): a right-padded row moves by its trailing zeros
+    idx = (torch.arange(L, device=history.device) - shift[:, None]) % L  # new[j] = old[j - shift]
+    moved = tuple(t.gather(1, idx.view(*idx.shape, *[1] * (t.dim() - 2)).expand_as(t)) for t in aligned)
+    return history.gather(1, idx), moved, shift
+
+
+def unalign(x: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+    """Undo `left_align` on (B, L, ...) per-position outputs: back to the caller's layout."""
+    if shift is None:
+        return x
+    L = x.shape[1]
+    idx = (torch.arange(L, device=x.device) + shift[:, None]) % L  # old[i] = new[i + shift]
+    return x.gather(1, idx.view(*idx.shape, *[1] * (x.dim() - 2)).expand_as(x))
+
+
 def time_buckets(delta: torch.Tensor, *, n_buckets: int, divisor: float) -> torch.Tensor:
     """Log-bucket time gaps: ⌊ln(max(|Δt|, 1)) / divisor⌋ clipped to [0, n_buckets]. int64."""
     return (torch.log(delta.abs().clamp(min=1).double()) / divisor).long().clamp(0, n_buckets)
@@ -217,6 +252,22 @@ class HSTU(nn.Module):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
+    @staticmethod
+    def _check_time_order(history: torch.Tensor, timestamps: torch.Tensor | None) -> None:
+        """Timestamps must not decrease along a (left-padded) history: rab^t buckets the time from
+        each key to the query, and a decreasing clock would bucket negative gaps as if they were
+        recent. Skipped while torch.export traces (no data there)."""
+        if timestamps is None or torch.compiler.is_compiling():
+            return
+        both = (history[:, 1:] != 0) & (history[:, :-1] != 0)  # (B, L-1) consecutive real items
+        back = both & (timestamps[:, 1:] < timestamps[:, :-1])
+        if bool(back.any()):
+            row, col = (int(v) for v in back.nonzero()[0])
+            raise ValueError(f"timestamps of history row {row} decrease from slot {col} to slot "
+                             f"{col + 1} ({int(timestamps[row, col])} then "
+                             f"{int(timestamps[row, col + 1])}); expected events in time order, "
+                             f"oldest first")
+
     def _mask(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if history.dim() != 2 or history.dtype != torch.long:
             raise ValueError(
@@ -234,18 +285,25 @@ class HSTU(nn.Module):
     def forward(
         self, history: torch.Tensor, timestamps: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Encode left-padded histories.
+        """Encode histories.
 
         Args:
-            history: (B, L) int64 item ids, oldest first, 0 = padding on the left.
-            timestamps: optional (B, L) int64 event times (any unit; seconds in the paper).
+            history: (B, L) int64 item ids, oldest first, 0 = padding, on the left ([0, 0, a, b, c])
+                or on the right ([a, b, c, 0, 0], as `pad_sequence` makes it): right-padded rows are
+                read as left-padded ones (`left_align`), the same states come back in your layout.
+            timestamps: optional (B, L) int64 event times (any unit; seconds in the paper),
+                non-decreasing along each history (the time deltas of rab^t assume it).
         Returns:
             (B, L, D) float, L2-normalised state after each item (zero at padded slots).
         """
-        real, allowed = self._mask(history)
+        self._mask(history)  # checks shape, dtype and ids before anything reads them
         B, L = history.shape
         if timestamps is not None and timestamps.shape != history.shape:
             raise ValueError(f"timestamps {tuple(timestamps.shape)} must match history {(B, L)}")
+        history, moved, shift = left_align(history, *(() if timestamps is None else (timestamps,)))
+        timestamps = moved[0] if moved else None
+        self._check_time_order(history, timestamps)
+        real, allowed = self._mask(history)
         positions = torch.arange(L - 1, -1, -1, device=history.device)  # counted from the newest
         x = self.item_embedding(history) * math.sqrt(self.cfg.dim) + self.position_embedding(
             positions
@@ -253,7 +311,8 @@ class HSTU(nn.Module):
         x = self.embed_dropout(x) * real.unsqueeze(-1)
         for layer in self.layers:
             x = layer(x, allowed, timestamps) * real.unsqueeze(-1)  # (B, L, D)
-        return F.normalize(x, dim=-1, eps=self.cfg.eps)  # official L2NormEmbeddingPostprocessor
+        x = F.normalize(x, dim=-1, eps=self.cfg.eps)  # official L2NormEmbeddingPostprocessor
+        return unalign(x, shift)  # (B, L, D), in the caller's layout
 
     @torch.no_grad()
     def attention_weights(
@@ -261,7 +320,10 @@ class HSTU(nn.Module):
     ) -> torch.Tensor:
         """(B, L) history -> (B, H, L, L) weights of the last layer's Eq. (2), SiLU(QKᵀ + rab) / n
         on allowed pairs and 0 elsewhere: not normalised (rows need not sum to 1), for inspection;
-        the note's figure plots them."""
+        the note's figure plots them. Rows and columns follow the left-padded layout."""
+        self._mask(history)
+        history, moved, _ = left_align(history, *(() if timestamps is None else (timestamps,)))
+        timestamps = moved[0] if moved else None
         layer = self.layers[-1]
         captured = {}
         hook = layer.register_forward_pre_hook(lambda _, args: captured.update(a=args))
@@ -278,8 +340,10 @@ class HSTU(nn.Module):
     def user_embedding(
         self, history: torch.Tensor, timestamps: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(B, L) -> (B, D): the state at the newest item (left padding: the last slot)."""
-        return self.forward(history, timestamps)[:, -1]
+        """(B, L) history, left- or right-padded -> (B, D): the state at the newest item."""
+        self._mask(history)
+        history, moved, _ = left_align(history, *(() if timestamps is None else (timestamps,)))
+        return self.forward(history, moved[0] if moved else None)[:, -1]  # the last slot: newest
 
     def score(self, history: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) -> (B, N + 1) cosine scores / τ for every item; column 0 (padding) = -inf."""
