@@ -6,6 +6,10 @@ nothing is written to --out or --save.
 The demos run in this process (`tests.test_field_ctr.run_demo`, which turns an input error into
 the line Utils.io's hook prints); one case (marked slow) runs as a real subprocess to check that
 hook itself.
+
+The models themselves never answer silently: a label outside {0, 1}, a NaN or inf dense value, a
+training batch of one row with batch norm are one-line ValueErrors; an empty batch gives empty
+logits and its loss is refused.
 """
 
 import subprocess
@@ -174,3 +178,111 @@ def test_the_real_command_line_prints_one_line_and_exits_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("error: --recommend nobody: no such user") and not out.exists()
+
+
+# ------------------------------------------ values the models used to take silently (labels, NaN)
+def ctr_model(demo, **kw):
+    """A small model of `demo`: field_dims (11, 6, 4), two dense fields, one hidden layer."""
+    M = model_module("Ranking", demo)
+    hidden = {"AutoInt": {"dnn_hidden": (8,)}}.get(demo, {"hidden": (8,)})
+    torch.manual_seed(0)
+    return getattr(M, demo)(getattr(M, CONFIGS[demo])(field_dims=(11, 6, 4), dense_dim=2,
+                                                      **hidden, **kw))
+
+
+def ctr_batch(B, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(0, v, (B,), generator=g) for v in (11, 6, 4)], dim=1)
+    return sparse, torch.rand(B, 2, generator=g)
+
+
+def one_line_error(call) -> str:
+    with pytest.raises(ValueError) as info:
+        call()
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("demo", list(CONFIGS))
+@pytest.mark.parametrize("labels, shown", [
+    (torch.tensor([1, 2, 0]), "labels[1] = 2;"),
+    (torch.tensor([0, -1, 1]), "labels[1] = -1;"),
+    (torch.tensor([0.0, 0.5, 1.0]), "labels[1] = 0.5;"),
+    (torch.tensor([1.0, 0.0, float("nan")]), "labels[2] = nan;"),
+])
+def test_loss_rejects_labels_outside_0_1_naming_the_value(demo, labels, shown):
+    model = ctr_model(demo)
+    logits = model(*ctr_batch(3))
+    message = one_line_error(lambda: model.loss(logits, labels))
+    assert shown in message and "expected click labels in {0, 1}" in message, message
+
+
+@pytest.mark.parametrize("demo", list(CONFIGS))
+def test_valid_labels_of_any_dtype_give_the_plain_log_loss(demo):
+    """The checks change no number: int, float and bool 0/1 labels give the same log loss as
+    torch's BCE-with-logits (DCN-V2 adds its cross_l2 = 0 regulariser: nothing)."""
+    model = ctr_model(demo)
+    logits = model(*ctr_batch(4))
+    want = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([1., 0, 0, 1]))
+    for labels in (torch.tensor([1, 0, 0, 1]), torch.tensor([1.0, 0, 0, 1]),
+                   torch.tensor([True, False, False, True])):
+        torch.testing.assert_close(model.loss(logits, labels), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("demo", list(CONFIGS))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_dense_value_is_a_value_error_naming_the_field(demo, bad):
+    model = ctr_model(demo)
+    sparse, dense = ctr_batch(3)
+    dense[2, 1] = bad
+    message = one_line_error(lambda: model(sparse, dense))
+    assert message == f"dense field 1: row 2 holds {bad}; expected finite values", message
+
+
+@pytest.mark.parametrize("demo", list(CONFIGS))
+def test_dense_check_is_skipped_while_compiling_and_changes_no_number(demo, monkeypatch):
+    """As the id check: an exported graph cannot raise, so the check steps aside while
+    torch.compiler.is_compiling(); with valid values the logits are the same either way."""
+    model = ctr_model(demo)
+    model.eval()
+    sparse, dense = ctr_batch(5)
+    checked = model(sparse, dense)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.testing.assert_close(model(sparse, dense), checked, rtol=0, atol=0)
+    dense[0, 0] = float("nan")
+    assert model(sparse, dense)[0].isnan()  # no check: the NaN goes through
+
+
+@pytest.mark.parametrize("demo", list(CONFIGS))
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_empty_batch_gives_empty_logits_and_loss_says_there_is_nothing(demo, batch_norm, training):
+    model = ctr_model(demo, batch_norm=batch_norm)
+    model.train(training)
+    logits = model(*ctr_batch(0))
+    assert logits.shape == (0,) and logits.dtype == torch.float32
+    message = one_line_error(lambda: model.loss(logits, torch.zeros(0)))
+    assert "the batch is empty (0 rows)" in message and "nothing to average" in message
+
+
+@pytest.mark.parametrize("demo", list(CONFIGS))
+def test_batch_norm_one_row_fails_clearly_in_training_and_serves_in_eval(demo):
+    model = ctr_model(demo, batch_norm=True)
+    sparse, dense = ctr_batch(2)
+    model.train()
+    model(sparse, dense)  # two rows train, and move the running statistics
+    message = one_line_error(lambda: model(sparse[:1], dense[:1]))
+    assert message.startswith("batch_norm=True needs at least 2 rows per batch in training mode, "
+                              "got 1") and "model.eval()" in message, message
+    model.eval()
+    one = model(sparse[:1], dense[:1])  # serving one row
+    assert one.shape == (1,) and torch.isfinite(one).all()
+    torch.testing.assert_close(one, model(sparse, dense)[:1])
+
+
+@pytest.mark.parametrize("demo", list(CONFIGS))
+def test_one_row_trains_without_batch_norm(demo):
+    model = ctr_model(demo, batch_norm=False)
+    model.train()
+    sparse, dense = ctr_batch(1)
+    model.loss(model(sparse, dense), torch.ones(1)).backward()

@@ -1,6 +1,8 @@
 """Bad input to the DIN, DIEN, MMoE and PLE demos and models: each case is one line `error: ...`
 (exit status 2, no traceback) and leaves no `--out` / `--save` file behind; a model given an
-out-of-range id raises a ValueError naming the input, the id and the allowed range.
+out-of-range id raises a ValueError naming the input, the id and the allowed range; a label outside
+{0, 1} (binary) or not finite (regression), or a NaN / inf dense value, raises one naming the value
+and where it is; an empty batch gives empty outputs and its loss is refused.
 
 The demos run in-process (`run_demo`): a subprocess would pay ~3 s for `import torch` per case.
 Uncaught input errors are turned into `error: <message>` + status 2 exactly as the hook that
@@ -221,3 +223,174 @@ def test_out_of_range_ids_name_input_id_and_range(what, call, want, allowed):
         call()
     assert want in str(e.value) and allowed in str(e.value), str(e.value)
     assert len(str(e.value).splitlines()) == 1
+
+
+# ------------------------------------- labels, NaN features and empty batches given to the models
+def one_line_error(call) -> str:
+    with pytest.raises(ValueError) as info:
+        call()
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def _behaviour_batch(B, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.stack([torch.randint(1, 11, (B,), generator=g),
+                          torch.randint(1, 6, (B,), generator=g)], dim=1)  # (B, 2)
+    history = torch.stack([torch.randint(0, 11, (B, 3), generator=g),
+                           torch.randint(1, 6, (B, 3), generator=g)], dim=-1)  # (B, 3, 2)
+    return target, history, torch.randint(0, 4, (B, 1), generator=g)
+
+
+@pytest.mark.parametrize("make", [_din, _dien], ids=BEHAVIOUR)
+@pytest.mark.parametrize("labels, shown", [
+    (torch.tensor([1, 2, 0]), "labels[1] = 2;"),
+    (torch.tensor([-1, 0, 1]), "labels[0] = -1;"),
+    (torch.tensor([0.0, 1.0, 0.5]), "labels[2] = 0.5;"),
+    (torch.tensor([1.0, float("nan"), 0.0]), "labels[1] = nan;"),
+])
+def test_behaviour_models_reject_labels_outside_0_1(make, labels, shown):
+    model = make()
+    logits = model(*_behaviour_batch(3))
+    message = one_line_error(lambda: model.loss(logits, labels))
+    assert shown in message and "expected click labels in {0, 1}" in message, message
+
+
+@pytest.mark.parametrize("make", [_din, _dien], ids=BEHAVIOUR)
+def test_behaviour_models_valid_labels_give_the_plain_log_loss(make):
+    model = make()
+    logits = model(*_behaviour_batch(4))
+    want = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([1., 0, 0, 1]))
+    for labels in (torch.tensor([1, 0, 0, 1]), torch.tensor([1.0, 0, 0, 1]),
+                   torch.tensor([True, False, False, True])):
+        torch.testing.assert_close(model.loss(logits, labels), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("make", [_din, _dien], ids=BEHAVIOUR)
+@pytest.mark.parametrize("training", [False, True])
+def test_behaviour_models_empty_batch_gives_empty_logits_and_loss_refuses(make, training):
+    model = make().train(training)
+    logits = model(*_behaviour_batch(0))
+    assert logits.shape == (0,)
+    message = one_line_error(lambda: model.loss(logits, torch.zeros(0)))
+    assert "the batch is empty (0 rows)" in message and "nothing to average" in message
+
+
+def test_dien_empty_batch_auxiliary_loss_is_zero_and_loss_refuses():
+    model = _dien().train()
+    target, history, context = _behaviour_batch(0)
+    logits, aux = model(target, history, context, neg_history=history, return_aux=True)
+    assert logits.shape == (0,) and aux.item() == 0.0
+    assert "nothing to average" in one_line_error(lambda: model.loss(logits, torch.zeros(0), aux))
+
+
+@pytest.mark.parametrize("make", [_din, _dien], ids=BEHAVIOUR)
+def test_behaviour_models_train_on_one_row_and_serve_it(make):
+    """Dice normalises a training batch of one with its moving averages (no batch norm error)."""
+    model = make().train()
+    batch = _behaviour_batch(1)
+    model.loss(model(*batch), torch.ones(1)).backward()
+    model.eval()
+    assert model(*batch).shape == (1,)
+
+
+# the multi-task models: task 0 binary, task 1 regression, one sparse field and three dense values
+def _multitask(name):
+    torch.manual_seed(0)
+    kw = dict(task_types=("binary", "regression"), sparse_vocab_sizes=(4,), dense_dim=3, dim=2)
+    if name == "MMoE":
+        return mmoe.MMoE(n_experts=2, **kw)
+    if name == "SharedBottom":
+        return mmoe.SharedBottom(bottom_hidden=(4,), **kw)
+    return ple.PLE(**kw)
+
+
+MULTITASK = ("MMoE", "SharedBottom", "PLE")
+
+
+def _multitask_batch(B, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sparse, dense = torch.randint(0, 4, (B, 1), generator=g), torch.randn(B, 3, generator=g)
+    labels = torch.stack([torch.randint(0, 2, (B,), generator=g).float(),
+                          torch.randn(B, generator=g)], dim=1)  # (B, 2)
+    return sparse, dense, labels
+
+
+@pytest.mark.parametrize("name", MULTITASK)
+@pytest.mark.parametrize("row, task, value, want", [
+    (1, 0, 2.0, "labels[1, 0] = 2.0 (task 0, binary); expected labels in {0, 1}"),
+    (3, 0, -1.0, "labels[3, 0] = -1.0 (task 0, binary); expected labels in {0, 1}"),
+    (0, 0, 0.5, "labels[0, 0] = 0.5 (task 0, binary); expected labels in {0, 1}"),
+    (2, 0, float("nan"), "labels[2, 0] = nan (task 0, binary); expected labels in {0, 1}"),
+    (2, 1, float("nan"), "labels[2, 1] = nan (task 1, regression); expected finite labels"),
+    (0, 1, float("inf"), "labels[0, 1] = inf (task 1, regression); expected finite labels"),
+])
+def test_multitask_loss_names_the_task_and_the_bad_label(name, row, task, value, want):
+    model = _multitask(name)
+    sparse, dense, labels = _multitask_batch(4)
+    labels[row, task] = value
+    outputs = model(sparse, dense)
+    assert one_line_error(lambda: model.loss(outputs, labels)) == want
+    mask = torch.ones(4, 2, dtype=torch.bool)
+    assert one_line_error(lambda: model.loss(outputs, labels, mask)) == want
+
+
+@pytest.mark.parametrize("name", MULTITASK)
+def test_multitask_labels_the_mask_drops_are_never_read(name):
+    """A row outside a task's sample space may hold anything (NaN for "no label", -1): the loss
+    equals the one with a valid label there, and valid labels give the plain BCE / MSE."""
+    model = _multitask(name)
+    sparse, dense, labels = _multitask_batch(6)
+    outputs = model(sparse, dense)
+    mask = torch.ones(6, 2, dtype=torch.bool)
+    mask[3:, 1], mask[0, 0] = False, False
+    want = model.loss(outputs, labels, mask)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(outputs[1:, 0], labels[1:, 0])
+    mse = torch.nn.functional.mse_loss(outputs[:3, 1], labels[:3, 1])
+    torch.testing.assert_close(want, bce + mse)
+    labels[3:, 1], labels[0, 0] = float("nan"), -1.0
+    loss = model.loss(outputs, labels, mask)
+    torch.testing.assert_close(loss, want, rtol=0, atol=0)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("name", MULTITASK)
+def test_multitask_mask_of_another_shape_is_refused(name):
+    model = _multitask(name)
+    sparse, dense, labels = _multitask_batch(4)
+    message = one_line_error(lambda: model.loss(model(sparse, dense), labels,
+                                                torch.ones(4, 3, dtype=torch.bool)))
+    assert message == "mask must have the shape of labels (4, 2), got (4, 3)"
+
+
+@pytest.mark.parametrize("name", MULTITASK)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_multitask_non_finite_dense_value_names_the_field(name, bad):
+    model = _multitask(name)
+    sparse, dense, _ = _multitask_batch(4)
+    dense[1, 2] = bad
+    assert one_line_error(lambda: model(sparse, dense)) == (
+        f"dense field 2: row 1 holds {bad}; expected finite values")
+
+
+@pytest.mark.parametrize("name", MULTITASK)
+def test_multitask_dense_check_is_skipped_while_compiling(name, monkeypatch):
+    model = _multitask(name)
+    sparse, dense, _ = _multitask_batch(4)
+    checked = model(sparse, dense)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.testing.assert_close(model(sparse, dense), checked, rtol=0, atol=0)
+    dense[0, 0] = float("nan")
+    assert model(sparse, dense)[0].isnan().all()
+
+
+@pytest.mark.parametrize("name", MULTITASK)
+def test_multitask_empty_batch_gives_empty_outputs_and_loss_refuses(name):
+    model = _multitask(name)
+    sparse, dense, labels = _multitask_batch(0)
+    outputs = model(sparse, dense)
+    assert outputs.shape == (0, 2)
+    for mask in (None, torch.ones(0, 2, dtype=torch.bool)):
+        message = one_line_error(lambda mask=mask: model.loss(outputs, labels, mask))
+        assert message == "loss: the batch is empty (0 rows); there is nothing to average"

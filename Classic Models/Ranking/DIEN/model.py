@@ -104,6 +104,22 @@ def check_ids(ids: torch.Tensor, sizes: tuple[int, ...], what: str) -> None:
                          f"(vocabulary size {sizes[g]}, 0 = padding)")
 
 
+def check_labels(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """The log loss needs one click label in {0, 1} per logit and at least one row: a label of 2,
+    -1, 0.5 or NaN would still give a number, and the mean over 0 rows is NaN."""
+    if labels.shape != logits.shape:
+        raise ValueError(f"labels must have the shape of logits {tuple(logits.shape)}, got "
+                         f"{tuple(labels.shape)}")
+    if logits.numel() == 0:
+        raise ValueError("loss: the batch is empty (0 rows); there is nothing to average")
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
+    binary = (labels == 0) | (labels == 1)  # (B,)
+    if not binary.all():
+        i = int((~binary).nonzero()[0, 0])
+        raise ValueError(f"labels[{i}] = {labels[i].item()}; expected click labels in {{0, 1}}")
+
+
 class BatchStats(nn.BatchNorm1d):
     """(s - E[s]) / sqrt(Var[s] + eps) for Dice, a BatchNorm without affine parameters: batch
     statistics in training, their moving averages at test time. A training batch of one sample has
@@ -307,7 +323,8 @@ class DIEN(nn.Module):
             target: (B, G) int64.  history: (B, T, G) int64, left-padded with 0.
             context: (B, F) int64 or None.  neg_history: (B, T, G) int64, needed when return_aux.
         Returns:
-            logits (B,), and the auxiliary loss (scalar) when return_aux.
+            logits (B,), and the auxiliary loss (scalar) when return_aux. A batch of 0 rows gives
+            empty (0,) logits (and an auxiliary loss of 0).
         """
         if target.dim() != 2 or history.dim() != 3 or history.shape[0] != target.shape[0]:
             raise ValueError(f"target must be (B, G) and history (B, T, G); got "
@@ -346,7 +363,11 @@ class DIEN(nn.Module):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor,
              aux_loss: torch.Tensor | None = None) -> torch.Tensor:
-        """Eq. (7): L = L_target + alpha * L_aux (L_aux left out when not given)."""
+        """Eq. (7): L = L_target + alpha * L_aux (L_aux left out when not given).
+
+        labels: (B,) in {0, 1}; other values and an empty batch raise a ValueError (`check_labels`).
+        """
+        check_labels(logits, labels)
         target_loss = F.binary_cross_entropy_with_logits(logits, labels.float())
         if aux_loss is None:
             return target_loss

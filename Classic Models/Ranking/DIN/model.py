@@ -105,6 +105,22 @@ def check_ids(ids: torch.Tensor, sizes: tuple[int, ...], what: str) -> None:
                          f"(vocabulary size {sizes[g]}, 0 = padding)")
 
 
+def check_labels(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """The log loss needs one click label in {0, 1} per logit and at least one row: a label of 2,
+    -1, 0.5 or NaN would still give a number, and the mean over 0 rows is NaN."""
+    if labels.shape != logits.shape:
+        raise ValueError(f"labels must have the shape of logits {tuple(logits.shape)}, got "
+                         f"{tuple(labels.shape)}")
+    if logits.numel() == 0:
+        raise ValueError("loss: the batch is empty (0 rows); there is nothing to average")
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
+    binary = (labels == 0) | (labels == 1)  # (B,)
+    if not binary.all():
+        i = int((~binary).nonzero()[0, 0])
+        raise ValueError(f"labels[{i}] = {labels[i].item()}; expected click labels in {{0, 1}}")
+
+
 class BatchStats(nn.BatchNorm1d):
     """(s - E[s]) / sqrt(Var[s] + eps) of Eq. (9), a BatchNorm without affine parameters: batch
     statistics in training, their moving averages at test time. A training batch of one sample has
@@ -264,7 +280,7 @@ class DIN(nn.Module):
             history: (B, L, G) int64 behaviour fields, 0 = padding (left or right, any order).
             context: (B, F) int64 context/user fields, or None when the config has none.
         Returns:
-            (B,) float logits.
+            (B,) float logits; a batch of 0 rows gives an empty (0,) tensor.
         """
         if target.dim() != 2 or history.dim() != 3 or history.shape[0] != target.shape[0]:
             raise ValueError(f"target must be (B, G) and history (B, L, G); got "
@@ -300,7 +316,10 @@ class DIN(nn.Module):
              target: torch.Tensor | None = None,
              history: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. (2): mean negative log-likelihood, plus lambda * Eq. (6) when mba_lambda > 0
-        (then pass the batch's `target` and `history` so the regulariser knows which ids it saw)."""
+        (then pass the batch's `target` and `history` so the regulariser knows which ids it saw).
+        labels: (B,) in {0, 1}; other values and an empty batch raise a ValueError (`check_labels`).
+        """
+        check_labels(logits, labels)
         nll = F.binary_cross_entropy_with_logits(logits, labels.float())
         if self.config.mba_lambda == 0.0:
             return nll

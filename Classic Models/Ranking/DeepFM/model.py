@@ -114,8 +114,12 @@ class MLP(nn.Module):
             in_dim = h
         self.net = nn.Sequential(*layers)
         self.out_dim = in_dim
+        self.batch_norm = batch_norm and len(hidden) > 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch_norm and self.training and x.shape[0] == 1:
+            raise ValueError("batch_norm=True needs at least 2 rows per batch in training mode, "
+                             "got 1; score a single row in eval mode (model.eval())")
         return self.net(x)
 
 
@@ -132,9 +136,37 @@ def check_inputs(
             raise ValueError(f"dense must be (B, {dense_dim}) float, got {got}")
         if not dense.is_floating_point():
             raise ValueError(f"dense must be a float tensor, got {dense.dtype}")
+        check_finite(dense)
     elif dense is not None and dense.numel() > 0:
         raise ValueError("model was built with dense_dim=0 but dense features were given")
     check_ids(sparse, field_dims)
+
+
+def check_finite(dense: torch.Tensor) -> None:
+    """A NaN or inf dense value would spread into the logit silently. One pass per forward."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return  # an exported graph cannot raise; validate dense values before calling it
+    finite = torch.isfinite(dense)  # (B, Fd)
+    if not finite.all():
+        row, col = (~finite).nonzero()[0].tolist()
+        raise ValueError(f"dense field {col}: row {row} holds {dense[row, col].item()}; "
+                         "expected finite values")
+
+
+def check_labels(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """The log loss needs one click label in {0, 1} per logit and at least one row: a label of 2,
+    -1, 0.5 or NaN would still give a number, and the mean over 0 rows is NaN."""
+    if labels.shape != logits.shape:
+        raise ValueError(f"labels must have the shape of logits {tuple(logits.shape)}, got "
+                         f"{tuple(labels.shape)}")
+    if logits.numel() == 0:
+        raise ValueError("loss: the batch is empty (0 rows); there is nothing to average")
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
+    binary = (labels == 0) | (labels == 1)  # (B,)
+    if not binary.all():
+        i = int((~binary).nonzero()[0, 0])
+        raise ValueError(f"labels[{i}] = {labels[i].item()}; expected click labels in {{0, 1}}")
 
 
 def check_ids(sparse: torch.Tensor, field_dims: tuple[int, ...]) -> None:
@@ -217,13 +249,20 @@ class DeepFM(nn.Module):
             sparse: (B, F) int64, 0 = padding.
             dense: (B, Fd) float or None when the model has no dense fields.
         Returns:
-            (B,) float logits; sigmoid gives the click probability.
+            (B,) float logits; sigmoid gives the click probability. A batch of 0 rows gives an
+            empty (0,) tensor.
         """
         check_inputs(sparse, dense, self.config.field_dims, self.config.dense_dim)
+        if sparse.shape[0] == 0:  # batch norm cannot take 0 rows; there is nothing to score
+            return self.bias.new_zeros(0)
         e = self.embedding(sparse, dense)  # (B, N, D)
         w = self.first_order(sparse, dense)  # (B, N, 1)
         return self.fm(e, w) + self.deep(e)  # (B,)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The paper's objective: log loss (binary cross-entropy) of the clicks; a scalar."""
+        """The paper's objective: log loss (binary cross-entropy) of the clicks; a scalar.
+
+        labels: (B,) in {0, 1}. Other values and an empty batch raise a ValueError (`check_labels`).
+        """
+        check_labels(logits, labels)
         return F.binary_cross_entropy_with_logits(logits, labels.float())

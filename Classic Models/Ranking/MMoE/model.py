@@ -105,6 +105,40 @@ def check_ids(sparse: torch.Tensor, sizes: tuple[int, ...]) -> None:
                          f"(vocabulary size {sizes[f]}, 0 = padding/unknown)")
 
 
+def check_finite(dense: torch.Tensor) -> None:
+    """A NaN or inf dense value would spread into every task output silently. One pass per call."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return  # an exported graph cannot raise; validate dense values before calling it
+    finite = torch.isfinite(dense)  # (B, Fd)
+    if not finite.all():
+        row, col = (~finite).nonzero()[0].tolist()
+        raise ValueError(f"dense field {col}: row {row} holds {dense[row, col].item()}; "
+                         "expected finite values")
+
+
+def check_labels(labels: torch.Tensor, mask: torch.Tensor | None,
+                 task_types: tuple[str, ...]) -> None:
+    """Binary tasks need labels in {0, 1}, regression tasks finite labels, on every row the mask
+    keeps (a label the mask drops is never read); an empty batch has nothing to average.
+    labels: (B, K) float; mask: (B, K) or None. One pass over (B, K) per call."""
+    if labels.shape[0] == 0:
+        raise ValueError("loss: the batch is empty (0 rows); there is nothing to average")
+    if mask is not None and mask.shape != labels.shape:
+        raise ValueError(f"mask must have the shape of labels {tuple(labels.shape)}, got "
+                         f"{tuple(mask.shape)}")
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
+    binary = torch.tensor([t == "binary" for t in task_types], device=labels.device)  # (K,)
+    ok = torch.where(binary, (labels == 0) | (labels == 1), torch.isfinite(labels))  # (B, K)
+    if mask is not None:
+        ok = ok | (mask == 0)
+    if not ok.all():
+        row, k = (~ok).nonzero()[0].tolist()
+        want = "labels in {0, 1}" if task_types[k] == "binary" else "finite labels"
+        raise ValueError(f"labels[{row}, {k}] = {labels[row, k].item()} (task {k}, "
+                         f"{task_types[k]}); expected {want}")
+
+
 class InputLayer(nn.Module):
     """x = [emb(sparse_1), ..., emb(sparse_F), dense]: (B, X)."""
 
@@ -127,6 +161,7 @@ class InputLayer(nn.Module):
             if dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_dim:
                 raise ValueError(f"expected dense (B, {self.dense_dim}) float, got "
                                  f"{None if dense is None else tuple(dense.shape)}")
+            check_finite(dense)
             parts.append(dense)
         return torch.cat(parts, dim=-1)  # (B, X)
 
@@ -142,11 +177,16 @@ class _MultiTaskBase(nn.Module):
             outputs, labels: (B, K).  mask: (B, K) bool, False where a task has no label for a row.
         Returns:
             (total scalar, per-task losses (K,)).
+        Raises a ValueError for a binary label outside {0, 1}, a non-finite regression label (where
+        the mask keeps the row) or an empty batch (`check_labels`).
         """
         if outputs.shape != labels.shape:
             raise ValueError(f"outputs {tuple(outputs.shape)} and labels {tuple(labels.shape)} "
                              "differ")
         labels = labels.float()
+        check_labels(labels, mask, self.config.task_types)
+        if mask is not None:  # a dropped label (e.g. NaN for "none") must not reach the sum
+            labels = torch.where(mask == 0, torch.zeros_like(labels), labels)
         per_task = []
         for k, kind in enumerate(self.config.task_types):
             fn = F.binary_cross_entropy_with_logits if kind == "binary" else F.mse_loss
@@ -187,7 +227,7 @@ class SharedBottom(_MultiTaskBase):
 
     def forward(self, sparse: torch.Tensor | None = None,
                 dense: torch.Tensor | None = None) -> torch.Tensor:
-        """Returns (B, K) task outputs."""
+        """Returns (B, K) task outputs; (0, K) for a batch of 0 rows."""
         shared = self.bottom(self.inputs(sparse, dense))  # (B, H)
         return torch.cat([tower(shared) for tower in self.towers], dim=-1)  # Eq. (1): (B, K)
 
@@ -215,7 +255,8 @@ class MMoE(_MultiTaskBase):
 
     def forward(self, sparse: torch.Tensor | None = None, dense: torch.Tensor | None = None,
                 return_gates: bool = False):
-        """Returns (B, K) task outputs, and the (B, K, E) gate weights when return_gates."""
+        """Returns (B, K) task outputs, and the (B, K, E) gate weights when return_gates; a batch
+        of 0 rows gives (0, K) outputs."""
         x = self.inputs(sparse, dense)  # (B, X)
         experts = torch.stack([expert(x) for expert in self.experts], dim=1)  # f_i(x): (B, E, H)
         gates = torch.stack([torch.softmax(gate(x), dim=-1) for gate in self.gates], 1)  # (B, K, E)
