@@ -265,11 +265,150 @@ TENSOR_CASES = [
 ]
 
 
+def _with(x: torch.Tensor, index: tuple, value: float) -> torch.Tensor:
+    """x with one entry replaced (a NaN or an inf planted in one list)."""
+    x = x.clone()
+    x[index] = value
+    return x
+
+
+NAN, INF = float("nan"), float("inf")
+S25, F253 = torch.rand(2, 5), torch.rand(2, 5, 3)  # (B, N) scores, (B, N, D) item features
+
+# non-finite inputs, empty and short lists, knobs out of range: the cases that used to give a
+# silent answer (a row of -1, a NaN pick, a mutated config) and now name the list and the range
+NON_FINITE_AND_RANGE_CASES = [
+    # DPP: NaN scores used to stop the list at once (a row of -1, no error)
+    ("DPP NaN score", lambda: _dpp().DPPReranker(max_length=3)(
+        scores=_with(S25, (1, 2), NAN), item_vectors=F253),
+     "scores: list 1 is not finite (nan at scores[1, 2]); expected finite relevance scores"),
+    ("DPP -inf score", lambda: _dpp().DPPReranker(max_length=3)(
+        scores=_with(S25, (0, 4), -INF), item_vectors=F253),
+     "scores: list 0 is not finite (-inf at scores[0, 4]); expected finite relevance scores "
+     "(exclude a candidate with valid=False, not -inf)"),
+    ("DPP +inf score", lambda: _dpp().DPPReranker(max_length=3)(
+        scores=_with(S25, (1, 0), INF), item_vectors=F253), "scores: list 1 is not finite (inf"),
+    ("DPP NaN feature", lambda: _dpp().DPPReranker(max_length=3)(
+        scores=S25, item_vectors=_with(F253, (1, 3, 2), NAN)),
+     "item_vectors: list 1 is not finite (nan at item_vectors[1, 3, 2]); expected finite item"),
+    ("DPP build_kernel NaN score", lambda: _dpp().build_kernel(
+        scores=_with(S25, (1, 1), NAN), similarity=torch.eye(5).expand(2, 5, 5), theta=0.5),
+     "scores: list 1 is not finite"),
+    ("DPP NaN kernel", lambda: _dpp().greedy_map(
+        _with(torch.eye(4, dtype=torch.float64).repeat(3, 1, 1), (2, 1, 3), NAN), max_length=2),
+     "kernel: list 2 is not finite (nan at kernel[2, 1, 3])"),
+    ("DPP overflowed explicit kernel", lambda: _dpp().greedy_map(_dpp().build_kernel(
+        scores=torch.tensor([[1.0, 800.0]]), similarity=torch.eye(2).double()[None], theta=0.5),
+        max_length=2), "kernel: list 0 is not finite (inf"),
+    ("DPP NaN log_quality", lambda: _dpp().greedy_map(
+        torch.eye(3).double()[None], max_length=2, log_quality=torch.tensor([[0.0, NAN, 1.0]])),
+     "log_quality: list 0 is not finite"),
+    ("DPP no candidates", lambda: _dpp().DPPReranker(max_length=3)(
+        scores=torch.rand(2, 0), item_vectors=torch.rand(2, 0, 3)),
+     "the candidate lists are empty (N = 0); expected at least 1 candidate"),
+    ("DPP default max_length on 5 candidates", lambda: _dpp().DPPReranker()(
+        scores=S25, item_vectors=F253),
+     "max_length must be in 1..5 (the list length N), got 10: pass at least max_length"),
+    ("DPP valid not bool", lambda: _dpp().DPPReranker(max_length=3)(
+        scores=S25, item_vectors=F253, valid=torch.ones(2, 5, dtype=torch.long)),
+     "valid must be (B, N) = (2, 5) bool, got (2, 5) torch.int64"),
+    ("DPP theta NaN", lambda: _dpp().DPPReranker(theta=NAN), "theta must be in [0, 1), got nan"),
+    ("DPP theta < 0", lambda: _dpp().DPPReranker(theta=-0.1), "theta must be in [0, 1), got -0.1"),
+    ("DPP max_length 0", lambda: _dpp().DPPReranker(max_length=0),
+     "max_length must be >= 1 (an integer), got 0"),
+    ("DPP max_length float", lambda: _dpp().DPPReranker(max_length=2.5),
+     "max_length must be >= 1 (an integer), got 2.5"),
+    ("DPP window 0", lambda: _dpp().DPPReranker(window_size=0),
+     "window_size must be >= 2 or None (an integer), got 0"),
+    ("DPP min_gain 0", lambda: _dpp().DPPReranker(min_gain=0.0),
+     "min_gain must be in (0, inf), got 0.0"),
+    ("DPP min_gain inf", lambda: _dpp().DPPReranker(min_gain=INF),
+     "min_gain must be in (0, inf), got inf"),
+    ("DPP ridge < 0", lambda: _dpp().DPPReranker(ridge=-1e-3),
+     "ridge must be a finite eps >= 0, got -0.001"),
+    ("DPP integer dtype", lambda: _dpp().DPPReranker(dtype=torch.int64),
+     "dtype must be a floating torch dtype"),
+    # MMR: a NaN score used to be picked first (argmax treats NaN as the largest)
+    ("MMR NaN score", lambda: _mmr().MMRReranker(max_length=3)(
+        scores=_with(S25, (1, 2), NAN), item_vectors=F253),
+     "scores: list 1 is not finite (nan at scores[1, 2]); expected finite relevance scores"),
+    ("MMR -inf score", lambda: _mmr().MMRReranker(max_length=3)(
+        scores=_with(S25, (0, 1), -INF), item_vectors=F253),
+     "(exclude a candidate with valid=False, not -inf)"),
+    ("MMR +inf score", lambda: _mmr().MMRReranker(max_length=3)(
+        scores=_with(S25, (1, 4), INF), item_vectors=F253), "scores: list 1 is not finite (inf"),
+    ("MMR NaN feature", lambda: _mmr().MMRReranker(max_length=3)(
+        scores=S25, item_vectors=_with(F253, (0, 2, 1), NAN)),
+     "item_vectors: list 0 is not finite (nan at item_vectors[0, 2, 1])"),
+    ("MMR NaN relevance", lambda: _mmr().mmr_select(
+        relevance=_with(S25, (1, 3), NAN), similarity=torch.rand(2, 5, 5), lam=0.5, max_length=2),
+     "relevance: list 1 is not finite (nan at relevance[1, 3])"),
+    ("MMR inf similarity", lambda: _mmr().mmr_select(
+        relevance=S25, similarity=_with(torch.rand(2, 5, 5), (0, 1, 2), INF), lam=0.5,
+        max_length=2), "similarity: list 0 is not finite (inf at similarity[0, 1, 2])"),
+    ("MMR no candidates", lambda: _mmr().MMRReranker(max_length=3)(
+        scores=torch.rand(2, 0), item_vectors=torch.rand(2, 0, 3)),
+     "the candidate lists are empty (N = 0); expected at least 1 candidate"),
+    ("MMR default max_length on 5 candidates", lambda: _mmr().MMRReranker()(
+        scores=S25, item_vectors=F253),
+     "max_length must be in 1..5 (the list length N), got 10: pass at least max_length"),
+    ("MMR valid not bool", lambda: _mmr().MMRReranker(max_length=3)(
+        scores=S25, item_vectors=F253, valid=torch.ones(2, 5, dtype=torch.long)),
+     "valid must be (B, N) = (2, 5) bool, got (2, 5) torch.int64"),
+    ("MMR lambda NaN", lambda: _mmr().MMRReranker(lam=NAN), "lam must be in [0, 1], got nan"),
+    ("MMR lambda > 1", lambda: _mmr().MMRReranker(lam=1.5), "lam must be in [0, 1], got 1.5"),
+    ("MMR max_length 0", lambda: _mmr().MMRReranker(max_length=0),
+     "max_length must be >= 1 (an integer), got 0"),
+    ("MMR max_length float", lambda: _mmr().mmr_select(
+        relevance=S25, similarity=torch.rand(2, 5, 5), lam=0.5, max_length=2.0),
+     "max_length must be >= 1 (an integer), got 2.0"),
+    # PRM: one NaN used to turn the scores of its whole list into NaN
+    ("PRM NaN feature", lambda: _prm_model()(features=_with(torch.rand(2, 5, 4), (1, 2, 3), NAN)),
+     "features: list 1 is not finite (nan at features[1, 2, 3]); expected finite item features"),
+    ("PRM inf pv", lambda: _prm_model(pv_dim=3)(
+        features=torch.rand(2, 5, 4), pv=_with(torch.rand(2, 5, 3), (0, 4, 0), -INF)),
+     "pv: list 0 is not finite (-inf at pv[0, 4, 0])"),
+    ("PRM list without a real item", lambda: _prm_model()(
+        features=torch.rand(3, 5, 4), mask=torch.tensor([[True] * 5, [False] * 5, [True] * 5])),
+     "mask: list 1 has no real item (all False); expected at least one True per list"),
+    ("PRM mask not bool", lambda: _prm_model()(
+        features=torch.rand(2, 5, 4), mask=torch.ones(2, 5, dtype=torch.long)),
+     "mask must be (B, N) = (2, 5) bool, got (2, 5) torch.int64"),
+    ("PRM no items", lambda: _prm_model()(features=torch.rand(2, 0, 4)),
+     "list length N must be in 1..6 (max_len), got 0"),
+    ("PRM NaN label", lambda: _prm().PRM.loss(torch.rand(2, 5), _with(torch.zeros(2, 5), (1, 0),
+                                                                       NAN)),
+     "labels: list 1 is not finite (nan at labels[1, 0]); expected finite clicks"),
+    ("PRM click on padding", lambda: _prm().PRM.loss(
+        _with(torch.rand(2, 5), (0, 4), -INF), _with(torch.zeros(2, 5), (0, 4), 1.0)),
+     "labels: list 0 has 1.0 at position 4 (logit -inf); expected clicks >= 0, and 0 at padded"),
+    ("PRM negative label", lambda: _prm().PRM.loss(torch.rand(2, 5), _with(torch.zeros(2, 5),
+                                                                             (1, 2), -1.0)),
+     "labels: list 1 has -1.0 at position 2"),
+    ("PRM n_heads 0", lambda: _prm().PRM(feature_dim=4, n_heads=0),
+     "n_heads must be >= 1 (an integer), got 0"),
+    ("PRM d_model 0", lambda: _prm().PRM(feature_dim=4, d_model=0),
+     "d_model must be >= 1 (an integer), got 0"),
+    ("PRM n_blocks 0", lambda: _prm().PRM(feature_dim=4, n_blocks=0),
+     "n_blocks must be >= 1 (an integer), got 0"),
+    ("PRM pv_dim < 0", lambda: _prm().PRM(feature_dim=4, pv_dim=-1),
+     "pv_dim must be >= 0 (an integer), got -1"),
+    ("PRM max_len 0", lambda: _prm().PRM(feature_dim=4, max_len=0),
+     "max_len must be >= 1 (an integer), got 0"),
+    ("PRM feature_dim float", lambda: _prm().PRM(feature_dim=4.0),
+     "feature_dim must be >= 1 (an integer), got 4.0"),
+    ("PRM dropout 1", lambda: _prm().PRM(feature_dim=4, dropout=1.0),
+     "dropout must be in [0, 1), got 1.0"),
+]
+TENSOR_CASES += NON_FINITE_AND_RANGE_CASES
+
+
 @pytest.mark.parametrize("name,call,words", TENSOR_CASES, ids=[c[0] for c in TENSOR_CASES])
 def test_models_refuse_bad_tensors_with_a_clear_value_error(name, call, words):
     with pytest.raises(ValueError) as info:
         call()
     assert words in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)  # one line: what was wrong and what was expected
 
 
 def test_the_script_prints_one_line_and_exits_2(tmp_path):

@@ -256,3 +256,51 @@ def test_demo_save_then_load_gives_identical_metrics(tmp_path, capsys):
     again = result_of(out)
     assert again["metrics"] == first["metrics"] and again["sweep"] == first["sweep"]
     assert "user 3 " in out and "DPP top-5" in out
+
+
+def test_overrides_never_mutate_the_callers_config():
+    cfg = dpp.DPPConfig()
+    model = dpp.DPPReranker(cfg, theta=0.2, max_length=3, window_size=2)
+    assert cfg == dpp.DPPConfig()  # the caller's object keeps its values
+    assert model.config is not cfg
+    assert (model.config.theta, model.config.max_length, model.config.window_size) == (0.2, 3, 2)
+    with pytest.raises(ValueError, match=r"theta must be in \[0, 1\), got 2\.0"):
+        dpp.DPPReranker(cfg, theta=2.0)  # a refused override leaves no trace either
+    assert cfg == dpp.DPPConfig()
+    cfg.theta = 0.9  # and the model does not see later edits of the caller's object
+    assert model.config.theta == 0.2
+
+
+def test_nan_score_is_refused_instead_of_a_silent_row_of_minus_one():
+    gen = torch.Generator().manual_seed(11)
+    scores, feats = torch.rand(3, 8, generator=gen), torch.randn(3, 8, 4, generator=gen)
+    model = dpp.DPPReranker(theta=0.7, max_length=4)
+    assert (model(scores=scores, item_vectors=feats) >= 0).all()  # finite: four picks per list
+    scores[2, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"scores: list 2 is not finite \(nan at scores\[2, 5\]\)"):
+        model(scores=scores, item_vectors=feats)
+
+
+def test_short_list_padded_with_valid_false_gives_its_items_then_minus_one():
+    """The documented way to re-rank a list shorter than max_length: pad it with valid=False."""
+    gen = torch.Generator().manual_seed(12)
+    scores, feats = torch.rand(3, 10, generator=gen), torch.randn(3, 10, 5, generator=gen)
+    valid = torch.ones(3, 10, dtype=torch.bool)
+    valid[0, 3:] = False  # list 0 has 3 candidates
+    valid[1] = False  # list 1 has none
+    scores[0, 3:], feats[0, 3:] = 0.0, 0.0  # the padding's values (finite) do not matter
+    out = dpp.DPPReranker()(scores=scores, item_vectors=feats, valid=valid)  # default k = 10
+    assert out.shape == (3, 10) and out.dtype == torch.long
+    alone = dpp.DPPReranker(max_length=3)(scores=scores[:1, :3], item_vectors=feats[:1, :3])
+    assert torch.equal(out[0, :3], alone[0]) and sorted(out[0, :3].tolist()) == [0, 1, 2]
+    assert (out[0, 3:] == -1).all() and (out[1] == -1).all()
+    assert sorted(out[2].tolist()) == list(range(10))
+    with pytest.raises(ValueError, match=r"max_length must be in 1\.\.3 .*got 10"):
+        dpp.DPPReranker()(scores=scores[:1, :3], item_vectors=feats[:1, :3])  # unpadded: refused
+
+
+def test_an_empty_batch_gives_an_empty_result_and_empty_lists_are_refused():
+    out = dpp.DPPReranker(max_length=4)(scores=torch.rand(0, 6), item_vectors=torch.rand(0, 6, 3))
+    assert out.shape == (0, 4) and out.dtype == torch.long
+    with pytest.raises(ValueError, match=r"the candidate lists are empty \(N = 0\)"):
+        dpp.greedy_map(torch.zeros(2, 0, 0, dtype=torch.float64), max_length=1)

@@ -139,3 +139,43 @@ def test_demo_runs_on_interactions_alone_and_says_what_it_uses_instead(tmp_path,
     assert out.count("[side inputs]") == 1 and "item embeddings" in out
     res = result_of(out)
     assert set(res["metrics"]) == {"NDCG@5", "Recall@5"} and "similarity=embedding" in res["protocol"]
+
+
+def test_overrides_never_mutate_the_callers_config():
+    cfg = mmr.MMRConfig()
+    model = mmr.MMRReranker(cfg, lam=0.3, max_length=4)
+    assert cfg == mmr.MMRConfig() and model.config is not cfg
+    assert (model.config.lam, model.config.max_length) == (0.3, 4)
+    with pytest.raises(ValueError, match=r"lam must be in \[0, 1\], got 1\.5"):
+        mmr.MMRReranker(cfg, lam=1.5)  # a refused override leaves no trace either
+    assert cfg == mmr.MMRConfig()
+
+
+def test_nan_score_is_refused_instead_of_being_picked_first():
+    gen = torch.Generator().manual_seed(4)
+    scores, feats = torch.rand(2, 6, generator=gen), torch.randn(2, 6, 3, generator=gen)
+    scores[1, 4] = float("nan")  # argmax would take the NaN as the best candidate
+    with pytest.raises(ValueError, match=r"scores: list 1 is not finite \(nan at scores\[1, 4\]\)"):
+        mmr.MMRReranker(max_length=3)(scores=scores, item_vectors=feats)
+
+
+def test_short_list_padded_with_valid_false_gives_its_items_then_minus_one():
+    gen = torch.Generator().manual_seed(5)
+    scores, feats = torch.rand(3, 10, generator=gen), torch.randn(3, 10, 4, generator=gen)
+    valid = torch.ones(3, 10, dtype=torch.bool)
+    valid[0, 4:] = False  # list 0 has 4 candidates
+    valid[1] = False  # list 1 has none
+    out = mmr.MMRReranker()(scores=scores, item_vectors=feats, valid=valid)  # default k = 10
+    assert out.shape == (3, 10) and out.dtype == torch.long
+    alone = mmr.MMRReranker(max_length=4)(scores=scores[:1, :4], item_vectors=feats[:1, :4])
+    assert torch.equal(out[0, :4], alone[0])
+    assert (out[0, 4:] == -1).all() and (out[1] == -1).all()
+    assert sorted(out[2].tolist()) == list(range(10))
+
+
+def test_an_empty_batch_gives_an_empty_result_and_empty_lists_are_refused():
+    out = mmr.MMRReranker(max_length=4)(scores=torch.rand(0, 6), item_vectors=torch.rand(0, 6, 3))
+    assert out.shape == (0, 4) and out.dtype == torch.long
+    with pytest.raises(ValueError, match=r"the candidate lists are empty \(N = 0\)"):
+        mmr.mmr_select(relevance=torch.rand(2, 0), similarity=torch.rand(2, 0, 0), lam=0.5,
+                       max_length=1)

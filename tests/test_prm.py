@@ -210,3 +210,36 @@ def test_demo_runs_on_interactions_alone(tmp_path, capsys):
     assert code == 0, err[-2000:]
     assert out.count("[side inputs]") == 1
     assert set(result_of(out)["metrics"]) == {"NDCG@5", "Recall@5"}
+
+
+def test_overrides_never_mutate_the_callers_config():
+    cfg = prm.PRMConfig(feature_dim=6)
+    model = prm.PRM(cfg, pv_dim=5, d_model=16, n_heads=2)
+    assert cfg == prm.PRMConfig(feature_dim=6) and model.config is not cfg
+    assert (model.config.pv_dim, model.config.d_model, model.config.n_heads) == (5, 16, 2)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1\.5"):
+        prm.PRM(cfg, dropout=1.5)  # a refused override leaves no trace either
+    assert cfg == prm.PRMConfig(feature_dim=6)
+
+
+def test_nan_feature_is_refused_instead_of_a_list_of_nan_scores():
+    torch.manual_seed(0)
+    model = prm.PRM(feature_dim=6, pv_dim=5, max_len=12).eval()
+    x, pv = _inputs(torch.Generator().manual_seed(6), B=3, N=8)
+    assert torch.isfinite(model(features=x, pv=pv)).all()
+    x[2, 1, 0] = float("nan")  # used to make every score of list 2 NaN
+    with pytest.raises(ValueError, match=r"features: list 2 is not finite \(nan at features\[2, 1"):
+        model.rerank(features=x, pv=pv)
+
+
+def test_empty_batch_gives_empty_logits_and_a_list_without_items_is_refused():
+    torch.manual_seed(0)
+    model = prm.PRM(feature_dim=6, pv_dim=5, max_len=12).eval()
+    x, pv = _inputs(torch.Generator().manual_seed(7), B=0, N=8)
+    assert model(features=x, pv=pv).shape == (0, 8)
+    assert model.rerank(features=x, pv=pv).shape == (0, 8)
+    x, pv = _inputs(torch.Generator().manual_seed(7), B=2, N=8)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1] = False
+    with pytest.raises(ValueError, match=r"mask: list 1 has no real item \(all False\)"):
+        model(features=x, pv=pv, mask=mask)

@@ -55,12 +55,23 @@ NOTE (deviations, each also listed in the note):
       det(L_{Y+i}) / det(L_Y) = q_i^2 d_i^2(S)); exp(alpha r) overflows float64 once
       alpha r > 354, i.e. for theta close to 1. Float64 by default.
     * No training objective: the paper is an inference algorithm, so there is no `loss(...)`.
+
+Input contract (every case is a one-line ValueError, never a silent wrong list):
+    * scores, item features and kernels must be finite everywhere, padded candidates included; a
+      NaN or +-inf is refused, naming the list (row). To exclude a candidate pass valid=False (not
+      a score of -inf).
+    * max_length must be in 1..N: a tensor with fewer candidates than max_length is refused. To get
+      a short list anyway, pad the candidates to max_length with valid=False: the slots the list
+      cannot fill come back as -1 (the marker `selected` already uses after a stop).
+    * N = 0 candidates is refused; a batch of B = 0 lists gives an empty (0, k) result; a list
+      whose candidates are all padding gives a row of -1.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import numbers
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -74,6 +85,26 @@ class DPPConfig:
     min_gain: float = 1e-10  # stop when best d_j^2 < min_gain; 1.0 = the paper's unconstrained rule
     ridge: float = 1e-3  # eps in S = (F F^T + eps I)/(1+eps); keeps low-rank features selectable
     dtype: torch.dtype = torch.float64  # exp(alpha r) needs the range
+
+
+_FINITE_SCORES = "finite relevance scores (exclude a candidate with valid=False, not -inf)"
+
+
+def _check_finite(x: torch.Tensor, name: str, expected: str) -> None:
+    """One vectorised check per tensor; only when it fails, find the first bad list to name it."""
+    if bool(torch.isfinite(x).all()):
+        return
+    where = tuple(int(i) for i in (~torch.isfinite(x)).nonzero()[0])  # (list, position, ...)
+    raise ValueError(
+        f"{name}: list {where[0]} is not finite ({x[where].item()} at {name}{list(where)}); "
+        f"expected {expected}"
+    )
+
+
+def _check_int(name: str, value, low: int, extra: str = "") -> None:
+    """An integer knob: value >= low (bool and float are refused: 10.0 is not a length)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be >= {low}{extra} (an integer), got {value!r}")
 
 
 def relevance_weight(theta: float) -> float:
@@ -94,8 +125,9 @@ def similarity_matrix(item_vectors: torch.Tensor, *, ridge: float = 0.0) -> torc
     """
     if item_vectors.dim() != 3:
         raise ValueError(f"item_vectors must be (B, N, D), got {tuple(item_vectors.shape)}")
-    if ridge < 0:
-        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    if not 0 <= ridge < math.inf:
+        raise ValueError(f"ridge must be a finite eps >= 0, got {ridge}")
+    _check_finite(item_vectors, "item_vectors", "finite item features (pad with zeros)")
     f = nn.functional.normalize(item_vectors, dim=-1)  # (B, N, D)
     sim = f @ f.transpose(1, 2)  # (B, N, D) @ (B, D, N) -> (B, N, N)
     if ridge > 0:
@@ -119,6 +151,7 @@ def build_kernel(*, scores: torch.Tensor, similarity: torch.Tensor, theta: float
             f"scores (B, N) and similarity (B, N, N) disagree: {tuple(scores.shape)} vs "
             f"{tuple(similarity.shape)}"
         )
+    _check_finite(scores, "scores", _FINITE_SCORES)
     alpha = relevance_weight(theta)
     quality = torch.exp(alpha * scores.to(similarity.dtype))  # (B, N)
     return quality.unsqueeze(2) * similarity * quality.unsqueeze(1)  # (B, N, N)
@@ -153,8 +186,9 @@ def greedy_map(
     exp(alpha r), which overflows float64 once alpha r > 354 (theta close to 1).
 
     Args:
-        kernel: (B, N, N) PSD kernel (L, or S when log_quality is given).
-        max_length: k in 1..N.
+        kernel: (B, N, N) finite PSD kernel (L, or S when log_quality is given); N >= 1, B >= 0
+            (B = 0 gives empty results).
+        max_length: k in 1..N; for a shorter list, pad it with valid=False (its slots give -1).
         min_gain: stopping rule, > 0: stop when det(L_{Y+j}) / det(L_Y) < min_gain.
         valid: (B, N) bool, False for padded candidates (never selected). Default: all valid.
         window_size: w >= 2 for Alg. 2; None for Alg. 1.
@@ -166,16 +200,27 @@ def greedy_map(
     if kernel.dim() != 3 or kernel.shape[1] != kernel.shape[2]:
         raise ValueError(f"kernel must be (B, N, N), got {tuple(kernel.shape)}")
     B, N, _ = kernel.shape
-    if not 1 <= max_length <= N:
-        raise ValueError(f"max_length must be in 1..{N} (the list length N), got {max_length}")
-    if valid is not None and valid.shape != (B, N):
-        raise ValueError(f"valid must be (B, N) = {(B, N)} bool, got {tuple(valid.shape)}")
+    if N == 0:
+        raise ValueError("the candidate lists are empty (N = 0); expected at least 1 candidate")
+    _check_int("max_length", max_length, 1)
+    if max_length > N:
+        raise ValueError(
+            f"max_length must be in 1..{N} (the list length N), got {max_length}: pass at least "
+            f"max_length candidates (pad with valid=False; unfilled slots give -1)"
+        )
+    if valid is not None and (valid.shape != (B, N) or valid.dtype != torch.bool):
+        raise ValueError(
+            f"valid must be (B, N) = {(B, N)} bool, got {tuple(valid.shape)} {valid.dtype}"
+        )
     if log_quality is not None and log_quality.shape != (B, N):
         raise ValueError(f"log_quality must be (B, N) = {(B, N)}, got {tuple(log_quality.shape)}")
-    if not min_gain > 0:
-        raise ValueError(f"min_gain must be > 0 (it is compared in log space), got {min_gain}")
-    if window_size is not None and window_size < 2:
-        raise ValueError(f"window_size must be >= 2 or None, got {window_size}")
+    if not 0 < min_gain < math.inf:
+        raise ValueError(f"min_gain must be in (0, inf) (compared in log space), got {min_gain}")
+    if window_size is not None:
+        _check_int("window_size", window_size, 2, " or None")
+    _check_finite(kernel, "kernel", "a finite kernel (exp(alpha r) overflows: use log_quality)")
+    if log_quality is not None:
+        _check_finite(log_quality, "log_quality", "finite log q_i^2 = 2 alpha r_i")
     k = min(max_length, N)
     if window_size is not None and window_size >= k:
         window_size = None  # a window as long as the list is the plain greedy
@@ -319,20 +364,26 @@ class DPPReranker(nn.Module):
     """Re-rank B candidate lists with the DPP of Eq. (14) and fast greedy MAP (Alg. 1 / Alg. 2).
 
     No parameters: theta is the only knob. forward() returns positions into the candidate list.
+    The config passed in is never modified: overrides apply to a copy (self.config).
     """
 
     def __init__(self, config: DPPConfig | None = None, **overrides) -> None:
         super().__init__()
-        config = config or DPPConfig()
-        for name, value in overrides.items():
-            if not hasattr(config, name):
+        known = {f.name for f in fields(DPPConfig)}
+        for name in overrides:
+            if name not in known:
                 raise TypeError(f"unknown DPPConfig field {name!r}")
-            setattr(config, name, value)
+        config = replace(config or DPPConfig(), **overrides)  # a copy: the caller's stays as it is
         relevance_weight(config.theta)  # validates theta
-        if config.max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {config.max_length}")
-        if config.window_size is not None and config.window_size < 2:
-            raise ValueError(f"window_size must be >= 2 or None, got {config.window_size}")
+        _check_int("max_length", config.max_length, 1)
+        if config.window_size is not None:
+            _check_int("window_size", config.window_size, 2, " or None")
+        if not 0 < config.min_gain < math.inf:
+            raise ValueError(f"min_gain must be in (0, inf), got {config.min_gain}")
+        if not 0 <= config.ridge < math.inf:
+            raise ValueError(f"ridge must be a finite eps >= 0, got {config.ridge}")
+        if not (isinstance(config.dtype, torch.dtype) and config.dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch dtype (float64), got {config.dtype}")
         self.config = config
 
     def kernel(self, *, scores: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
@@ -351,15 +402,17 @@ class DPPReranker(nn.Module):
         """Args:
             scores: (B, N) float relevance of each candidate (higher = more relevant).
             item_vectors: (B, N, D) float features used for the similarity S.
-            valid: (B, N) bool, False = padded candidate.
+            valid: (B, N) bool, False = padded candidate (never picked; its values must be finite).
         Returns:
-            (B, k) int64 positions into the candidate list, -1 where the stopping rule ended it.
+            (B, k) int64 positions into the candidate list, -1 where the stopping rule ended it
+            (a list with fewer than k valid candidates ends with -1; N < k is refused).
         """
         if scores.dim() != 2 or item_vectors.dim() != 3 or item_vectors.shape[:2] != scores.shape:
             raise ValueError(
                 f"expected scores (B, N) and item_vectors (B, N, D), got {tuple(scores.shape)} and "
                 f"{tuple(item_vectors.shape)}"
             )
+        _check_finite(scores, "scores", _FINITE_SCORES)
         cfg = self.config
         # S in the features' dtype (float32 is plenty for a cosine), the greedy in cfg.dtype
         sim = similarity_matrix(item_vectors, ridge=cfg.ridge).to(cfg.dtype)  # (B, N, N) S

@@ -43,12 +43,23 @@ NOTE (deviations, each also listed in the note):
     * Relevance is the ranker's score; put it on the scale of Sim2 (e.g. min-max to [0, 1] per list)
       or lambda loses its meaning. The demo does this.
     * No training objective: MMR is a selection rule, so there is no `loss(...)`.
+
+Input contract (every case is a one-line ValueError, never a silent wrong list):
+    * scores (Sim1), item features and similarities must be finite everywhere, padded candidates
+      included; a NaN or +-inf is refused, naming the list (row). To exclude a candidate pass
+      valid=False (not a score of -inf).
+    * max_length must be in 1..N: a tensor with fewer candidates than max_length is refused. To get
+      a short list anyway, pad the candidates to max_length with valid=False: the slots the list
+      cannot fill come back as -1 (the marker for "no item").
+    * N = 0 candidates is refused; a batch of B = 0 lists gives an empty (0, k) result; a list
+      whose candidates are all padding gives a row of -1.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import numbers
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -60,10 +71,31 @@ class MMRConfig:
     max_length: int = 10  # k: length of the re-ranked list (we report @10)
 
 
+_FINITE_SCORES = "finite relevance scores (exclude a candidate with valid=False, not -inf)"
+
+
+def _check_finite(x: torch.Tensor, name: str, expected: str) -> None:
+    """One vectorised check per tensor; only when it fails, find the first bad list to name it."""
+    if bool(torch.isfinite(x).all()):
+        return
+    where = tuple(int(i) for i in (~torch.isfinite(x)).nonzero()[0])  # (list, position, ...)
+    raise ValueError(
+        f"{name}: list {where[0]} is not finite ({x[where].item()} at {name}{list(where)}); "
+        f"expected {expected}"
+    )
+
+
+def _check_int(name: str, value, low: int) -> None:
+    """An integer knob: value >= low (bool and float are refused: 10.0 is not a length)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be >= {low} (an integer), got {value!r}")
+
+
 def cosine_similarity(item_vectors: torch.Tensor) -> torch.Tensor:
     """Sim2: (B, N, D) -> (B, N, N) cosine similarity (zero vectors give 0)."""
     if item_vectors.dim() != 3:
         raise ValueError(f"item_vectors must be (B, N, D), got {tuple(item_vectors.shape)}")
+    _check_finite(item_vectors, "item_vectors", "finite item features (pad with zeros)")
     f = nn.functional.normalize(item_vectors, dim=-1)  # (B, N, D)
     return f @ f.transpose(1, 2)  # (B, N, D) @ (B, D, N) -> (B, N, N)
 
@@ -79,11 +111,12 @@ def mmr_select(
     """Greedy MMR selection, Eq. (1), batched.
 
     Args:
-        relevance: (B, N) float Sim1 of each candidate.
-        similarity: (B, N, N) float Sim2 between candidates.
+        relevance: (B, N) finite float Sim1 of each candidate; N >= 1, B >= 0 (B = 0: empty result).
+        similarity: (B, N, N) finite float Sim2 between candidates.
         lam: lambda in [0, 1].
-        max_length: k in 1..N (a list with fewer valid candidates ends with -1).
-        valid: (B, N) bool, False for padded candidates (never selected).
+        max_length: k in 1..N (a list with fewer valid candidates ends with -1); for a list shorter
+            than k, pad it to k candidates with valid=False.
+        valid: (B, N) bool, False for padded candidates (never selected; values must be finite).
     Returns:
         (B, k) int64 positions into the candidate list, in selection order; -1 when a list runs out.
     """
@@ -94,14 +127,21 @@ def mmr_select(
         )
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam must be in [0, 1], got {lam}")
-    if not 1 <= max_length <= relevance.shape[1]:
+    if relevance.shape[1] == 0:
+        raise ValueError("the candidate lists are empty (N = 0); expected at least 1 candidate")
+    _check_int("max_length", max_length, 1)
+    if max_length > relevance.shape[1]:
         raise ValueError(
-            f"max_length must be in 1..{relevance.shape[1]} (the list length N), got {max_length}"
+            f"max_length must be in 1..{relevance.shape[1]} (the list length N), got {max_length}: "
+            f"pass at least max_length candidates (pad with valid=False; unfilled slots give -1)"
         )
-    if valid is not None and valid.shape != relevance.shape:
+    if valid is not None and (valid.shape != relevance.shape or valid.dtype != torch.bool):
         raise ValueError(
-            f"valid must be (B, N) = {tuple(relevance.shape)} bool, got {tuple(valid.shape)}"
+            f"valid must be (B, N) = {tuple(relevance.shape)} bool, got {tuple(valid.shape)} "
+            f"{valid.dtype}"
         )
+    _check_finite(relevance, "relevance", _FINITE_SCORES)
+    _check_finite(similarity, "similarity", "a finite Sim2 (e.g. a cosine in [-1, 1])")
     B, N = relevance.shape
     k = min(max_length, N)
     rows = torch.arange(B, device=relevance.device)
@@ -129,19 +169,19 @@ class MMRReranker(nn.Module):
     """Re-rank B candidate lists with MMR (Eq. (1)); Sim2 = cosine of item feature vectors.
 
     No parameters: lambda is the only knob. forward() returns positions into the candidate list.
+    The config passed in is never modified: overrides apply to a copy (self.config).
     """
 
     def __init__(self, config: MMRConfig | None = None, **overrides) -> None:
         super().__init__()
-        config = config or MMRConfig()
-        for name, value in overrides.items():
-            if not hasattr(config, name):
+        known = {f.name for f in fields(MMRConfig)}
+        for name in overrides:
+            if name not in known:
                 raise TypeError(f"unknown MMRConfig field {name!r}")
-            setattr(config, name, value)
+        config = replace(config or MMRConfig(), **overrides)  # a copy: the caller's stays as it is
         if not 0.0 <= config.lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {config.lam}")
-        if config.max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {config.max_length}")
+        _check_int("max_length", config.max_length, 1)
         self.config = config
 
     def forward(
@@ -154,15 +194,17 @@ class MMRReranker(nn.Module):
         """Args:
             scores: (B, N) float relevance Sim1 (on the scale of cosine similarity, e.g. [0, 1]).
             item_vectors: (B, N, D) float item features for Sim2.
-            valid: (B, N) bool, False = padded candidate.
+            valid: (B, N) bool, False = padded candidate (never picked; its values must be finite).
         Returns:
-            (B, k) int64 positions into the candidate list, -1 when a list runs out of candidates.
+            (B, k) int64 positions into the candidate list, -1 when a list runs out of candidates
+            (a list with fewer than k valid candidates ends with -1; N < k is refused).
         """
         if scores.dim() != 2 or item_vectors.dim() != 3 or item_vectors.shape[:2] != scores.shape:
             raise ValueError(
                 f"expected scores (B, N) and item_vectors (B, N, D), got {tuple(scores.shape)} and "
                 f"{tuple(item_vectors.shape)}"
             )
+        _check_finite(scores, "scores", _FINITE_SCORES)
         sim = cosine_similarity(item_vectors.to(scores.dtype))  # (B, N, N)
         return mmr_select(
             relevance=scores,

@@ -45,12 +45,20 @@ NOTE (deviations, each also listed in the note):
     * Lists without any click carry no signal under Eq. (2) and are skipped in the mean.
     * `list_context=False` is not in the paper: it limits attention to the item itself, which turns
       PRM into a pointwise scorer of the same size, to measure what the list context adds.
+
+Input contract (every case is a one-line ValueError, never a silent wrong score):
+    * features and pv must be finite everywhere, padded slots included (pad with zeros); a NaN or
+      +-inf is refused, naming the list (row). labels must be finite, >= 0, and 0 at padding.
+    * Lists shorter than N: mark the padded slots with mask=False; their logits are -inf and
+      `rerank` puts them last. A list with no real item (mask all False) is refused; N = 0 and
+      N > max_len are refused; a batch of B = 0 lists gives empty (0, N) logits.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import numbers
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -68,6 +76,23 @@ class PRMConfig:
     dropout: float = 0.1
     use_position: bool = True  # Eq. (4); False makes PRM permutation-equivariant over the list
     list_context: bool = True  # False: each item attends only to itself (a pointwise ablation)
+
+
+def _check_finite(x: torch.Tensor, name: str, expected: str) -> None:
+    """One vectorised check per tensor; only when it fails, find the first bad list to name it."""
+    if bool(torch.isfinite(x).all()):
+        return
+    where = tuple(int(i) for i in (~torch.isfinite(x)).nonzero()[0])  # (list, position, ...)
+    raise ValueError(
+        f"{name}: list {where[0]} is not finite ({x[where].item()} at {name}{list(where)}); "
+        f"expected {expected}"
+    )
+
+
+def _check_int(name: str, value, low: int) -> None:
+    """An integer knob: value >= low (bool and float are refused: 10.0 is not a size)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be >= {low} (an integer), got {value!r}")
 
 
 class EncoderBlock(nn.Module):
@@ -96,20 +121,27 @@ class EncoderBlock(nn.Module):
 
 
 class PRM(nn.Module):
-    """Personalized Re-ranking Model: Transformer over the initial list, softmax over positions."""
+    """Personalized Re-ranking Model: Transformer over the initial list, softmax over positions.
+
+    The config passed in is never modified: overrides apply to a copy (self.config).
+    """
 
     def __init__(self, config: PRMConfig | None = None, **overrides) -> None:
         super().__init__()
         if config is None:
             if "feature_dim" not in overrides:
                 raise TypeError("PRM needs feature_dim (the size of x_i), e.g. PRM(feature_dim=32)")
-            config = PRMConfig(feature_dim=overrides.pop("feature_dim"))
-        for name, value in overrides.items():
-            if not hasattr(config, name):
+            config = PRMConfig(feature_dim=overrides["feature_dim"])
+        known = {f.name for f in fields(PRMConfig)}
+        for name in overrides:
+            if name not in known:
                 raise TypeError(f"unknown PRMConfig field {name!r}")
-            setattr(config, name, value)
-        if config.feature_dim < 1 or config.pv_dim < 0 or config.max_len < 1:
-            raise ValueError(f"feature_dim >= 1, pv_dim >= 0, max_len >= 1 expected, got {config}")
+        config = replace(config, **overrides)  # a copy: the caller's config stays as it is
+        for name, low in (("feature_dim", 1), ("pv_dim", 0), ("max_len", 1), ("d_model", 1),
+                          ("n_heads", 1), ("n_blocks", 1), ("ffn_dim", 1)):
+            _check_int(name, getattr(config, name), low)
+        if not 0.0 <= config.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")
         if config.d_model % config.n_heads:
             raise ValueError(
                 f"d_model={config.d_model} must be divisible by n_heads={config.n_heads}"
@@ -137,9 +169,10 @@ class PRM(nn.Module):
         """Args:
             features: (B, N, F) float x_i, items in the initial ranking order.
             pv: (B, N, P) float personalised vectors, or None when pv_dim = 0.
-            mask: (B, N) bool, True = real item (default: all real).
+            mask: (B, N) bool, True = real item (default: all real); at least one per list.
         Returns:
             logits (B, N): Score(i) = softmax over the list of these (Eq. (9)); -inf at padding.
+            B = 0 gives (0, N).
         """
         cfg = self.config
         if features.dim() != 3 or features.shape[-1] != cfg.feature_dim:
@@ -149,19 +182,31 @@ class PRM(nn.Module):
         B, N, _ = features.shape
         if not 1 <= N <= cfg.max_len:
             raise ValueError(f"list length N must be in 1..{cfg.max_len} (max_len), got {N}")
-        if mask is not None and mask.shape != (B, N):
-            raise ValueError(f"mask must be (B, N) = {(B, N)} bool, got {tuple(mask.shape)}")
+        if mask is not None and (mask.shape != (B, N) or mask.dtype != torch.bool):
+            raise ValueError(
+                f"mask must be (B, N) = {(B, N)} bool, got {tuple(mask.shape)} {mask.dtype}"
+            )
+        if mask is not None and not bool(mask.any(1).all()):
+            row = int((~mask.any(1)).nonzero()[0])
+            raise ValueError(
+                f"mask: list {row} has no real item (all False); expected at least one True per "
+                f"list (drop empty lists from the batch)"
+            )
+        _check_finite(features, "features", "finite item features (pad with zeros)")
         if cfg.pv_dim:
             if pv is None or pv.shape != (B, N, cfg.pv_dim):
                 got = None if pv is None else tuple(pv.shape)
                 raise ValueError(
                     f"pv must be (B, N, {cfg.pv_dim}) = {(B, N, cfg.pv_dim)}, got {got}"
                 )
+            _check_finite(pv, "pv", "finite personalised vectors (pad with zeros)")
             e = torch.cat([features, pv], dim=-1)  # Eq. (3)   (B, N, F + P)
         else:
             if pv is not None:
                 raise ValueError("pv given, but the model has pv_dim=0 (PRM-BASE); expected None")
             e = features
+        if B == 0:  # an empty batch: no list to attend over (MultiheadAttention needs B >= 1)
+            return self.output(e.new_zeros(0, N, cfg.d_model)).squeeze(-1)  # (0, N)
         if self.position is not None:
             e = e + self.position(torch.arange(N, device=e.device))  # Eq. (4)   (B, N, F + P)
         s = self.input_proj(e)  # Eq. (5)   (B, N, D)
@@ -180,11 +225,20 @@ class PRM(nn.Module):
 
         Args:
             logits: (B, N) from forward (-inf at padding).
-            labels: (B, N) float clicks in {0, 1} (0 at padding).
+            labels: (B, N) float clicks in {0, 1} (0 at padding); finite and >= 0.
         """
         if labels.shape != logits.shape:
             raise ValueError(
-                f"labels must have the logits' shape {tuple(logits.shape)}, got {tuple(labels.shape)}"
+                f"labels must have the logits' shape {tuple(logits.shape)}, "
+                f"got {tuple(labels.shape)}"
+            )
+        _check_finite(labels, "labels", "finite clicks in {0, 1}")
+        bad = (labels < 0) | ((labels != 0) & torch.isneginf(logits))  # (B, N)
+        if bool(bad.any()):
+            row, pos = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(
+                f"labels: list {row} has {labels[row, pos].item()} at position {pos} (logit "
+                f"{logits[row, pos].item()}); expected clicks >= 0, and 0 at padded slots"
             )
         log_p = torch.log_softmax(logits, dim=-1)  # (B, N)
         per_list = -(labels * log_p.masked_fill(labels == 0, 0.0)).sum(-1)  # (B,)
