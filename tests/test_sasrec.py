@@ -340,6 +340,14 @@ def test_demo_onnx_export_matches_pytorch(tmp_path):
     assert np.isneginf(scores[:, 0]).all()
     assert np.abs(scores[:, 1:] - ref_scores[:, 1:]).max() <= 1e-5
     assert np.abs(user - ref_user).max() <= 1e-5
+    # the exported file is the whole model: nothing else was written beside it, and a copy of it
+    # alone in an empty folder runs
+    assert sorted(p.name for p in tmp_path.iterdir() if "onnx" in p.name) == ["m.onnx"]
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    (alone / "copy.onnx").write_bytes(path.read_bytes())
+    moved = ort.InferenceSession(str(alone / "copy.onnx"), providers=["CPUExecutionProvider"])
+    assert np.array_equal(moved.run(None, {"history": history.numpy()})[1], user)
 
 
 def _block_by_hand(x, real, allowed, block, official: bool):

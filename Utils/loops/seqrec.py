@@ -206,7 +206,9 @@ class _Scoring(torch.nn.Module):
 
 def export_onnx(model: torch.nn.Module, path, *, max_len: int, histories: np.ndarray) -> dict:
     """Write `model`'s scoring path as ONNX (input `history`: (B, max_len) int64, left-padded;
-    outputs `scores` (B, N+1), column 0 = -inf, and `user_vector` (B, D)); atomically. Then run it
+    outputs `scores` (B, N+1), column 0 = -inf, and `user_vector` (B, D)); atomically, as one
+    self-contained file (weights inside, no external-data file beside it: protobuf's 2 GB limit
+    applies, far above these models). Then run it
     with onnxruntime (when installed) on `histories` and return the largest absolute difference to
     PyTorch (finite scores and user vectors)."""
     import copy
@@ -226,7 +228,7 @@ def export_onnx(model: torch.nn.Module, path, *, max_len: int, histories: np.nda
             torch.onnx.export(module, (example,), str(tmp), input_names=["history"],
                               output_names=["scores", "user_vector"],
                               dynamic_shapes={"history": {0: torch.export.Dim("batch")}},
-                              dynamo=True, verbose=False)
+                              dynamo=True, verbose=False, external_data=False)  # one movable file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
