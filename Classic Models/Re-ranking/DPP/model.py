@@ -17,6 +17,14 @@ Usage::
     assert torch.equal(result.selected, positions)  # same picks, computed in log space
 
 This file stands alone: it needs only torch. Copy it into your project as is.
+Two model files in one project: every file of this repo is called model.py, so copy each under its
+own name (sasrec_model.py, dpp_model.py) and import it as usual. Loading one with importlib instead
+needs the module registered in sys.modules before it runs (its @dataclass looks the module up):
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
 
 What it does (the note: Idea, Maths): given a candidate list with relevance scores r and item
 feature vectors f, build the kernel L = Diag(exp(alpha r)) S Diag(exp(alpha r)) with S_ij = <f_i,

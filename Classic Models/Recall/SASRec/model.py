@@ -4,6 +4,14 @@ Paper: Wang-Cheng Kang, Julian McAuley, "Self-Attentive Sequential Recommendatio
 https://arxiv.org/abs/1808.09781 -- official code (TensorFlow): https://github.com/kang205/SASRec
 
 This file stands alone: it needs only torch. Copy it into your project as is.
+Two model files in one project: every file of this repo is called model.py, so copy each under its
+own name (sasrec_model.py, dpp_model.py) and import it as usual. Loading one with importlib instead
+needs the module registered in sys.modules before it runs (its @dataclass looks the module up):
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
 
 Usage::
 
