@@ -189,5 +189,12 @@ def test_onnx_export_matches_pytorch_within_1e_5(tmp_path, dynamo):
     with torch.no_grad():
         want = model(other_sparse, other_dense).numpy()
     assert got.shape == (7,) and np.abs(got - want).max() <= 1e-5
+    # one movable file: nothing else written beside it, and a copy alone in an empty folder runs
+    assert [p.name for p in tmp_path.iterdir()] == ["deepfm.onnx"]
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "m.onnx").write_bytes(path.read_bytes())
+    moved = ort.InferenceSession(str(tmp_path / "alone" / "m.onnx"), providers=["CPUExecutionProvider"])
+    inputs = {"sparse": other_sparse.numpy(), "dense": other_dense.numpy()}
+    assert np.array_equal(moved.run(None, inputs)[0], got)
     print(f"ONNX ({'dynamo' if dynamo else 'TorchScript'} exporter) vs PyTorch: max |diff| = "
           f"{diff:.2e} on 64 rows, {np.abs(got - want).max():.2e} on 7 other rows")
