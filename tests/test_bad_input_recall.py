@@ -243,3 +243,41 @@ def test_out_of_range_id_names_input_id_and_range(name, call, message):
     with pytest.raises(ValueError) as info:
         call()
     assert message in str(info.value)
+
+
+# ---- models: padding between the items of an ordered history is a ValueError naming the row ----
+
+GAP_CASES = [
+    ("MIND history", lambda: _mind().user_tower(history=torch.tensor([[0, 1, 2], [1, 0, 2]]),
+                                                user_features=torch.tensor([[0], [0]])),
+     "history row 1 has padding (0) between real items: [1, 0, 2]"),
+    ("SDM short", lambda: _sdm_call(short=torch.tensor([[3, 0, 0, 1]])),
+     "short row 0 has padding (0) between real items: [3, 0, 0, 1]"),
+]
+
+
+@pytest.mark.parametrize("name,call,message", GAP_CASES, ids=[c[0] for c in GAP_CASES])
+def test_padding_between_items_names_input_and_row(name, call, message):
+    """Left ([0, a, b]) and right ([a, b, 0], `pad_sequence`'s) padding are both read; a row that is
+    neither would be read with a wrong recency, so it is refused, showing the row."""
+    with pytest.raises(ValueError) as info:
+        call()
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bags_accept_padding_anywhere():
+    """YoutubeDNN's history and SDM's long-term behaviour are bags (no order is read): padding
+    between ids is no error there and gives the vector of the packed row."""
+    ytd_model, sdm_model = _ytd(), _sdm().eval()
+
+    def ytd_vector(history):
+        return ytd_model.user_tower(**_ytd_inputs(history=history))
+
+    def sdm_vector(long):
+        return sdm_model(profile={"user": torch.tensor([3])}, short=torch.tensor([[1, N]]),
+                         long=long)
+
+    torch.testing.assert_close(ytd_vector(torch.tensor([[1, 0, N]])),
+                               ytd_vector(torch.tensor([[0, 1, N]])))
+    torch.testing.assert_close(sdm_vector(torch.tensor([[2, 0, 5, 0]])),
+                               sdm_vector(torch.tensor([[0, 0, 2, 5]])))

@@ -85,6 +85,76 @@ def test_padding_leaves_capsules_and_user_vectors_unchanged():
     torch.testing.assert_close(model.user_tower(history=longer, user_features=feats)[0], V)
 
 
+def _left_and_right(rows: list[list[int]], L: int = MAX_LEN) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same rows padded on the left ([0, 0, a, b]) and on the right ([a, b, 0, 0])."""
+    left = torch.tensor([[0] * (L - len(r)) + r for r in rows])
+    right = torch.tensor([r + [0] * (L - len(r)) for r in rows])
+    return left, right
+
+
+ROWS = [[5], [3, 7, 9, 2], [1, 2, 3, 4, 5, 6, 7, 8], list(range(11, 23)), [30, 31]]
+
+
+def test_right_padding_reads_as_left_padding():
+    """`pad_sequence` pads on the right; the routing logits count from the newest slot, so a copied
+    model must not give the real behaviours other logits then. Right-padded rows give the same
+    interests, scores and loss as the same rows padded on the left (a mixed batch too), the routing
+    weights come back in the caller's layout, and padding between behaviours is a clear error."""
+    model = make_model()
+    left, right = _left_and_right(ROWS)
+    feats = torch.tensor([[0], [1], [2], [0], [1]])
+    with torch.no_grad():
+        V_l, active_l = model.user_tower(history=left, user_features=feats)
+        V_r, active_r = model.user_tower(history=right, user_features=feats)
+        torch.testing.assert_close(V_r, V_l)
+        assert torch.equal(active_r, active_l) and active_l.sum(1).tolist() == [1, 2, 3, 3, 1]
+        items = model.item_tower()
+        torch.testing.assert_close(model.score_items(V_r, active_r, items),
+                                   model.score_items(V_l, active_l, items))
+        batch = dict(target=torch.tensor([1, 2, 3, 4, 5]), negatives=torch.arange(6, 30),
+                     log_q_target=torch.zeros(5), log_q_negatives=torch.zeros(24))
+        torch.testing.assert_close(model.loss(interests=V_r, active=active_r, **batch),
+                                   model.loss(interests=V_l, active=active_l, **batch))
+        (caps_l, w_l), (caps_r, w_r) = routed(model, left), routed(model, right)
+        torch.testing.assert_close(caps_r, caps_l)
+        for i, r in enumerate(ROWS):  # row i's behaviours keep their weights, in the caller's slots
+            torch.testing.assert_close(w_r[i, : len(r)], w_l[i, MAX_LEN - len(r):])
+            assert torch.all(w_r[i, len(r):] == 0)
+        mixed = torch.where(torch.arange(5)[:, None] % 2 == 0, left, right)  # 1, 3: right-padded
+        torch.testing.assert_close(model.user_tower(history=mixed, user_features=feats)[0], V_l)
+    assert mind.left_align(left)[2] is None  # left padding: the tensors pass untouched
+    gap = left.clone()
+    gap[2, -3] = 0  # [0, 0, 0, 0, 1, ..., 5, 0, 7, 8]
+    with pytest.raises(ValueError, match=r"history row 2 has padding \(0\) between real items"):
+        model.user_tower(history=gap, user_features=feats)
+    with pytest.raises(ValueError, match=r"mask row 2 has padding \(0\) between real items"):
+        routed(model, gap)
+
+
+def test_right_padding_path_exports():
+    """`left_align` takes no data-dependent branch under torch.export: the exported user tower
+    always moves every row (left-padded rows by 0) and gives the eager interests for either layout."""
+    model = make_model().eval()
+    left, right = _left_and_right(ROWS)
+    feats = torch.tensor([[0], [1], [2], [0], [1]])
+    mixed = torch.where(torch.arange(5)[:, None] % 2 == 0, left, right)
+
+    class Tower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mind = model
+
+        def forward(self, history, user_features):
+            return self.mind.user_tower(history=history, user_features=user_features)
+
+    with torch.no_grad():
+        eager = Tower()(left, feats)
+        exported = torch.export.export(Tower(), (right, feats)).module()
+        for history in (left, right, mixed):
+            for got, want in zip(exported(history, feats), eager):
+                torch.testing.assert_close(got, want)
+
+
 def test_routing_logits_are_fixed_and_iterations_are_used():
     model = make_model()
     names = [n for n, _ in model.named_parameters()]
@@ -162,7 +232,8 @@ def test_inputs_are_checked():
 def test_overfits_tiny_batch():
     torch.manual_seed(0)
     model = make_model()
-    hist = torch.randint(0, N_ITEMS + 1, (16, MAX_LEN))
+    hist = torch.randint(1, N_ITEMS + 1, (16, MAX_LEN))
+    hist[torch.arange(MAX_LEN) < torch.randint(0, MAX_LEN, (16, 1))] = 0  # left padding, 1-12 items
     feats = torch.randint(0, 3, (16, 1))
     target = torch.randint(1, N_ITEMS + 1, (16,))
     corpus = torch.arange(1, N_ITEMS + 1)

@@ -239,6 +239,72 @@ def test_padding_changes_nothing():
         model.loss(o, torch.tensor([0, 1, 2, 3, 4]), torch.arange(1, N_ITEMS + 1))
 
 
+def _left_and_right(rows: list[list[int]], L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same rows padded on the left ([0, 0, a, b]) and on the right ([a, b, 0, 0])."""
+    left = torch.tensor([[0] * (L - len(r)) + r for r in rows])
+    right = torch.tensor([r + [0] * (L - len(r)) for r in rows])
+    return left, right
+
+
+def test_right_padding_reads_as_left_padding():
+    """`pad_sequence` pads on the right; a copied model must not read the session from its last
+    slots then. Right-padded sessions give the same user vectors, gates, scores, loss and session
+    states as the same sessions padded on the left (a mixed batch too); the long-term behaviour is a
+    bag, read in any layout; padding between a session's real actions is a clear error."""
+    model = _model(lstm_layers=2)
+    profile, _, long = _batch()  # B = 5, T = 8: rows with left padding, one with none at all
+    left, right = _left_and_right([[5, 8, 2, 9], [3, 1], [7, 4, 6, 11, 12, 13], [14], [20, 21]], 6)
+    long_right = torch.stack([torch.cat([r[r != 0], r[r == 0]]) for r in long])  # (B, T)
+    scattered = long[:, torch.randperm(8, generator=torch.Generator().manual_seed(0))]
+    target, negatives = torch.tensor([3, 7, 1, 40, 22]), torch.arange(1, N_ITEMS + 1)
+    with torch.no_grad():
+        o_l, G_l = model(profile=profile, short=left, long=long, return_gate=True)
+        o_r, G_r = model(profile=profile, short=right, long=long_right, return_gate=True)
+        torch.testing.assert_close(o_r, o_l)
+        torch.testing.assert_close(G_r, G_l)
+        torch.testing.assert_close(model.score(o_r), model.score(o_l))
+        torch.testing.assert_close(model.loss(o_r, target, negatives),
+                                   model.loss(o_l, target, negatives))
+        # session states come back right-aligned (with their mask) whatever the input's layout
+        (x_l, m_l), (x_r, m_r) = model.session_states(left), model.session_states(right)
+        torch.testing.assert_close(x_r, x_l)
+        assert torch.equal(m_r, m_l) and m_l.sum(1).tolist() == [4, 2, 6, 1, 2]
+        mixed = torch.where(torch.arange(5)[:, None] % 2 == 0, left, right)  # 1, 3: right-padded
+        torch.testing.assert_close(model(profile=profile, short=mixed, long=scattered), o_l)
+        # the long-term bag: padding anywhere and any order give the same p^u
+        e_u = model.user_profile(profile)
+        torch.testing.assert_close(model.long_term(scattered, e_u), model.long_term(long, e_u))
+    assert sdm.left_align(left)[2] is None  # left padding: the tensors pass untouched
+    gap = left.clone()
+    gap[1] = torch.tensor([0, 3, 0, 1, 0, 0])
+    with pytest.raises(ValueError, match=r"short row 1 has padding \(0\) between real items"):
+        model(profile=profile, short=gap, long=long)
+
+
+@pytest.mark.filterwarnings("ignore:The tensor attributes")  # LSTM weights, export
+def test_right_padding_path_exports():
+    """`left_align` takes no data-dependent branch under torch.export: the exported user tower
+    always moves every row (left-padded rows by 0) and gives the eager vectors for either layout."""
+    model = _model()
+    profile, _, long = _batch(B=3)
+    left, right = _left_and_right([[5, 8, 2, 9], [3, 1], [7, 4, 6, 11, 12, 13]], 6)
+    mixed = torch.stack([left[0], right[1], right[2]])
+
+    class Tower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sdm = model
+
+        def forward(self, user, short, long):
+            return self.sdm(profile={"user": user}, short=short, long=long)
+
+    with torch.no_grad():
+        eager = Tower()(profile["user"], left, long)
+        exported = torch.export.export(Tower(), (profile["user"], right, long)).module()
+        for short in (left, right, mixed):
+            torch.testing.assert_close(exported(profile["user"], short, long), eager)
+
+
 def test_count_pooling_equals_one_row_per_element():
     """Eqs. (17)-(18) from value counts (small vocabularies) equal the per-element attention."""
     model = _model()

@@ -210,8 +210,38 @@ def test_padding_and_user_hash():
     buckets = tg.user_token(torch.arange(100_000), 2000)
     assert buckets.min() >= 0 and buckets.max() < 2000
     assert torch.bincount(buckets, minlength=2000).min() > 0  # every bucket is used
-    with pytest.raises(ValueError, match="left-padded"):
+    with pytest.raises(ValueError, match="history row 0 has padding \\(0\\) between real items"):
         model.encoder_tokens(user, torch.tensor([[4, 0, 0, 0, 0, 5]]))
+
+
+def test_right_padding_reads_as_left_padding():
+    """`pad_sequence` pads on the right; a copied model must not read padding as the newest item nor
+    refuse the layout. Right-padded histories give the same encoder tokens, loss, exhaustive scores
+    and beams as the same histories padded on the left (a mixed batch too); padding between real
+    items is a clear error that shows the row."""
+    model = _tiny_model(_tiny_catalogue(), seed=2)
+    rows = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10], [11, 12]]
+    left = torch.tensor([[0] * (6 - len(r)) + r for r in rows])
+    right = torch.tensor([r + [0] * (6 - len(r)) for r in rows])
+    mixed = torch.stack([left[0], right[1], right[2], left[3]])
+    user, target = torch.tensor([3, 11, 5, 8]), torch.tensor([20, 21, 22, 23])
+    items = torch.arange(1, 61).expand(4, -1)
+    assert tg.left_align(left)[2] is None  # left padding: the tensors pass untouched
+    assert torch.equal(model.encoder_tokens(user, right), model.encoder_tokens(user, left))
+    with torch.no_grad():
+        loss = model.loss(user=user, history=left, target=target)
+        scores = model.score_items(user=user, history=left, items=items)
+        beams = model.generate(user=user, history=left, beam=5)
+        for history in (right, mixed):
+            torch.testing.assert_close(model.loss(user=user, history=history, target=target), loss)
+            torch.testing.assert_close(model.score_items(user=user, history=history, items=items),
+                                       scores)
+            got = model.generate(user=user, history=history, beam=5)
+            assert torch.equal(got[0], beams[0]) and torch.equal(got[2], beams[2])
+            torch.testing.assert_close(got[1], beams[1])
+    with pytest.raises(ValueError, match=r"history row 1 has padding \(0\) between real items"):
+        model.loss(user=user[:2], history=torch.stack([left[0], torch.tensor([0, 4, 0, 5, 0, 0])]),
+                   target=target[:2])
 
 
 def test_seq2seq_overfits_a_handful_of_sequences():

@@ -131,6 +131,36 @@ def test_padding_does_not_change_user_vector():
     assert torch.count_nonzero(make_model().item_tower()[0]) == 0
 
 
+def test_left_right_and_scattered_padding_give_the_same_user():
+    """`pad_sequence` pads on the right; the history and the bags are averaged bags (no position is
+    read), so the same ids padded on the left, on the right, mixed in one batch or with padding
+    between them give the same user vectors, scores and losses: the model needs no re-alignment."""
+    model = make_model().eval()
+    rows, cat_rows = [[4, 9, 2, 17], [11], [3, 5, 8, 13, 21, 1]], [[1, 3, 3], [2], [6, 5]]
+
+    def pad(rows, L, where):
+        out = []
+        for r in rows:
+            z = [0] * (L - len(r))
+            out.append({"left": z + r, "right": r + z, "both": z[:1] + r + z[1:]}[where])
+        return torch.tensor(out)
+
+    age = torch.tensor([0.2, 0.9, 0.5])
+    left, right, both = (pad(rows, 7, where) for where in ("left", "right", "both"))
+    u = model.user_tower(**inputs(left, pad(cat_rows, 4, "left"), age))
+    scattered = left[:, torch.randperm(7, generator=torch.Generator().manual_seed(0))]
+    mixed = torch.stack([left[0], right[1], both[2]])  # one row of each layout in a batch
+    target = torch.tensor([5, 6, 7])
+    for history, cats in [(right, pad(cat_rows, 4, "right")), (scattered, pad(cat_rows, 4, "both")),
+                          (mixed, pad(cat_rows, 4, "right"))]:
+        u2 = model.user_tower(**inputs(history, cats, age))
+        torch.testing.assert_close(u2, u)
+        torch.testing.assert_close(model(**inputs(history, cats, age)), u @ model.item_tower().T)
+        torch.testing.assert_close(
+            model.inbatch_loss(user_vec=u2, target=target, log_q_target=torch.zeros(3)),
+            model.inbatch_loss(user_vec=u, target=target, log_q_target=torch.zeros(3)))
+
+
 def test_example_age_is_used_and_zero_at_serving():
     model = make_model().eval()
     hist = torch.tensor([[0, 4, 9, 2]])

@@ -12,7 +12,7 @@ Usage::
     import torch
     from model import MIND, MINDConfig
     model = MIND(config=MINDConfig(n_items=100, dim=16, max_len=10, hidden=(32,)))
-    history = torch.randint(1, 101, (4, 10))  # (B, L) behaviours, left-padded with 0, latest last
+    history = torch.randint(1, 101, (4, 10))  # (B, L) latest last; 0 = padding, left or right
     interests, active = model.user_tower(history=history)  # (B, K, D), (B, K): the first K'_u
     scores = model.score_items(interests, active, model.item_tower())  # (B, N + 1), Eq. (3)
     loss = model.loss(interests=interests, active=active, target=torch.randint(1, 101, (4,)),
@@ -45,6 +45,9 @@ NOTE: K'_u = max(1, min(K, floor(log2 |I_u|))); the paper does not say how log2 
 NOTE: capsules beyond K'_u are masked (zero routing weight, excluded from attention and serving).
 NOTE: the fixed routing logits are tied to a behaviour's distance from the most recent one (histories are
 left-padded), so extra padding cannot shift them; this makes "padding changes no capsule" exact.
+NOTE: a history may be padded on the left ([0, 0, a, b, c]) or on the right ([a, b, c, 0, 0], what
+`pad_sequence` makes): a right-padded row is moved to the left before routing (`left_align`), so
+both give the same interests; padding between real behaviours raises.
 """
 
 from __future__ import annotations
@@ -92,6 +95,42 @@ def check_ids(name: str, ids: torch.Tensor, high: int, low: int = 0) -> None:
     if lo < low or hi > high:
         bad = lo if lo < low else hi
         raise ValueError(f"{name}: id {bad} is out of range; expected ids in {low}..{high}")
+
+
+def left_align(history: torch.Tensor, *aligned: torch.Tensor, name: str = "history"
+               ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor | None]:
+    """Rows padded on the right (`[a, b, c, 0, 0]`, what `torch.nn.utils.rnn.pad_sequence` makes)
+    moved to the left padding the model reads (`[0, 0, a, b, c]`); each tensor of `aligned`
+    (B, L, ...) moves with its row. Returns (history, aligned, shift): shift (B,) is each row's
+    move, None when every row was left-padded already (nothing is copied then). A row with padding
+    between real items is neither layout and raises a ValueError that shows it (named `name`)."""
+    real = history != 0  # (B, L)
+    rises = (real[:, 1:] & ~real[:, :-1]).sum(1)  # (B,) padding -> item steps
+    falls = (~real[:, 1:] & real[:, :-1]).sum(1)  # (B,) item -> padding steps
+    traced = torch.compiler.is_compiling()  # torch.export / ONNX: no data-dependent branch
+    if not traced and not bool(falls.any()):
+        return history, aligned, None
+    bad = ((rises > 0) & (falls > 0)) | (rises > 1) | (falls > 1)
+    if not traced and bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{name} row {row} has padding (0) between real items: "
+                         f"{history[row].tolist()}; expected left padding [0, 0, a, b, c] or right "
+                         f"padding [a, b, c, 0, 0]")
+    L = history.shape[1]
+    shift = (~real).sum(1) * (falls > 0)  # (B,): a right-padded row moves by its trailing zeros
+    idx = (torch.arange(L, device=history.device) - shift[:, None]) % L  # new[j] = old[j - shift]
+    moved = tuple(t.gather(1, idx.view(*idx.shape, *[1] * (t.dim() - 2)).expand_as(t))
+                  for t in aligned)
+    return history.gather(1, idx), moved, shift
+
+
+def unalign(x: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+    """Undo `left_align` on (B, L, ...) per-position outputs: back to the caller's layout."""
+    if shift is None:
+        return x
+    L = x.shape[1]
+    idx = (torch.arange(L, device=x.device) + shift[:, None]) % L  # old[i] = new[i + shift]
+    return x.gather(1, idx.view(*idx.shape, *[1] * (x.dim() - 2)).expand_as(x))
 
 
 def interest_count(n_behaviours: torch.Tensor, max_interests: int) -> torch.Tensor:
@@ -181,17 +220,22 @@ class MIND(nn.Module):
         """Behaviour-to-interest dynamic routing.
 
         Args:
-            behaviours: (B, L, D) behaviour embeddings e_i (left-padded: the latest behaviour is last).
+            behaviours: (B, L, D) behaviour embeddings e_i, the latest real behaviour last;
+                padded on the left, or on the right (such rows are left-aligned first).
             mask: (B, L) bool, True for real behaviours.
             n_interests: (B,) int64 K'_u in 1..K.
         Returns:
-            capsules (B, K, D), zero beyond K'_u; weights (B, L, K) w_ij of the last iteration (each
-            real behaviour's row sums to 1 over its user's K'_u interests, padding rows are 0).
+            capsules (B, K, D), zero beyond K'_u; weights (B, L, K) w_ij of the last iteration,
+            in the caller's layout (each real behaviour's row sums to 1 over its user's K'_u
+            interests, padding rows are 0).
         """
         B, L, D = behaviours.shape
         K = self.config.n_interests
         if L > self.config.max_len:
             raise ValueError(f"history length {L} exceeds config.max_len={self.config.max_len}")
+        # right padding -> left padding: column -1 is the latest behaviour, as the logits read it
+        real_l, (behaviours,), shift = left_align(mask.long(), behaviours, name="mask")
+        mask = real_l != 0  # (B, L)
         low = behaviours @ self.bilinear  # S e_i: (B, L, D) @ (D, D) -> (B, L, D)
         logits = self.routing_logits[:, -L:].unsqueeze(0).expand(B, K, L)  # b_ij: (B, K, L)
         active = torch.arange(K, device=behaviours.device).unsqueeze(0) < n_interests.unsqueeze(1)  # (B, K)
@@ -206,7 +250,7 @@ class MIND(nn.Module):
                 # Eq. (4): b_ij += u_j^T S e_i
                 logits = logits + capsules @ low.transpose(1, 2)  # (B, K, D) @ (B, D, L) -> (B, K, L)
         capsules = capsules * active.unsqueeze(-1).to(capsules.dtype)  # (B, K, D)
-        return capsules, w.transpose(1, 2)  # (B, K, D), (B, L, K)
+        return capsules, unalign(w.transpose(1, 2), shift)  # (B, K, D), (B, L, K) caller's layout
 
     # ---- Eq. (1): user representation ------------------------------------------------------------
     def user_tower(
@@ -215,7 +259,9 @@ class MIND(nn.Module):
         """V_u = f_user(I_u, P_u).
 
         Args:
-            history: (B, L) int64 behaviour item ids, left-padded with 0 (latest last), L <= max_len.
+            history: (B, L) int64 behaviour item ids (latest last), L <= max_len, 0 = padding on
+                the left ([0, 0, a, b, c]) or on the right ([a, b, c, 0, 0], as `pad_sequence`
+                makes it).
             user_features: (B, F) int64 user-profile ids, one column per config.user_feature_sizes.
         Returns:
             interests (B, K, D) user vectors v_u^k; active (B, K) bool, True for the first K'_u.
@@ -225,6 +271,7 @@ class MIND(nn.Module):
             raise ValueError(f"history must be (B, L), got shape {tuple(history.shape)}")
         B, L = history.shape
         check_ids("history (item ids, 0 = padding)", history, c.n_items)
+        history, _, _ = left_align(history)  # right padding -> left padding
         mask = history != 0  # (B, L)
         n_int = (
             interest_count(mask.sum(1), c.n_interests) if c.dynamic_k

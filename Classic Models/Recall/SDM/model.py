@@ -12,7 +12,8 @@ Usage::
     from model import SDM, SDMConfig
     model = SDM(SDMConfig(n_items=50, profile_sizes={"user": 11}, dim=16, num_heads=2))
     short = torch.randint(1, 51, (3, 5))                # (B, S) latest session, 0 = padding
-    long = torch.randint(0, 51, (3, 8))                 # (B, T) earlier behaviour
+                                                        # (left or right, as pad_sequence pads)
+    long = torch.randint(0, 51, (3, 8))                 # (B, T) earlier behaviour, a bag
     o, G = model(profile={"user": torch.tensor([1, 2, 3])}, short=short, long=long,
                  return_gate=True)                      # (B, D) user vector, (B, D) gate
     scores = model.score(o)                             # (B, N + 1), Eq. (1)
@@ -45,6 +46,10 @@ NOTE (deviations, each also in the note's "Deviations"):
   in Eq. (4); in the long-term split every value of every earlier item is one element of L_f^u.
 - Self-attention is followed by residual + layer norm and scaled by 1/sqrt(D/H), as in the
   official code (the paper's Eq. (13) writes the unscaled product).
+- The session may be padded on the left ([0, 0, a, b, c]) or on the right ([a, b, c, 0, 0], what
+  `pad_sequence` makes): a right-padded row is moved to the left before encoding (`left_align`), so
+  both give the same user vector; padding between real items raises. The long-term behaviour is
+  a bag (its order is never read), so any layout of it gives the same vector.
 """
 
 from __future__ import annotations
@@ -100,6 +105,33 @@ def check_ids(name: str, ids: Tensor, high: int, low: int = 0) -> None:
     if lo < low or hi > high:
         bad = lo if lo < low else hi
         raise ValueError(f"{name}: id {bad} is out of range; expected ids in {low}..{high}")
+
+
+def left_align(history: Tensor, *aligned: Tensor, name: str = "history"
+               ) -> tuple[Tensor, tuple[Tensor, ...], Tensor | None]:
+    """Rows padded on the right (`[a, b, c, 0, 0]`, what `torch.nn.utils.rnn.pad_sequence` makes)
+    moved to the left padding the model reads (`[0, 0, a, b, c]`); each tensor of `aligned`
+    (B, L, ...) moves with its row. Returns (history, aligned, shift): shift (B,) is each row's
+    move, None when every row was left-padded already (nothing is copied then). A row with padding
+    between real items is neither layout and raises a ValueError that shows it (named `name`)."""
+    real = history != 0  # (B, L)
+    rises = (real[:, 1:] & ~real[:, :-1]).sum(1)  # (B,) padding -> item steps
+    falls = (~real[:, 1:] & real[:, :-1]).sum(1)  # (B,) item -> padding steps
+    traced = torch.compiler.is_compiling()  # torch.export / ONNX: no data-dependent branch
+    if not traced and not bool(falls.any()):
+        return history, aligned, None
+    bad = ((rises > 0) & (falls > 0)) | (rises > 1) | (falls > 1)
+    if not traced and bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{name} row {row} has padding (0) between real items: "
+                         f"{history[row].tolist()}; expected left padding [0, 0, a, b, c] or right "
+                         f"padding [a, b, c, 0, 0]")
+    L = history.shape[1]
+    shift = (~real).sum(1) * (falls > 0)  # (B,): a right-padded row moves by its trailing zeros
+    idx = (torch.arange(L, device=history.device) - shift[:, None]) % L  # new[j] = old[j - shift]
+    moved = tuple(t.gather(1, idx.view(*idx.shape, *[1] * (t.dim() - 2)).expand_as(t))
+                  for t in aligned)
+    return history.gather(1, idx), moved, shift
 
 
 def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
@@ -244,11 +276,13 @@ class SDM(nn.Module):
 
     # ------------------------------------------------------------------ towers
     def session_states(self, short: Tensor) -> tuple[Tensor, Tensor]:
-        """Eqs. (6)-(14): latest session (B, S) left-padded -> x^_k (B, S, D) and its mask (B, S).
+        """Eqs. (6)-(14): latest session (B, S) -> x^_k (B, S, D) and its mask (B, S).
 
-        The LSTM reads the session right-aligned, so left padding never enters its state; the
-        returned states and mask are right-aligned too (True = real action).
+        The session may be left- or right-padded (a right-padded row is left-aligned first). The
+        LSTM reads it right-aligned, so padding never enters its state; the returned states and
+        mask are right-aligned whatever the input's layout (True = real action).
         """
+        short, _, _ = left_align(short, name="short")  # right padding -> left padding
         B, S = short.shape
         mask = short != 0  # (B, S)
         lengths = mask.sum(1)  # (B,)
@@ -265,8 +299,8 @@ class SDM(nn.Module):
         return self.self_attention(x, right_mask), right_mask  # (B, S, D), Eqs. (11)-(14)
 
     def short_term(self, short: Tensor, e_u: Tensor) -> Tensor:
-        """Eqs. (6)-(16): latest session (B, S) left-padded -> s^u (B, D): the session states of
-        `session_states()` pooled by the user attention; padded positions get weight 0."""
+        """Eqs. (6)-(16): latest session (B, S), left- or right-padded -> s^u (B, D): the session
+        states of `session_states()` pooled by the user attention; padded positions get weight 0."""
         x_hat, right_mask = self.session_states(short)  # (B, S, D), (B, S)
         alpha = masked_softmax(
             (x_hat @ e_u.unsqueeze(-1)).squeeze(-1), right_mask
@@ -274,7 +308,9 @@ class SDM(nn.Module):
         return (alpha.unsqueeze(-1) * x_hat).sum(1)  # (B, D), Eq. (16)
 
     def long_term(self, long: Tensor, e_u: Tensor) -> Tensor:
-        """Eqs. (17)-(20): behaviour before the session (B, T) left-padded -> p^u (B, D)."""
+        """Eqs. (17)-(20): behaviour before the session (B, T), padded anywhere -> p^u (B, D).
+        A bag: the elements are pooled by attention, so their order and the padding's place do not
+        matter."""
         B, T = long.shape
         pooled = []
         for name in self.feature_names:
@@ -322,8 +358,9 @@ class SDM(nn.Module):
 
         Args:
             profile: field name -> (B,) int64 codes (e.g. {"user": user ids}).
-            short: (B, S) int64 latest session, left-padded (most recent last), 0 = padding.
-            long: (B, T) int64 behaviour before that session, left-padded, 0 = padding.
+            short: (B, S) int64 latest session, oldest first, 0 = padding, on the left
+                ([0, 0, a, b, c]) or on the right ([a, b, c, 0, 0], as `pad_sequence` makes it).
+            long: (B, T) int64 behaviour before that session, 0 = padding (a bag: any layout).
             force_gate: replace G by this constant (1.0 -> o = s, 0.0 -> o = p); for analysis.
             return_gate: also return G (B, D).
 

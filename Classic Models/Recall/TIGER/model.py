@@ -13,7 +13,8 @@ Usage::
                       d_ff=32, n_encoder_layers=1, n_decoder_layers=1)
     model = TIGER(cfg)
     model.set_catalogue(torch.tensor([[0, 0, 0], [0, 1, 0], [1, 2, 0], [1, 2, 1], [3, 3, 0]]))
-    user, history = torch.tensor([7, 8]), torch.tensor([[0, 1, 2], [3, 4, 5]])  # 0 = padding
+    user = torch.tensor([7, 8])  # (B,) raw user ids
+    history = torch.tensor([[0, 1, 2], [3, 4, 5]])  # (B, L) item ids, 0 = padding, left or right
     loss = model.loss(user=user, history=history, target=torch.tensor([3, 1]))  # Eq. (8)
     items, scores, codes = model.generate(user=user, history=history, beam=3)  # (B, 3), Eq. (9)
 
@@ -45,6 +46,9 @@ NOTE (deviations, each listed in the note's "Deviations" section):
 - Attention scores are divided by sqrt(Dh) (T5 folds that factor into its initialisation).
 - The user token sits right before the first history token (the history is left-padded), so its
   relative distance to the history does not depend on how much padding a batch carries.
+- Histories may be padded on the left ([0, 0, a, b, c]) or on the right ([a, b, c, 0, 0], what
+  `pad_sequence` makes): a right-padded row is moved to the left before it becomes tokens
+  (`left_align`), so both give the same losses, scores and beams; padding between items raises.
 - Constrained beam search renormalises nothing: a beam's score is the model's own log p(ID) with
   probability mass on invalid continuations simply dropped, so beam = N equals exhaustive scoring.
 
@@ -120,6 +124,33 @@ def check_ids(name: str, ids: torch.Tensor, low: int, high: int) -> None:
         bad = int(lo) if lo < low else int(hi)
         raise ValueError(f"{name} has item id {bad}; expected ids in {low}..{high}"
                          + (" (0 = padding)" if low == 0 else ""))
+
+
+def left_align(history: torch.Tensor, *aligned: torch.Tensor, name: str = "history"
+               ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor | None]:
+    """Rows padded on the right (`[a, b, c, 0, 0]`, what `torch.nn.utils.rnn.pad_sequence` makes)
+    moved to the left padding the model reads (`[0, 0, a, b, c]`); each tensor of `aligned`
+    (B, L, ...) moves with its row. Returns (history, aligned, shift): shift (B,) is each row's
+    move, None when every row was left-padded already (nothing is copied then). A row with padding
+    between real items is neither layout and raises a ValueError that shows it (named `name`)."""
+    real = history != 0  # (B, L)
+    rises = (real[:, 1:] & ~real[:, :-1]).sum(1)  # (B,) padding -> item steps
+    falls = (~real[:, 1:] & real[:, :-1]).sum(1)  # (B,) item -> padding steps
+    traced = torch.compiler.is_compiling()  # torch.export / ONNX: no data-dependent branch
+    if not traced and not bool(falls.any()):
+        return history, aligned, None
+    bad = ((rises > 0) & (falls > 0)) | (rises > 1) | (falls > 1)
+    if not traced and bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{name} row {row} has padding (0) between real items: "
+                         f"{history[row].tolist()}; expected left padding [0, 0, a, b, c] or right "
+                         f"padding [a, b, c, 0, 0]")
+    L = history.shape[1]
+    shift = (~real).sum(1) * (falls > 0)  # (B,): a right-padded row moves by its trailing zeros
+    idx = (torch.arange(L, device=history.device) - shift[:, None]) % L  # new[j] = old[j - shift]
+    moved = tuple(t.gather(1, idx.view(*idx.shape, *[1] * (t.dim() - 2)).expand_as(t))
+                  for t in aligned)
+    return history.gather(1, idx), moved, shift
 
 
 def user_token(user: torch.Tensor, n_buckets: int) -> torch.Tensor:
@@ -367,18 +398,19 @@ class TIGER(nn.Module):
 
     # -- inputs ---------------------------------------------------------------------------------
     def encoder_tokens(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        """user: (B,) raw user ids; history: (B, L) item ids, left-padded with 0.
+        """user: (B,) raw user ids; history: (B, L) item ids, oldest first, 0 = padding on the
+        left ([0, 0, a, b, c]) or on the right ([a, b, c, 0, 0]: such a row is moved to the left).
 
-        Returns (B, 1 + L*T) token ids: padding, then the user token, then the history's codes.
+        Returns (B, 1 + L*T) token ids: padding, then the user token, then the history's codes
+        (left-padded whatever the history's layout).
         """
         B, L = history.shape
         if L > self.config.max_history:
             raise ValueError(f"history has {L} items; max_history is {self.config.max_history}")
         if user.shape != (B,):
             raise ValueError(f"user must have shape ({B},), got {tuple(user.shape)}")
-        if ((history[:, 1:] == PAD) & (history[:, :-1] != PAD)).any():
-            raise ValueError("history must be left-padded: padding (0) only before the first item")
         check_ids("history", history, 0, self.catalogue.shape[0] - 1)
+        history, _, _ = left_align(history)  # right padding -> left padding; gaps raise
         codes = self.catalogue[history]  # (B, L, T)
         toks = torch.where(history[..., None] > 0, codes + self.code_offsets, PAD)  # (B, L, T)
         toks = toks.reshape(B, -1)  # (B, L*T)

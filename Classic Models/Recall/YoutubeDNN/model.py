@@ -11,7 +11,7 @@ Usage::
     import torch
     from model import YoutubeDNN, YoutubeDNNConfig
     model = YoutubeDNN(config=YoutubeDNNConfig(n_items=100, dim=16, hidden=(32,)))
-    history = torch.randint(0, 101, (4, 10))  # (B, L) earlier items, 0 = padding
+    history = torch.randint(0, 101, (4, 10))  # (B, L) earlier items, 0 = padding (any side)
     u = model.user_tower(history=history)  # (B, D); no example age = 0, as at serving
     scores = u @ model.item_tower().T  # (B, N + 1): the logits of Eq. (1)
     negatives = torch.randint(1, 101, (32,))  # (M,) items sampled from Q, shared by the batch
@@ -38,6 +38,8 @@ timestamps (positions only) can pass any normalised recency instead. The model o
 [0, 1] per example, which is 0 at serving time as in the paper.
 NOTE: the paper's tower ends in a ReLU layer, so u >= 0. `final_relu=False` makes the last layer
 linear; it is off by default (paper setting) and the note reports which setting each result used.
+NOTE: the history and the bags are averaged, so their order is never read: left padding, right
+padding (what `torch.nn.utils.rnn.pad_sequence` makes) and padding between ids give the same u.
 """
 
 from __future__ import annotations
