@@ -205,6 +205,58 @@ def test_heading_and_word_rules(tmp_path, monkeypatch):
     assert len(rep.problems) == 3
 
 
+LAB_NOTEBOOK = [
+    "Hardware: 2-core x86 CPU shared with other jobs, one thread per run",
+    "about 2 min wall on 2 shared cores",
+    "CPU seconds because this 2-core machine was shared with other jobs",
+    "wall seconds of single-thread runs on a shared machine",
+    "one thread of a shared 2-core machine",
+    "a 2-core CPU heavily shared",
+    "the earlier headline (2 blocks, 2 heads, batch 32)",
+    "the page's withdrawn earlier version",
+    "the input of the earlier runs",
+    "mean over the seeds run so far",
+    "mean over the seeds run so\nfar, per data set",
+    "the state collapsed (a one-epoch probe, lab log)",
+    "In a 175-step probe the state collapsed",
+    "a first version used the other init",
+    "the PDF could not be consulted here",
+    "measured on 2026-11-30",
+    "From 2026-11-30 the runs live in ledger/",
+]
+
+
+@pytest.mark.parametrize("sentence", LAB_NOTEBOOK)
+def test_word_rule_catches_lab_notebook_phrases(tmp_path, monkeypatch, sentence):
+    monkeypatch.setattr(nc, "ROOT", tmp_path)
+    rep = _report(tmp_path, f"A line that teaches.\n{sentence}\n")
+    nc.check_words(rep, rep.path.read_text())
+    assert rep.problems and all(":2: word about" in p for p in rep.problems), rep.problems
+
+
+def test_word_rule_leaves_teaching_sentences_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(nc, "ROOT", tmp_path)
+    text = ("The state attends to an earlier item of the history.\n"
+            "Earlier items are the behaviours; the items already chosen form Y.\n"
+            "One shared embedding feeds both parts; 256 negatives are shared by the batch.\n"
+            "Shared experts and the shared gate of PLE; data under ../shared/data/.\n"
+            "The cells a query probes hold few vectors (nprobe 16 of 256 lists).\n"
+            "Hardware: one thread of a 2-core x86 CPU, torch 2.13.\n"
+            "The first epoch, the version of the paper on arXiv, so fast, far from it.\n")
+    rep = _report(tmp_path, text)
+    nc.check_words(rep, text)
+    assert not rep.problems, rep.problems
+
+
+def test_lab_logs_may_date_their_runs(tmp_path, monkeypatch):
+    """A lab log is a dated record of runs: held to the organisation words only."""
+    monkeypatch.setattr(nc, "ROOT", tmp_path)
+    text = "From 2026-11-30 the runs live in ledger/; the first version used PReLU.\nThe issue asked for it.\n"
+    rep = _report(tmp_path, text)
+    nc.check_words(rep, text, nc.ORGANISATION)
+    assert len(rep.problems) == 1 and ":2: word about" in rep.problems[0], rep.problems
+
+
 def test_seed_summary_is_mean_and_sample_sd(tmp_path):
     runs = []
     for i, v in enumerate([0.1, 0.2, 0.3]):

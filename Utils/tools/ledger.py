@@ -437,7 +437,7 @@ def render(configs: list[Config], published: list[dict], summaries: dict[str, di
     lines += ["", *choice_table(configs, summaries)]
     if ablation:
         lines += ["", *ablation_table(configs, ablation, summaries)]
-    lines += ["", "Cost per run (mean over seeds; one thread of a shared 2-core machine; peak resident memory "
+    lines += ["", "Cost per run (mean over seeds; one thread of a 2-core machine; peak resident memory "
               "is the largest over the seeds):", "",
               "| Model, loss | data | protocol | runs | epochs | training s | peak RSS MiB |",
               "|---|---|---|---|---|---|---|"]
@@ -553,7 +553,8 @@ def _timing_tables(configs, summaries, peers, same_budget) -> list[str]:
         ref = next(c for c in configs if c.name == same_budget["reference"])
         lines += ["", f"Same training budget (train-only runs; the budget on each data set is the wall time "
                   f"{ref.model} ({ref.label.split(', ', 1)[-1]}) took to reach its best validation epoch, its "
-                  "slowest seed; wall seconds on one thread of a shared machine, so they carry its load):", "",
+                  "slowest seed; wall seconds on one thread, so they include the load of other runs on the same "
+                  "machine):", "",
                   "| Model, loss | data | budget, wall s | runs | best validation NDCG@10 within the budget | "
                   "best validation NDCG@10 | wall s to it |", "|---|---|---|---|---|---|---|"]
         for r in rows:

@@ -35,7 +35,7 @@ PAPER = {
     ("SDM", "Beauty"): "— (no Beauty number in the paper; Caser R@10 0.0347 · N@10 0.0176, TIGER paper, Table 1)",
     ("DeepFM", "frappe"): "AUC 0.9839 (BARS Frappe_x1, mean of 5 runs; 3.9× more training rows)",
     ("DCNv2", "frappe"): "AUC 0.9838 (BARS Frappe_x1, mean of 5 runs)",
-    ("AutoInt", "frappe"): "AUC 0.9848 (AutoInt+, BARS Frappe_x1, one run; the page's withdrawn earlier version: 0.9837 over 5 runs)",
+    ("AutoInt", "frappe"): "AUC 0.9848 (AutoInt+, BARS Frappe_x1, one run; before a FuxiCTR bug fix the page listed 0.9837 over 5 runs)",
     ("WideDeep", "frappe"): "AUC 0.9831 (BARS Frappe_x1, mean of 5 runs)",
     ("DIN", "Beauty"): "— (paper: Amazon Electronics, not Beauty; its claim: DIN above the base model)",
     ("DIEN", "Beauty"): "— (paper: Amazon Books/Electronics; its claim: DIEN above DIN)",
