@@ -340,4 +340,10 @@ def test_onnx_user_tower_equals_pytorch(tmp_path):
         got = session.run(None, {"history": history.numpy()})[0]
         worst = max(worst, float(np.abs(got - expected).max()))
     print(f"ONNX vs PyTorch, max abs diff {worst:.2e}")
+    # one movable file: no external-data file beside it, and a copy alone in an empty folder runs
+    assert [f.name for f in tmp_path.iterdir() if "onnx" in f.name] == ["user_tower.onnx"]
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "tower.onnx").write_bytes(onnx_path.read_bytes())
+    moved = ort.InferenceSession(str(tmp_path / "alone" / "tower.onnx"))
+    assert np.array_equal(moved.run(None, {"history": history.numpy()})[0], got)
     assert worst <= 1e-5
