@@ -516,7 +516,7 @@ def ablation_table(configs: list[Config], ablation: list[Config], summaries: dic
         keep = c is base or c.name.endswith("_combined") or v["NDCG@10"] > base_valid
         name = "base: sampled softmax, 256 negatives per position (`sasrec_ss`)" if c is base else c.label
         lines.append(f"| {name} | {v['NDCG@10']:.4f} | {v['Recall@10']:.4f} | {res['best_epoch']:.0f} | "
-                     f"{res['n']} | {'–' if c is base or c.name.endswith('_rectools') else 'yes' if keep else 'no'} | "
+                     f"{res['n']} | {'–' if c is base or c.name.endswith('_combined') else 'yes' if keep else 'no'} | "
                      f"{_cell(res, 'Recall@10')} | "
                      f"{_cell(res, 'NDCG@10')} |")
     return lines
