@@ -15,6 +15,9 @@ Usage::
     dense = torch.rand(8, 1)                            # (B, Fd) float
     logits = model(sparse, dense)                       # (B,) logits of Eq. (9) + DNN
     loss = model.loss(logits, torch.randint(0, 2, (8,)))
+    probs = model.predict(sparse, dense)  # (B,) click probabilities, in eval mode
+    model.save("m.pt")  # config + weights; an existing file is kept unless overwrite=True
+    model = AutoInt.load("m.pt")  # rebuilt from this file alone, in eval mode
     alpha = model.attention_maps(sparse, dense)         # per layer (B, Hh, M, M), rows sum to 1
 
 Every field becomes one vector; multi-head self-attention over the set of field vectors lets each
@@ -41,7 +44,10 @@ NOTE: AutoInt+ combines the two parts by summing their logits; the paper says on
     feed-forward network is "jointly trained" beside the interacting layers.
 """
 
+import contextlib
+import dataclasses
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -237,6 +243,78 @@ class InteractingLayer(nn.Module):
         return torch.relu(out)  # Eq. (8): ReLU(e~_m + W_Res e_m)
 
 
+# --------------------------------------------------------------------------------------------------
+# Serving and persistence helpers: one convention, the same code in every model file
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """Eval mode inside the block; each submodule gets its own train/eval mode back after it."""
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield module.eval()
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _plain(value):
+    """A config value in types torch.load(weights_only=True) reads: lists, a dtype by its name."""
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")  # torch.float64 -> "float64"
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _unplain(kind: str, value):
+    """`_plain` undone for a field annotated `kind`: lists back to tuples, a dtype from its name."""
+    if "tuple" in kind and isinstance(value, list):
+        return tuple(_unplain(kind, v) for v in value)
+    return getattr(torch, value, value) if "dtype" in kind and isinstance(value, str) else value
+
+
+def _save_checkpoint(model: nn.Module, config, path, overwrite: bool, **extra) -> None:
+    """torch.save {"model": class name, "config": plain types, "state_dict", **extra} to `path`."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    config = {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
+    tmp = f"{path}.tmp"  # in the same folder, so that os.replace moves it into place in one step
+    torch.save({"model": type(model).__name__, "config": config,
+                "state_dict": model.state_dict(), **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def _read_checkpoint(cls: type, config_cls: type, path, map_location, extra=()) -> tuple:
+    """(checkpoint, config) from a file `cls.save` wrote; any other file raises a ValueError."""
+    keys = ["model", "config", "state_dict", *extra]
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}  # "tuple[int, ...]"
+    expected = f"expected a {cls.__name__}.save() dict: keys {keys}, config fields {list(kinds)}"
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # a missing or unreadable file says so itself
+    except Exception as e:  # not a torch.save file, or one holding more than plain types
+        raise ValueError(f"{path}: {e}; {expected}") from e
+    if not isinstance(ckpt, dict) or not set(keys) <= set(ckpt) or ckpt["model"] != cls.__name__:
+        got = f", model {ckpt.get('model')!r}, keys {list(ckpt)}" if isinstance(ckpt, dict) else ""
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}{got}; {expected}")
+    try:
+        values = {k: _unplain(kinds.get(k, ""), v) for k, v in ckpt["config"].items()}
+        return ckpt, config_cls(**values)
+    except (AttributeError, TypeError) as e:  # not a dict, or a field missing or unknown
+        raise ValueError(f"{path}: the saved config does not fit ({e}); {expected}") from e
+
+
+def _load_weights(model: nn.Module, ckpt: dict, path, map_location) -> nn.Module:
+    """ckpt["state_dict"] into `model`, moved to map_location when it names a device; eval mode."""
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError) as e:  # missing, unexpected or mis-shaped weights
+        raise ValueError(f"{path}: the saved weights do not fit {type(model).__name__}: {e}") from e
+    device = map_location if isinstance(map_location, (str, torch.device)) else None
+    return model.to(device).eval()
+
+
 class AutoInt(nn.Module):
     """Embedding -> interacting layers -> output layer (+ DNN for AutoInt+)."""
 
@@ -312,3 +390,23 @@ class AutoInt(nn.Module):
         """
         check_labels(logits, labels)
         return F.binary_cross_entropy_with_logits(logits, labels.float())
+
+    # -- serving and persistence -----------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, *inputs, **kw) -> torch.Tensor:
+        """Click probabilities sigmoid(forward(...)), (B,) float, detached: forward's inputs, run in
+        eval mode for the call (the modules' train/eval modes are restored after it)."""
+        with _eval_mode(self):
+            return torch.sigmoid(self(*inputs, **kw))  # (B,)
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """torch.save {"model", "config", "state_dict"} for `AutoInt.load` to a temporary file,
+        then os.replace it to `path`; an existing file is kept unless overwrite=True."""
+        _save_checkpoint(self, self.config, path, overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location="cpu") -> "AutoInt":
+        """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
+        write (keys missing, another model's config) raises a ValueError saying what it expected."""
+        ckpt, config = _read_checkpoint(cls, AutoIntConfig, path, map_location)
+        return _load_weights(cls(config), ckpt, path, map_location)

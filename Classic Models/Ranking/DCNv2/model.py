@@ -16,6 +16,9 @@ Usage::
     dense = torch.rand(8, 2)                            # (B, Fd) float
     logits = model(sparse, dense)                       # (B,) logits of Eq. (2)
     loss = model.loss(logits, torch.randint(0, 2, (8,)))
+    probs = model.predict(sparse, dense)  # (B,) click probabilities, in eval mode
+    model.save("m.pt")  # config + weights; an existing file is kept unless overwrite=True
+    model = DCNv2.load("m.pt")  # rebuilt from this file alone, in eval mode
     blocks = model.cross_weight_blocks()                # (F + Fd, F + Fd) mean |W_0| per field pair
 
 A cross network builds explicit, bounded-degree feature crosses: each cross layer multiplies the
@@ -40,6 +43,9 @@ NOTE: `structure="cross_only"` (no deep network) is offered because the paper re
     network alone as a model (CrossNet) and BARS tuned DCN-V2 to it on Frappe.
 """
 
+import contextlib
+import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -268,6 +274,78 @@ class CrossNetwork(nn.Module):
         return x
 
 
+# --------------------------------------------------------------------------------------------------
+# Serving and persistence helpers: one convention, the same code in every model file
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """Eval mode inside the block; each submodule gets its own train/eval mode back after it."""
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield module.eval()
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _plain(value):
+    """A config value in types torch.load(weights_only=True) reads: lists, a dtype by its name."""
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")  # torch.float64 -> "float64"
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _unplain(kind: str, value):
+    """`_plain` undone for a field annotated `kind`: lists back to tuples, a dtype from its name."""
+    if "tuple" in kind and isinstance(value, list):
+        return tuple(_unplain(kind, v) for v in value)
+    return getattr(torch, value, value) if "dtype" in kind and isinstance(value, str) else value
+
+
+def _save_checkpoint(model: nn.Module, config, path, overwrite: bool, **extra) -> None:
+    """torch.save {"model": class name, "config": plain types, "state_dict", **extra} to `path`."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    config = {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
+    tmp = f"{path}.tmp"  # in the same folder, so that os.replace moves it into place in one step
+    torch.save({"model": type(model).__name__, "config": config,
+                "state_dict": model.state_dict(), **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def _read_checkpoint(cls: type, config_cls: type, path, map_location, extra=()) -> tuple:
+    """(checkpoint, config) from a file `cls.save` wrote; any other file raises a ValueError."""
+    keys = ["model", "config", "state_dict", *extra]
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}  # "tuple[int, ...]"
+    expected = f"expected a {cls.__name__}.save() dict: keys {keys}, config fields {list(kinds)}"
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # a missing or unreadable file says so itself
+    except Exception as e:  # not a torch.save file, or one holding more than plain types
+        raise ValueError(f"{path}: {e}; {expected}") from e
+    if not isinstance(ckpt, dict) or not set(keys) <= set(ckpt) or ckpt["model"] != cls.__name__:
+        got = f", model {ckpt.get('model')!r}, keys {list(ckpt)}" if isinstance(ckpt, dict) else ""
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}{got}; {expected}")
+    try:
+        values = {k: _unplain(kinds.get(k, ""), v) for k, v in ckpt["config"].items()}
+        return ckpt, config_cls(**values)
+    except (AttributeError, TypeError) as e:  # not a dict, or a field missing or unknown
+        raise ValueError(f"{path}: the saved config does not fit ({e}); {expected}") from e
+
+
+def _load_weights(model: nn.Module, ckpt: dict, path, map_location) -> nn.Module:
+    """ckpt["state_dict"] into `model`, moved to map_location when it names a device; eval mode."""
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError) as e:  # missing, unexpected or mis-shaped weights
+        raise ValueError(f"{path}: the saved weights do not fit {type(model).__name__}: {e}") from e
+    device = map_location if isinstance(map_location, (str, torch.device)) else None
+    return model.to(device).eval()
+
+
 class DCNv2(nn.Module):
     """Embedding -> x_0 -> cross network and deep network (stacked or parallel) -> logit."""
 
@@ -346,3 +424,23 @@ class DCNv2(nn.Module):
             return bce
         reg = sum(layer.weight_norm() for layer in self.cross.layers)
         return bce + self.config.cross_l2 * reg
+
+    # -- serving and persistence -----------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, *inputs, **kw) -> torch.Tensor:
+        """Click probabilities sigmoid(forward(...)), (B,) float, detached: forward's inputs, run in
+        eval mode for the call (the modules' train/eval modes are restored after it)."""
+        with _eval_mode(self):
+            return torch.sigmoid(self(*inputs, **kw))  # (B,)
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """torch.save {"model", "config", "state_dict"} for `DCNv2.load` to a temporary file,
+        then os.replace it to `path`; an existing file is kept unless overwrite=True."""
+        _save_checkpoint(self, self.config, path, overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location="cpu") -> "DCNv2":
+        """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
+        write (keys missing, another model's config) raises a ValueError saying what it expected."""
+        ckpt, config = _read_checkpoint(cls, DCNv2Config, path, map_location)
+        return _load_weights(cls(config), ckpt, path, map_location)

@@ -18,6 +18,9 @@ Usage::
     logits, aux = model(target, history, neg_history=negatives, return_aux=True)  # (B,), scalar
     loss = model.loss(logits, torch.ones(4), aux)    # Eq. (7)
     scores, gates = model.evolution_trace(target, history)  # (B, T) a_t, (B, T, H) gate of Eq. (11)
+    probs = model.predict(target, history)           # (B,) P(click), in eval mode
+    model.save("m.pt")                               # config + weights, no overwrite
+    model = DIEN.load("m.pt")                        # from this file alone, eval mode
 
 Notation (same letters in the note, README.md §Maths; equation numbers as in the AAAI 2019 paper):
     B: batch size            T: behaviour-sequence length (time steps, 0 = padding)
@@ -62,6 +65,9 @@ NOTE: ids outside a field's vocabulary raise a ValueError naming the input, fiel
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -186,6 +192,78 @@ class AUGRUCell(nn.Module):
         if self.mode == "augru":
             return a * u
         return a.expand_as(u) if self.mode == "agru" else u
+
+
+# --------------------------------------------------------------------------------------------------
+# Serving and persistence helpers: one convention, the same code in every model file
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """Eval mode inside the block; each submodule gets its own train/eval mode back after it."""
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield module.eval()
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _plain(value):
+    """A config value in types torch.load(weights_only=True) reads: lists, a dtype by its name."""
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")  # torch.float64 -> "float64"
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _unplain(kind: str, value):
+    """`_plain` undone for a field annotated `kind`: lists back to tuples, a dtype from its name."""
+    if "tuple" in kind and isinstance(value, list):
+        return tuple(_unplain(kind, v) for v in value)
+    return getattr(torch, value, value) if "dtype" in kind and isinstance(value, str) else value
+
+
+def _save_checkpoint(model: nn.Module, config, path, overwrite: bool, **extra) -> None:
+    """torch.save {"model": class name, "config": plain types, "state_dict", **extra} to `path`."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    config = {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
+    tmp = f"{path}.tmp"  # in the same folder, so that os.replace moves it into place in one step
+    torch.save({"model": type(model).__name__, "config": config,
+                "state_dict": model.state_dict(), **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def _read_checkpoint(cls: type, config_cls: type, path, map_location, extra=()) -> tuple:
+    """(checkpoint, config) from a file `cls.save` wrote; any other file raises a ValueError."""
+    keys = ["model", "config", "state_dict", *extra]
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}  # "tuple[int, ...]"
+    expected = f"expected a {cls.__name__}.save() dict: keys {keys}, config fields {list(kinds)}"
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # a missing or unreadable file says so itself
+    except Exception as e:  # not a torch.save file, or one holding more than plain types
+        raise ValueError(f"{path}: {e}; {expected}") from e
+    if not isinstance(ckpt, dict) or not set(keys) <= set(ckpt) or ckpt["model"] != cls.__name__:
+        got = f", model {ckpt.get('model')!r}, keys {list(ckpt)}" if isinstance(ckpt, dict) else ""
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}{got}; {expected}")
+    try:
+        values = {k: _unplain(kinds.get(k, ""), v) for k, v in ckpt["config"].items()}
+        return ckpt, config_cls(**values)
+    except (AttributeError, TypeError) as e:  # not a dict, or a field missing or unknown
+        raise ValueError(f"{path}: the saved config does not fit ({e}); {expected}") from e
+
+
+def _load_weights(model: nn.Module, ckpt: dict, path, map_location) -> nn.Module:
+    """ckpt["state_dict"] into `model`, moved to map_location when it names a device; eval mode."""
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError) as e:  # missing, unexpected or mis-shaped weights
+        raise ValueError(f"{path}: the saved weights do not fit {type(model).__name__}: {e}") from e
+    device = map_location if isinstance(map_location, (str, torch.device)) else None
+    return model.to(device).eval()
 
 
 class DIEN(nn.Module):
@@ -372,3 +450,26 @@ class DIEN(nn.Module):
         if aux_loss is None:
             return target_loss
         return target_loss + self.config.aux_weight * aux_loss
+
+    # -- serving and persistence -----------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, *inputs, **kw):
+        """Click probabilities sigmoid(forward(...)), (B,) float, detached (and the auxiliary loss
+        with return_aux=True): forward's inputs, run in eval mode for the call."""
+        with _eval_mode(self):
+            out = self(*inputs, **kw)  # (B,) logits, or (logits, aux) with return_aux=True
+        if isinstance(out, tuple):
+            return torch.sigmoid(out[0]), out[1]
+        return torch.sigmoid(out)  # (B,)
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """torch.save {"model", "config", "state_dict"} for `DIEN.load` to a temporary file,
+        then os.replace it to `path`; an existing file is kept unless overwrite=True."""
+        _save_checkpoint(self, self.config, path, overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location="cpu") -> DIEN:
+        """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
+        write (keys missing, another model's config) raises a ValueError saying what it expected."""
+        ckpt, config = _read_checkpoint(cls, DIENConfig, path, map_location)
+        return _load_weights(cls(**vars(config)), ckpt, path, map_location)

@@ -16,6 +16,9 @@ Usage::
     mask = torch.ones(32, 2, dtype=torch.bool)                   # (B, K) delta_k^i of Eq. (9)
     mask[:, 1] = labels[:, 0].bool()                             # task 2 only where task 1 = 1
     loss = model.loss(outputs, labels, mask)                     # Eq. (9): per-task sample spaces
+    probs = model.predict(sparse=sparse)                         # (B, K), eval mode
+    model.save("m.pt")                                           # config + weights
+    model = PLE.load("m.pt")                                     # from this file alone
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
@@ -48,6 +51,9 @@ NOTE: a sparse code outside its field's vocabulary raises a ValueError naming th
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -195,6 +201,78 @@ class ExtractionLayer(nn.Module):
         return outs, shared_out, {"task": gates, "shared": shared_w}
 
 
+# --------------------------------------------------------------------------------------------------
+# Serving and persistence helpers: one convention, the same code in every model file
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """Eval mode inside the block; each submodule gets its own train/eval mode back after it."""
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield module.eval()
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _plain(value):
+    """A config value in types torch.load(weights_only=True) reads: lists, a dtype by its name."""
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")  # torch.float64 -> "float64"
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _unplain(kind: str, value):
+    """`_plain` undone for a field annotated `kind`: lists back to tuples, a dtype from its name."""
+    if "tuple" in kind and isinstance(value, list):
+        return tuple(_unplain(kind, v) for v in value)
+    return getattr(torch, value, value) if "dtype" in kind and isinstance(value, str) else value
+
+
+def _save_checkpoint(model: nn.Module, config, path, overwrite: bool, **extra) -> None:
+    """torch.save {"model": class name, "config": plain types, "state_dict", **extra} to `path`."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    config = {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
+    tmp = f"{path}.tmp"  # in the same folder, so that os.replace moves it into place in one step
+    torch.save({"model": type(model).__name__, "config": config,
+                "state_dict": model.state_dict(), **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def _read_checkpoint(cls: type, config_cls: type, path, map_location, extra=()) -> tuple:
+    """(checkpoint, config) from a file `cls.save` wrote; any other file raises a ValueError."""
+    keys = ["model", "config", "state_dict", *extra]
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}  # "tuple[int, ...]"
+    expected = f"expected a {cls.__name__}.save() dict: keys {keys}, config fields {list(kinds)}"
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # a missing or unreadable file says so itself
+    except Exception as e:  # not a torch.save file, or one holding more than plain types
+        raise ValueError(f"{path}: {e}; {expected}") from e
+    if not isinstance(ckpt, dict) or not set(keys) <= set(ckpt) or ckpt["model"] != cls.__name__:
+        got = f", model {ckpt.get('model')!r}, keys {list(ckpt)}" if isinstance(ckpt, dict) else ""
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}{got}; {expected}")
+    try:
+        values = {k: _unplain(kinds.get(k, ""), v) for k, v in ckpt["config"].items()}
+        return ckpt, config_cls(**values)
+    except (AttributeError, TypeError) as e:  # not a dict, or a field missing or unknown
+        raise ValueError(f"{path}: the saved config does not fit ({e}); {expected}") from e
+
+
+def _load_weights(model: nn.Module, ckpt: dict, path, map_location) -> nn.Module:
+    """ckpt["state_dict"] into `model`, moved to map_location when it names a device; eval mode."""
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError) as e:  # missing, unexpected or mis-shaped weights
+        raise ValueError(f"{path}: the saved weights do not fit {type(model).__name__}: {e}") from e
+    device = map_location if isinstance(map_location, (str, torch.device)) else None
+    return model.to(device).eval()
+
+
 class PLE(nn.Module):
     """PLE: `n_levels` stacked extraction layers, then a tower t^k per task. n_levels=1 is CGC."""
 
@@ -282,11 +360,34 @@ class PLE(nn.Module):
         """The joint objective of Eq. (7)."""
         return self.multitask_loss(outputs, labels, mask, step)[0]
 
-    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Probabilities for binary tasks, values for regression tasks: (B, K)."""
-        kinds = self.config.task_types
-        binary = torch.tensor([t == "binary" for t in kinds], device=outputs.device)
-        return torch.where(binary, torch.sigmoid(outputs), outputs)
+    def predict(self, *inputs, **kw):
+        """(B, K) probabilities of binary tasks, values of regression ones: from forward's inputs in
+        eval mode, detached; `predict(outputs)` only maps forward's float outputs."""
+        if not inputs and set(kw) == {"outputs"}:
+            inputs, kw = (kw["outputs"],), {}
+        if (len(inputs) == 1 and not kw and isinstance(inputs[0], torch.Tensor)
+                and inputs[0].is_floating_point()):  # forward's outputs: map them, run nothing
+            outputs = inputs[0]
+            kinds = self.config.task_types
+            binary = torch.tensor([t == "binary" for t in kinds], device=outputs.device)
+            return torch.where(binary, torch.sigmoid(outputs), outputs)
+        with torch.no_grad(), _eval_mode(self):
+            out = self(*inputs, **kw)  # (B, K), or (outputs, gates) with return_gates=True
+            if isinstance(out, tuple):
+                return self.predict(out[0]), out[1]
+            return self.predict(out)  # (B, K)
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """torch.save {"model", "config", "state_dict"} for `PLE.load` to a temporary file,
+        then os.replace it to `path`; an existing file is kept unless overwrite=True."""
+        _save_checkpoint(self, self.config, path, overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location="cpu") -> PLE:
+        """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
+        write (keys missing, another model's config) raises a ValueError saying what it expected."""
+        ckpt, config = _read_checkpoint(cls, PLEConfig, path, map_location)
+        return _load_weights(cls(**vars(config)), ckpt, path, map_location)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -14,6 +14,8 @@ Usage::
     mmr = MMRReranker(lam=0.7, max_length=10)
     positions = mmr(scores=scores, item_vectors=item_vectors)  # (B, 10) into the list
     print(positions[0].tolist())
+    mmr.save("m.pt")  # its config (no weights); an existing file is kept
+    mmr = MMRReranker.load("m.pt")  # the same knobs, from this file alone
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 
@@ -57,8 +59,11 @@ Input contract (every case is a one-line ValueError, never a silent wrong list):
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import numbers
+import os
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -165,6 +170,78 @@ def mmr_select(
     return selected
 
 
+# --------------------------------------------------------------------------------------------------
+# Serving and persistence helpers: one convention, the same code in every model file
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """Eval mode inside the block; each submodule gets its own train/eval mode back after it."""
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield module.eval()
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _plain(value):
+    """A config value in types torch.load(weights_only=True) reads: lists, a dtype by its name."""
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")  # torch.float64 -> "float64"
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _unplain(kind: str, value):
+    """`_plain` undone for a field annotated `kind`: lists back to tuples, a dtype from its name."""
+    if "tuple" in kind and isinstance(value, list):
+        return tuple(_unplain(kind, v) for v in value)
+    return getattr(torch, value, value) if "dtype" in kind and isinstance(value, str) else value
+
+
+def _save_checkpoint(model: nn.Module, config, path, overwrite: bool, **extra) -> None:
+    """torch.save {"model": class name, "config": plain types, "state_dict", **extra} to `path`."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    config = {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
+    tmp = f"{path}.tmp"  # in the same folder, so that os.replace moves it into place in one step
+    torch.save({"model": type(model).__name__, "config": config,
+                "state_dict": model.state_dict(), **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def _read_checkpoint(cls: type, config_cls: type, path, map_location, extra=()) -> tuple:
+    """(checkpoint, config) from a file `cls.save` wrote; any other file raises a ValueError."""
+    keys = ["model", "config", "state_dict", *extra]
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}  # "tuple[int, ...]"
+    expected = f"expected a {cls.__name__}.save() dict: keys {keys}, config fields {list(kinds)}"
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # a missing or unreadable file says so itself
+    except Exception as e:  # not a torch.save file, or one holding more than plain types
+        raise ValueError(f"{path}: {e}; {expected}") from e
+    if not isinstance(ckpt, dict) or not set(keys) <= set(ckpt) or ckpt["model"] != cls.__name__:
+        got = f", model {ckpt.get('model')!r}, keys {list(ckpt)}" if isinstance(ckpt, dict) else ""
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}{got}; {expected}")
+    try:
+        values = {k: _unplain(kinds.get(k, ""), v) for k, v in ckpt["config"].items()}
+        return ckpt, config_cls(**values)
+    except (AttributeError, TypeError) as e:  # not a dict, or a field missing or unknown
+        raise ValueError(f"{path}: the saved config does not fit ({e}); {expected}") from e
+
+
+def _load_weights(model: nn.Module, ckpt: dict, path, map_location) -> nn.Module:
+    """ckpt["state_dict"] into `model`, moved to map_location when it names a device; eval mode."""
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError) as e:  # missing, unexpected or mis-shaped weights
+        raise ValueError(f"{path}: the saved weights do not fit {type(model).__name__}: {e}") from e
+    device = map_location if isinstance(map_location, (str, torch.device)) else None
+    return model.to(device).eval()
+
+
 class MMRReranker(nn.Module):
     """Re-rank B candidate lists with MMR (Eq. (1)); Sim2 = cosine of item feature vectors.
 
@@ -213,3 +290,16 @@ class MMRReranker(nn.Module):
             max_length=self.config.max_length,
             valid=valid,
         )
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """torch.save {"model", "config", "state_dict"} for `MMRReranker.load` to a temporary file,
+        then os.replace it to `path`; an existing file is kept unless overwrite=True."""
+        _save_checkpoint(self, self.config, path, overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location="cpu") -> MMRReranker:
+        """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
+        write (keys missing, another model's config) raises a ValueError saying what it expected."""
+        ckpt, config = _read_checkpoint(cls, MMRConfig, path, map_location)
+        return _load_weights(cls(config), ckpt, path, map_location)

@@ -17,6 +17,9 @@ Usage::
     history = torch.tensor([[0, 1, 2], [3, 4, 5]])  # (B, L) item ids, 0 = padding, left or right
     loss = model.loss(user=user, history=history, target=torch.tensor([3, 1]))  # Eq. (8)
     items, scores, codes = model.generate(user=user, history=history, beam=3)  # (B, 3), Eq. (9)
+    top, best = model.recommend(history, k=2, user=user)  # (B, 2) unseen items of a beam
+    model.save("m.pt")  # config, weights, catalogue; a file there is kept without overwrite
+    model = TIGER.load("m.pt")  # rebuilt from this file alone, in eval mode
 
 This file stands alone: it needs only torch. Copy it into your project as is. The semantic IDs it
 reads and writes come from the RQ-VAE in rqvae.py beside it (or from any other tokenizer): give the
@@ -61,7 +64,11 @@ attention weights get the same cheap masks (SDPA has no fused CPU kernel with dr
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
+import numbers
+import os
 from dataclasses import dataclass
 
 import torch
@@ -318,6 +325,78 @@ class Block(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
+# Serving and persistence helpers: one convention, the same code in every model file
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """Eval mode inside the block; each submodule gets its own train/eval mode back after it."""
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield module.eval()
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _plain(value):
+    """A config value in types torch.load(weights_only=True) reads: lists, a dtype by its name."""
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")  # torch.float64 -> "float64"
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _unplain(kind: str, value):
+    """`_plain` undone for a field annotated `kind`: lists back to tuples, a dtype from its name."""
+    if "tuple" in kind and isinstance(value, list):
+        return tuple(_unplain(kind, v) for v in value)
+    return getattr(torch, value, value) if "dtype" in kind and isinstance(value, str) else value
+
+
+def _save_checkpoint(model: nn.Module, config, path, overwrite: bool, **extra) -> None:
+    """torch.save {"model": class name, "config": plain types, "state_dict", **extra} to `path`."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    config = {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
+    tmp = f"{path}.tmp"  # in the same folder, so that os.replace moves it into place in one step
+    torch.save({"model": type(model).__name__, "config": config,
+                "state_dict": model.state_dict(), **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def _read_checkpoint(cls: type, config_cls: type, path, map_location, extra=()) -> tuple:
+    """(checkpoint, config) from a file `cls.save` wrote; any other file raises a ValueError."""
+    keys = ["model", "config", "state_dict", *extra]
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}  # "tuple[int, ...]"
+    expected = f"expected a {cls.__name__}.save() dict: keys {keys}, config fields {list(kinds)}"
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # a missing or unreadable file says so itself
+    except Exception as e:  # not a torch.save file, or one holding more than plain types
+        raise ValueError(f"{path}: {e}; {expected}") from e
+    if not isinstance(ckpt, dict) or not set(keys) <= set(ckpt) or ckpt["model"] != cls.__name__:
+        got = f", model {ckpt.get('model')!r}, keys {list(ckpt)}" if isinstance(ckpt, dict) else ""
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}{got}; {expected}")
+    try:
+        values = {k: _unplain(kinds.get(k, ""), v) for k, v in ckpt["config"].items()}
+        return ckpt, config_cls(**values)
+    except (AttributeError, TypeError) as e:  # not a dict, or a field missing or unknown
+        raise ValueError(f"{path}: the saved config does not fit ({e}); {expected}") from e
+
+
+def _load_weights(model: nn.Module, ckpt: dict, path, map_location) -> nn.Module:
+    """ckpt["state_dict"] into `model`, moved to map_location when it names a device; eval mode."""
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError) as e:  # missing, unexpected or mis-shaped weights
+        raise ValueError(f"{path}: the saved weights do not fit {type(model).__name__}: {e}") from e
+    device = map_location if isinstance(map_location, (str, torch.device)) else None
+    return model.to(device).eval()
+
+
+# --------------------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------------------
 
@@ -561,3 +640,46 @@ class TIGER(nn.Module):
                     c[name] = kv.reshape(-1, *kv.shape[2:])
         items = torch.where(torch.isfinite(scores), self.sids_to_items(codes), 0)  # (B, K)
         return items, scores, codes
+
+    # -- serving and persistence -----------------------------------------------------------------
+    @torch.no_grad()
+    def recommend(self, history: torch.Tensor, k: int = 10, *, exclude_seen: bool = True,
+                  **inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, items), each (B, k) best first, from `generate`'s beam (Eq. 9) in eval mode;
+        without the items of `history` if exclude_seen. `inputs` go to `generate` (`user`, ...)."""
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        seen, widen = None, 0
+        if exclude_seen:
+            check_ids("history", history, 0, self.catalogue.shape[0] - 1)  # before the scatter
+            seen = torch.zeros(history.shape[0], self.catalogue.shape[0], dtype=torch.bool,
+                               device=history.device).scatter_(1, history, True)  # (B, N + 1)
+            seen[:, 0] = False
+            widen = int(seen.sum(1).max()) if len(seen) else 0  # so k unseen items remain
+        beam = inputs.pop("beam", int(k) + widen)
+        with _eval_mode(self):
+            items, scores, _ = self.generate(history=history, beam=beam, **inputs)  # (B, K')
+        keep = items > 0  # (B, K'): a real item (0 where fewer valid IDs than beams exist)
+        if seen is not None:
+            keep &= ~seen.gather(1, items)
+        left = keep.sum(1)  # (B,)
+        if bool((left < k).any()):
+            row = int((left < k).nonzero()[0, 0])
+            raise ValueError(f"recommend: row {row} has {int(left[row])} items left in a beam of "
+                             f"{beam} (catalogue {self.catalogue.shape[0] - 1} items"
+                             f"{', seen items left out' if exclude_seen else ''}); expected "
+                             f"k <= {int(left[row])}, got k = {k}")
+        values, where = scores.masked_fill(~keep, float("-inf")).topk(int(k), dim=1)  # (B, k)
+        return values, items.gather(1, where)
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """torch.save {"model", "config", "state_dict"} for `TIGER.load` to a temporary file,
+        then os.replace it to `path`; an existing file is kept unless overwrite=True."""
+        _save_checkpoint(self, self.config, path, overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location="cpu") -> TIGER:
+        """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
+        write (keys missing, another model's config) raises a ValueError saying what it expected."""
+        ckpt, config = _read_checkpoint(cls, TIGERConfig, path, map_location)
+        return _load_weights(cls(config), ckpt, path, map_location)
