@@ -374,9 +374,7 @@ def verdicts(tmp_path_factory) -> dict[str, str]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=False, reason="added after the background runs"))
-    if n == "SASRec" else n for n in SPECS])
+@pytest.mark.parametrize("name", list(SPECS))
 def test_copied_model_file_saves_loads_and_serves(verdicts, name):
     assert verdicts[name] == "ok", f"{name}:\n{verdicts[name]}"
 

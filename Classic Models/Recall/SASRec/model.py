@@ -23,6 +23,9 @@ Usage::
     loss.backward()
     scores = model.eval().score(history)  # (B, N + 1) Eq. (6) for every item, column 0 = -inf
     weights = model.attention_weights(history)  # (B, H, L, L) last block, rows sum to 1
+    top, items = model.recommend(history, k=5)  # (B, 5) best unseen items and their scores
+    model.save("m.pt")  # config + weights; an existing file is kept unless overwrite=True
+    model = SASRec.load("m.pt")  # rebuilt from this file alone, in eval mode
 
 Notation (the note, README.md, uses the same letters):
     B: batch (users), L: history length (<= max_len), D: embedding dim, H: attention heads,
@@ -84,7 +87,11 @@ implementation behind the eSASRec benchmark; the recall ledger ablates them one 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
+import numbers
+import os
 from dataclasses import dataclass
 
 import torch
@@ -241,6 +248,93 @@ class PointWiseFFN(nn.Module):
         return self.w2(self.dropout(F.relu(self.w1(x))))  # (B, L, D)
 
 
+# --------------------------------------------------------------------------------------------------
+# Serving and persistence helpers: one convention, the same code in every model file
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """Eval mode inside the block; each submodule gets its own train/eval mode back after it."""
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield module.eval()
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _plain(value):
+    """A config value in types torch.load(weights_only=True) reads: lists, a dtype by its name."""
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")  # torch.float64 -> "float64"
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _unplain(kind: str, value):
+    """`_plain` undone for a field annotated `kind`: lists back to tuples, a dtype from its name."""
+    if "tuple" in kind and isinstance(value, list):
+        return tuple(_unplain(kind, v) for v in value)
+    return getattr(torch, value, value) if "dtype" in kind and isinstance(value, str) else value
+
+
+def _save_checkpoint(model: nn.Module, config, path, overwrite: bool, **extra) -> None:
+    """torch.save {"model": class name, "config": plain types, "state_dict", **extra} to `path`."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    config = {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
+    tmp = f"{path}.tmp"  # in the same folder, so that os.replace moves it into place in one step
+    torch.save({"model": type(model).__name__, "config": config,
+                "state_dict": model.state_dict(), **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def _read_checkpoint(cls: type, config_cls: type, path, map_location, extra=()) -> tuple:
+    """(checkpoint, config) from a file `cls.save` wrote; any other file raises a ValueError."""
+    keys = ["model", "config", "state_dict", *extra]
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}  # "tuple[int, ...]"
+    expected = f"expected a {cls.__name__}.save() dict: keys {keys}, config fields {list(kinds)}"
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # a missing or unreadable file says so itself
+    except Exception as e:  # not a torch.save file, or one holding more than plain types
+        raise ValueError(f"{path}: {e}; {expected}") from e
+    if not isinstance(ckpt, dict) or not set(keys) <= set(ckpt) or ckpt["model"] != cls.__name__:
+        got = f", model {ckpt.get('model')!r}, keys {list(ckpt)}" if isinstance(ckpt, dict) else ""
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}{got}; {expected}")
+    try:
+        values = {k: _unplain(kinds.get(k, ""), v) for k, v in ckpt["config"].items()}
+        return ckpt, config_cls(**values)
+    except (AttributeError, TypeError) as e:  # not a dict, or a field missing or unknown
+        raise ValueError(f"{path}: the saved config does not fit ({e}); {expected}") from e
+
+
+def _load_weights(model: nn.Module, ckpt: dict, path, map_location) -> nn.Module:
+    """ckpt["state_dict"] into `model`, moved to map_location when it names a device; eval mode."""
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError) as e:  # missing, unexpected or mis-shaped weights
+        raise ValueError(f"{path}: the saved weights do not fit {type(model).__name__}: {e}") from e
+    device = map_location if isinstance(map_location, (str, torch.device)) else None
+    return model.to(device).eval()
+
+
+def _top_k(scores: torch.Tensor, seen: torch.Tensor | None, k: int) -> tuple:
+    """(scores, items), each (B, k) best first, of scores (B, N + 1) without padding (item 0) and,
+    if given, each row's `seen` ids (B, L). A ValueError when a row has fewer than k items left."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    out = torch.zeros_like(scores, dtype=torch.bool)  # (B, N + 1), True = left out
+    out[:, 0] = True  # padding is never recommended
+    if seen is not None:
+        out.scatter_(1, seen.to(scores.device), True)
+    left = int((~out).sum(1).min()) if len(out) else k  # items left in the emptiest row
+    if left < k:
+        raise ValueError(f"recommend: a row has {left} items left; expected k <= {left}, got {k}")
+    return tuple(scores.masked_fill(out, float("-inf")).topk(int(k), dim=1))  # (B, k) each
+
+
 class SASRecBlock(nn.Module):
     """One block of Eq. (5), each sub-layer wrapped as g(x) -> x + Dropout(g(LayerNorm(x)))."""
 
@@ -364,6 +458,28 @@ class SASRec(nn.Module):
         scores = self.user_embedding(history) @ self.item_embeddings().T  # (B, D) @ (D, N+1)
         scores[:, 0] = float("-inf")
         return scores
+
+    # -- serving and persistence -----------------------------------------------------------------
+    @torch.no_grad()
+    def recommend(self, history: torch.Tensor, k: int = 10, *, exclude_seen: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, items), each (B, k) best first: the items 1..N by `score` (Eq. (6)), in eval
+        mode, less `history`'s if exclude_seen."""
+        with _eval_mode(self):
+            scores = self.score(history)  # (B, N + 1)
+        return _top_k(scores, history if exclude_seen else None, k)
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """torch.save {"model", "config", "state_dict"} for `SASRec.load` to a temporary file,
+        then os.replace it to `path`; an existing file is kept unless overwrite=True."""
+        _save_checkpoint(self, self.cfg, path, overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location="cpu") -> SASRec:
+        """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
+        write (keys missing, another model's config) raises a ValueError saying what it expected."""
+        ckpt, config = _read_checkpoint(cls, SASRecConfig, path, map_location)
+        return _load_weights(cls(config), ckpt, path, map_location)
 
     def loss(
         self,
