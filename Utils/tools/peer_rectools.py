@@ -90,7 +90,7 @@ def last_per_user_mask(interactions: pd.DataFrame) -> np.ndarray:
 
 
 def make_trainer_factory(workdir: Path, time_budget: float | None, resume_from: Path | None,
-                         state: dict):
+                         state: dict, max_epochs: int = MAX_EPOCHS):
     """A `get_trainer_func` like their `get_trainer_200_epochs`, on CPU, resumable and timed."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
@@ -164,7 +164,7 @@ def make_trainer_factory(workdir: Path, time_budget: float | None, resume_from: 
     def get_trainer():
         monitor = f"recall@{RECALL_K}"
         return ResumingTrainer(
-            max_epochs=MAX_EPOCHS, deterministic=True, enable_progress_bar=False,
+            max_epochs=max_epochs, deterministic=True, enable_progress_bar=False,
             enable_model_summary=False, logger=CSVLogger(str(workdir / "logs")),
             accelerator="cpu", devices=1, num_sanity_val_steps=0,
             callbacks=[RecallAtK(), Clock(),
@@ -239,6 +239,9 @@ def main() -> None:
     parser.add_argument("--workdir", required=True, help="checkpoints and curve; resumes from here")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="stop after the first epoch past this many wall seconds (all pieces)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="train no further: test the best checkpoint of the epochs --workdir holds "
+                             "(the RESULT says after how many epochs it was stopped)")
     args = parser.parse_args()
     try:
         from pytorch_lightning import seed_everything
@@ -253,10 +256,12 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     last = workdir / "last.ckpt"
     flags = {k: v for k, v in vars(args).items() if k not in ("time_budget", "out", "debug",
-                                                              "threads", "epochs")}
+                                                              "threads", "epochs", "evaluate_only")}
     meta_path = workdir / "run.json"
     state = {"curve": [], "resumed": [], "wall_before": 0.0, "cpu_before": 0.0,
              "stopped_by_budget": False}
+    if args.evaluate_only and not last.exists():
+        raise SystemExit(f"error: --evaluate-only needs a run in {workdir} (no last.ckpt there)")
     if last.exists():
         meta = json.loads(meta_path.read_text())
         if meta["flags"] != flags:
@@ -279,8 +284,9 @@ def main() -> None:
         from rectools.models.nn.transformers.lightning import TransformerLightningModule
 
         TransformerLightningModule.on_train_start = lambda self: None
+    done = len(state["curve"])
     get_trainer = make_trainer_factory(workdir, args.time_budget, last if last.exists() else None,
-                                       state)
+                                       state, max_epochs=done if args.evaluate_only else MAX_EPOCHS)
     model = SASRecModel(
         n_factors=args.dim, session_max_len=50, n_blocks=1, n_heads=1, dropout_rate=0.2,
         loss="sampled_softmax", n_negatives=args.negatives, lr=args.lr, batch_size=args.batch_size,
@@ -294,7 +300,7 @@ def main() -> None:
     model.fit(Dataset.construct(fit_frame))
     piece_seconds = time.perf_counter() - t0
     curve = state["curve"]
-    finished = not state["stopped_by_budget"]
+    finished = not state["stopped_by_budget"] and not args.evaluate_only
     ks = (5, 10, 20, 50)
     t1 = time.perf_counter()
     theirs = their_metrics(model, fit_frame, split, ks)
@@ -316,6 +322,7 @@ def main() -> None:
         best_valid_recall10=max((p[f"valid_Recall@{RECALL_K}"] for p in curve), default=None),
         seconds_per_epoch=wall / n if n else None, cpu_seconds_per_epoch=cpu / n if n else None,
         stopped_by_time_budget=not finished, time_budget=args.time_budget,
+        evaluated_only=args.evaluate_only,
         resumed_after_epochs=state["resumed"], curve=curve, seed=args.seed,
         threads=args.threads or torch.get_num_threads(),
         config=dict(n_factors=args.dim, session_max_len=50, n_blocks=1, n_heads=1, dropout_rate=0.2,
