@@ -270,3 +270,20 @@ def test_seed_summary_is_mean_and_sample_sd(tmp_path):
     assert s["metrics"]["AUC"] == pytest.approx(0.2) and s["sd"]["AUC"] == pytest.approx(0.1)
     assert s["runs"] == ["run0.json", "run1.json", "run2.json"] and s["baseline"]["metrics"]["AUC"] == 0.5
     assert seed_summary.recompute(out)["metrics"] == s["metrics"]
+
+
+def test_display_rule_catches_an_equation_shown_twice(tmp_path, monkeypatch):
+    monkeypatch.setattr(nc, "ROOT", tmp_path)
+    twice = ("## Maths\n\n**Eq. (1)**, squash:\n\n$$v = \\frac{\\lVert z\\rVert^2}{1+\\lVert z\\rVert^2} z$$\n\n"
+             "## From paper to code\n\n**Eq. (1) — squash.**\n\n"
+             "$$v = \\frac{\\lVert z\\rVert^2}{1 + \\lVert z\\rVert^2}   z$$\n")
+    rep = _report(tmp_path, twice)
+    nc.check_displays_once(rep, twice)
+    assert any(":11:" in p and "lines 5 and 11" in p for p in rep.problems), rep.problems
+    assert any("in From paper to code" in p for p in rep.problems), rep.problems
+    once = ("## Maths\n\n$$v = \\frac{\\lVert z\\rVert^2}{1+\\lVert z\\rVert^2} z \\qquad (1)$$\n\n"
+            "$$b = u^\\top z \\qquad (2)$$\n\n"
+            "## From paper to code\n\n**Eq. (1) — squash**, $v \\propto z$.\n\n**Eq. (2) — agreement.**\n")
+    rep = _report(tmp_path, once)
+    nc.check_displays_once(rep, once)
+    assert not rep.problems, rep.problems

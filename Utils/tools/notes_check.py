@@ -15,6 +15,9 @@ What is checked (each rule is a function below, and `tests/test_notes.py` runs t
   sees it; use `\\lbrace`, `\\thinspace`); `$` must not touch a letter or digit outside the maths;
   inline maths does not start or end with a space; `$$` starts its line; no `|` inside maths in a
   table row (it ends the cell).
+- `check_displays_once`: each display equation `$$...$$` appears once in a note (compared with whitespace
+  removed, both lines named): "Maths" displays it, "From paper to code" cites it by its number and
+  displays none.
 - `check_results_share`: the Results section is at most 25% of the note's lines.
 - `check_words`: no words about how the work was organised ("issue", "target met", "stretch"), and in the
   notes and overviews no lab-notebook words either (`BANNED`: "shared cores", "earlier version", "so far",
@@ -331,6 +334,24 @@ def check_maths(rep: Report, text: str) -> None:
     rep.stats["formulas"] = n_formulas
 
 
+def check_displays_once(rep: Report, text: str) -> None:
+    """Each display equation is shown once per note: "Maths" displays it, "From paper to code" cites it by
+    number. Two displays whose text is equal with whitespace removed are reported with both lines."""
+    _, code_first, code_last = next((s for s in sections(text) if s[0] == "From paper to code"), ("", 0, -1))
+    seen: dict[str, int] = {}
+    for i, tex, display in formulas(text):
+        if not display:
+            continue
+        if code_first <= i <= code_last:
+            rep.add(i, "display equation in From paper to code: display it in Maths and cite it here by number")
+        key = re.sub(r"\s+", "", tex)
+        if key in seen:
+            rep.add(i, f"display equation repeats the one at line {seen[key]} (lines {seen[key]} and {i}): "
+                       "display it once in Maths and cite it by number in From paper to code")
+        else:
+            seen[key] = i
+
+
 def check_results_share(rep: Report, text: str) -> None:
     total = len(text.splitlines())
     res = next(((a, b) for h, a, b in sections(text) if h == "Results"), None)
@@ -457,6 +478,7 @@ def check_note(note: Path) -> Report:
     check_headings(rep, text)
     check_excerpts(rep, note, text)
     check_maths(rep, text)
+    check_displays_once(rep, text)
     check_results_share(rep, text)
     check_words(rep, text)
     first, res = section_text(text, "Results")
