@@ -257,3 +257,31 @@ def test_a_peer_is_a_row_of_its_protocol_and_a_timed_one_says_whether_it_reached
     toml.write_text(toml.read_text().replace('protocol = "train-only"', 'protocol = "paper"'))
     with pytest.raises(SystemExit, match="protocol 'paper' is not one of"):
         ledger.load_peers(toml)
+
+
+def _cfg(name, model="SASRec", group="main", label=None):
+    return ledger.Config(name, model, label or f"{model}, {name}", ("--x",), ("beauty",), (0,), False, {},
+                         False, group)
+
+
+def _summary(valid_ndcg, test_ndcg, n=1):
+    res = {"n": n, "metrics": {"Recall@10": 0.08, "NDCG@10": test_ndcg}, "sd": {"Recall@10": 0.0,
+           "NDCG@10": 0.0}, "best_epoch": 5, "valid": {"Recall@10": 0.1, "NDCG@10": valid_ndcg}}
+    return {"results": {"beauty": {"train-only": res}}}
+
+
+def test_choices_and_ablation_steps_are_decided_on_validation_never_on_test():
+    """The headline is the config with the best validation NDCG@10 even when another has the best
+    test NDCG@10; an ablation step is kept when its validation beats the base's, whatever its test."""
+    configs = [_cfg("sasrec_ss"), _cfg("sasrec_ce"), _cfg("sasrec_bce")]
+    summaries = {"sasrec_ss": _summary(0.0583, 0.0490), "sasrec_ce": _summary(0.0631, 0.0450),
+                 "sasrec_bce": _summary(0.0374, 0.0309)}
+    rows = [r for r in ledger.choice_table(configs, summaries) if r.startswith("| SASRec")]
+    assert "sasrec_ce" in rows[0] and "0.0631" in rows[0]  # best validation first, though worse on test
+    ablation = [_cfg("a_up", group="ablation", label="up"), _cfg("a_down", group="ablation", label="down"),
+                _cfg("sasrec_ss_combined", group="ablation", label="combined")]
+    summaries |= {"a_up": _summary(0.0600, 0.0400), "a_down": _summary(0.0570, 0.0600),
+                  "sasrec_ss_combined": _summary(0.0620, 0.0500)}
+    table = {r.split(" | ")[0].strip("| "): r.split(" | ")[5] for r in
+             ledger.ablation_table(configs, ablation, summaries) if r.startswith("| ") and " | " in r}
+    assert table["up"] == "yes" and table["down"] == "no" and table["combined"] == "–"
