@@ -171,6 +171,18 @@ def test_excerpt_rule_catches_code_that_drifted(tmp_path, monkeypatch):
     assert "not verbatim" in problems(note("scale = norm2 / (1 + norm2)\nnorm2 = (z * z).sum(-1, keepdim=True)"))[0]
 
 
+def test_excerpt_rule_reaches_shared_pages(tmp_path, monkeypatch):
+    """A page beside the stage overviews (LOSSES.md) quotes a model's code anywhere on it: checked too."""
+    monkeypatch.setattr(nc, "ROOT", tmp_path)
+    (tmp_path / "M").mkdir()
+    (tmp_path / "M" / "model.py").write_text("def f(x):\n    y = x + 1\n    return y\n")
+    page = tmp_path / "PAGE.md"
+    page.write_text("# A page\n\n### A loss\n\n`M/model.py`, `f()`:\n```python\ny = x + 1\n```\n")
+    assert not nc.check_overview(page).problems
+    page.write_text("# A page\n\n### A loss\n\n`M/model.py`, `f()`:\n```python\ny = x + 2\n```\n")
+    assert any(":5: excerpt is not verbatim" in p for p in nc.check_overview(page).problems)
+
+
 def test_number_rule_catches_a_number_no_json_holds(tmp_path, monkeypatch):
     monkeypatch.setattr(nc, "ROOT", tmp_path)
     nc._JSON_CACHE.clear()

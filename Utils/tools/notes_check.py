@@ -9,7 +9,9 @@ What is checked (each rule is a function below, and `tests/test_notes.py` runs t
 - `check_headings`: the note's `##` headings are exactly `TEMPLATE`, in that order.
 - `check_excerpts`: in "From paper to code", every fenced python block introduced by a line
   `` `FILE`, `NAME()`: `` occurs verbatim (up to its common indentation) inside the function or class
-  NAME of FILE; a line `...` in an excerpt skips lines. Notes cannot drift from the code.
+  NAME of FILE; a line `...` in an excerpt skips lines. Notes cannot drift from the code. On a shared
+  page beside a stage overview (`Classic Models/Recall/LOSSES.md`) every such excerpt is checked, FILE
+  relative to the page.
 - `check_maths`: GitHub's pitfalls. Inline `$...$` must close on its line; no backslash before ASCII
   punctuation inside maths (`\\{`, `\\,`, `\\\\` ...: CommonMark consumes the backslash before MathJax
   sees it; use `\\lbrace`, `\\thinspace`); `$` must not touch a letter or digit outside the maths;
@@ -243,9 +245,10 @@ def _find_chunks(body: list[str], chunks: list[list[str]]) -> bool:
     return True
 
 
-def excerpts(text: str) -> list[tuple[int, str, str, list[str]]]:
-    """(line, file, name, code lines) of each excerpt in "From paper to code"."""
-    first, sec = section_text(text, "From paper to code")
+def excerpts(text: str, section: str | None = "From paper to code") -> list[tuple[int, str, str, list[str]]]:
+    """(line, file, name, code lines) of each excerpt in `section` ("From paper to code"), or anywhere in
+    the text when `section` is None (a shared page such as `Classic Models/Recall/LOSSES.md`)."""
+    first, sec = section_text(text, section) if section is not None else (1, text)
     lines = sec.splitlines()
     out = []
     for k, line in enumerate(lines):
@@ -267,8 +270,9 @@ def excerpts(text: str) -> list[tuple[int, str, str, list[str]]]:
     return out
 
 
-def check_excerpts(rep: Report, note: Path, text: str, minimum: int = 3) -> None:
-    found = excerpts(text)
+def check_excerpts(rep: Report, note: Path, text: str, minimum: int = 3,
+                   section: str | None = "From paper to code") -> None:
+    found = excerpts(text, section)
     rep.stats["excerpts"] = len(found)
     if len(found) < minimum:
         rep.add(None, f"'From paper to code' has {len(found)} checked code excerpts; expected at least "
@@ -504,6 +508,8 @@ def check_overview(path: Path) -> Report:
     check_words(rep, text)
     check_maths(rep, text)
     check_links(rep, path, text)
+    if path.name != "README.md":  # a shared page's excerpts (`SASRec/model.py`, ...) are verbatim too
+        check_excerpts(rep, path, text, minimum=0, section=None)
     if path.parent.name in STAGES:  # a stage's shared tables draw on the runs of its models
         models = sorted(d.name for d in path.parent.iterdir() if (ROOT / "assets" / d.name / "results").is_dir())
         own = path.stem.title()  # SCALE.md -> assets/Scale/results
