@@ -285,3 +285,22 @@ def test_choices_and_ablation_steps_are_decided_on_validation_never_on_test():
     table = {r.split(" | ")[0].strip("| "): r.split(" | ")[5] for r in
              ledger.ablation_table(configs, ablation, summaries) if r.startswith("| ") and " | " in r}
     assert table["up"] == "yes" and table["down"] == "no" and table["combined"] == "–"
+
+
+def test_partial_writes_the_curve_an_unfinished_run_reached(fake_root):
+    """`ledger partial`: an unfinished run's kept state becomes `<out>.partial.json` with its curve and
+    best validation so far; a finished run (RESULT json present) gets none."""
+    toml = fake_root / "ledger.toml"
+    toml.write_text(toml.read_text().replace("refit = true", "refit = true\ncheckpoint = true"))
+    _, configs, _ = ledger.load(toml)
+    job = ledger.all_jobs(configs)[0]
+    job.state.parent.mkdir(parents=True, exist_ok=True)
+    epochs = [{"epoch": 1, "loss": 5.0, "NDCG@10": 0.01, "Recall@10": 0.02, "wall_seconds": 10.0},
+              {"epoch": 2, "loss": 4.0, "NDCG@10": 0.03, "Recall@10": 0.05, "wall_seconds": 20.0}]
+    torch.save({"epoch": 2, "wall_seconds": 20.0,
+                "history": {"epochs": epochs, "best_epoch": 2, "best_metric": 0.03}}, job.state)
+    out = ledger.write_partial(job)
+    got = json.loads(out.read_text())
+    assert out.name.endswith("_seed0.partial.json") and not job.out.exists()
+    assert got["epochs_done"] == 2 and got["best_valid_so_far"] == 0.03
+    assert [p["NDCG@10"] for p in got["curve"]] == [0.01, 0.03]

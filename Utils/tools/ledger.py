@@ -669,10 +669,31 @@ def _state_epochs(path: Path) -> str:
         return f"a training state that cannot be read ({type(e).__name__})"
 
 
+def write_partial(job: Job) -> Path:
+    """The validation curve of an unfinished run, read from its kept training state, as
+    `<out>.partial.json` beside where its RESULT will go: what the run had reached when it was
+    stopped (it stays resumable; `run` goes on from the same state and writes the RESULT)."""
+    import torch
+
+    from ..atomic import write_json_atomic
+
+    s = torch.load(job.state, map_location="cpu", weights_only=True)
+    h = s["history"]
+    keep = ("epoch", "loss", "NDCG@10", "Recall@10", "wall_seconds")
+    out = job.out.with_suffix(".partial.json")
+    write_json_atomic(out, {
+        "run": str(job), "status": "unfinished: training state kept; `ledger run` goes on from it",
+        "epochs_done": int(s["epoch"]), "best_epoch_so_far": h["best_epoch"],
+        "best_valid_so_far": float(h["best_metric"]), "wall_seconds": float(s["wall_seconds"]),
+        "flags": list(job.config.flags),
+        "curve": [{k: float(v) for k, v in e.items() if k in keep} for e in h["epochs"]]})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("run", "status"):
+    for name in ("run", "status", "partial"):
         p = sub.add_parser(name)
         p.add_argument("--only", type=lambda s: s.split(","), default=None, help="config names, comma-separated")
         p.add_argument("--data", type=lambda s: s.split(","), default=None, help="beauty,sports,toys")
@@ -697,6 +718,11 @@ def main(argv: list[str] | None = None) -> int:
     jobs = select(all_jobs(configs), a.only, a.data, a.seeds, a.protocol)
     if a.cmd == "status":
         status(jobs)
+        return 0
+    if a.cmd == "partial":
+        for j in jobs:
+            if j.state is not None and j.state.is_file() and not j.out.is_file():
+                print(f"wrote {rel(write_partial(j))}")
         return 0
     if a.jobs < 1:
         ap.error(f"--jobs must be >= 1, got {a.jobs}")
