@@ -43,9 +43,7 @@ NOTE: `structure="cross_only"` (no deep network) is offered because the paper re
     network alone as a model (CrossNet) and BARS tuned DCN-V2 to it on Frappe.
 """
 
-import contextlib
 import dataclasses
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -279,14 +277,17 @@ class CrossNetwork(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module):
-    """Eval mode inside the block; each submodule gets its own train/eval mode back after it."""
-    modes = [(m, m.training) for m in module.modules()]
-    try:
-        yield module.eval()
-    finally:
-        for m, training in modes:
+class _eval_mode:
+    """Eval mode inside a `with` block; each submodule gets its own train/eval mode back after it."""
+
+    def __init__(self, module: nn.Module):
+        self.module, self.modes = module, [(m, m.training) for m in module.modules()]
+
+    def __enter__(self) -> nn.Module:
+        return self.module.eval()
+
+    def __exit__(self, *exc) -> None:
+        for m, training in self.modes:
             m.training = training
 
 
@@ -306,13 +307,14 @@ def _unplain(kind: str, value):
 
 def _save_checkpoint(model: nn.Module, config, path, overwrite: bool, **extra) -> None:
     """torch.save {"model": class name, "config": plain types, "state_dict", **extra} to `path`."""
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     config = {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
-    tmp = f"{path}.tmp"  # in the same folder, so that os.replace moves it into place in one step
-    torch.save({"model": type(model).__name__, "config": config,
-                "state_dict": model.state_dict(), **extra}, tmp)
-    os.replace(tmp, path)
+    payload = {"model": type(model).__name__, "config": config, "state_dict": model.state_dict(),
+               **extra}
+    try:  # mode "x": the file is created only if it does not exist yet, in one step
+        with open(path, "wb" if overwrite else "xb") as f:
+            torch.save(payload, f)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
 
 
 def _read_checkpoint(cls: type, config_cls: type, path, map_location, extra=()) -> tuple:
@@ -433,13 +435,13 @@ class DCNv2(nn.Module):
         with _eval_mode(self):
             return torch.sigmoid(self(*inputs, **kw))  # (B,)
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """torch.save {"model", "config", "state_dict"} for `DCNv2.load` to a temporary file,
-        then os.replace it to `path`; an existing file is kept unless overwrite=True."""
+    def save(self, path: str, *, overwrite: bool = False) -> None:
+        """torch.save {"model", "config", "state_dict"} for `DCNv2.load`,
+        written in place; an existing file is kept unless overwrite=True."""
         _save_checkpoint(self, self.config, path, overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location="cpu") -> "DCNv2":
+    def load(cls, path: str, map_location="cpu") -> "DCNv2":
         """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
         write (keys missing, another model's config) raises a ValueError saying what it expected."""
         ckpt, config = _read_checkpoint(cls, DCNv2Config, path, map_location)

@@ -67,11 +67,8 @@ NOTE (deviations, each listed in the note's "Deviations" section):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import numbers
-import os
 from dataclasses import dataclass
 
 import torch
@@ -246,14 +243,17 @@ class HSTULayer(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module):
-    """Eval mode inside the block; each submodule gets its own train/eval mode back after it."""
-    modes = [(m, m.training) for m in module.modules()]
-    try:
-        yield module.eval()
-    finally:
-        for m, training in modes:
+class _eval_mode:
+    """Eval mode inside a `with` block; each submodule gets its own train/eval mode back after it."""
+
+    def __init__(self, module: nn.Module):
+        self.module, self.modes = module, [(m, m.training) for m in module.modules()]
+
+    def __enter__(self) -> nn.Module:
+        return self.module.eval()
+
+    def __exit__(self, *exc) -> None:
+        for m, training in self.modes:
             m.training = training
 
 
@@ -273,13 +273,14 @@ def _unplain(kind: str, value):
 
 def _save_checkpoint(model: nn.Module, config, path, overwrite: bool, **extra) -> None:
     """torch.save {"model": class name, "config": plain types, "state_dict", **extra} to `path`."""
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     config = {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
-    tmp = f"{path}.tmp"  # in the same folder, so that os.replace moves it into place in one step
-    torch.save({"model": type(model).__name__, "config": config,
-                "state_dict": model.state_dict(), **extra}, tmp)
-    os.replace(tmp, path)
+    payload = {"model": type(model).__name__, "config": config, "state_dict": model.state_dict(),
+               **extra}
+    try:  # mode "x": the file is created only if it does not exist yet, in one step
+        with open(path, "wb" if overwrite else "xb") as f:
+            torch.save(payload, f)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
 
 
 def _read_checkpoint(cls: type, config_cls: type, path, map_location, extra=()) -> tuple:
@@ -316,7 +317,7 @@ def _load_weights(model: nn.Module, ckpt: dict, path, map_location) -> nn.Module
 def _top_k(scores: torch.Tensor, seen: torch.Tensor | None, k: int) -> tuple:
     """(scores, items), each (B, k) best first, of scores (B, N + 1) without padding (item 0) and,
     if given, each row's `seen` ids (B, L). A ValueError when a row has fewer than k items left."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     out = torch.zeros_like(scores, dtype=torch.bool)  # (B, N + 1), True = left out
     out[:, 0] = True  # padding is never recommended
@@ -502,13 +503,13 @@ class HSTU(nn.Module):
             scores = self.score(history, **inputs)  # (B, N + 1) cosine / τ
         return _top_k(scores, history if exclude_seen else None, k)
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """torch.save {"model", "config", "state_dict"} for `HSTU.load` to a temporary file,
-        then os.replace it to `path`; an existing file is kept unless overwrite=True."""
+    def save(self, path: str, *, overwrite: bool = False) -> None:
+        """torch.save {"model", "config", "state_dict"} for `HSTU.load`,
+        written in place; an existing file is kept unless overwrite=True."""
         _save_checkpoint(self, self.cfg, path, overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location="cpu") -> HSTU:
+    def load(cls, path: str, map_location="cpu") -> HSTU:
         """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
         write (keys missing, another model's config) raises a ValueError saying what it expected."""
         ckpt, config = _read_checkpoint(cls, HSTUConfig, path, map_location)
