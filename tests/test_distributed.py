@@ -21,6 +21,15 @@ RUNS = {  # model -> (flags, optimiser steps in the run)
 }
 
 
+def _free_port() -> int:
+    """A port nothing listens on now (a fixed one can still be held by the previous run's sockets)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.parametrize("name", list(RUNS))
 def test_two_gloo_processes_train_the_single_process_model(name, tmp_path):
     flags, steps = RUNS[name]
@@ -32,7 +41,7 @@ def test_two_gloo_processes_train_the_single_process_model(name, tmp_path):
     demo = model_dir("Recall", name) / "demo.py"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
          str(demo), *flags, "--ddp", "--debug", "--out", str(two_json), "--save", str(two_pt)],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 import time
 from pathlib import Path
 
@@ -330,7 +330,7 @@ def main() -> None:
                     batch_size=args.batch_size, max_epochs=MAX_EPOCHS, patience=PATIENCE,
                     device="cpu (theirs: gpu)", seed=f"{args.seed} (theirs: 32)"),
         command="PYTHONPATH=. python -m Utils.tools.peer_rectools " + " ".join(
-            os.sys.argv[1:]),
+            sys.argv[1:]),
         out=args.out,
     )
 
