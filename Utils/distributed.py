@@ -58,8 +58,27 @@ def init(device: torch.device) -> Dist:
 
 
 def shutdown() -> None:
+    """At exit, every rank: wait until all ranks are here, then leave the group together. A rank that
+    tears its gloo group down while another still holds its end can abort at interpreter exit
+    ("terminate called without an active exception"), so rank 1, done after training, waits here for
+    rank 0 to finish testing and writing."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+def leave(d: Dist) -> None:
+    """A rank other than 0, done after training: wait at rank 0's exit barrier (`shutdown`), leave the
+    group, and end the process here without the interpreter's teardown. Under load, gloo's worker
+    threads could still be torn down during that teardown and abort the process ("terminate called
+    without an active exception", SIGABRT), which torchrun reports as a failed run. This rank has
+    written nothing, so nothing is lost by skipping it."""
+    shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def shard(batch: dict, d: Dist) -> dict:

@@ -480,7 +480,7 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
             if args.debug:  # the check of the last step, and the report the test reads
                 distributed.report_sync(model, ddp, n_steps())
             if not ddp.is_main:
-                return {}  # rank 0 tests and reports
+                distributed.leave(ddp)  # rank 0 tests and reports; this process ends here
         if refit:
             history.best_epoch = len(history.epochs)  # the last epoch: nothing to choose from
         print(f"trained {len(history.epochs)} epochs: {history.train_seconds:.1f}s training, "

@@ -291,7 +291,7 @@ else:
         if args.debug:
             distributed.report_sync(model, ddp, n_steps())
         if not ddp.is_main:
-            raise SystemExit(0)  # rank 0 tests, serves and reports
+            distributed.leave(ddp)  # rank 0 tests, serves and reports; this process ends here
         ddp = None  # on its own from here: evaluate() is single-process again
     epochs_run, best_epoch, train_seconds = len(history.epochs), history.best_epoch, history.train_seconds
     samples_per_s = len(train_set) * epochs_run / max(train_seconds, 1e-9)
