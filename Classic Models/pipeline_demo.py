@@ -39,11 +39,12 @@ import Datasets
 from Datasets.rerank_lists import item_categories, item_category_sets, minmax_scores
 from Utils.io import add_common_args, print_result
 from Utils.loops import funnel as FN
+from Utils.loops import rank_baselines as RB
 from Utils.loops.rerank_eval import rerank_metrics
 from Utils.retrieval import FaissIndex
 from Utils.training import count_params, cpu_setup, fit, set_seed
 
-CHANNELS = ("sasrec", "youtubednn", "itemcf", "popular")
+CHANNELS = ("sasrec", "youtubednn", "itemcf", "covisit", "popular")
 
 
 def parse_args(argv=None):
@@ -58,7 +59,7 @@ def parse_args(argv=None):
         "--channels", default=",".join(CHANNELS), help="recall channels, in merge priority"
     )
     p.add_argument(
-        "--quotas", default="0.4,0.25,0.25,0.1", help="share of the N candidates per channel"
+        "--quotas", default="0.3,0.2,0.2,0.2,0.1", help="share of the N candidates per channel"
     )
     p.add_argument("--n-candidates", type=int, default=200, help="N candidates after merging")
     p.add_argument("--k", type=int, default=10, help="length of the final list")
@@ -77,6 +78,13 @@ def parse_args(argv=None):
     )
     p.add_argument("--rank-lr", type=float, default=1e-3)
     p.add_argument(
+        "--rank-steps",
+        type=int,
+        default=4,
+        help="earlier training steps per user added to the ranker's impressions (0 = the validation "
+        "step only); their count features are taken as of the step",
+    )
+    p.add_argument(
         "--recall-features",
         action="store_true",
         help="give the ranker each channel's rank of the candidate (off by default)",
@@ -94,6 +102,11 @@ def parse_args(argv=None):
         "--sweep-n", default="", help="e.g. 50,100,200,500: ceiling and NDCG per candidate count"
     )
     p.add_argument("--serve", type=int, default=0, help="time this many single requests end to end")
+    p.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip the ranking baselines (transition rule, logistic regression, GBDT)",
+    )
     p.add_argument(
         "--max-len",
         type=int,
@@ -140,6 +153,8 @@ def parse_args(argv=None):
             f"--quotas needs one positive share per channel ({len(args.channel_list)}), "
             f"got {args.quotas!r}"
         )
+    if args.rank_steps < 0:
+        raise ValueError(f"--rank-steps must be >= 0, got {args.rank_steps}")
     for name in ("n_candidates", "k", "epochs", "rank_epochs", "rank_negatives", "rerank_depth"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -299,6 +314,10 @@ def build_channels(args, split, pop_key):
             icf = FN.ItemCF(split)
             channels[name] = FN.Channel(name, "dense", score_fn=icf.scores)
             models[name] = icf
+        elif name == "covisit":
+            cv = FN.CoVisit(split)
+            channels[name] = FN.Channel(name, "dense", score_fn=cv.scores)
+            models[name] = cv
         else:
             channels[name] = FN.Channel(
                 name, "dense", score_fn=lambda h: np.zeros((len(h), len(pop_key)))
@@ -333,17 +352,27 @@ def recall_stage(args, channels, split, stage, pop_key, n):
 
 
 # %%
-def fit_ranker(args, side, split, models, valid, recall_features=False, drop=()):
+def earlier_stage(args, channels, split, pop_key):
+    """The merged candidates of each user's last `--rank-steps` training steps (prefix histories):
+    more impressions for the ranker. The recall models trained on these steps, so their lists are
+    in-sample (easier than at serving); the ranker reads no recall rank or score by default, only
+    which items were retrieved, and its count features are taken as of each step."""
+    st = FN.earlier_steps(split, args.max_len, args.rank_steps)
+    rows = np.arange(len(st["target"]))
+    lists = [
+        FN.retrieve(ch, st["history"], st["seen"], rows, args.n_candidates, pop_key)
+        for ch in channels.values()
+    ]
+    st["cands"] = FN.merge(lists, args.quota_list, args.n_candidates)
+    return st
+
+
+def ranker_data(args, split, valid, early=None, recall_features=False):
+    """The rankers' training impressions and the held-out users they stop on: the merged validation
+    lists of 90% of the users (the validation item is the click) plus, with `early` and without
+    recall features, the same users' earlier training steps. Every ranker (DIN and its baselines)
+    trains and chooses on exactly these; the held-out 10% give none."""
     v_hist, _, v_cands, v_ranks, _ = valid
-    fb = FN.FeatureBuilder(
-        side=side,
-        item_counts=split.item_counts(),
-        transitions=models["itemcf"].transitions,
-        recall_features=recall_features,
-        n_channels=v_ranks.shape[-1],
-        drop=drop,
-    )
-    ranker = FN.Ranker(fb, seed=args.seed)
     held = np.random.default_rng(args.seed).random(split.n_users) < 0.1  # users for early stopping
     targets = split.valid_items
     train_rows = np.nonzero(~held)[0]
@@ -355,7 +384,35 @@ def fit_ranker(args, side, split, models, valid, recall_features=False, drop=())
         args.seed,
         v_ranks[train_rows] if recall_features else None,
     )
-    ev = np.nonzero(held)[0][:1000]
+    if early is not None and not recall_features:
+        mine = ~held[early["row"]]
+        e = FN.impressions(
+            early["history"][mine], early["cands"][mine], early["target"][mine],
+            args.rank_negatives, args.seed + 1,
+        )
+        rows = np.nonzero(mine)[0][e["rows"]]
+        e["asof"] = tuple(m[rows] for m in early["asof"])
+        imps = FN.stack_impressions([imps, e])
+    return imps, np.nonzero(held)[0][:1000]
+
+
+def feature_builder(side, split, models, n_channels, recall_features=False, drop=()):
+    return FN.FeatureBuilder(
+        side=side,
+        item_counts=split.item_counts(),
+        transitions=models["itemcf"].transitions,
+        recall_features=recall_features,
+        n_channels=n_channels,
+        drop=drop,
+    )
+
+
+def fit_ranker(args, side, split, models, valid, early=None, recall_features=False, drop=()):
+    v_hist, _, v_cands, v_ranks, _ = valid
+    fb = feature_builder(side, split, models, v_ranks.shape[-1], recall_features, drop)
+    ranker = FN.Ranker(fb, seed=args.seed)
+    targets = split.valid_items
+    imps, ev = ranker_data(args, split, valid, early, recall_features)
 
     def evaluate():
         sc = ranker.score(v_hist[ev], v_cands[ev], v_ranks[ev] if recall_features else None)
@@ -377,6 +434,40 @@ def fit_ranker(args, side, split, models, valid, recall_features=False, drop=())
         progress=not args.quiet,
     )
     return ranker, hist, len(imps["items"])
+
+
+def ranking_baselines(args, side, split, models, valid, early, hist, cands, rank_ndcg, targets):
+    """The rule, LR and GBDT on the test users' merged candidates, each against DIN paired over
+    users: {name: {NDCG@k, din_minus (diff, se), ...}} and their ordered lists."""
+    v_hist, _, v_cands, v_ranks, _ = valid
+    imps, ev = ranker_data(args, split, valid, early)
+    fb = feature_builder(side, split, models, v_ranks.shape[-1])
+    out, lists = {}, {}
+    t0 = time.perf_counter()
+    lists["rule"] = RB.order_by(cands, RB.rule_scores(models["itemcf"].transitions, hist, cands))
+    out["rule"] = {"seconds": time.perf_counter() - t0}
+    for kind in ("lr", "gbdt"):
+        t0 = time.perf_counter()
+        r, tried = RB.fit_tabular(
+            kind, fb, imps, v_hist[ev], v_cands[ev], split.valid_items[ev], seed=args.seed
+        )
+        lists[kind] = RB.order_by(cands, r.score(hist, cands))
+        out[kind] = {
+            "seconds": time.perf_counter() - t0,
+            "setting": r.setting,
+            "valid_NDCG@10_by_setting": {str(k): v for k, v in tried.items()},
+        }
+    for name, lst in lists.items():
+        nd = FN.ndcg_per_user(lst, targets, args.k)
+        d = FN.paired(rank_ndcg, nd)
+        out[name].update(
+            {
+                f"NDCG@{args.k}": float(nd.mean()),
+                "din_minus": d,
+                "din_wins": bool(d["diff"] > 2 * d["se"]),
+            }
+        )
+    return out, lists
 
 
 def rank_lists(ranker, hist, cands, ranks):
@@ -500,19 +591,27 @@ def run(args) -> dict:
     timings["recall_serve_s"] = sum(secs.values())
     stats = FN.channel_stats(lists_n, cands, targets, args.k)
     ch_ndcg = {c: FN.ndcg_per_user(lists_n[c], targets, args.k) for c in channels}
-    best = max(ch_ndcg, key=lambda c: ch_ndcg[c].mean())
+    # the best single channel is chosen on the validation step, never on test
+    valid_ndcg = {
+        c: float(FN.ndcg_per_user(valid[1][c], split.valid_items, args.k).mean()) for c in channels
+    }
+    best = max(valid_ndcg, key=valid_ndcg.get)
     merged_ndcg = FN.ndcg_per_user(cands, targets, args.k)
     print("\nrecall channels (test):")
     for key, v in stats.items():
         print(f"  {key:32s} {v:.4f}")
     print(
-        f"  merged order NDCG@{args.k}            {merged_ndcg.mean():.4f}   best channel: {best}"
+        f"  merged order NDCG@{args.k}            {merged_ndcg.mean():.4f}   best channel: {best} "
+        f"(chosen on validation NDCG@{args.k}: "
+        + ", ".join(f"{c} {v:.4f}" for c, v in valid_ndcg.items())
+        + ")"
     )
 
     # -- stage 2: ranking
     t0 = time.perf_counter()
+    early = earlier_stage(args, channels, split, pop_key) if args.rank_steps > 0 else None
     ranker, rank_hist, n_imps = fit_ranker(
-        args, side, split, models, valid, recall_features=args.recall_features
+        args, side, split, models, valid, early, recall_features=args.recall_features
     )
     timings["train_ranker_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -521,10 +620,24 @@ def run(args) -> dict:
     rank_ndcg = FN.ndcg_per_user(ranked, targets, args.k)
     lift = FN.paired(rank_ndcg, ch_ndcg[best])
     print(
-        f"\nranking (DIN on {n_imps:,} impressions from the merged validation lists): NDCG@{args.k} "
+        f"\nranking (DIN on {n_imps:,} clicked lists: merged validation lists{' + earlier steps' if early is not None else ''}): NDCG@{args.k} "
         f"{rank_ndcg.mean():.4f} vs best channel {best} {ch_ndcg[best].mean():.4f}: "
         f"{lift['diff']:+.4f} ± {lift['se']:.4f} (paired over users)"
     )
+
+    baselines, baseline_lists = {}, {}
+    if not args.no_baselines:
+        baselines, baseline_lists = ranking_baselines(
+            args, side, split, models, valid, early, hist, cands, rank_ndcg, targets
+        )
+        print(f"ranking baselines on the same candidates (DIN {rank_ndcg.mean():.4f}; DIN minus "
+              "baseline, paired over users):")
+        for name, b in baselines.items():
+            d = b["din_minus"]
+            print(
+                f"  {name:5s} NDCG@{args.k} {b[f'NDCG@{args.k}']:.4f}   DIN {d['diff']:+.4f} ± {d['se']:.4f}"
+                f"   {'DIN wins (> 2 se)' if b['din_wins'] else 'DIN does NOT win by 2 se'}"
+            )
 
     ablation = {}
     if args.ablation:
@@ -546,7 +659,7 @@ def run(args) -> dict:
                 nd = rank_ndcg[sub]
             else:
                 r2, _, _ = fit_ranker(
-                    args, side, split, models, valid, recall_features=rf, drop=drop
+                    args, side, split, models, valid, early, recall_features=rf, drop=drop
                 )
                 nd = FN.ndcg_per_user(
                     rank_lists(r2, hist[sub], cands[sub], cranks[sub])[0], targets[sub], args.k
@@ -755,6 +868,8 @@ def run(args) -> dict:
         seed=args.seed,
         threads=torch.get_num_threads(),
         best_channel=best,
+        best_channel_chosen_on={"valid_NDCG@10": valid_ndcg},
+        ranking_baselines=baselines,
         channels=stats,
         lift=lift,
         ablation=ablation,
@@ -779,6 +894,8 @@ def run(args) -> dict:
         "side": side,
         "channel_ranks": cranks,
         "best": best,
+        "transitions": models["itemcf"].transitions,
+        "baseline_lists": baseline_lists,
         "funnel": Funnel(args, channels, ranker, reranker, side, pop_key),
     }
 

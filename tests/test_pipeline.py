@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import load_module
 from Utils.loops import funnel as FN
+from Utils.loops import rank_baselines as RB
 
 pipeline = load_module("Classic Models/pipeline_demo.py", "pipeline_demo_under_test")
 
@@ -40,13 +41,23 @@ def runs():
     return a, b
 
 
-def lift_passes(ranked: np.ndarray, out: dict, k: int = 10) -> bool:
-    """The ranking stage earns its place when its NDCG@k beats the best single recall channel's by
-    more than two paired standard errors."""
+def rule_order(out: dict) -> np.ndarray:
+    """The one-line rule: the merged candidates sorted by training transitions from the last item."""
+    cands = out["candidates"]
+    return RB.order_by(cands, RB.rule_scores(out["transitions"], out["hist"], cands))
+
+
+def beats(a: np.ndarray, b: np.ndarray, out: dict, k: int = 10) -> bool:
     targets = out["split"].test_items
-    best = FN.ndcg_per_user(out["lists"][out["best"]], targets, k)
-    lift = FN.paired(FN.ndcg_per_user(ranked, targets, k), best)
-    return lift["diff"] > 2 * lift["se"] and lift["diff"] > 0.01
+    d = FN.paired(FN.ndcg_per_user(a, targets, k), FN.ndcg_per_user(b, targets, k))
+    return d["diff"] > 2 * d["se"] and d["diff"] > 0.01
+
+
+def lift_passes(ranked: np.ndarray, out: dict, k: int = 10) -> bool:
+    """The ranking stage earns its place when its NDCG@k beats both the best single recall channel
+    (chosen on validation) and the transition-count rule on the same candidates, each by more than two
+    paired standard errors (and 0.01)."""
+    return beats(ranked, out["lists"][out["best"]], out, k) and beats(ranked, rule_order(out), out, k)
 
 
 def same_line_rate(lists: np.ndarray, group: np.ndarray, k: int = 10) -> float:
@@ -65,10 +76,11 @@ def rerank_passes(final: np.ndarray, ranked: np.ndarray, out: dict) -> bool:
     return after < 0.5 * before and cost < 0.15
 
 
-def test_trained_ranker_passes_and_useless_rankers_fail(runs):
+def test_useless_and_rule_only_rankers_fail_the_lift_test(runs):
     out, _ = runs
     cands, ranks = out["candidates"], out["channel_ranks"]
-    assert lift_passes(out["ranked"], out)
+    assert beats(out["ranked"], out["lists"][out["best"]], out)  # DIN beats the best channel
+    assert not lift_passes(rule_order(out), out)  # the transition-count rule, no model
     assert not lift_passes(cands, out)  # identity: the merged order
     rng = np.random.default_rng(0)
     shuffled = np.take_along_axis(
@@ -79,6 +91,16 @@ def test_trained_ranker_passes_and_useless_rankers_fail(runs):
     key = np.where(ranks[..., c] > 0, ranks[..., c], 10**6)
     copy = np.take_along_axis(cands, np.argsort(key, axis=1, kind="stable"), 1)
     assert not lift_passes(copy, out)  # copies the best channel's recall rank
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 29, open: DIN does not beat the transition-count rule by 2 paired standard errors "
+    "(funnel:0, 1,994 users: +0.0010 +- 0.0047); strict, so a DIN that starts to beat it shows here",
+)
+def test_trained_ranker_beats_the_transition_rule(runs):
+    out, _ = runs
+    assert lift_passes(out["ranked"], out)
 
 
 def test_reranker_passes_and_returning_the_ranker_order_fails(runs):
@@ -202,3 +224,56 @@ def test_bad_flags_exit_2(flags, capsys):
     assert pipeline.main(flags) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+
+
+class _Split:  # a tiny split: three users' training sequences
+    n_users, n_items = 3, 5
+    train_offsets = np.array([0, 4, 7, 9])
+    train_items = np.array([1, 2, 1, 2, 3, 1, 2, 4, 5])
+
+    def item_counts(self):
+        return np.bincount(self.train_items, minlength=6)
+
+
+def test_covisit_is_directed_and_counts_what_follows():
+    cv = FN.CoVisit(_Split(), window=1, last=1)
+    # 1 -> 2 three times (users 0, 0, 1); 2 -> 1 once (user 0); nothing follows 5
+    sc = cv.scores(np.array([[0, 1], [0, 2], [0, 5]]))
+    assert sc[0].tolist() == [0, 0, 3, 0, 0, 0]
+    assert sc[1].tolist() == [0, 1, 0, 0, 0, 0]
+    assert not sc[2].any()
+
+
+def test_as_of_counts_equal_a_recount_of_the_past():
+    """Counts taken as of a step = the training counts minus what happens at or after the step, i.e.
+    exactly the counts of the user's earlier transitions plus every other user's."""
+    split = _Split()
+    n1 = split.n_items + 1
+    icf = FN.ItemCF(split)
+    g = np.array([1, 2, 3, 5, 8])
+    row = np.searchsorted(split.train_offsets, g, side="right") - 1
+    later_t, later_c = FN.as_of_counts(split, g, row)
+    items, o = split.train_items, split.train_offsets
+    for r, (gi, u) in enumerate(zip(g, row, strict=True)):
+        past = [items[o[v] : o[v + 1]] if v != u else items[o[u] : gi] for v in range(split.n_users)]
+        trans = np.zeros((n1, n1))
+        for seq in past:
+            for a, b in zip(seq[:-1], seq[1:], strict=False):
+                trans[a, b] += 1
+        last = items[gi - 1]
+        got = icf.transitions[last].toarray()[0] - later_t[r].toarray()[0]
+        np.testing.assert_array_equal(got, trans[last])
+        counts = np.bincount(np.concatenate(past), minlength=n1)
+        np.testing.assert_array_equal(split.item_counts() - later_c[r].toarray()[0], counts)
+
+
+def test_rule_scores_are_the_transition_counts_from_the_last_item():
+    icf = FN.ItemCF(_Split())
+    h = np.array([[0, 1], [1, 2]])
+    cands = np.array([[3, 2, 0], [1, 4, 3]])
+    sc = RB.rule_scores(icf.transitions, h, cands)
+    dense = icf.transitions.toarray()
+    assert sc[0, :2].tolist() == [dense[1, 3], dense[1, 2]] and sc[0, 2] == -np.inf
+    assert sc[1].tolist() == [dense[2, 1], dense[2, 4], dense[2, 3]]
+    # equal counts keep the merged order
+    assert RB.order_by(np.array([[7, 8, 9]]), np.array([[0.0, 1.0, 0.0]])).tolist() == [[8, 7, 9]]

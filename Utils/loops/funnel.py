@@ -228,6 +228,41 @@ class ItemCF:
         return np.asarray((q @ self.sim).todense())
 
 
+class CoVisit:
+    """Directed co-visitation, the "item-to-item" recall of production systems (Linden et al., 2003;
+    YouTube 2010's related videos): w(i -> j) = sum over training sequences of 1/d for each time j
+    follows i within `window` steps (d = 1, 2, ...). Unlike ItemCF it is directed (what comes *after*
+    i, not what sits beside it) and unnormalised (counts, so popular successors rank first). A user's
+    score for j = sum over the last `last` history items h of decay^age * w(h -> j). Counts come from
+    the training part only."""
+
+    def __init__(self, split, window: int = 2, last: int = 3, decay: float = 0.5):
+        o, items = split.train_offsets, split.train_items
+        n1 = split.n_items + 1
+        user = np.repeat(np.arange(split.n_users), np.diff(o))
+        rows, cols, vals = [], [], []
+        for d in range(1, window + 1):
+            same = user[d:] == user[:-d]
+            rows.append(items[:-d][same])
+            cols.append(items[d:][same])
+            vals.append(np.full(int(same.sum()), 1.0 / d))
+        self.w = sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n1, n1)
+        )
+        self.last, self.decay = last, decay
+
+    def scores(self, history: np.ndarray) -> np.ndarray:
+        """history (b, L) left-padded -> (b, I+1) float64 scores."""
+        b = len(history)
+        h = history[:, -self.last :]
+        w = self.decay ** np.arange(h.shape[1] - 1, -1, -1, dtype=np.float64)[None, :].repeat(b, 0)
+        w[h == 0] = 0.0
+        q = sp.csr_matrix(
+            (w.ravel(), (np.repeat(np.arange(b), h.shape[1]), h.ravel())), shape=(b, self.w.shape[0])
+        )
+        return np.asarray((q @ self.w).todense())
+
+
 @dataclass
 class Channel:
     """One recall channel: `scores(history (b, L)) -> (b, I+1)` (exact) or a faiss index over item
@@ -415,9 +450,17 @@ class FeatureBuilder:
         return self.side.fields[:, self.item_cols]
 
     def context(
-        self, history: np.ndarray, cands: np.ndarray, channel_ranks: np.ndarray | None = None
+        self,
+        history: np.ndarray,
+        cands: np.ndarray,
+        channel_ranks: np.ndarray | None = None,
+        asof: tuple[sp.csr_matrix, sp.csr_matrix] | None = None,
     ) -> np.ndarray:
-        """history (b, L0) left-padded, cands (b, N) -> (b, N, F) int64 codes."""
+        """history (b, L0) left-padded, cands (b, N) -> (b, N, F) int64 codes.
+
+        `asof` = (later_transitions, later_counts), (b, I+1) each (`as_of_counts`): for an impression
+        cut from inside a training sequence, the part of the training counts that lies at or after its
+        target, subtracted so that the count features read only what was known at that step."""
         h = history[:, -self.L :]
         real = h > 0
         cat, brand, price = self.side.category, self.side.brand, self.side.price_bucket
@@ -446,16 +489,21 @@ class FeatureBuilder:
         if "follows_last" in self.names:
             last = h[:, -1]
             tr = self.transitions[last]  # (b, I+1) sparse
-            vals = np.asarray(
-                tr[np.repeat(np.arange(len(last)), cands.shape[1]), cands.ravel()]
-            ).reshape(cands.shape)
+            rows = np.repeat(np.arange(len(last)), cands.shape[1])
+            vals = np.asarray(tr[rows, cands.ravel()]).reshape(cands.shape)
+            if asof is not None:
+                vals = vals - np.asarray(asof[0][rows, cands.ravel()]).reshape(cands.shape)
             feats["follows_last"] = log_bucket(vals, 7)
         lc = cat[h[:, -1]]
         feats["same_category_as_last"] = np.where(
             (lc[:, None] > 0) & (cc > 0), 1 + (lc[:, None] == cc), 0
         )
         feats["history_length"] = np.repeat(log_bucket(real.sum(1), 7)[:, None], cands.shape[1], 1)
-        feats["popularity"] = log_bucket(self.item_counts[cands], 15)
+        counts = self.item_counts[cands]
+        if asof is not None:
+            rows = np.repeat(np.arange(len(cands)), cands.shape[1])
+            counts = counts - np.asarray(asof[1][rows, cands.ravel()]).reshape(cands.shape)
+        feats["popularity"] = log_bucket(counts, 15)
         if self.recall_features:
             for c in range(self.n_channels):
                 feats[f"rank_{c}"] = log_bucket(channel_ranks[..., c], RANK_BUCKETS - 1)
@@ -535,6 +583,76 @@ def impressions(
     return out
 
 
+def earlier_steps(split, max_len: int, steps: int) -> dict:
+    """The last `steps` training targets of every user (positions with at least one item before
+    them), as ranking steps: history (R, max_len) left-padded, target (R,), the user row (R,), the
+    prefix's seen items as CSR (offsets (R+1,), items) and `as_of_counts`."""
+    o, items = split.train_offsets, split.train_items
+    lens = np.diff(o)
+    idx = np.arange(len(items))
+    pos = idx - np.repeat(o[:-1], lens)
+    from_end = np.repeat(o[1:], lens) - idx  # 1 at each user's last training item
+    g = np.nonzero((pos >= 1) & (from_end <= steps))[0]
+    b = split.next_item_batch(g, max_len)
+    row = b["row"].numpy()
+    starts = o[row]
+    n_seen = g - starts
+    seen_off = np.concatenate([[0], np.cumsum(n_seen)]).astype(np.int64)
+    seen_items = items[_ranges(starts, n_seen)]
+    return {
+        "history": b["history"].numpy(),
+        "target": items[g],
+        "row": row,
+        "seen": (seen_off, seen_items),
+        "asof": as_of_counts(split, g, row),
+    }
+
+
+def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Concatenated arange(starts[i], starts[i] + lens[i]) for every i, without a Python loop."""
+    lens = np.asarray(lens, dtype=np.int64)
+    first = np.cumsum(lens) - lens
+    return np.arange(int(lens.sum())) - np.repeat(first, lens) + np.repeat(starts, lens)
+
+
+def as_of_counts(split, g: np.ndarray, row: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """For ranking steps cut at training positions g (the target's index in `train_items`) of users
+    `row`: (later_transitions, later_counts), (R, I+1) sparse each. later_transitions[r, j] = how many
+    of the training transitions last_item -> j of that user happen at or after the step (the step's
+    own transition included); later_counts[r, j] = how many times j occurs in that user's training
+    sequence at or after the step. Subtracted from the training counts, they leave what was known
+    when the step happened, as at serving time."""
+    items = split.train_items
+    n1 = split.n_items + 1
+    end = split.train_offsets[row + 1]
+    R = len(g)
+    # transitions (s, s+1) for s = g-1 .. end-2 whose source is the step's last item a[g-1]
+    n = end - g
+    s = _ranges(g - 1, n)
+    r = np.repeat(np.arange(R), n)
+    hit = items[s] == np.repeat(items[g - 1], n)
+    trans = sp.csr_matrix((np.ones(int(hit.sum())), (r[hit], items[s[hit] + 1])), shape=(R, n1))
+    s2 = _ranges(g, n)
+    counts = sp.csr_matrix((np.ones(len(s2)), (r, items[s2])), shape=(R, n1))
+    return trans, counts
+
+
+def stack_impressions(parts: list[dict]) -> dict:
+    """Impressions of several steps as one set (rows renumbered; `asof` zero where a part has none)."""
+    n1 = next((p["asof"][0].shape[1] for p in parts if "asof" in p), None)
+    out = {
+        "history": np.concatenate([p["history"] for p in parts]),
+        "items": np.concatenate([p["items"] for p in parts]),
+    }
+    if n1 is not None:
+        zeros = [sp.csr_matrix((len(p["items"]), n1)) for p in parts]
+        out["asof"] = tuple(
+            sp.vstack([p["asof"][j] if "asof" in p else zeros[i] for i, p in enumerate(parts)]).tocsr()
+            for j in range(2)
+        )
+    return out
+
+
 def train_ranker(
     ranker: Ranker,
     imps: dict,
@@ -552,7 +670,7 @@ def train_ranker(
 
     h, items = imps["history"], imps["items"]
     S, P = items.shape
-    ctx = ranker.fb.context(h, items, imps.get("channel_ranks"))  # (S, P, F)
+    ctx = ranker.fb.context(h, items, imps.get("channel_ranks"), imps.get("asof"))  # (S, P, F)
     data = {
         "history": torch.from_numpy(np.repeat(h[:, -ranker.fb.L :], P, axis=0)),
         "target": torch.from_numpy(items.reshape(-1)),
