@@ -387,3 +387,83 @@ def test_usage_blocks_show_save_load_and_the_serving_call():
         assert '.save("m.pt")' in usage and '.load("m.pt")' in usage, name
         call = {"recall": ".recommend(", "ranking": ".predict("}.get(kind, "")
         assert call in usage, (name, call)
+
+
+# ------------------------------------------------------------------------------------------------
+# Construction: every model is built as `Model(config)` from its config dataclass; the models that
+# also take keyword overrides apply them to a copy, never to the caller's config.
+# ------------------------------------------------------------------------------------------------
+
+MAIN_CLASSES = {  # folder -> (main classes, config class)
+    "Recall/SASRec": (("SASRec",), "SASRecConfig"),
+    "Recall/HSTU": (("HSTU",), "HSTUConfig"),
+    "Recall/MIND": (("MIND",), "MINDConfig"),
+    "Recall/SDM": (("SDM",), "SDMConfig"),
+    "Recall/YoutubeDNN": (("YoutubeDNN",), "YoutubeDNNConfig"),
+    "Recall/TIGER": (("TIGER",), "TIGERConfig"),
+    "Ranking/WideDeep": (("WideDeep",), "WideDeepConfig"),
+    "Ranking/DeepFM": (("DeepFM",), "DeepFMConfig"),
+    "Ranking/DCNv2": (("DCNv2",), "DCNv2Config"),
+    "Ranking/AutoInt": (("AutoInt",), "AutoIntConfig"),
+    "Ranking/DIN": (("DIN",), "DINConfig"),
+    "Ranking/DIEN": (("DIEN",), "DIENConfig"),
+    "Ranking/MMoE": (("MMoE", "SharedBottom"), "MultiTaskConfig"),
+    "Ranking/PLE": (("PLE",), "PLEConfig"),
+    "Re-ranking/MMR": (("MMRReranker",), "MMRConfig"),
+    "Re-ranking/DPP": (("DPPReranker",), "DPPConfig"),
+    "Re-ranking/PRM": (("PRM",), "PRMConfig"),
+}
+
+
+def test_every_model_folder_is_listed():
+    folders = {f"{p.parent.parent.name}/{p.parent.name}" for p in (ROOT / "Classic Models").glob("*/*/model.py")}
+    assert folders == set(MAIN_CLASSES)
+
+
+@pytest.mark.parametrize("folder", sorted(MAIN_CLASSES))
+def test_model_is_built_from_its_config_dataclass(folder):
+    import dataclasses
+    import inspect
+
+    from tests.conftest import load_module
+
+    mod = load_module(f"Classic Models/{folder}/model.py")
+    classes, config_name = MAIN_CLASSES[folder]
+    assert dataclasses.is_dataclass(getattr(mod, config_name))
+    for name in classes:
+        params = list(inspect.signature(getattr(mod, name).__init__).parameters.values())[1:]
+        first = params[0]
+        assert first.name == "config", f"{name}.__init__ takes {first.name!r} first, expected 'config'"
+        assert first.kind == first.POSITIONAL_OR_KEYWORD
+        assert config_name in str(first.annotation)
+
+
+OVERRIDES = {  # folder -> (config keywords, one override)
+    "Ranking/DIN": ({"item_vocab_sizes": (10, 4)}, {"dim": 8}),
+    "Ranking/DIEN": ({"item_vocab_sizes": (10, 4)}, {"dim": 8}),
+    "Ranking/MMoE": ({"sparse_vocab_sizes": (5, 6), "task_types": ("binary", "binary")}, {"dim": 4}),
+    "Ranking/PLE": ({"sparse_vocab_sizes": (5, 6), "task_types": ("binary", "binary")}, {"dim": 4}),
+    "Re-ranking/MMR": ({}, {"lam": 0.3}),
+    "Re-ranking/DPP": ({}, {"theta": 0.3}),
+    "Re-ranking/PRM": ({"feature_dim": 4}, {"d_model": 8}),
+}
+
+
+@pytest.mark.parametrize("folder", sorted(OVERRIDES))
+def test_keyword_overrides_never_touch_the_callers_config(folder):
+    import dataclasses
+
+    from tests.conftest import load_module
+
+    mod = load_module(f"Classic Models/{folder}/model.py")
+    classes, config_name = MAIN_CLASSES[folder]
+    kwargs, override = OVERRIDES[folder]
+    for name in classes:
+        cfg = getattr(mod, config_name)(**kwargs)
+        before = dataclasses.asdict(cfg)
+        model = getattr(mod, name)(cfg, **override)
+        assert dataclasses.asdict(cfg) == before  # the caller's config is unchanged
+        key, value = next(iter(override.items()))
+        assert getattr(model.config, key) == value and getattr(cfg, key) != value
+        # Model(config) alone equals Model(**keywords) of the same fields
+        assert getattr(mod, name)(cfg).config == getattr(mod, name)(**kwargs).config

@@ -269,12 +269,13 @@ def _load_weights(model: nn.Module, ckpt: dict, path, map_location) -> nn.Module
 
 
 class DIEN(nn.Module):
-    """Deep Interest Evolution Network. Build with keywords, e.g.
-    `DIEN(item_vocab_sizes=(n_items + 1, n_cats + 1))`."""
+    """Deep Interest Evolution Network. Build from a config,
+    `DIEN(DIENConfig(item_vocab_sizes=(n_items + 1, n_cats + 1)))`, optionally with keyword overrides,
+    or from keywords alone; the config passed in is never modified (overrides apply to a copy)."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, config: DIENConfig | None = None, **overrides) -> None:
         super().__init__()
-        cfg = DIENConfig(**kwargs)
+        cfg = dataclasses.replace(config, **overrides) if config is not None else DIENConfig(**overrides)
         if not cfg.item_vocab_sizes or any(v < 2 for v in cfg.item_vocab_sizes):
             raise ValueError(f"item_vocab_sizes needs >= 1 field of size >= 2 (id 0 = padding), "
                              f"got {cfg.item_vocab_sizes}")
@@ -474,4 +475,4 @@ class DIEN(nn.Module):
         """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
         write (keys missing, another model's config) raises a ValueError saying what it expected."""
         ckpt, config = _read_checkpoint(cls, DIENConfig, path, map_location)
-        return _load_weights(cls(**vars(config)), ckpt, path, map_location)
+        return _load_weights(cls(config), ckpt, path, map_location)

@@ -258,13 +258,14 @@ def _load_weights(model: nn.Module, ckpt: dict, path, map_location) -> nn.Module
 class DIN(nn.Module):
     """Deep Interest Network (pooling="attention") or the base model (pooling="sum"/"mean").
 
-    Build with keywords, e.g. `DIN(item_vocab_sizes=(n_items + 1, n_cats + 1))`, or
-    `DIN.from_config(c)`.
+    Build from a config, `DIN(DINConfig(item_vocab_sizes=(n_items + 1, n_cats + 1)))`, optionally with
+    keyword overrides (`DIN(c, dim=32)`), or from keywords alone (`DIN(item_vocab_sizes=...)`). The
+    config passed in is never modified: overrides apply to a copy (self.config).
     """
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, config: DINConfig | None = None, **overrides) -> None:
         super().__init__()
-        cfg = DINConfig(**kwargs)
+        cfg = dataclasses.replace(config, **overrides) if config is not None else DINConfig(**overrides)
         if not cfg.item_vocab_sizes or any(v < 2 for v in cfg.item_vocab_sizes):
             raise ValueError(f"item_vocab_sizes needs >= 1 field of size >= 2 (id 0 = padding), "
                              f"got {cfg.item_vocab_sizes}")
@@ -306,7 +307,7 @@ class DIN(nn.Module):
 
     @classmethod
     def from_config(cls, config: DINConfig) -> DIN:
-        return cls(**vars(config))
+        return cls(config)
 
     # ----------------------------------------------------------------- embeddings
     def embed_items(self, ids: torch.Tensor) -> torch.Tensor:

@@ -312,15 +312,20 @@ class _MultiTaskBase(nn.Module):
         """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
         write (keys missing, another model's config) raises a ValueError saying what it expected."""
         ckpt, config = _read_checkpoint(cls, MultiTaskConfig, path, map_location)
-        return _load_weights(cls(**vars(config)), ckpt, path, map_location)
+        return _load_weights(cls(config), ckpt, path, map_location)
+
+
+def _config(config: MultiTaskConfig | None, overrides: dict) -> MultiTaskConfig:
+    """`Model(config, **overrides)` or `Model(**keywords)`: a copy, the caller's config untouched."""
+    return dataclasses.replace(config, **overrides) if config is not None else MultiTaskConfig(**overrides)
 
 
 class SharedBottom(_MultiTaskBase):
     """Shared-Bottom, Eq. (1): one bottom network f shared by all tasks, a tower h^k per task."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, config: MultiTaskConfig | None = None, **overrides) -> None:
         super().__init__()
-        cfg = MultiTaskConfig(**kwargs)
+        cfg = _config(config, overrides)
         _check(cfg)
         self.config = cfg
         self.inputs = InputLayer(cfg)
@@ -338,9 +343,9 @@ class SharedBottom(_MultiTaskBase):
 class MMoE(_MultiTaskBase):
     """Multi-gate Mixture-of-Experts, Eqs. (5)-(7): E shared experts, one softmax gate per task."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, config: MultiTaskConfig | None = None, **overrides) -> None:
         super().__init__()
-        cfg = MultiTaskConfig(**kwargs)
+        cfg = _config(config, overrides)
         _check(cfg)
         self.config = cfg
         self.inputs = InputLayer(cfg)

@@ -278,9 +278,11 @@ def _load_weights(model: nn.Module, ckpt: dict, path, map_location) -> nn.Module
 class PLE(nn.Module):
     """PLE: `n_levels` stacked extraction layers, then a tower t^k per task. n_levels=1 is CGC."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, config: PLEConfig | None = None, **overrides) -> None:
+        """`PLE(PLEConfig(...))`, optionally with keyword overrides, or `PLE(**keywords)`; the config
+        passed in is never modified (overrides apply to a copy, self.config)."""
         super().__init__()
-        cfg = PLEConfig(**kwargs)
+        cfg = dataclasses.replace(config, **overrides) if config is not None else PLEConfig(**overrides)
         K = len(cfg.task_types)
         if not cfg.task_types or any(t not in ("binary", "regression") for t in cfg.task_types):
             raise ValueError(f"task_types must list 'binary'/'regression' per task, "
@@ -389,7 +391,7 @@ class PLE(nn.Module):
         """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
         write (keys missing, another model's config) raises a ValueError saying what it expected."""
         ckpt, config = _read_checkpoint(cls, PLEConfig, path, map_location)
-        return _load_weights(cls(**vars(config)), ckpt, path, map_location)
+        return _load_weights(cls(config), ckpt, path, map_location)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -332,9 +332,9 @@ def _top_k(scores: torch.Tensor, seen: torch.Tensor | None, k: int) -> tuple:
 class HSTU(nn.Module):
     """HSTU encoder + the official sampled-softmax objective."""
 
-    def __init__(self, cfg: HSTUConfig) -> None:
+    def __init__(self, config: HSTUConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        cfg = self.cfg = self.config = config
         self.item_embedding = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)
         self.position_embedding = nn.Embedding(cfg.max_len, cfg.dim)
         self.embed_dropout = nn.Dropout(cfg.dropout)

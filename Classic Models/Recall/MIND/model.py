@@ -237,7 +237,7 @@ def _top_k(scores: torch.Tensor, seen: torch.Tensor | None, k: int) -> tuple:
 class MIND(nn.Module):
     """Multi-interest recall model (paper §3, Figure 2)."""
 
-    def __init__(self, *, config: MINDConfig, item_side_ids: torch.Tensor | None = None) -> None:
+    def __init__(self, config: MINDConfig, *, item_side_ids: torch.Tensor | None = None) -> None:
         """
         Args:
             config: see MINDConfig.

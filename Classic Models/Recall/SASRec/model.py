@@ -362,9 +362,9 @@ class SASRecBlock(nn.Module):
 class SASRec(nn.Module):
     """SASRec encoder + the paper's loss. `forward(history)` -> hidden state per position."""
 
-    def __init__(self, cfg: SASRecConfig) -> None:
+    def __init__(self, config: SASRecConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        cfg = self.cfg = self.config = config
         self.item_embedding = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)  # E = M
         self.position_embedding = nn.Embedding(cfg.max_len, cfg.dim)  # P, learned
         self.embed_dropout = nn.Dropout(cfg.dropout)

@@ -192,7 +192,7 @@ def _top_k(scores: torch.Tensor, seen: torch.Tensor | None, k: int) -> tuple:
 class YoutubeDNN(nn.Module):
     """Deep candidate generation model (paper §3, Figure 3)."""
 
-    def __init__(self, *, config: YoutubeDNNConfig) -> None:
+    def __init__(self, config: YoutubeDNNConfig) -> None:
         super().__init__()
         if config.n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {config.n_items}")
