@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-real test-notebooks notebooks lint check-notes mathjax clean-venv
+.PHONY: demo test test-real test-notebooks notebooks lint check-notes mathjax mermaid clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) "Classic Models/pipeline_demo.py"
 
-test: $(STAMP) mathjax
+test: $(STAMP) mathjax mermaid
 	$(PY) -m pytest -q -m "not slow and not notebooks" tests
 
 # Every demo as a notebook for a reader: demo.ipynb next to each demo.py (git-ignored; the `# %%`
@@ -35,6 +35,12 @@ mathjax:
 	@test -d $(VENV)/node/node_modules/mathjax-full || { command -v npm >/dev/null \
 	  && npm install --silent --no-audit --no-fund --prefix $(VENV)/node mathjax-full@3.2.2 >/dev/null 2>&1 \
 	  || echo "mathjax-full not installed (needs node/npm): the MathJax render check will be skipped"; }
+
+# mermaid's parser (with jsdom for its window) for the diagrams' parse check; optional like MathJax.
+mermaid:
+	@test -d $(VENV)/node/node_modules/mermaid -a -d $(VENV)/node/node_modules/jsdom || { command -v npm >/dev/null \
+	  && npm install --silent --no-audit --no-fund --prefix $(VENV)/node mermaid@11.17.2 jsdom@24.1.3 >/dev/null 2>&1 \
+	  || echo "mermaid not installed (needs node/npm): the diagram parse check will be skipped"; }
 
 # Every note against the template, its excerpts against the code, its numbers against the stored runs,
 # and every formula rendered by MathJax 3.

@@ -69,6 +69,27 @@ def test_every_formula_renders_in_mathjax3():
     assert not errors, "\n".join(errors)
 
 
+def test_every_mermaid_diagram_parses():
+    reason = nc.mermaid_available()
+    if reason:
+        pytest.skip(f"mermaid check needs node + mermaid + jsdom: {reason}")
+    pages = nc.markdown_pages()
+    parsed, errors = nc.parse_mermaid(pages)
+    assert parsed == len(nc.mermaid_blocks(pages)) > 10
+    assert not errors, "\n".join(errors)
+
+
+def test_mermaid_check_catches_a_broken_diagram(tmp_path):
+    reason = nc.mermaid_available()
+    if reason:
+        pytest.skip(f"mermaid check needs node + mermaid + jsdom: {reason}")
+    page = tmp_path / "page.md"
+    page.write_text("```mermaid\nflowchart LR\n  A[ok] --> B[ok]\n```\n\n"
+                    "```mermaid\nflowchart LR\n  A[[[ --> B\n```\n")
+    parsed, errors = nc.parse_mermaid([page])
+    assert parsed == 2 and len(errors) == 1 and ":6:" in errors[0]
+
+
 def test_model_files_import_only_torch_and_the_standard_library():
     import ast
 

@@ -591,6 +591,66 @@ def render_mathjax(paths: list[Path]) -> tuple[int, list[str]]:
     return res["rendered"], [f"{w}: MathJax error {msg!r} in {tex!r}" for w, tex, msg in res["errors"]]
 
 
+MERMAID_PACKAGES = ("mermaid@11.17.2", "jsdom@24.1.3")
+
+
+def mermaid_available() -> str | None:
+    """None when node, mermaid and jsdom are there; otherwise the reason they are not."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    for pkg in MERMAID_PACKAGES:
+        name = pkg.rsplit("@", 1)[0]
+        if not (MATHJAX_DIR / "node_modules" / name).is_dir():
+            return f"{name} is not installed under {MATHJAX_DIR.relative_to(ROOT)} (run `make mermaid`)"
+    return None
+
+
+MERMAID_BLOCK = re.compile(r"^```mermaid[ \t]*\n(.*?)^```", re.M | re.S)
+
+# mermaid's own parser (the one GitHub's renderer runs), in node with a jsdom window; ESM, so it runs
+# from the folder holding node_modules (NODE_PATH does not reach ES modules)
+_MERMAID_JS = r"""
+import { JSDOM } from "jsdom";
+const dom = new JSDOM("<!DOCTYPE html><body></body>");
+globalThis.window = dom.window; globalThis.document = dom.window.document;
+const { default: mermaid } = await import("mermaid");
+mermaid.initialize({ startOnLoad: false });
+const items = JSON.parse(await new Promise(r => { let s = ""; process.stdin.on("data", d => s += d);
+                                                  process.stdin.on("end", () => r(s)); }));
+const errors = [];
+for (const [where, text] of items) {
+  try { await mermaid.parse(text); }
+  catch (e) { errors.push([where, String(e.message || e).split("\n").slice(0, 4).join(" | ")]); }
+}
+process.stdout.write(JSON.stringify({parsed: items.length, errors}));
+"""
+
+
+def mermaid_blocks(paths: list[Path]) -> list[tuple[str, str]]:
+    """(page:line, diagram text) of every ```mermaid block in the pages."""
+    out = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        for m in MERMAID_BLOCK.finditer(text):
+            name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            out.append((f"{name}:{text.count(chr(10), 0, m.start()) + 1}", m.group(1)))
+    return out
+
+
+def parse_mermaid(paths: list[Path]) -> tuple[int, list[str]]:
+    """(diagrams parsed, errors) with mermaid's parser through node; raises RuntimeError if unavailable."""
+    reason = mermaid_available()
+    if reason:
+        raise RuntimeError(reason)
+    items = [list(b) for b in mermaid_blocks(paths)]
+    proc = subprocess.run(["node", "--input-type=module", "-e", _MERMAID_JS], input=json.dumps(items),
+                          capture_output=True, text=True, cwd=MATHJAX_DIR, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"node failed: {proc.stderr.strip()[-500:]}")
+    res = json.loads(proc.stdout)
+    return res["parsed"], [f"{w}: mermaid parse error: {msg}" for w, msg in res["errors"]]
+
+
 def markdown_pages() -> list[Path]:
     """Every Markdown page whose maths GitHub renders: notes, lab logs, overviews, READMEs."""
     pages = note_paths() + overview_paths() + page_paths() + [ROOT / "README.md", MODELS_DIR / "README.md"]
