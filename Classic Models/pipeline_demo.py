@@ -656,20 +656,23 @@ def run(args) -> dict:
         ablation["users"] = len(sub)
         for vname, (rf, drop) in variants.items():
             if vname == "default" or (rf == args.recall_features and not drop):
-                nd = rank_ndcg[sub]
+                nd, v_nd = rank_ndcg[sub], rank_hist.best_metric
             else:
-                r2, _, _ = fit_ranker(
+                r2, h2, _ = fit_ranker(
                     args, side, split, models, valid, early, recall_features=rf, drop=drop
                 )
                 nd = FN.ndcg_per_user(
                     rank_lists(r2, hist[sub], cands[sub], cranks[sub])[0], targets[sub], args.k
                 )
+                v_nd = h2.best_metric
             ablation[vname] = {
+                # what decides a feature group: the held-out users' validation NDCG@10
+                "valid_NDCG@10": float(v_nd),
                 f"NDCG@{args.k}": float(nd.mean()),
                 "vs_best_channel": FN.paired(nd, ch_ndcg[best][sub]),
                 "vs_default": FN.paired(nd, rank_ndcg[sub]),
             }
-            print(f"  ablation {vname:24s} NDCG@{args.k} {nd.mean():.4f}")
+            print(f"  ablation {vname:24s} validation NDCG@10 {v_nd:.4f}   test NDCG@{args.k} {nd.mean():.4f}")
 
     # -- stage 3: re-ranking
     reranker = build_reranker(args)
