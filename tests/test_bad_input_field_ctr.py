@@ -20,6 +20,7 @@ import torch
 
 from tests.conftest import ROOT, model_module
 from tests.test_field_ctr import TINY, run_demo, write_toy_frappe
+from Utils.demo_io import checkpoint_payload
 
 CONFIGS = {"WideDeep": "WideDeepConfig", "DeepFM": "DeepFMConfig", "DCNv2": "DCNv2Config",
            "AutoInt": "AutoIntConfig"}
@@ -83,7 +84,7 @@ CASES = [
     ("load a text file", "AutoInt", ["--data", TOY, "--load", "{dir}/notes.pt"],
      {"notes.pt": "not a model\n"}, "not a checkpoint written by --save"),
     ("load another demo's file", "DeepFM", ["--data", TOY, "--load", "{ckpt:WideDeep demo}"], {},
-     "holds a model of the 'WideDeep demo'"),
+     "written by the WideDeep demo's --save; expected a file written by the DeepFM demo's"),
     ("load a file of other data", "DCNv2", ["--data", TOY, "--load", "{ckpt:DCNv2 demo}"], {},
      "expected the data it was trained on"),
     ("load weights of another shape", "DeepFM", ["--data", TOY, "--load", "{ckpt:DeepFM demo:fit}"],
@@ -103,9 +104,10 @@ def fake_checkpoint(path, spec, toy_dims):
     """A --save file without training: {ckpt:DEMO} has other data's field sizes; {ckpt:DEMO:fit}
     has this data's sizes but no weights."""
     demo, _, fit = spec.partition(":")
-    torch.save({"model": {}, "flags": {}, "demo": demo, "data": "libfm:elsewhere", "seed": 0,
-                "field_dims": toy_dims if fit else [3, 3], "dense_dim": 0, "epochs": 1,
-                "metrics": {}, "valid_auc": 0.5}, path)
+    torch.save(checkpoint_payload(
+        demo=demo.removesuffix(" demo"), models={}, args={"data": "libfm:elsewhere", "seed": 0},
+        flags=[], field_dims=toy_dims if fit else [3, 3], dense_dim=0, epochs=1, metrics={},
+        valid_auc=0.5) | {"models": {"model": {"class": "?", "config": {}, "state": {}}}}, path)
     return str(path)
 
 

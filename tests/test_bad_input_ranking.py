@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, model_module, run_demo_in_process
+from Utils.demo_io import checkpoint_payload
 from Utils.io import model_dir
 
 DEMOS = ("DIN", "DIEN", "MMoE", "PLE")
@@ -64,14 +65,14 @@ def files(tmp_path_factory) -> dict[str, str]:
     (d / "not_json.json").write_text("{not json")
     (d / "no_runs.json").write_text('{"model": "MMoE"}')
     (d / "bad_runs.json").write_text('{"data": "x", "protocol": "y", "final_by_run": {"MMoE": [1]}}')
-    torch.save({"model": {}, "demo": "SomeOtherModel"}, d / "other_model.pt")
+    torch.save(checkpoint_payload(demo="SomeOtherModel", models={}), d / "other_model.pt")
     torch.save([1, 2, 3], d / "a_list.pt")
     for name in BEHAVIOUR:  # right model, other data: 3 items, one field
-        torch.save({"model": {}, "demo": name, "config": {}, "others": {},
-                    "args": {"data": "seqtxt:elsewhere.txt", "seed": 0, "max_len": 20,
-                             "n_attributes": 3, "max_users": None},
-                    "item_raw": np.array(["<pad>", "1", "2", "3"]),
-                    "fields": torch.arange(4)[:, None]}, d / f"other_data_{name}.pt")
+        torch.save(checkpoint_payload(
+            demo=name, models={}, args={"data": "seqtxt:elsewhere.txt", "seed": 0, "max_len": 20,
+                                        "n_attributes": 3, "max_users": None},
+            ids={"item": ["<pad>", "1", "2", "3"]}, fields=torch.arange(4)[:, None]),
+            d / f"other_data_{name}.pt")
     return {"tmp": str(d), "tiny": str(tiny), **{p.stem: str(p) for p in d.iterdir() if p.is_file()}}
 
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, model_module, run_demo_in_process
+from Utils.demo_io import checkpoint_payload
 
 DEMOS = ("YoutubeDNN", "MIND", "SDM")
 # tiny models, so a case that trains (none here; the round trips in tests/test_<model>.py) stays fast
@@ -65,11 +66,12 @@ def files(tmp_path_factory) -> dict[str, str]:
     (d / "clicks.libfm").write_text("1 0:1 3:1\n0 1:1 4:1\n1 0:1 4:1\n")
     (d / "existing.pt").write_bytes(b"keep me")
     (d / "garbage.pt").write_bytes(b"\x00not a torch file")
-    torch.save({"model": {}, "model_name": "SomeOtherModel"}, d / "other_model.pt")
+    torch.save(checkpoint_payload(demo="SomeOtherModel", models={}), d / "other_model.pt")
     for name in DEMOS:  # right model, other data: 3 users and 3 items
-        torch.save({"model": {}, "model_name": name, "data": "seqtxt:elsewhere.txt", "args": {},
-                    "user_raw": np.array(["<pad>", "1", "2", "3"]),
-                    "item_raw": np.array(["<pad>", "1", "2", "3"])}, d / f"other_data_{name}.pt")
+        torch.save(checkpoint_payload(demo=name, models={}, args={"data": "seqtxt:elsewhere.txt"},
+                                      ids={"user": ["<pad>", "1", "2", "3"],
+                                           "item": ["<pad>", "1", "2", "3"]}),
+                   d / f"other_data_{name}.pt")
     return {"tmp": str(d), "tiny": str(tiny), **{p.stem: str(p) for p in d.iterdir() if p.is_file()}}
 
 

@@ -184,7 +184,7 @@ CASES = [
     ("DPP", ["--data", "seqtxt:{tiny}", "--save", "{folder}"], "folder"),
     ("MMR", ["--data", "seqtxt:{tiny}", "--load", "/no/such/model.pt"], "no such file"),
     ("DPP", ["--data", "seqtxt:{tiny}", "--load", "{garbage}"], "not a checkpoint"),
-    ("MMR", ["--data", "seqtxt:{tiny}", "--load", "{foreign}"], "not a re-ranking checkpoint"),
+    ("MMR", ["--data", "seqtxt:{tiny}", "--load", "{foreign}"], "not a checkpoint written by a demo's --save"),
     ("PRM", ["--data", "seqtxt:{tiny}", "--load", "{mmr_ckpt}"], "no PRM weights"),
     ("DPP", ["--data", "seqtxt:{other}", "--load", "{mmr_ckpt}"], "trained on"),
     ("MMR", ["--data", "seqtxt:{tiny}", "--out", "{existing}/r.json"], "is a file"),

@@ -50,8 +50,8 @@ def test_two_gloo_processes_train_the_single_process_model(name, tmp_path):
     assert f"ranks in sync after every one of {steps} steps: True" in proc.stdout
     one, two = json.loads(one_json.read_text()), json.loads(two_json.read_text())
     # the same weights as one process on the same global batches (float summation order aside)
-    w1 = torch.load(one_pt, weights_only=False)["model"]
-    w2 = torch.load(two_pt, weights_only=False)["model"]
+    w1 = torch.load(one_pt, weights_only=True)["models"]["model"]["state"]
+    w2 = torch.load(two_pt, weights_only=True)["models"]["model"]["state"]
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], atol=1e-5, rtol=1e-4)
     # the sharded validation, gathered, and the test equal the single-process evaluation

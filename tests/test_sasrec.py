@@ -310,7 +310,7 @@ def test_demo_save_load_round_trip_gives_identical_metrics_and_vectors(tmp_path)
     z = np.load(vec)
     assert z["item_vectors"].shape == (30, 8) and z["user_vectors"].shape == (40, 8)
     assert set(z["item_ids"]) == {str(i) for i in range(1, 31)} and "7" in set(z["user_ids"])
-    torch.testing.assert_close(torch.load(ckpt, weights_only=True)["model"]["item_embedding.weight"][1:],
+    torch.testing.assert_close(torch.load(ckpt, weights_only=True)["models"]["model"]["state"]["item_embedding.weight"][1:],
                                torch.from_numpy(z["item_vectors"]))
 
 
@@ -327,8 +327,8 @@ def test_demo_onnx_export_matches_pytorch(tmp_path):
     assert result["onnx"]["max_abs_diff_scores"] <= 1e-5
     assert result["onnx"]["max_abs_diff_user_vector"] <= 1e-5
     payload = torch.load(ckpt, weights_only=True)
-    model = sasrec.SASRec(sasrec.SASRecConfig(**payload["config"])).eval()
-    model.load_state_dict(payload["model"])
+    model = sasrec.SASRec(sasrec.SASRecConfig(**payload["models"]["model"]["config"])).eval()
+    model.load_state_dict(payload["models"]["model"]["state"])
     g = torch.Generator().manual_seed(3)
     history = torch.randint(1, 31, (17, 8), generator=g)
     for row, n_pad in enumerate(torch.randint(0, 8, (17,), generator=g).tolist()):

@@ -393,7 +393,7 @@ def test_demo_resumes_from_a_step0_checkpoint_and_validates_on_the_same_steps(tm
     assert code == 0, err[-2000:]
     quality = parse_result_line(out)["semantic_ids"]
     assert len(quality["codebook_usage"]) == 3 and len(quality["same_category_given_prefix"]) == 4
-    assert torch.load(ckpt, weights_only=True)["state"]["step"] == 0
+    assert torch.load(ckpt, weights_only=True)["extra"]["state"]["step"] == 0
     code, out, err = run_demo("TIGER", [*base, "--resume", "--steps", "3", "--round-steps", "2"])
     assert code == 0, err[-2000:]
     assert [p["step"] for p in parse_result_line(out)["curve"]] == [2, 3]
@@ -406,10 +406,10 @@ def test_demo_resumes_from_a_step0_checkpoint_and_validates_on_the_same_steps(tm
     assert res["best_valid"]["NDCG@10"] == best["NDCG@10"]
     assert res["tested_step"] == res["best_valid"]["step"]  # the run's best, maybe an earlier call
     saved = torch.load(ckpt, weights_only=True)
-    assert saved["state"]["step"] == 6
-    moments = saved["optimizer"]["state"][0]
+    assert saved["extra"]["state"]["step"] == 6
+    moments = saved["extra"]["optimizer"]["state"][0]
     assert moments["exp_avg"].dtype == torch.bfloat16 and moments["step"].dtype == torch.float32
-    assert "optimizer" not in torch.load(ckpt.with_suffix(".best.pt"), weights_only=True)
+    assert "optimizer" not in torch.load(ckpt.with_suffix(".best.pt"), weights_only=True)["extra"]
 
 
 def test_minilm_title_embeddings_offline(tmp_path):

@@ -8,7 +8,8 @@ fields, predicts and scores a model, and shows one user's top candidates with th
 over the behaviours. Each demo keeps its models and their training.
 
 Besides training, what a user of the ranking demos can do (flags from `add_model_io_args`; the
-multi-task demos use the same helpers):
+multi-task demos use the same helpers; the checkpoint format, user lookup and the recommendation
+display are `Utils.demo_io`'s):
 
     --save PATH       weights + config + the id maps (raw item ids, item field table) after training
     --load PATH       skip training: rebuild the models from a --save file, evaluate and recommend
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,10 +32,17 @@ from Datasets.BaseDatasets import CTRDataset, TensorDictDataset
 from Datasets.behavior_ctr import build_behavior_ctr, has_item_attributes, item_field_table
 
 from ..baselines import logistic_regression
+from ..demo_io import (
+    add_io_args,
+    check_ids,
+    check_save_path,
+    show_recommendations,
+    user_row,
+    write_checkpoint,
+)
 from ..evaluation import evaluate_ctr
-from ..io import positive_int, save_checkpoint
+from ..io import positive_int
 from ..metrics import auc
-from .recall_io import check_save_path, show_recommendations, user_row
 
 # Flags that shape the rows and the item fields: a --load run takes them from the checkpoint (all
 # but --data, which the user names and `check_saved_items` compares), so its rows (and metrics) are
@@ -78,53 +85,9 @@ def add_behavior_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 def add_model_io_args(parser: argparse.ArgumentParser, recommend: str) -> argparse.ArgumentParser:
     """--save, --load, --overwrite, --recommend USER (its help text says where it applies)."""
-    parser.add_argument("--save", default=None, metavar="PATH",
-                        help="after training, save weights + config + id maps here")
-    parser.add_argument("--load", default=None, metavar="PATH",
-                        help="skip training: load a --save file, then evaluate (and recommend)")
-    parser.add_argument("--overwrite", action="store_true", help="let --save replace an existing file")
-    parser.add_argument("--recommend", default=None, metavar="USER", help=recommend)
-    return parser
-
-
-def read_checkpoint(path: str, demo: str) -> dict:
-    """The payload of a --save file written by `demo` ("DIN", "MMoE", ...), or a one-line error."""
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"--load {path}: no such file; expected a file written by --save")
-    try:
-        payload = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated or foreign file: torch raises several kinds
-        first = str(e).splitlines()[0] if str(e) else "unreadable"
-        raise DataError(f"--load {path}: not a checkpoint written by --save "
-                        f"({type(e).__name__}: {first})") from None
-    if not isinstance(payload, dict) or "model" not in payload or "demo" not in payload:
-        raise DataError(f"--load {path}: not a checkpoint written by a demo's --save")
-    if payload["demo"] != demo:
-        raise DataError(f"--load {path}: written by the {payload['demo']} demo; expected a file "
-                        f"saved by the {demo} demo")
-    return payload
-
-
-def restore(cls, config: dict, state: dict, device, path: str) -> torch.nn.Module:
-    """Build `cls(**config)` and load `state` into it; a mismatch is a one-line DataError."""
-    model = cls(**config)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise DataError(f"--load {path}: the weights do not fit the saved config "
-                        f"({str(e).splitlines()[0]})") from None
-    return model.to(device)
-
-
-def apply_saved_args(args, payload: dict, names=DATA_ARGS) -> None:
-    """A --load run rebuilds the rows the saved run used: the data-shaping flags come from the file."""
-    saved = {k: v for k, v in payload.get("args", {}).items() if k in names and k != "data"}
-    changed = [f"--{k.replace('_', '-')} {v}" for k, v in saved.items() if getattr(args, k, None) != v]
-    for k, v in saved.items():
-        setattr(args, k, v)
-    if changed:
-        print(f"--load: using the saved run's {', '.join(changed)}")
+    return add_io_args(parser, save="after training, save weights + config + id maps here",
+                       load="skip training: load a --save file, then evaluate (and recommend)",
+                       recommend=recommend)
 
 
 def check_before_training(args, split, data) -> None:
@@ -136,24 +99,21 @@ def check_before_training(args, split, data) -> None:
 
 
 def save_models(args, path: str, demo: str, models: dict, names=DATA_ARGS, **extra) -> None:
-    """Write --save: `models` maps a name (the main model first) to (module, config dict); `extra`
-    holds the id maps and whatever else the demo needs to use the weights again."""
-    (_, (module, config)), *others = models.items()
-    save_checkpoint(path, module, overwrite=args.overwrite, demo=demo, config=config,
-                    others={n: {"config": c, "state": m.state_dict()} for n, (m, c) in others},
-                    args={k: getattr(args, k) for k in names}, **extra)
+    """Write --save (`Utils.demo_io.write_checkpoint`): `models` maps a name (the main model first)
+    to (module, config dict); the flags in `names` go under "args"; `extra` holds the item table
+    and whatever else the demo needs to use the weights again (an `ids` keyword: raw id maps)."""
+    write_checkpoint(path, demo=demo, models=models, args={k: getattr(args, k) for k in names},
+                     overwrite=args.overwrite, **extra)
     print(f"saved {', '.join(models)} to {path}")
 
 
 def check_saved_items(payload: dict, b: BehaviorCTR, path: str) -> None:
     """The rows must be built over the same items (and item fields) as the saved run's."""
-    raw = np.asarray(b.data.item_raw).astype(str)
-    same = (len(payload["item_raw"]) == len(raw) and (payload["item_raw"] == raw).all()
-            and tuple(payload["fields"].shape) == tuple(b.fields.shape)
-            and torch.equal(payload["fields"], b.fields))
-    if not same:
-        raise DataError(f"--load {path}: saved for {len(payload['item_raw']) - 1:,} items with "
-                        f"{payload['fields'].shape[1]} item fields, but {b.data.name} gives "
+    check_ids(payload, path, data_name=b.data.name, item=b.data.item_raw)
+    saved = payload["extra"]["fields"]
+    if tuple(saved.shape) != tuple(b.fields.shape) or not torch.equal(saved, b.fields):
+        raise DataError(f"--load {path}: saved for {saved.shape[0] - 1:,} items with "
+                        f"{saved.shape[1]} item fields, but {b.data.name} gives "
                         f"{b.data.n_items:,} items with {b.fields.shape[1]}; expected the --data of "
                         f"the run that saved it ({payload.get('args', {}).get('data', '?')})")
 

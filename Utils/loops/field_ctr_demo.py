@@ -5,7 +5,7 @@ flags with per-data-source presets, the data (`Datasets.field_ctr`) with the log
 baseline on the same split, training (`Utils.ctr_training`), the test, the top items for one test
 context and the `RESULT` line; and what a user does with a trained model:
 
-    --save PATH [--overwrite]  weights + config + model flags + raw id maps (save_checkpoint)
+    --save PATH [--overwrite]  weights + config + model flags + raw id maps (Utils.demo_io format)
     --load PATH                skip training: the flags come from the file, and the test
                                metrics equal the saving run's
     --recommend USER           a raw user id: every item ranked in that user's latest context
@@ -35,7 +35,15 @@ from Datasets.field_ctr import FieldCTR, build_field_ctr
 
 from ..baselines import logistic_regression
 from ..ctr_training import ctr_metrics, predict_ctr, train_ctr_model
-from ..io import add_common_args, positive_int, print_result, save_checkpoint
+from ..demo_io import (
+    add_io_args,
+    apply_saved_args,
+    check_save_path,
+    load_weights,
+    read_checkpoint,
+    write_checkpoint,
+)
+from ..io import add_common_args, positive_int, print_result
 from ..metrics import auc
 from ..training import count_params, cpu_setup, pick_device, set_seed
 
@@ -101,13 +109,9 @@ def field_ctr_parser(description: str, *, hidden_help: str = "DNN widths, e.g. 4
                         help="skip the lr/10 phase on plateau")
     parser.add_argument("--holdout", type=open_fraction, default=0.1,
                         help="libfm without a train file: share of the validation file held out")
-    parser.add_argument("--save", default=None, metavar="PATH",
-                        help="after training, save weights + config + flags + raw id maps here")
-    parser.add_argument("--load", default=None, metavar="PATH",
-                        help="load a --save file and skip training (its flags are used)")
-    parser.add_argument("--overwrite", action="store_true", help="let --save replace a file")
-    parser.add_argument("--recommend", default=None, metavar="USER",
-                        help="print the top 10 of all items in this raw user id's latest context")
+    add_io_args(parser, save="after training, save weights + config + flags + raw id maps here",
+                load="load a --save file and skip training (its flags are used)",
+                recommend="print the top 10 of all items in this raw user id's latest context")
     if onnx:
         parser.add_argument("--export-onnx", default=None, metavar="PATH",
                             help="export the trained model to ONNX (inputs sparse, dense; output "
@@ -115,34 +119,13 @@ def field_ctr_parser(description: str, *, hidden_help: str = "DNN widths, e.g. 4
     return parser
 
 
-def read_checkpoint(path: str) -> dict:
-    """A file written by --save, as a dict (plain types and tensors only: loaded with
-    weights_only=True, so a file from elsewhere cannot run code)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--load {path}: no such file; expected a file written by --save")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # a pickle, zip or torch error: all mean "not our file"
-        raise ValueError(f"--load {path}: not a checkpoint written by --save "
-                         f"({type(e).__name__})") from None
-    if not isinstance(payload, dict) or "model" not in payload or "flags" not in payload:
-        raise ValueError(f"--load {path}: not a checkpoint written by a field-CTR demo's --save")
-    return payload
-
-
 def parse_with_presets(parser: argparse.ArgumentParser, presets: dict[str, dict]):
     """Parse, then fill every flag left unset from the --load file's flags, else from
     presets['libfm'] or presets['synthetic']."""
     args = parser.parse_args()
-    if args.load:
-        ck = read_checkpoint(args.load)
-        if ck.get("demo") != parser.description:
-            raise ValueError(f"--load {args.load}: the file holds a model of the "
-                             f"{ck.get('demo')!r}, not of the {parser.description!r}")
-        for k, v in ck["flags"].items():
-            if getattr(args, k, None) is None:
-                setattr(args, k, v)
+    if args.load:  # the demo's name: its description without " demo" ("DeepFM demo" -> DeepFM)
+        ck = read_checkpoint(args.load, demo=parser.description.removesuffix(" demo"))
+        apply_saved_args(args, ck, names=ck["extra"]["flags"], label=None, only_unset=True)
         args._checkpoint = ck
     for k, v in presets["libfm" if args.data.startswith("libfm") else "synthetic"].items():
         if getattr(args, k) is None:
@@ -233,15 +216,14 @@ def check_requests(args, ctr: FieldCTR) -> tuple[int, str] | None:
     """Before any training: the --save file may be written, the --recommend user exists and has a
     row, the --load file fits this data, --export-onnx has its packages. Returns the recommend
     user's (row index into the split, split name) or None."""
-    if args.save and Path(args.save).exists() and not args.overwrite:
-        raise FileExistsError(
-            f"--save {args.save}: the file exists; pass --overwrite to replace it")
+    check_save_path(args.save, args.overwrite)
     ck = getattr(args, "_checkpoint", None)
-    if ck is not None and (list(ck["field_dims"]) != list(ctr.field_dims)
-                           or ck["dense_dim"] != ctr.dense_dim):
+    saved = ck["extra"] if ck is not None else None
+    if ck is not None and (list(saved["field_dims"]) != list(ctr.field_dims)
+                           or saved["dense_dim"] != ctr.dense_dim):
         raise Datasets.DataError(
-            f"--load {args.load}: the model was trained on {ck['data']} (field sizes "
-            f"{list(ck['field_dims'])} + {ck['dense_dim']} dense); --data {args.data} gives "
+            f"--load {args.load}: the model was trained on {ck['args']['data']} (field sizes "
+            f"{list(saved['field_dims'])} + {saved['dense_dim']} dense); --data {args.data} gives "
             f"{list(ctr.field_dims)} + {ctr.dense_dim} dense; expected the data it was trained on")
     if getattr(args, "export_onnx", None):
         try:
@@ -364,15 +346,16 @@ def export_onnx(model: torch.nn.Module, ctr: FieldCTR, path: str, rows: int = 40
 
 def save_model(path: str, model: torch.nn.Module, ctr: FieldCTR, args, *, metrics: dict,
                valid_auc: float, epochs: int) -> None:
-    """Weights + config + the flags that define the model + raw id maps (Utils.io.save_checkpoint:
+    """Weights + config + the flags that define the model + raw id maps (Utils.demo_io's format:
     atomic; an existing file only with --overwrite). Plain types only (weights_only loading)."""
-    save_checkpoint(
-        path, model, overwrite=args.overwrite, demo=args._demo,
-        config=dataclasses.asdict(model.config), flags={k: getattr(args, k) for k in args._presets},
-        data=args.data, seed=args.seed, holdout=args.holdout,
+    write_checkpoint(
+        path, demo=args._demo.removesuffix(" demo"), models={"model": (model, dataclasses.asdict(model.config))},
+        args={"data": args.data, "seed": args.seed, "holdout": args.holdout,
+              **{k: getattr(args, k) for k in args._presets}},
+        ids=ctr.raw_ids, overwrite=args.overwrite, flags=list(args._presets),
         field_names=list(ctr.field_names), field_dims=list(ctr.field_dims),
-        dense_dim=ctr.dense_dim, raw_ids={n: r.tolist() for n, r in ctr.raw_ids.items()},
-        metrics=dict(metrics), valid_auc=float(valid_auc), epochs=int(epochs),
+        dense_dim=ctr.dense_dim, metrics=dict(metrics), valid_auc=float(valid_auc),
+        epochs=int(epochs),
     )
     print(f"saved {path}: weights, config, flags and raw id maps; --load {path} skips training")
 
@@ -386,16 +369,12 @@ def train_and_report(name: str, model: torch.nn.Module, ctr: FieldCTR, lr_res: d
     ck = getattr(args, "_checkpoint", None)
     t0 = time.perf_counter()
     if ck is not None:
-        try:
-            model.load_state_dict(ck["model"])
-        except RuntimeError as e:
-            first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-            raise ValueError(f"--load {args.load}: the saved weights do not fit this model "
-                             f"({first})") from None
+        load_weights(model, ck["models"]["model"]["state"], args.load,
+                     what="the saved weights do not fit this model")
         model.to(device)
-        print(f"loaded {args.load} ({ck['demo']}, trained on {ck['data']}, seed {ck['seed']}, "
-              f"{ck['epochs']} epochs): training skipped")
-        epochs, valid_auc = ck["epochs"], ck["valid_auc"]
+        print(f"loaded {args.load} ({args._demo}, trained on {ck['args']['data']}, seed "
+              f"{ck['args']['seed']}, {ck['extra']['epochs']} epochs): training skipped")
+        epochs, valid_auc = ck["extra"]["epochs"], ck["extra"]["valid_auc"]
     else:
         phases = train_ctr_model(model, ctr.train, ctr.valid, epochs=args.epochs,
                                  batch_size=args.batch_size, lr=args.lr, device=device,
@@ -408,8 +387,8 @@ def train_and_report(name: str, model: torch.nn.Module, ctr: FieldCTR, lr_res: d
     metrics = ctr_metrics(model, ctr.test, device)
     eval_seconds = time.perf_counter() - t1
     print(f"{name}, test:", {k: round(v, 4) for k, v in metrics.items()})
-    if ck is not None and ck["data"] == args.data and ck["seed"] == args.seed:
-        same = all(metrics[k] == ck["metrics"].get(k) for k in metrics)
+    if ck is not None and ck["args"]["data"] == args.data and ck["args"]["seed"] == args.seed:
+        same = all(metrics[k] == ck["extra"]["metrics"].get(k) for k in metrics)
         print(f"test metrics {'equal' if same else 'DIFFER from'} those of the saving run")
     by_pair = auc_by_seen_pair(model, ctr, device)
     if by_pair is not None:

@@ -5,7 +5,8 @@ generator's planted click, task "next" whether the candidate is the item the use
 Each demo passes the models it compares (name -> builder); this module loads the data, fits one
 logistic regression per task as the baseline, trains every model the same way (Adam, early stopping
 on the mean validation AUC of the tasks), tests them, and shows one user's top candidates.
-`--save` / `--load` / `--recommend USER` work as in the behaviour demos (`Utils.loops.behavior_demo`).
+`--save` / `--load` / `--recommend USER` work as in the behaviour demos (`Utils.loops.behavior_demo`;
+the checkpoint, user lookup and display are `Utils.demo_io`'s).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from Datasets.BaseDatasets import CTRDataset, TensorDictDataset
 from Datasets.multitask_ctr import FIELDS, TASKS, two_task_impressions
 
 from ..baselines import logistic_regression
+from ..demo_io import apply_saved_args, read_checkpoint, restore, show_recommendations, user_row
 from ..evaluation import evaluate_ctr
 from ..training import History, fit, set_seed
-from .behavior_demo import check_before_training, read_checkpoint, restore, save_models
+from .behavior_demo import check_before_training, save_models
 
 
 def predict(model: torch.nn.Module, ds, device, batch_size: int = 4096) -> np.ndarray:
@@ -89,17 +91,16 @@ def run_two_task(builders: dict[str, Callable[[dict], torch.nn.Module]], show: s
     {name: (model, epochs run, test metrics)}, training seconds by name and the
     logistic-regression metrics."""
     saved = read_checkpoint(args.load, demo=show) if args.load else None
-    if saved and saved["args"]["seed"] != args.seed:
-        print(f"--load: using the saved run's --seed {saved['args']['seed']}")
-        args.seed = saved["args"]["seed"]
+    if saved:
+        apply_saved_args(args, saved, names=("seed",))
     data = Datasets.load(args.data, verbose=True, expect="interactions",
                          demo=f"the {show} demo's two-task run")
     split = Datasets.leave_one_out(data)
     check_before_training(args, split, data)
     sets, dims = two_task_impressions(data, split, seed=args.seed)
     print(split, {k: len(v) for k, v in sets.items()}, "fields:", dict(zip(FIELDS, dims)))
-    if saved and list(saved["dims"]) != list(dims):
-        raise DataError(f"--load {args.load}: saved for field sizes {list(saved['dims'])}, but "
+    if saved and list(saved["extra"]["dims"]) != list(dims):
+        raise DataError(f"--load {args.load}: saved for field sizes {list(saved['extra']['dims'])}, but "
                         f"{data.name} gives {list(dims)}; expected the --data of the run that "
                         f"saved it ({saved['args'].get('data', '?')})")
     lr_metrics = logistic_per_task(sets, dims, args.seed)
@@ -108,10 +109,8 @@ def run_two_task(builders: dict[str, Callable[[dict], torch.nn.Module]], show: s
     for name, build in builders.items():
         t0 = time.perf_counter()
         if saved:
-            entry = ({"config": saved["config"], "state": saved["model"]} if name == show
-                     else saved["others"][name])
-            model = restore(type(build(common)), entry["config"], entry["state"], device, args.load)
-            epochs = saved["epochs"][name]
+            model = restore(type(build(common)), saved["models"][name], device, args.load)
+            epochs = saved["extra"]["epochs"][name]
         else:
             model, hist = train_two_task(lambda build=build: build(common), sets, args, device,
                                          name)
@@ -125,8 +124,7 @@ def run_two_task(builders: dict[str, Callable[[dict], torch.nn.Module]], show: s
         save_models(args, args.save, show, {k: (m, asdict(m.config)) for k, m in models.items()},
                     names=("data", "seed"), dims=list(dims),
                     epochs={k: v[1] for k, v in results.items()},
-                    user_raw=np.asarray(data.user_raw).astype(str),
-                    item_raw=np.asarray(data.item_raw).astype(str))
+                    ids={"user": data.user_raw, "item": data.item_raw})
     for name, m in [("logistic regression", lr_metrics)] + [(k, v[2]) for k, v in results.items()]:
         print(f"{name:>20s}  " + "  ".join(f"{k} {m[k]:.4f}" for k in
                                            ("AUC_click", "AUC_next", "GAUC_click", "GAUC_next")))
@@ -139,8 +137,6 @@ def run_two_task(builders: dict[str, Callable[[dict], torch.nn.Module]], show: s
 def recommend(model: torch.nn.Module, data, split, raw_user: str, device, k: int = 10) -> list[int]:
     """Score every item the user has not touched before the test step by p(click) x p(next), with
     the user's last behaviour as context; print the history and the top-k. Returns the item ids."""
-    from .recall_io import show_recommendations, user_row
-
     row = user_row(split, data, raw_user)
     hist_items, _ = split.history("test", 20)
     history = hist_items[row][hist_items[row] > 0]

@@ -1,13 +1,12 @@
-"""What every recall demo offers a user besides training: save / load, recommend for one raw user id,
-export the vectors for a vector index.
+"""What the recall demos add to the demos' save / load (`Utils.demo_io`): the --export-vectors flag
+and file, the checks before training, and the recall checkpoint's fields.
 
     add_recall_io_args(parser)       # --save PATH --load PATH --overwrite --recommend USER --export-vectors PATH
-    user_row(split, data, raw_id)    # the split row of a raw user id, or a one-line DataError
-    show_recommendations(...)        # a user's history and top-k, with titles/categories when the data has them
     export_vectors(path, ...)        # .npz: item_ids, item_vectors, user_ids, user_vectors (raw ids)
+    save_recall_checkpoint(...)      # --save of the YoutubeDNN, MIND and SDM demos (Utils.demo_io format)
+    open_recall_checkpoint(...)      # --load of those demos: checked against the data, flags restored
 
-Weights, config and id maps go through `Utils.io.save_checkpoint` / `load_checkpoint` (atomic, never
-overwrite unless asked).
+User lookup (`user_row`), item labels and the recommendation display live in `Utils.demo_io`.
 """
 
 from __future__ import annotations
@@ -19,64 +18,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from Datasets import DataError
+from ..demo_io import (
+    add_io_args,
+    apply_saved_args,
+    check_save_path,
+    read_checkpoint,
+    write_checkpoint,
+)
 
 
 def add_recall_io_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--save", default=None, help="save weights + config + id maps here after training")
-    parser.add_argument("--load", default=None, help="load a --save file and skip training")
-    parser.add_argument("--overwrite", action="store_true", help="let --save replace an existing file")
-    parser.add_argument("--recommend", default=None, metavar="USER",
-                        help="print the top-10 for this raw user id (as in the data file)")
+    add_io_args(parser, save="save weights + config + id maps here after training",
+                load="load a --save file and skip training",
+                recommend="print the top-10 for this raw user id (as in the data file)")
     parser.add_argument("--export-vectors", default=None, metavar="PATH",
                         help="write item and user vectors with their raw ids to this .npz (for faiss)")
     return parser
-
-
-def check_save_path(path: str | None, overwrite: bool) -> None:
-    """Fail before training, not after, when --save would overwrite a file."""
-    if path and Path(path).exists() and not overwrite:
-        raise FileExistsError(f"--save {path}: the file exists; pass --overwrite to replace it")
-
-
-def user_row(split, data, raw_id: str) -> int:
-    """Row of `split.users` for the raw user id `raw_id` (a string as in the data file)."""
-    raw = np.asarray(data.user_raw[1:]).astype(str)
-    hits = np.flatnonzero(raw == str(raw_id))
-    if len(hits) == 0:
-        example = ", ".join(raw[:3])
-        raise DataError(f"--recommend {raw_id}: no such user in {data.name}; expected a raw user id as in "
-                        f"the data file (e.g. {example})")
-    uid = int(hits[0]) + 1
-    rows = np.flatnonzero(np.asarray(split.users) == uid)
-    if len(rows) == 0:
-        raise DataError(f"--recommend {raw_id}: the user has fewer than 3 interactions, so the split "
-                        "dropped them; expected a user with a history")
-    return int(rows[0])
-
-
-def item_label(data, item: int, width: int = 60) -> str:
-    """'raw id  title [category]' for printing, with whatever the item table has."""
-    items = data.items
-    parts = [str(data.item_raw[item])]
-    for col in ("title", "category"):
-        if col in items.columns:
-            value = items.at[item, col]
-            if isinstance(value, str) and value:
-                parts.append(value[:width] if col == "title" else f"[{value}]")
-    return "  ".join(parts)
-
-
-def show_recommendations(data, history: list[int], top_items: list[int], scores: list[float] | None = None,
-                         *, raw_user: str, k: int = 10, last: int = 5) -> None:
-    """Print a user's last `last` history items and the top-k recommendations."""
-    print(f"user {raw_user}: last {min(last, len(history))} of {len(history)} history items")
-    for it in history[-last:]:
-        print(f"    {item_label(data, it)}")
-    print(f"top-{k} recommendations:")
-    for r, it in enumerate(top_items[:k], 1):
-        score = f"  ({scores[r - 1]:.3f})" if scores is not None else ""
-        print(f"  {r:2d}. {item_label(data, it)}{score}")
 
 
 def export_vectors(path: str | Path, *, item_vectors: torch.Tensor, data, user_vectors: torch.Tensor,
@@ -128,40 +85,22 @@ def widths_arg(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def recall_checkpoint_state(data, *, model: str, config, args: argparse.Namespace, keys: list[str],
-                            **extra) -> dict:
-    """What `save_checkpoint` stores beside the weights: the model's config, the demo flags in `keys`
-    that shape the model or its inputs, and the raw-id maps (so a load on other data is refused)."""
+def save_recall_checkpoint(path: str, model: torch.nn.Module, data, *, name: str, config,
+                           args: argparse.Namespace, keys: list[str], **extra) -> None:
+    """--save: the weights, the model's config, the demo flags in `keys` that shape the model or its
+    inputs, and the raw-id maps (so a load on other data is refused), in the `Utils.demo_io` format."""
     from dataclasses import asdict
 
-    return {"model_name": model, "config": asdict(config), "data": args.data,
-            "args": {k: getattr(args, k) for k in keys},
-            "user_raw": np.asarray(data.user_raw).astype(str), "item_raw": np.asarray(data.item_raw).astype(str),
-            **extra}
+    write_checkpoint(path, demo=name, models={"model": (model, asdict(config))},
+                     args={"data": args.data, **{k: getattr(args, k) for k in keys}},
+                     ids={"user": data.user_raw, "item": data.item_raw}, overwrite=args.overwrite,
+                     **extra)
 
 
 def open_recall_checkpoint(path: str, data, *, model: str, args: argparse.Namespace) -> dict:
-    """Read a `--save` file for `model`, check that it was trained on this data (same raw user and item
-    ids), and set the stored model flags on `args` (printing any that differ from the command line).
-    Returns the stored dict (weights under "model", the config under "config")."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated or foreign file: pickle, zip and torch errors alike
-        raise DataError(f"--load {path}: not a checkpoint written by --save ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
-    if not isinstance(payload, dict) or "model" not in payload or payload.get("model_name") != model:
-        found = payload.get("model_name", "unknown") if isinstance(payload, dict) else type(payload).__name__
-        raise DataError(f"--load {path}: a checkpoint of {found}; expected one written by the {model} "
-                        "demo's --save")
-    for kind, raw in (("user", data.user_raw), ("item", data.item_raw)):
-        stored = payload[f"{kind}_raw"]
-        if len(stored) != len(raw) or not np.array_equal(stored, np.asarray(raw).astype(str)):
-            raise DataError(f"--load {path}: trained on {payload.get('data')!r} with {len(stored) - 1} "
-                            f"{kind}s, but --data {args.data!r} has {len(raw) - 1} {kind}s with other ids; "
-                            "expected the data the checkpoint was trained on")
-    changed = [f"--{k.replace('_', '-')} {v}" for k, v in payload["args"].items() if getattr(args, k) != v]
-    for k, v in payload["args"].items():
-        setattr(args, k, v)
-    if changed:
-        print(f"--load {path}: model flags taken from the checkpoint: {', '.join(changed)}")
+    """Read a `--save` file of the `model` demo, check that it was trained on this data (same raw user
+    and item ids), and set the stored model flags on `args` (printing any that differ from the command
+    line). Returns the payload (`Utils.demo_io.read_checkpoint`)."""
+    payload = read_checkpoint(path, demo=model, data=data)
+    apply_saved_args(args, payload, label=f"--load {path}: model flags taken from the checkpoint:")
     return payload

@@ -9,6 +9,7 @@ Also what the three re-ranking demos (MMR, DPP, PRM) offer a user besides the me
 
     add_rerank_io_args(parser)     # --save PATH --load PATH --overwrite --recommend USER
     check_output_paths(args)       # --save / --out unwritable: fail before training, not after
+    (the checkpoint format, --save path check and user lookup: Utils.demo_io)
     fraction_arg / fraction_list_arg  # argparse types for lambda, theta and their sweeps
     side_inputs(data, similarity)  # says once what interaction-only data lacks and what is used
     save_rerank(path, ...)         # the first-stage ranker (+ PRM's weights), settings, item ids
@@ -27,6 +28,7 @@ import torch
 from Datasets import DataError
 
 from .. import metrics as M
+from ..demo_io import add_io_args, check_ids, check_save_path, read_checkpoint, write_checkpoint
 
 
 def _np(x) -> np.ndarray:
@@ -147,14 +149,9 @@ def show_reranked_list(data, lists: dict, positions, k: int, label: str, *, u: i
 
 def add_rerank_io_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The flags recall demos have too (same names, same meaning)."""
-    parser.add_argument("--save", default=None, metavar="PATH",
-                        help="save the first-stage ranker (+ PRM's weights), settings and item ids")
-    parser.add_argument("--load", default=None, metavar="PATH",
-                        help="load a --save file and skip training (same data expected)")
-    parser.add_argument("--overwrite", action="store_true", help="let --save replace an existing file")
-    parser.add_argument("--recommend", default=None, metavar="USER",
-                        help="print this raw user's initial and re-ranked top-k (id as in the data file)")
-    return parser
+    return add_io_args(parser, save="save the first-stage ranker (+ PRM's weights), settings and item ids",
+                       load="load a --save file and skip training (same data expected)",
+                       recommend="print this raw user's initial and re-ranked top-k (id as in the data file)")
 
 
 def check_output_paths(args) -> None:
@@ -171,55 +168,44 @@ def check_output_paths(args) -> None:
             parent = parent.parent
         if not parent.is_dir():
             raise ValueError(f"{flag} {path}: {parent} is a file; expected a folder there")
-    if getattr(args, "save", None) and Path(args.save).exists() and not args.overwrite:
-        raise FileExistsError(f"--save {args.save}: the file exists; pass --overwrite to replace it")
+    check_save_path(getattr(args, "save", None), args.overwrite)
+
+
+RERANK_DEMOS = ("MMR", "DPP", "PRM")  # their files hold the same first-stage ranker
 
 
 def save_rerank(path: str, *, scorer, data, reranker: str, settings: dict, overwrite: bool = False,
-                model: torch.nn.Module | None = None, epochs: int = 0) -> Path:
-    """Write the first-stage ranker (and a learned re-ranker's weights as `model`), the settings
-    that built the lists, and the raw item ids the weights index (Utils.io.save_checkpoint: atomic,
-    no silent overwrite). Plain types only, so `load_rerank` reads it with weights_only=True."""
-    from Utils.io import save_checkpoint
+                model: torch.nn.Module | None = None, epochs: int = 0, **extra) -> Path:
+    """Write (`Utils.demo_io.write_checkpoint`) the first-stage ranker as model "ranker" (and a
+    learned re-ranker as "model", first), the settings that built the lists, and the raw item ids
+    the weights index. `extra`: what else the demo reads back (PRM: its best epoch)."""
+    models = {"ranker": (scorer, {"dim": int(scorer.item_in.embedding_dim)})}
+    if model is not None:
+        from dataclasses import asdict
 
-    state = {
-        "kind": "rerank", "reranker": reranker, "data": data.name, "settings": settings,
-        "epochs": epochs, "ranker_config": {"dim": int(scorer.item_in.embedding_dim)},
-        "item_raw": [str(x) for x in np.asarray(data.item_raw)],
-    }
-    if model is None:
-        return save_checkpoint(path, scorer, overwrite=overwrite, **state)
-    return save_checkpoint(path, model, overwrite=overwrite, ranker=scorer.state_dict(), **state)
+        models = {"model": (model, asdict(model.config))} | models
+    return write_checkpoint(path, demo=reranker, models=models, args={"data": data.name, **settings},
+                            ids={"item": data.item_raw}, overwrite=overwrite, epochs=epochs, **extra)
 
 
 def load_rerank(path: str, *, data, reranker: str):
-    """(first-stage ranker, payload) from a `save_rerank` file; payload["model"] holds PRM's weights
-    for a PRM file. A file for other data (other item ids) is a DataError."""
+    """(first-stage ranker, payload) from a `save_rerank` file; payload["models"]["model"] holds
+    PRM's weights and config for a PRM file. An MMR or DPP demo reads any re-ranking demo's file
+    (it needs the ranker only); PRM needs a PRM file. A file for other data (other item ids) is a
+    DataError."""
     from Utils.loops import first_stage as FS
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--load {path}: no such file; expected a file written by --save")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: pickle, zip and torch errors alike
-        raise DataError(f"--load {path}: not a checkpoint written by --save ({type(e).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("kind") != "rerank":
-        raise DataError(f"--load {path}: not a re-ranking checkpoint; expected a file written by "
-                        "the MMR, DPP or PRM demo's --save")
-    if reranker == "PRM" and payload.get("reranker") != "PRM":
-        raise DataError(f"--load {path}: holds a {payload.get('reranker')} demo's ranker but no PRM "
+    payload = read_checkpoint(path, demo=RERANK_DEMOS)
+    if reranker == "PRM" and payload["demo"] != "PRM":
+        raise DataError(f"--load {path}: holds a {payload['demo']} demo's ranker but no PRM "
                         "weights; expected a file written by the PRM demo's --save")
-    saved = payload["item_raw"]
-    here = [str(x) for x in np.asarray(data.item_raw)]
-    if saved != here:
-        raise DataError(f"--load {path}: saved for {payload['data']} ({len(saved) - 1} items), but "
-                        f"--data gives {data.name} ({len(here) - 1} items, other ids); expected the "
-                        "data the model was trained on")
-    scorer = FS.HistoryScorer(data.n_items, payload["ranker_config"]["dim"])
-    scorer.load_state_dict(payload["ranker"] if "ranker" in payload else payload["model"])
+    check_ids(payload, path, data_name=data.name, item=data.item_raw)
+    ranker = payload["models"]["ranker"]
+    scorer = FS.HistoryScorer(data.n_items, ranker["config"]["dim"])
+    scorer.load_state_dict(ranker["state"])
     scorer.eval()
-    print(f"loaded {path}: {payload['reranker']} demo, trained on {payload['data']}; training skipped")
+    print(f"loaded {path}: {payload['demo']} demo, trained on {payload['args']['data']}; "
+          "training skipped")
     return scorer, payload
 
 

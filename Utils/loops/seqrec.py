@@ -5,8 +5,8 @@ The demos keep what is theirs (flags of the model, the model, its loss); this mo
 they share: the common flags, length-bucketed batches, validation with the wall time until a
 target NDCG@10, the test by full ranking beside popularity, one user's top-10, the curve and the
 `RESULT` line; and what a user does with a trained model: `--save` / `--load` (weights + config +
-id maps), `--recommend USER`, `--export-vectors PATH` (for faiss) and, for SASRec,
-`--export-onnx PATH` (history -> scores and user vector, checked against PyTorch with onnxruntime).
+id maps, in the `Utils.demo_io` format), `--recommend USER`, `--export-vectors PATH` (for faiss)
+and, for SASRec, `--export-onnx PATH` (history -> scores and user vector, checked against PyTorch with onnxruntime).
 
 Speed: users of similar length share a batch and each batch (training) or evaluation chunk is cut
 to its longest real history, so the model never runs on columns that are padding for every row.
@@ -31,11 +31,12 @@ import torch
 
 from Datasets import DataError
 
+from ..demo_io import check_save_path, user_row, write_checkpoint
 from ..evaluation import Timer, evaluate_full_ranking, popularity_metrics
 from ..io import positive_float, positive_int, print_result, save_checkpoint
 from ..plotting import plot_curves
 from ..training import count_params, fit
-from .recall_io import add_recall_io_args, check_save_path, export_vectors, user_row
+from .recall_io import add_recall_io_args, export_vectors
 
 KS = (5, 10, 20, 50, 200)  # the HSTU paper's columns include Recall@200 / NDCG@200
 
@@ -118,58 +119,18 @@ def side_inputs_note(data, name: str) -> None:
     print(f"side inputs: {name} reads item ids and their order only (no side features); {shown}")
 
 
-# -- save / load ------------------------------------------------------------------------------------
+# -- save --------------------------------------------------------------------------------------------
 
 
 def save_model(path, *, name: str, model: torch.nn.Module, data, args, overwrite: bool,
                saved_args: tuple[str, ...] = (), **state) -> Path:
-    """Weights + config (`model.cfg`) + raw id maps + the flags that shape the inputs, atomically;
-    refuses to overwrite unless asked. Plain types only, so `torch.load(weights_only=True)` reads it."""
-    return save_checkpoint(
-        path, model, overwrite=overwrite, model_name=name,
-        config=dataclasses.asdict(model.cfg), data_spec=str(args.data),
-        item_raw=[str(x) for x in data.item_raw], user_raw=[str(x) for x in data.user_raw],
-        args={k: getattr(args, k) for k in saved_args}, **state)
-
-
-def read_checkpoint(path, *, name: str, data=None) -> dict:
-    """A --save file of model `name`, checked against the loaded data (same items, same users;
-    later with `check_checkpoint_data` when `data` is None). Every problem is a one-line error that
-    says what was expected."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--load {path}: no such file; expected a file written by --save")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated, foreign or non-torch file: the loaders' messages vary
-        raise DataError(f"--load {path}: not a checkpoint written by --save "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
-    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
-        raise DataError(f"--load {path}: not a checkpoint written by --save (no weights or config)")
-    if payload.get("model_name") != name:
-        found = (f"a {payload['model_name']} checkpoint" if payload.get("model_name")
-                 else "a checkpoint without a model name (an older --checkpoint file?)")
-        raise DataError(f"--load {path}: {found}; expected one written by the {name} demo's --save")
-    if data is not None:
-        check_checkpoint_data(payload, data, path)
-    return payload
-
-
-def check_checkpoint_data(payload: dict, data, path) -> None:
-    """DataError unless the checkpoint was trained on the same items and users as `data`."""
-    items = [str(x) for x in data.item_raw]
-    if payload.get("item_raw") != items or payload.get("user_raw") != [str(x) for x in data.user_raw]:
-        raise DataError(f"--load {path}: trained on other data ({len(payload.get('item_raw', [])) - 1} "
-                        f"items, --data {payload.get('data_spec')}) than {data.name} "
-                        f"({len(items) - 1} items); expected the --data of the run that saved it")
-
-
-def load_weights(model: torch.nn.Module, payload: dict, path) -> None:
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as e:
-        raise DataError(f"--load {path}: the weights do not fit the saved config: "
-                        f"{str(e).splitlines()[0]}") from None
+    """--save (`Utils.demo_io.write_checkpoint`): weights + config (`model.cfg`) + raw id maps + the
+    flags that shape the inputs, atomically; refuses to overwrite unless asked. `--load` reads it with
+    `Utils.demo_io.read_checkpoint(path, demo=name, data=data)`."""
+    return write_checkpoint(
+        path, demo=name, models={"model": (model, dataclasses.asdict(model.cfg))},
+        args={"data": str(args.data), **{k: getattr(args, k) for k in saved_args}},
+        ids={"item": data.item_raw, "user": data.user_raw}, overwrite=overwrite, **state)
 
 
 # -- exports ----------------------------------------------------------------------------------------
@@ -393,7 +354,7 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
                      loaded: dict | None = None, saved_args: tuple[str, ...] = (),
                      ddp=None, **extra) -> dict:
     """Train with early stopping on validation NDCG@10 (or take the weights of `loaded`, a
-    `read_checkpoint` payload, and skip training), test by full ranking beside popularity, show one
+    `Utils.demo_io.read_checkpoint` payload, and skip training), test by full ranking beside popularity, show one
     user (`--recommend USER`, or one with some history), save / export what the flags ask for, plot
     the curve and print the RESULT line (returned as a dict).
 
@@ -500,9 +461,10 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
                          for e in history.epochs]}
     else:  # --load: the saved weights, no training
         history, wall = None, 0.0
-        valid_best = loaded.get("valid_metrics", {})
-        run = {"epochs": loaded.get("epochs", 0), "best_epoch": loaded.get("best_epoch"),
-               "train_seconds": 0.0, "curve": loaded.get("curve", [])}
+        saved = loaded["extra"]
+        valid_best = saved.get("valid_metrics", {})
+        run = {"epochs": saved.get("epochs", 0), "best_epoch": saved.get("best_epoch"),
+               "train_seconds": 0.0, "curve": saved.get("curve", [])}
         print(f"loaded {args.load}: trained {run['epochs']} epochs by the run that saved it "
               f"(best validation epoch {run['best_epoch']}); no training here")
 

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from Datasets import DataError
+from Utils.demo_io import apply_saved_args, read_checkpoint, restore
 from Utils.io import add_common_args, load_model_file, model_dir, print_result
 from Utils.loops.behavior_demo import (
     add_behavior_args,
-    apply_saved_args,
     auc_by_positive_count,
     check_saved_items,
     ctr_metrics,
@@ -49,9 +49,7 @@ from Utils.loops.behavior_demo import (
     non_negative_float,
     pick_user_and_candidates,
     print_by_positive_count,
-    read_checkpoint,
     recommend,
-    restore,
     save_models,
     show_user,
     step_negatives,
@@ -107,7 +105,7 @@ lr_result = logistic_baseline(bctr, args.seed)
 # %%
 set_seed(args.seed)
 if saved:
-    model = restore(dien.DIEN, saved["config"], saved["model"], device, args.load)
+    model = restore(dien.DIEN, saved["models"]["model"], device, args.load)
     print(f"loaded DIEN from {args.load} (no training)")
 else:
     model = dien.DIEN(item_vocab_sizes=bctr.vocab, dim=args.dim, evolution=args.evolution,
@@ -128,7 +126,7 @@ def step(b):
 
 
 if saved:
-    run, train_seconds = saved["runs"]["DIEN"], 0.0  # epochs and best validation metrics
+    run, train_seconds = saved["extra"]["runs"]["DIEN"], 0.0  # epochs and best validation metrics
 else:
     t0 = time.perf_counter()
     hist = fit(model, step, lambda e: train.batches(args.batch_size, generator=gen), opt,
@@ -139,7 +137,7 @@ else:
     run = {"epochs": len(hist.epochs), "valid": hist.epochs[hist.best_epoch - 1]}
 if args.save:
     save_models(args, args.save, "DIEN", {"model": (model, asdict(model.config))},
-                runs={"DIEN": run}, item_raw=np.asarray(bctr.data.item_raw).astype(str),
+                runs={"DIEN": run}, ids={"item": bctr.data.item_raw},
                 fields=fields, vocab=bctr.vocab)
 t0 = time.perf_counter()
 dien_test = ctr_metrics(model, test, fields, device)

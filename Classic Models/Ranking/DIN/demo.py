@@ -32,14 +32,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from Datasets import DataError
+from Utils.demo_io import apply_saved_args, read_checkpoint, restore
 from Utils.io import add_common_args, load_model_file, model_dir, print_result
 from Utils.loops.behavior_demo import (
     add_behavior_args,
-    apply_saved_args,
     auc_by_positive_count,
     check_saved_items,
     ctr_metrics,
@@ -48,9 +47,7 @@ from Utils.loops.behavior_demo import (
     non_negative_float,
     pick_user_and_candidates,
     print_by_positive_count,
-    read_checkpoint,
     recommend,
-    restore,
     save_models,
     show_user,
 )
@@ -127,11 +124,10 @@ def train_model(pooling):
 
 
 if saved:
-    model = restore(din.DIN, saved["config"], saved["model"], device, args.load)
-    base_saved = saved["others"]["base"]
-    base = restore(din.DIN, base_saved["config"], base_saved["state"], device, args.load)
+    model = restore(din.DIN, saved["models"]["model"], device, args.load)
+    base = restore(din.DIN, saved["models"]["base"], device, args.load)
     train_seconds = base_seconds = 0.0
-    runs = saved["runs"]  # epochs and best validation metrics of the run that saved them
+    runs = saved["extra"]["runs"]  # epochs and best validation metrics of the run that saved them
     print(f"loaded DIN and the base model from {args.load} (no training)")
 else:
     t0 = time.perf_counter()
@@ -145,7 +141,7 @@ else:
 if args.save:
     save_models(args, args.save, "DIN", {"model": (model, asdict(model.config)),
                                          "base": (base, asdict(base.config))},
-                runs=runs, item_raw=np.asarray(bctr.data.item_raw).astype(str), fields=fields,
+                runs=runs, ids={"item": bctr.data.item_raw}, fields=fields,
                 vocab=vocab)
 
 t0 = time.perf_counter()

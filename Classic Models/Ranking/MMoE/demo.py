@@ -47,6 +47,7 @@ import torch
 from Datasets import DataError
 from Datasets.BaseDatasets import TensorDictDataset
 from Datasets.mmoe_synthetic import make_mmoe_synthetic
+from Utils.demo_io import apply_saved_args, check_save_path, read_checkpoint, restore
 from Utils.io import (
     ROOT,
     add_common_args,
@@ -56,15 +57,8 @@ from Utils.io import (
     print_result,
     write_json_atomic,
 )
-from Utils.loops.behavior_demo import (
-    add_model_io_args,
-    apply_saved_args,
-    read_checkpoint,
-    restore,
-    save_models,
-)
+from Utils.loops.behavior_demo import add_model_io_args, save_models
 from Utils.loops.multitask_demo import run_two_task
-from Utils.loops.recall_io import check_save_path
 from Utils.plotting import plot_curves
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
@@ -240,9 +234,8 @@ def test_mse(model, te) -> float:
 def load_regressor(saved: dict, kind: str, p: float, r: int):
     """A model of the study from a --save file, and the best (restored) epoch's test MSE that its
     saved curve promises."""
-    entry = saved["studies"][f"{kind}_corr{p:.1f}_run{r}"]
-    model = restore(type(build_regressor(kind, 100)), entry["config"], entry["state"], device,
-                    args.load)
+    entry = saved["extra"]["studies"][f"{kind}_corr{p:.1f}_run{r}"]
+    model = restore(type(build_regressor(kind, 100)), entry, device, args.load)
     return model, entry["curve"]
 
 

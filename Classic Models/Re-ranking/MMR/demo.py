@@ -35,9 +35,9 @@ import torch
 
 import Datasets
 from Datasets import rerank_lists as RL
+from Utils.demo_io import user_row
 from Utils.io import add_common_args, load_model_file, model_dir, positive_int, print_result
 from Utils.loops import first_stage as FS
-from Utils.loops.recall_io import user_row
 from Utils.loops.rerank_eval import (
     add_rerank_io_args,
     check_output_paths,
@@ -201,7 +201,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     if args.load:
         scorer, saved = load_rerank(args.load, data=data, reranker="MMR")
-        epochs = saved["epochs"]
+        epochs = saved["extra"]["epochs"]
     else:
         scorer = FS.train_scorer(
             split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed

@@ -33,7 +33,6 @@
 
 # %%
 import argparse
-import dataclasses
 import time
 
 import numpy as np
@@ -42,9 +41,9 @@ import torch
 import Datasets
 from Datasets import TensorDictDataset
 from Datasets import rerank_lists as RL
+from Utils.demo_io import user_row
 from Utils.io import add_common_args, load_model_file, model_dir, positive_int, print_result
 from Utils.loops import first_stage as FS
-from Utils.loops.recall_io import user_row
 from Utils.loops.rerank_eval import (
     add_rerank_io_args,
     check_output_paths,
@@ -194,7 +193,7 @@ def main(argv=None):
     if args.load:  # the saved ranker and PRM; the flags that shaped them come from the file
         scorer, saved = load_rerank(args.load, data=data, reranker="PRM")
         for name in SAVED_FLAGS:
-            setattr(args, name, saved["settings"][name])
+            setattr(args, name, saved["args"][name])
         print("settings from the file: " + ", ".join(f"{n}={getattr(args, n)}" for n in SAVED_FLAGS))
     use_clicks = args.labels == "clicks" or (args.labels == "auto" and "truth" in data.extra)
     if use_clicks and "truth" not in data.extra:
@@ -250,8 +249,8 @@ def main(argv=None):
             list_context=not args.no_context,
         ).to(device)
     else:
-        model = prm.PRM(prm.PRMConfig(**saved["settings"]["prm_config"]))
-        model.load_state_dict(saved["model"])
+        model = prm.PRM(prm.PRMConfig(**saved["models"]["model"]["config"]))
+        model.load_state_dict(saved["models"]["model"]["state"])
         model = model.to(device)
         pv_dim = model.config.pv_dim
     item_vecs = scorer.item_vectors().detach().float().to(device)
@@ -312,7 +311,7 @@ def main(argv=None):
             history.train_seconds, len(history.epochs), history.best_epoch
         )
     else:
-        train_seconds, epochs, best_epoch = 0.0, saved["epochs"], saved["settings"]["best_epoch"]
+        train_seconds, epochs, best_epoch = 0.0, saved["extra"]["epochs"], saved["extra"]["best_epoch"]
 
     # -- test: PRM against the initial ranking on the same lists and labels
     t1 = time.perf_counter()
@@ -361,11 +360,10 @@ def main(argv=None):
 
     print(f"\ninitial ranking: {base}\nPRM: {ours}")
     if args.save:  # PRM's weights, the frozen ranker, the flags that shaped them, item ids
-        settings = {n: getattr(args, n) for n in SAVED_FLAGS}
-        settings.update(prm_config=dataclasses.asdict(model.config), best_epoch=best_epoch)
         save_rerank(
             args.save, scorer=scorer, data=data, reranker="PRM", overwrite=args.overwrite,
-            model=model, settings=settings, epochs=epochs,
+            model=model, settings={n: getattr(args, n) for n in SAVED_FLAGS}, epochs=epochs,
+            best_epoch=best_epoch,
         )
         print(f"saved {args.save}")
     cfg = model.config

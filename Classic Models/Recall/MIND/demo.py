@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 import Datasets
+from Utils.demo_io import item_label, load_weights, show_recommendations, user_row
 from Utils.evaluation import Timer, evaluate_full_ranking, popularity_metrics
 from Utils.io import (
     add_common_args,
@@ -49,17 +50,13 @@ from Utils.io import (
     positive_float,
     positive_int,
     print_result,
-    save_checkpoint,
 )
 from Utils.loops.recall_io import (
     add_recall_io_args,
     check_recall_io_args,
     export_vectors,
-    item_label,
     open_recall_checkpoint,
-    recall_checkpoint_state,
-    show_recommendations,
-    user_row,
+    save_recall_checkpoint,
     widths_arg,
 )
 from Utils.mips import MipsHNSW
@@ -144,7 +141,7 @@ config = mind.MINDConfig(
     n_items=N, dim=args.dim, n_side_ids=n_side_ids, max_len=args.max_len,
     n_interests=args.interests, routing_iters=args.routing_iters, dynamic_k=not args.no_dynamic_k,
     pow_p=args.pow_p, routing_sigma=args.routing_sigma, hidden=args.hidden,
-    final_relu=not args.linear_top, seed=args.seed if ckpt is None else ckpt["config"]["seed"],
+    final_relu=not args.linear_top, seed=args.seed if ckpt is None else ckpt["models"]["model"]["config"]["seed"],
 )
 model = mind.MIND(config=config, item_side_ids=item_side_ids).to(device)
 optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -170,11 +167,11 @@ def evaluate():
 
 
 if ckpt is not None:  # --load: the saved weights, no training
-    if ckpt["config"] != asdict(config):
+    if ckpt["models"]["model"]["config"] != asdict(config):
         raise Datasets.DataError(f"--load {args.load}: the checkpoint's model config {ckpt['config']} does "
                                  f"not fit this data ({asdict(config)}); expected the data it was trained on")
-    model.load_state_dict(ckpt["model"])
-    epochs_run, best_epoch, train_seconds, samples_per_s = ckpt["epochs"], ckpt["best_epoch"], 0.0, None
+    load_weights(model, ckpt["models"]["model"]["state"], args.load)
+    epochs_run, best_epoch, train_seconds, samples_per_s = ckpt["extra"]["epochs"], ckpt["extra"]["best_epoch"], 0.0, None
     print(f"loaded {args.load}: trained {epochs_run} epochs, best validation epoch {best_epoch}; "
           "training skipped")
 else:
@@ -397,9 +394,8 @@ if args.export_vectors:
     print(f"vectors written to {args.export_vectors}: {N} items, {U} users x {K} interests "
           f"({int(active.sum())} active), D = {D}")
 if args.save:
-    save_checkpoint(args.save, model, overwrite=args.overwrite, **recall_checkpoint_state(
-        data, model="MIND", config=config, args=args, keys=MODEL_FLAGS, epochs=epochs_run,
-        best_epoch=best_epoch))
+    save_recall_checkpoint(args.save, model, data, name="MIND", config=config, args=args,
+                           keys=MODEL_FLAGS, epochs=epochs_run, best_epoch=best_epoch)
     print(f"saved {args.save} (weights, config, id maps); reuse with --load {args.save}")
 
 # %%

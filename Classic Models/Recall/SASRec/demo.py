@@ -46,13 +46,12 @@ import numpy as np
 import torch
 
 import Datasets
+from Utils.demo_io import load_weights, read_checkpoint
 from Utils.io import add_common_args, load_model_file, model_dir, positive_int
 from Utils.loops.seqrec import (
     add_seqrec_args,
     ddp_setup,
     describe,
-    load_weights,
-    read_checkpoint,
     refit_setup,
     side_inputs_note,
     train_and_report,
@@ -109,9 +108,10 @@ device, ddp = ddp_setup(args, device)  # --ddp under torchrun: one shard per pro
 # %%
 data = Datasets.load(args.data, verbose=True, expect="interactions", demo="the SASRec demo")
 side_inputs_note(data, "SASRec")
-loaded = read_checkpoint(args.load, name="SASRec", data=data) if args.load else None
+loaded = read_checkpoint(args.load, demo="SASRec", data=data) if args.load else None
 if loaded is not None:  # --load: the saved config decides the model and its input length
-    args.max_len, args.loss = loaded["config"]["max_len"], loaded["config"]["loss"]
+    saved_config = loaded["models"]["model"]["config"]
+    args.max_len, args.loss = saved_config["max_len"], saved_config["loss"]
 split = refit_setup(args, Datasets.leave_one_out(data))  # --refit-from: train + validation
 print(split)
 sequences = torch.from_numpy(split.train_sequences(args.max_len))  # (U, L+1), left-padded
@@ -123,7 +123,7 @@ print(f"{len(train_set):,} user sequences, {n_positions:,} next-item targets per
 # ## Model and training
 
 # %%
-config = sas.SASRecConfig(**loaded["config"]) if loaded is not None else sas.SASRecConfig(
+config = sas.SASRecConfig(**saved_config) if loaded is not None else sas.SASRecConfig(
     n_items=split.n_items, max_len=args.max_len, dim=args.dim, n_blocks=args.blocks,
     n_heads=args.heads, dropout=args.dropout, loss=args.loss, n_negatives=args.negatives,
     shared_negatives=args.shared_negatives, logq=args.logq, gbce_t=args.gbce_t,
@@ -133,7 +133,7 @@ config = sas.SASRecConfig(**loaded["config"]) if loaded is not None else sas.SAS
 )
 model = sas.SASRec(config).to(device)
 if loaded is not None:
-    load_weights(model, loaded, args.load)
+    load_weights(model, loaded["models"]["model"]["state"], args.load)
 optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, args.adam_beta2))
 gen = torch.Generator().manual_seed(args.seed)
 print(model)

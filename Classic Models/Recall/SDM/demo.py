@@ -42,6 +42,7 @@ from Datasets.sessions import (
     split_latest_session,
     trim_left_padding,
 )
+from Utils.demo_io import load_weights, user_row
 from Utils.evaluation import evaluate_full_ranking, popularity_metrics
 from Utils.io import (
     add_common_args,
@@ -50,15 +51,13 @@ from Utils.io import (
     positive_float,
     positive_int,
     print_result,
-    save_checkpoint,
 )
 from Utils.loops.recall_io import (
     add_recall_io_args,
     check_recall_io_args,
     export_vectors,
     open_recall_checkpoint,
-    recall_checkpoint_state,
-    user_row,
+    save_recall_checkpoint,
 )
 from Utils.retrieval import topk
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
@@ -268,13 +267,13 @@ batch_gen = torch.Generator().manual_seed(args.seed)
 
 # %%
 if ckpt is not None:  # --load: the saved weights, no training
-    if ckpt["config"] != asdict(config) or ckpt["features"] != model.feature_names:
+    if ckpt["models"]["model"]["config"] != asdict(config) or ckpt["extra"]["features"] != model.feature_names:
         raise Datasets.DataError(
             f"--load {args.load}: the checkpoint's model ({ckpt['config']}, item features "
             f"{ckpt['features']}) does not fit this data; expected the data it was trained on"
         )
-    model.load_state_dict(ckpt["model"])
-    epochs_run, best_epoch, train_seconds = ckpt["epochs"], ckpt["best_epoch"], 0.0
+    load_weights(model, ckpt["models"]["model"]["state"], args.load)
+    epochs_run, best_epoch, train_seconds = ckpt["extra"]["epochs"], ckpt["extra"]["best_epoch"], 0.0
     samples_per_second = None
     print(
         f"loaded {args.load}: trained {epochs_run} epochs, best validation epoch {best_epoch}; "
@@ -465,20 +464,17 @@ if args.export_vectors:
     )
     print(f"vectors written to {args.export_vectors}: {data.n_items} items, {len(user_vecs)} users")
 if args.save:
-    save_checkpoint(
+    save_recall_checkpoint(
         args.save,
         model,
-        overwrite=args.overwrite,
-        **recall_checkpoint_state(
-            data,
-            model="SDM",
-            config=config,
-            args=args,
-            keys=MODEL_FLAGS,
-            epochs=epochs_run,
-            best_epoch=best_epoch,
-            features=model.feature_names,
-        ),
+        data,
+        name="SDM",
+        config=config,
+        args=args,
+        keys=MODEL_FLAGS,
+        epochs=epochs_run,
+        best_epoch=best_epoch,
+        features=model.feature_names,
     )
     print(f"saved {args.save} (weights, config, id maps); reuse with --load {args.save}")
 

@@ -44,7 +44,6 @@ import json
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -52,20 +51,25 @@ import torch
 import Datasets
 from Datasets import DataError
 from Datasets.item_text import SOURCES, default_source, item_categories, item_embeddings
+from Utils.demo_io import (
+    check_ids,
+    check_save_path,
+    load_weights,
+    read_checkpoint,
+    user_row,
+    write_checkpoint,
+)
 from Utils.evaluation import Timer, csr_mask, popularity_metrics
 from Utils.io import (
     add_common_args,
     fail,
-    load_checkpoint,
     load_model_file,
     model_dir,
     positive_float,
     positive_int,
     print_result,
-    save_checkpoint,
 )
-from Utils.loops.recall_io import add_recall_io_args, check_save_path, user_row
-from Utils.loops.seqrec import check_checkpoint_data, load_weights, read_checkpoint
+from Utils.loops.recall_io import add_recall_io_args
 from Utils.metrics import ranking_metrics
 from Utils.plotting import plot_curves
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
@@ -145,9 +149,9 @@ device = pick_device(args.device)
 ckpt = Path(args.checkpoint) if args.checkpoint else None
 if args.resume and (ckpt is None or not ckpt.is_file()):
     fail(f"--resume needs an existing --checkpoint file, got {args.checkpoint!r}")
-loaded = read_checkpoint(args.load, name="TIGER") if args.load else None
+loaded = read_checkpoint(args.load, demo="TIGER") if args.load else None
 saved = loaded if loaded is not None else (
-    read_checkpoint(str(ckpt), name="TIGER") if args.resume else None)
+    read_checkpoint(str(ckpt), demo="TIGER", flag="--resume") if args.resume else None)
 if saved is not None:  # --load / --resume: the saved run's model sizes and inputs
     args.content = saved["args"].get("content", saved["args"].get("embedding"))
     # --resume continues the same run: its batches (size, seeded order) and learning-rate schedule
@@ -177,7 +181,8 @@ KS = (5, 10)
 t_start = time.perf_counter()
 data = Datasets.load(args.data, verbose=True, expect="interactions", demo="the TIGER demo")
 if saved is not None:
-    check_checkpoint_data(saved, data, args.load or args.checkpoint)
+    check_ids(saved, args.load or args.checkpoint, data_name=data.name, item=data.item_raw,
+              user=data.user_raw)
 if args.content == "auto":  # the synthetic titles are made-up names: TF-IDF reads their tokens best
     args.content = "tfidf" if args.data.startswith("synthetic") else default_source(data)
     print(f"content embedding: {args.content} (auto: minilm when installed and the items have "
@@ -200,7 +205,7 @@ def content_embeddings() -> tuple[np.ndarray, dict]:
 
 x_np = None
 if saved is not None:  # the semantic IDs come from the checkpoint: no embedding
-    rq_state = saved["rqvae_report"]
+    rq_state = saved["extra"]["rqvae_report"]
     emb_info = rq_state["embedding"]
     x_items = torch.zeros(1, emb_info["dim"], device=device)  # only its width is used below
 else:
@@ -411,11 +416,11 @@ dedup_room = max(table.sizes[-1], 8 if preset == "small" else 64)
 seq_cfg = tg.TIGERConfig(code_sizes=(rq_cfg.codebook_size,) * rq_cfg.n_levels + (dedup_room,),
                          max_history=args.max_history, **SEQ)
 if saved is not None:
-    seq_cfg = tg.TIGERConfig(**saved["config"])
+    seq_cfg = tg.TIGERConfig(**saved["models"]["model"]["config"])
 model = tg.TIGER(seq_cfg).to(device)
 model.set_catalogue(sids.to(device))
 if loaded is not None:
-    load_weights(model, loaded, args.load)
+    load_weights(model, loaded["models"]["model"]["state"], args.load)
 # fused AdamW: one kernel for all parameters instead of a few per tensor (CPU and CUDA)
 optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, fused=True)
 if device.type == "cuda":
@@ -435,25 +440,26 @@ print(f"{len(train):,} training examples (history <= {args.max_history} items), 
       f"{steps_per_epoch:,} steps per epoch of {args.batch_size}")
 state = {"step": 0, "curve": [], "train_seconds": 0.0}
 if loaded is not None:
-    state = loaded["state"]
-if args.resume:
-    extra = load_checkpoint(ckpt, model, optimizer, map_location=device)
-    state = extra["state"]
+    state = loaded["extra"]["state"]
+if args.resume:  # the --checkpoint file (read above as `saved`): weights, optimiser, step
+    load_weights(model, saved["models"]["model"]["state"], ckpt)
+    optimizer.load_state_dict(saved["extra"]["optimizer"])
+    state = saved["extra"]["state"]
     print(f"resumed at step {state['step']:,} ({state['train_seconds']:.0f}s trained so far)")
 
 
 def checkpoint_fields() -> dict:
-    """What a --checkpoint / --save file holds besides the weights: config, semantic IDs (RQ-VAE
-    report), raw id maps, the flags; `--load` reads it back."""
-    return dict(model_name="TIGER", config=dataclasses.asdict(seq_cfg), data_spec=args.data,
-                item_raw=[str(x) for x in data.item_raw], user_raw=[str(x) for x in data.user_raw],
-                rqvae_report=rq_state, args=vars(args))
+    """What a --checkpoint / --save file holds (`Utils.demo_io.write_checkpoint`): the weights and
+    config, semantic IDs (RQ-VAE report), raw id maps, the flags; `--load` reads it back."""
+    return dict(demo="TIGER", models={"model": (model, dataclasses.asdict(seq_cfg))},
+                ids={"item": data.item_raw, "user": data.user_raw}, rqvae_report=rq_state,
+                args=vars(args))
 
 
 if args.ids_only:  # stop after the semantic IDs; with --checkpoint, also write a step-0 run to --resume
     if ckpt is not None and not args.resume:
-        save_checkpoint(ckpt, model, optimizer, overwrite=args.overwrite, state=state,
-                        **checkpoint_fields())
+        write_checkpoint(ckpt, overwrite=args.overwrite, state=state,
+                         optimizer=optimizer.state_dict(), **checkpoint_fields())
         print(f"step-0 checkpoint (semantic IDs + untrained model) written to {ckpt}; continue it "
               "with --checkpoint PATH --resume (no sentence encoder needed there)")
     print_result(model=f"TIGER semantic IDs ({preset})", data=args.data,
@@ -512,15 +518,15 @@ def trained_seconds() -> float:
 def save_run(path: Path, with_optimizer: bool = True) -> None:
     """The run as it stands (weights, optimiser, step, curve, best, semantic IDs), written to a
     temporary file and renamed: an interrupted save leaves the previous file whole."""
-    opt = None
+    opt = {}
     if with_optimizer:
         opt_state = optimizer.state_dict()
         if args.compact_checkpoint:  # Optimizer.load_state_dict casts them back to the param dtype
             opt_state["state"] = {i: {k: (v.bfloat16() if k != "step" else v) for k, v in st.items()}
                                   for i, st in opt_state["state"].items()}
-        opt = SimpleNamespace(state_dict=lambda: opt_state)  # what save_checkpoint reads
-    save_checkpoint(path, model, opt, overwrite=True,
-                    state={**state, "train_seconds": trained_seconds()}, **checkpoint_fields())
+        opt = {"optimizer": opt_state}
+    write_checkpoint(path, overwrite=True, state={**state, "train_seconds": trained_seconds()},
+                     **opt, **checkpoint_fields())
 
 
 def train_step(batch):
@@ -634,7 +640,8 @@ def train_rounds() -> None:
     points = state["curve"][len(state["curve"]) - len(history.epochs):]
     state["tested_step"] = max(points, key=lambda p: p["NDCG@10"])["step"] if points else state["step"]
     if best_path is not None and best_path.is_file():
-        load_weights(model, torch.load(best_path, map_location=device, weights_only=True), best_path)
+        best = read_checkpoint(best_path, demo="TIGER", flag="--checkpoint")
+        load_weights(model, best["models"]["model"]["state"], best_path)
         state["tested_step"] = state["best"]["step"]
     print(f"trained to step {state['step']:,} ({state['step'] / steps_per_epoch:.2f} epochs) in "
           f"{state['train_seconds']:.0f}s; best validation at step {state['best']['step']:,} "
@@ -723,7 +730,7 @@ if args.export_vectors:  # TIGER has no user vectors: a user is served by beam s
           "(it generates IDs by beam search: use --recommend)")
     outputs["export_vectors"] = str(path)
 if args.save:
-    save_checkpoint(args.save, model, overwrite=args.overwrite, state=state, **checkpoint_fields())
+    write_checkpoint(args.save, overwrite=args.overwrite, state=state, **checkpoint_fields())
     print(f"saved to {args.save} (weights, config, semantic IDs, id maps); reuse with --load {args.save}")
     outputs["saved"] = str(args.save)
 

@@ -49,6 +49,7 @@ import torch
 
 import Datasets
 from Utils import distributed
+from Utils.demo_io import item_label, load_weights, show_recommendations, user_row
 from Utils.evaluation import Timer, evaluate_full_ranking, popularity_metrics
 from Utils.io import (
     add_common_args,
@@ -57,17 +58,13 @@ from Utils.io import (
     positive_float,
     positive_int,
     print_result,
-    save_checkpoint,
 )
 from Utils.loops.recall_io import (
     add_recall_io_args,
     check_recall_io_args,
     export_vectors,
-    item_label,
     open_recall_checkpoint,
-    recall_checkpoint_state,
-    show_recommendations,
-    user_row,
+    save_recall_checkpoint,
     widths_arg,
 )
 from Utils.metrics import ranking_metrics
@@ -269,11 +266,11 @@ def evaluate():
 
 
 if ckpt is not None:  # --load: the saved weights, no training
-    if ckpt["config"] != asdict(config):
+    if ckpt["models"]["model"]["config"] != asdict(config):
         raise Datasets.DataError(f"--load {args.load}: the checkpoint's model config {ckpt['config']} does "
                                  f"not fit this data ({asdict(config)}); expected the data it was trained on")
-    model.load_state_dict(ckpt["model"])
-    epochs_run, best_epoch, train_seconds, samples_per_s = ckpt["epochs"], ckpt["best_epoch"], 0.0, None
+    load_weights(model, ckpt["models"]["model"]["state"], args.load)
+    epochs_run, best_epoch, train_seconds, samples_per_s = ckpt["extra"]["epochs"], ckpt["extra"]["best_epoch"], 0.0, None
     print(f"loaded {args.load}: trained {epochs_run} epochs, best validation epoch {best_epoch}; "
           "training skipped")
 else:
@@ -490,9 +487,8 @@ if args.export_vectors:
                    user_ids=split.users)
     print(f"vectors written to {args.export_vectors}: {N} items, {len(user_vecs)} users, D = {config.dim}")
 if args.save:
-    save_checkpoint(args.save, model, overwrite=args.overwrite, **recall_checkpoint_state(
-        data, model="YoutubeDNN", config=config, args=args, keys=MODEL_FLAGS, epochs=epochs_run,
-        best_epoch=best_epoch))
+    save_recall_checkpoint(args.save, model, data, name="YoutubeDNN", config=config, args=args,
+                           keys=MODEL_FLAGS, epochs=epochs_run, best_epoch=best_epoch)
     print(f"saved {args.save} (weights, config, id maps); reuse with --load {args.save}")
 
 # %%
