@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import load_module
-from Utils.loops import funnel as FN
-from Utils.loops import rank_baselines as RB
+from Utils.funnel.baselines import order_by, rule_scores
+from Utils.funnel.ranking import as_of_counts
+from Utils.funnel.recall import Channel, CoVisit, ItemCF, merge, popularity_key, ranks_in, retrieve
+from Utils.funnel.report import ndcg_per_user, paired
 
 pipeline = load_module("Classic Models/pipeline_demo.py", "pipeline_demo_under_test")
 
@@ -44,12 +46,12 @@ def runs():
 def rule_order(out: dict) -> np.ndarray:
     """The one-line rule: the merged candidates sorted by training transitions from the last item."""
     cands = out["candidates"]
-    return RB.order_by(cands, RB.rule_scores(out["transitions"], out["hist"], cands))
+    return order_by(cands, rule_scores(out["transitions"], out["hist"], cands))
 
 
 def beats(a: np.ndarray, b: np.ndarray, out: dict, k: int = 10) -> bool:
     targets = out["split"].test_items
-    d = FN.paired(FN.ndcg_per_user(a, targets, k), FN.ndcg_per_user(b, targets, k))
+    d = paired(ndcg_per_user(a, targets, k), ndcg_per_user(b, targets, k))
     return d["diff"] > 2 * d["se"] and d["diff"] > 0.01
 
 
@@ -72,7 +74,7 @@ def rerank_passes(final: np.ndarray, ranked: np.ndarray, out: dict) -> bool:
     group = out["data"].extra["truth"]["item_group"]
     targets = out["split"].test_items
     before, after = same_line_rate(ranked, group), same_line_rate(final, group)
-    cost = FN.ndcg_per_user(ranked, targets).mean() - FN.ndcg_per_user(final, targets).mean()
+    cost = ndcg_per_user(ranked, targets).mean() - ndcg_per_user(final, targets).mean()
     return after < 0.5 * before and cost < 0.15
 
 
@@ -183,12 +185,12 @@ def test_result_has_metrics_per_stage(runs):
 def test_merge_keeps_quotas_and_drops_duplicates():
     a = np.array([[1, 2, 3, 4, 5, 6]])
     b = np.array([[2, 7, 8, 9, 10, 11]])
-    merged = FN.merge([a, b], [0.5, 0.5], 6)
+    merged = merge([a, b], [0.5, 0.5], 6)
     # keys r / q: a1 b2 a2(dup) b7 a3 b8 a4 ... ; ties in channel order
     assert merged.tolist() == [[1, 2, 7, 3, 8, 4]]
-    merged = FN.merge([a, b], [0.75, 0.25], 4)  # keys: a 0, 1.3, 2.7, 4; b 0, 4
+    merged = merge([a, b], [0.75, 0.25], 4)  # keys: a 0, 1.3, 2.7, 4; b 0, 4
     assert merged.tolist() == [[1, 2, 3, 4]]
-    assert FN.ranks_in(merged, b).tolist() == [[0, 1, 0, 0]]
+    assert ranks_in(merged, b).tolist() == [[0, 1, 0, 0]]
 
 
 def test_itemcf_ties_go_to_popular_items_then_lower_ids():
@@ -201,11 +203,11 @@ def test_itemcf_ties_go_to_popular_items_then_lower_ids():
             return np.bincount(self.train_items, minlength=6)
 
     s = S()
-    icf = FN.ItemCF(s)
-    pop = FN.popularity_key(s)
-    ch = FN.Channel("itemcf", "dense", score_fn=icf.scores)
+    icf = ItemCF(s)
+    pop = popularity_key(s)
+    ch = Channel("itemcf", "dense", score_fn=icf.scores)
     seen = (np.array([0, 1]), np.array([1]))
-    got = FN.retrieve(ch, np.array([[0, 1]]), seen, np.array([0]), 4, pop)
+    got = retrieve(ch, np.array([[0, 1]]), seen, np.array([0]), 4, pop)
     # items 2 and 3 co-occur with 1 equally; then no co-occurrence: 4, 5 by id (equal counts)
     assert got.tolist() == [[2, 3, 4, 5]]
 
@@ -236,7 +238,7 @@ class _Split:  # a tiny split: three users' training sequences
 
 
 def test_covisit_is_directed_and_counts_what_follows():
-    cv = FN.CoVisit(_Split(), window=1, last=1)
+    cv = CoVisit(_Split(), window=1, last=1)
     # 1 -> 2 three times (users 0, 0, 1); 2 -> 1 once (user 0); nothing follows 5
     sc = cv.scores(np.array([[0, 1], [0, 2], [0, 5]]))
     assert sc[0].tolist() == [0, 0, 3, 0, 0, 0]
@@ -249,10 +251,10 @@ def test_as_of_counts_equal_a_recount_of_the_past():
     exactly the counts of the user's earlier transitions plus every other user's."""
     split = _Split()
     n1 = split.n_items + 1
-    icf = FN.ItemCF(split)
+    icf = ItemCF(split)
     g = np.array([1, 2, 3, 5, 8])
     row = np.searchsorted(split.train_offsets, g, side="right") - 1
-    later_t, later_c = FN.as_of_counts(split, g, row)
+    later_t, later_c = as_of_counts(split, g, row)
     items, o = split.train_items, split.train_offsets
     for r, (gi, u) in enumerate(zip(g, row, strict=True)):
         past = [items[o[v] : o[v + 1]] if v != u else items[o[u] : gi] for v in range(split.n_users)]
@@ -268,12 +270,12 @@ def test_as_of_counts_equal_a_recount_of_the_past():
 
 
 def test_rule_scores_are_the_transition_counts_from_the_last_item():
-    icf = FN.ItemCF(_Split())
+    icf = ItemCF(_Split())
     h = np.array([[0, 1], [1, 2]])
     cands = np.array([[3, 2, 0], [1, 4, 3]])
-    sc = RB.rule_scores(icf.transitions, h, cands)
+    sc = rule_scores(icf.transitions, h, cands)
     dense = icf.transitions.toarray()
     assert sc[0, :2].tolist() == [dense[1, 3], dense[1, 2]] and sc[0, 2] == -np.inf
     assert sc[1].tolist() == [dense[2, 1], dense[2, 4], dense[2, 3]]
     # equal counts keep the merged order
-    assert RB.order_by(np.array([[7, 8, 9]]), np.array([[0.0, 1.0, 0.0]])).tolist() == [[8, 7, 9]]
+    assert order_by(np.array([[7, 8, 9]]), np.array([[0.0, 1.0, 0.0]])).tolist() == [[8, 7, 9]]

@@ -1,5 +1,6 @@
-"""What the funnel's ranker must beat: a one-line rule, logistic regression and a gradient-boosted tree
-ranker, on the same merged candidates, the same impressions and the same features as DIN.
+"""The ranking stage's baselines (stage 2 of the funnel): what its ranker must beat, a one-line rule,
+logistic regression and a gradient-boosted tree ranker, on the same merged candidates, the same
+impressions and the same features as DIN.
 
 - **rule**: sort the candidates by the count of training transitions from the user's last item to the
   candidate (no model; equal counts keep the merged order);
@@ -13,14 +14,20 @@ ranker, on the same merged candidates, the same impressions and the same feature
 Both learners train on DIN's impressions (the merged validation lists, the validation item as the
 click, `n_neg` uniformly drawn non-clicks) and pick their one setting (LR's C, GBDT's learning rate)
 on the NDCG@10 of the same held-out users DIN stops on. Nothing here reads a test item.
+
+`ranking_baselines` fits the three and scores them on the test users' candidates, each against
+DIN paired over users; `print_baselines` prints that comparison.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import scipy.sparse as sp
 
-from . import funnel as FN
+from .ranking import FeatureBuilder, feature_builder, ranker_data
+from .report import ndcg_per_user, paired
 
 LR_C = (0.1, 1.0, 10.0)
 GBDT_LR = (0.05, 0.1)
@@ -42,7 +49,7 @@ def order_by(cands: np.ndarray, scores: np.ndarray) -> np.ndarray:
 class TabularRanker:
     """LR or GBDT over a FeatureBuilder's codes; `score(history, cands) -> (b, N)`."""
 
-    def __init__(self, fb: FN.FeatureBuilder, kind: str, setting: float, seed: int = 0):
+    def __init__(self, fb: FeatureBuilder, kind: str, setting: float, seed: int = 0):
         if kind not in ("lr", "gbdt"):
             raise ValueError(f"kind must be 'lr' or 'gbdt', got {kind!r}")
         self.fb, self.kind, self.setting, self.seed = fb, kind, setting, seed
@@ -98,7 +105,7 @@ class TabularRanker:
         return np.where(cands > 0, sc, -np.inf)
 
 
-def fit_tabular(kind: str, fb: FN.FeatureBuilder, imps: dict, held_hist: np.ndarray,
+def fit_tabular(kind: str, fb: FeatureBuilder, imps: dict, held_hist: np.ndarray,
                 held_cands: np.ndarray, held_targets: np.ndarray, seed: int = 0
                 ) -> tuple[TabularRanker, dict]:
     """Fit `kind` for each of its settings and keep the one with the best held-out NDCG@10 (the
@@ -106,8 +113,54 @@ def fit_tabular(kind: str, fb: FN.FeatureBuilder, imps: dict, held_hist: np.ndar
     tried, best = {}, None
     for setting in LR_C if kind == "lr" else GBDT_LR:
         r = TabularRanker(fb, kind, setting, seed).fit(imps)
-        nd = float(FN.ndcg_per_user(order_by(held_cands, r.score(held_hist, held_cands)), held_targets).mean())
+        nd = float(ndcg_per_user(order_by(held_cands, r.score(held_hist, held_cands)), held_targets).mean())
         tried[setting] = nd
         if best is None or nd > tried[best.setting]:
             best = r
     return best, tried
+
+
+def ranking_baselines(args, side, split, models, valid, early, hist, cands, rank_ndcg, targets):
+    """The rule, LR and GBDT on the test users' merged candidates, each against DIN paired over
+    users: {name: {NDCG@k, din_minus (diff, se), ...}} and their ordered lists."""
+    v_hist, _, v_cands, v_ranks, _ = valid
+    imps, ev = ranker_data(args, split, valid, early)
+    fb = feature_builder(side, split, models, v_ranks.shape[-1])
+    out, lists = {}, {}
+    t0 = time.perf_counter()
+    lists["rule"] = order_by(cands, rule_scores(models["itemcf"].transitions, hist, cands))
+    out["rule"] = {"seconds": time.perf_counter() - t0}
+    for kind in ("lr", "gbdt"):
+        t0 = time.perf_counter()
+        r, tried = fit_tabular(
+            kind, fb, imps, v_hist[ev], v_cands[ev], split.valid_items[ev], seed=args.seed
+        )
+        lists[kind] = order_by(cands, r.score(hist, cands))
+        out[kind] = {
+            "seconds": time.perf_counter() - t0,
+            "setting": r.setting,
+            "valid_NDCG@10_by_setting": {str(k): v for k, v in tried.items()},
+        }
+    for name, lst in lists.items():
+        nd = ndcg_per_user(lst, targets, args.k)
+        d = paired(rank_ndcg, nd)
+        out[name].update(
+            {
+                f"NDCG@{args.k}": float(nd.mean()),
+                "din_minus": d,
+                "din_wins": bool(d["diff"] > 2 * d["se"]),
+            }
+        )
+    return out, lists
+
+
+def print_baselines(baselines: dict, rank_ndcg: np.ndarray, k: int) -> None:
+    """`ranking_baselines`' comparison, one line per baseline."""
+    print(f"ranking baselines on the same candidates (DIN {rank_ndcg.mean():.4f}; DIN minus "
+          "baseline, paired over users):")
+    for name, b in baselines.items():
+        d = b["din_minus"]
+        print(
+            f"  {name:5s} NDCG@{k} {b[f'NDCG@{k}']:.4f}   DIN {d['diff']:+.4f} ± {d['se']:.4f}"
+            f"   {'DIN wins (> 2 se)' if b['din_wins'] else 'DIN does NOT win by 2 se'}"
+        )
