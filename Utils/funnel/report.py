@@ -268,18 +268,32 @@ def tables(path: str | Path) -> None:
         "overlaps: "
         + ", ".join(f"{k[8:]} {v:.2f}" for k, v in ch.items() if k.startswith("overlap/"))
     )
+    rb, rbsd = r.get("ranking_baselines") or {}, r.get("ranking_baselines_sd") or {}
+    if rb:
+        print(
+            "\n| ranker on the same candidates | NDCG@10 | DIN minus it (paired over users) | "
+            "chosen on validation |\n|---|---|---|---|"
+        )
+        print(f"| DIN | {_ms(m, 'rank/NDCG@10', sd)} | | validation NDCG@10 {m['rank/valid_NDCG@10']:.4f} |")
+        for name, v in rb.items():
+            d = v["din_minus"]
+            tried = v.get("valid_NDCG@10_by_setting")
+            note = ", ".join(f"{k}: {x:.4f}" for k, x in tried.items()) if tried else ""
+            print(f"| {name} | {_ms(v, 'NDCG@10', rbsd.get(name, {}))} | {d['diff']:+.4f} ± {d['se']:.4f} | {note} |")
     ab, absd = r.get("ablation") or {}, r.get("ablation_sd") or {}
     if ab:
         print(
-            "\n| ranker | NDCG@10 | vs best channel (paired over users) | vs default |\n|---|---|---|---|"
+            "\n| ranker | validation NDCG@10 (decides) | test NDCG@10 | vs best channel (paired over users) "
+            "| vs default |\n|---|---|---|---|---|"
         )
         for name, v in ab.items():
             if not isinstance(v, dict):
                 continue
             s_ = absd.get(name, {})
             print(
-                f"| {name} | {_ms(v, 'NDCG@10', s_)} | {v['vs_best_channel']['diff']:+.4f} ± "
-                f"{v['vs_best_channel']['se']:.4f} | {v['vs_default']['diff']:+.4f} ± {v['vs_default']['se']:.4f} |"
+                f"| {name} | {_ms(v, 'valid_NDCG@10', s_)} | {_ms(v, 'NDCG@10', s_)} | "
+                f"{v['vs_best_channel']['diff']:+.4f} ± {v['vs_best_channel']['se']:.4f} | "
+                f"{v['vs_default']['diff']:+.4f} ± {v['vs_default']['se']:.4f} |"
             )
         print(f"(ablation on {ab.get('users')} test users)")
     fo = r.get("found") or {}
