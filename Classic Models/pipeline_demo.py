@@ -4,13 +4,17 @@
 # A three-stage recommender built from this repo's own `model.py` files (imported from their
 # folders, never copied), where each stage has to earn its place:
 #
-# 1. **Recall**: four channels retrieve N candidates each from the whole catalogue (seen items
+# 1. **Recall**: five channels retrieve N candidates each from the whole catalogue (seen items
 #    excluded) -- SASRec (sequence model, exact top-N), YoutubeDNN (two-tower, served by a
-#    faiss HNSW index), ItemCF (item-to-item co-occurrence) and popularity -- merged into N
-#    distinct candidates with per-channel quotas;
-# 2. **Ranking**: DIN scores the N candidates from features the recall models do not use (category,
-#    brand, price bucket, history x candidate crosses); it is trained on the merged lists of the
-#    validation step (the serving distribution), without recall ranks or scores by default;
+#    faiss HNSW index), ItemCF (symmetric item-to-item co-occurrence), co-visitation (directed:
+#    what followed the last items) and popularity -- merged into N distinct candidates with
+#    per-channel quotas; the best single channel is chosen on validation;
+# 2. **Ranking**: DIN scores the N candidates from item fields (category, brand, price bucket) and
+#    history x candidate crosses, the strongest of which is a co-occurrence count (how often the
+#    candidate followed the user's last item in training); it is trained on the merged lists of the
+#    validation step and of each user's last training steps (count features taken as of the step),
+#    without recall ranks or scores by default. It is set against what it must beat on the same
+#    candidates: that count as a one-line rule, logistic regression and a gradient-boosted tree;
 # 3. **Re-ranking**: DPP (or MMR) picks the final 10 from the ranker's top 50, trading relevance for
 #    diversity; similarity = shared categories and title words, so near-duplicates repel.
 #
