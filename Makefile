@@ -13,7 +13,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) "Classic Models/pipeline_demo.py"
+	$(PY) "Classic Models/pipeline_demo.py" --threads 2 --rank-steps 2
 
 test: $(STAMP) mathjax mermaid
 	$(PY) -m pytest -q -m "not slow and not notebooks" tests

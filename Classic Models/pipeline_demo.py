@@ -22,7 +22,8 @@
 # requests end to end. The default data is the funnel world (`Datasets/funnel_world.py`): a shop
 # with a planted signal for each stage.
 #
-# CPU command (`make demo`: 93 s wall, 35 s of CPU on a shared 2-core machine; Beauty: 41 min):
+# CPU command (`make demo` = the first line with `--threads 2 --rank-steps 2`: 88 s wall on an
+# otherwise idle 2-core machine):
 #
 #     python "Classic Models/pipeline_demo.py"
 #     python "Classic Models/pipeline_demo.py" \
