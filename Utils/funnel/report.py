@@ -135,6 +135,9 @@ def summarize_seeds(out_path: str | Path, run_paths: list[str | Path]) -> dict:
     out_path = Path(out_path)
     summary = build(out_path, [Path(p) for p in run_paths])
     runs = [json.loads(Path(p).read_text()) for p in run_paths]
+    worlds = list(dict.fromkeys(r["data"] for r in runs))
+    if len(worlds) > 1:  # several worlds (funnel:0, funnel:1, ...): name them all, not the first
+        summary["data"] = ", ".join(worlds)
     diffs = [r["metrics"]["rank/NDCG@10"] - r["metrics"]["recall/NDCG@10"] for r in runs]
     n = len(diffs)
     mean = float(np.mean(diffs))
