@@ -108,7 +108,7 @@ def test_padding_field_has_a_zero_embedding():
 
 @pytest.mark.parametrize("dnn_hidden", [(), (32,)])
 def test_overfits_a_tiny_batch(dnn_hidden):
-    model = M.AutoInt(M.AutoIntConfig(field_dims=FIELD_DIMS, dense_dim=1, embed_dim=8, num_layers=2,
+    model = M.AutoInt(M.AutoIntConfig(field_dims=FIELD_DIMS, dense_dim=1, dim=8, num_layers=2,
                                       attention_dim=8, dnn_hidden=dnn_hidden))
     sparse, dense = batch(64, seed=1, dense_dim=1)
     labels = torch.randint(0, 2, (64,), generator=torch.Generator().manual_seed(2)).float()

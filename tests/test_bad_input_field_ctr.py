@@ -37,7 +37,7 @@ CASES = [
     ("lr negative", "DeepFM", ["--lr=-0.001"], {}, "expected a finite number > 0"),
     ("device tpu", "DeepFM", ["--device", "tpu"], {}, "tpu"),
     ("threads 0", "WideDeep", ["--threads", "0"], {}, "--threads"),
-    ("embed dim 0", "DeepFM", ["--embed-dim", "0"], {}, "--embed-dim"),
+    ("dim 0", "DeepFM", ["--dim", "0"], {}, "--dim"),
     ("dropout 1.5", "DCNv2", ["--dropout", "1.5"], {}, "expected 0 <= p < 1"),
     ("hidden not numbers", "DeepFM", ["--hidden", "64,x"], {}, "--hidden"),
     ("hidden width 0", "AutoInt", ["--hidden", "64,0"], {}, "layer widths must be >= 1"),

@@ -126,7 +126,7 @@ def batch(B=32, seed=0, dense_dim=2):
 
 @pytest.mark.parametrize("structure", ["stacked", "parallel", "cross_only"])
 def test_stacked_and_parallel_structures_wire_as_in_figure_1(structure):
-    model = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dense_dim=2, embed_dim=4,
+    model = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dense_dim=2, dim=4,
                                   structure=structure, hidden=(8,))).eval()
     sparse, dense = batch()
     x0 = model.x0(sparse, dense)
@@ -141,7 +141,7 @@ def test_stacked_and_parallel_structures_wire_as_in_figure_1(structure):
 
 
 def test_loss_is_eq3_log_loss_plus_l2_on_cross_weights():
-    model = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, embed_dim=4, hidden=(8,), cross_l2=0.01,
+    model = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dim=4, hidden=(8,), cross_l2=0.01,
                                   num_cross_layers=2))
     sparse, _ = batch(dense_dim=0)
     logits, labels = model(sparse), torch.randint(0, 2, (32,)).float()
@@ -154,7 +154,7 @@ def test_loss_is_eq3_log_loss_plus_l2_on_cross_weights():
                                 dict(structure="parallel", cross_rank=4, num_experts=3,
                                      expert_activation="relu")])
 def test_overfits_a_tiny_batch(kw):
-    model = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dense_dim=2, embed_dim=8, hidden=(32,),
+    model = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dense_dim=2, dim=8, hidden=(32,),
                                   **kw))
     sparse, dense = batch(64, seed=1)
     labels = torch.randint(0, 2, (64,), generator=torch.Generator().manual_seed(2)).float()
@@ -170,7 +170,7 @@ def test_overfits_a_tiny_batch(kw):
 def test_cross_weight_blocks_average_abs_w_per_field_pair():
     """The figure's matrix: mean |W_0| over the block of field a's rows and field b's columns
     (sparse fields D columns each, dense fields one each); low rank reads W = U V^T."""
-    model = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dense_dim=1, embed_dim=2, hidden=(4,)))
+    model = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dense_dim=1, dim=2, hidden=(4,)))
     sizes, d = [2, 2, 2, 1], 7
     W = torch.zeros(d, d)
     starts = [0, 2, 4, 6]
@@ -180,7 +180,7 @@ def test_cross_weight_blocks_average_abs_w_per_field_pair():
     expected = torch.zeros(4, 4)
     expected[0, 2], expected[3, 1] = 3.0, 5.0 / (sizes[3] * sizes[1])
     torch.testing.assert_close(model.cross_weight_blocks(0), expected)
-    low = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dense_dim=1, embed_dim=2, hidden=(4,),
+    low = M.DCNv2(M.DCNv2Config(field_dims=FIELD_DIMS, dense_dim=1, dim=2, hidden=(4,),
                                 cross_rank=2))
     U, V = low.cross.layers[0].U.data[0], low.cross.layers[0].V.data[0]
     model.cross.layers[0].W.data = U @ V.T

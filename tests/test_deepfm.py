@@ -44,7 +44,7 @@ def test_pair_interactions_are_the_terms_of_the_fm_sum():
 
 def test_model_fm_term_is_eq2_with_real_valued_dense_features():
     """y_FM = b + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j, for one-hot AND real-valued x."""
-    cfg = M.DeepFMConfig(field_dims=FIELD_DIMS, dense_dim=2, embed_dim=3, embed_init_std=0.5)
+    cfg = M.DeepFMConfig(field_dims=FIELD_DIMS, dense_dim=2, dim=3, embed_init_std=0.5)
     model = M.DeepFM(cfg).double().eval()
     sparse, dense = random_batch(4, dense_dim=2)
     dense = dense.double()
@@ -95,7 +95,7 @@ def test_padding_id_contributes_nothing():
 
 
 def test_overfits_a_tiny_batch():
-    model = M.DeepFM(M.DeepFMConfig(field_dims=(20, 30, 4), dense_dim=1, embed_dim=8,
+    model = M.DeepFM(M.DeepFMConfig(field_dims=(20, 30, 4), dense_dim=1, dim=8,
                                     hidden=(32,), dropout=0.0))
     sparse, dense = random_batch(64, field_dims=(20, 30, 4), dense_dim=1, seed=1)
     labels = torch.randint(0, 2, (64,), generator=torch.Generator().manual_seed(2)).float()
@@ -171,7 +171,7 @@ def test_onnx_export_matches_pytorch_within_1e_5(tmp_path, dynamo):
     from Datasets import CTRDataset
     from Utils.loops.field_ctr_demo import export_onnx
 
-    cfg = M.DeepFMConfig(field_dims=FIELD_DIMS, dense_dim=2, embed_dim=4, hidden=(16, 8),
+    cfg = M.DeepFMConfig(field_dims=FIELD_DIMS, dense_dim=2, dim=4, hidden=(16, 8),
                          batch_norm=True, embed_init_std=0.3)
     model = M.DeepFM(cfg)
     sparse, dense = random_batch(64, dense_dim=2, seed=1)

@@ -88,7 +88,7 @@ def test_auc_by_seen_pair_splits_test_positives_by_training_clicks(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 DEMOS = ("WideDeep", "DeepFM", "DCNv2", "AutoInt")
-TINY = ["--epochs", "1", "--hidden", "8", "--embed-dim", "4", "--batch-size", "64"]
+TINY = ["--epochs", "1", "--hidden", "8", "--dim", "4", "--batch-size", "64"]
 
 
 def write_toy_frappe(folder, n_validation=300, n_test=100, seed=0):
@@ -158,6 +158,24 @@ def round_trip(name, tmp_path, extra=()):
     status, stdout, stderr = run_demo(name, ["--data", data, "--load", str(ck), "--out", str(out2)])
     assert status == 0, stderr[-2000:]
     return json.loads(out1.read_text()), json.loads(out2.read_text()), stdout
+
+
+def test_a_file_saved_while_the_flag_was_embed_dim_loads_with_its_width(tmp_path):
+    """--save files written before --embed-dim became --dim hold the width as `embed_dim`: --load
+    reads it as --dim (the libfm preset's 10 would not fit the saved 4-wide embeddings)."""
+    import json
+
+    data = f"libfm:{write_toy_frappe(tmp_path / 'frappe_toy')}"
+    ck, out = tmp_path / "model.pt", tmp_path / "second.json"
+    status, _, stderr = run_demo("DeepFM", ["--data", data, *TINY, "--save", str(ck)])
+    assert status == 0, stderr[-2000:]
+    payload = torch.load(ck, weights_only=True)
+    payload["args"]["embed_dim"] = payload["args"].pop("dim")
+    payload["extra"]["flags"] = ["embed_dim" if f == "dim" else f for f in payload["extra"]["flags"]]
+    torch.save(payload, ck)
+    status, stdout, stderr = run_demo("DeepFM", ["--data", data, "--load", str(ck), "--out", str(out)])
+    assert status == 0, stderr[-2000:]
+    assert "training skipped" in stdout and json.loads(out.read_text())["config"]["dim"] == 4
 
 
 def test_recommend_ranks_every_item_in_the_users_latest_context(tmp_path):

@@ -125,7 +125,7 @@ SPECS: dict[str, tuple[str, str, str]] = {
         want = lambda: torch.sigmoid(model(*args, **kwargs))
     """),
     "DCNv2": ("Ranking", "ranking", """
-        cfg = m.DCNv2Config(field_dims=(10, 20, 5), dense_dim=2, embed_dim=4, hidden=(16,),
+        cfg = m.DCNv2Config(field_dims=(10, 20, 5), dense_dim=2, dim=4, hidden=(16,),
                             cross_rank=2, num_experts=2, expert_activation="tanh", dropout=0.2)
         model = m.DCNv2(cfg)
         args, kwargs = (torch.randint(0, 5, (6, 3)), torch.rand(6, 2)), {}
@@ -133,7 +133,7 @@ SPECS: dict[str, tuple[str, str, str]] = {
         want = lambda: torch.sigmoid(model(*args))
     """),
     "AutoInt": ("Ranking", "ranking", """
-        model = m.AutoInt(m.AutoIntConfig(field_dims=(10, 20, 5), dense_dim=1, embed_dim=8,
+        model = m.AutoInt(m.AutoIntConfig(field_dims=(10, 20, 5), dense_dim=1, dim=8,
                                           attention_dim=4, dnn_hidden=(16,), dropout=0.2))
         args, kwargs = (torch.randint(0, 5, (6, 3)), torch.rand(6, 1)), {}
         run = lambda mdl: mdl(*args)
@@ -467,3 +467,37 @@ def test_keyword_overrides_never_touch_the_callers_config(folder):
         assert getattr(model.config, key) == value and getattr(cfg, key) != value
         # Model(config) alone equals Model(**keywords) of the same fields
         assert getattr(mod, name)(cfg).config == getattr(mod, name)(**kwargs).config
+
+
+# ------------------------------------------------------------------------------------------------
+# The same name for the same thing: a config's embedding width is `dim` in every model.
+# ------------------------------------------------------------------------------------------------
+
+OTHER_EMBEDDING_NAMES = ("embed_dim", "embedding_dim", "emb_dim")
+NO_DIM = {  # folder -> why its config has no field `dim`
+    "Recall/TIGER": "a T5-style encoder-decoder: the token embeddings are d_model wide, the "
+                    "Transformer's own name, beside d_head and d_ff",
+    "Re-ranking/PRM": "a Transformer over ranked lists of given feature vectors: d_model is the "
+                      "encoder width, not an id embedding's",
+    "Re-ranking/MMR": "no embeddings: it re-ranks given scores and item vectors",
+    "Re-ranking/DPP": "no embeddings: it re-ranks given scores and item vectors",
+}
+
+
+@pytest.mark.parametrize("folder", sorted(MAIN_CLASSES))
+def test_the_embedding_width_is_called_dim(folder):
+    import dataclasses
+
+    from tests.conftest import load_module
+
+    mod = load_module(f"Classic Models/{folder}/model.py")
+    fields = [f.name for f in dataclasses.fields(getattr(mod, MAIN_CLASSES[folder][1]))]
+    assert not set(fields) & set(OTHER_EMBEDDING_NAMES), (folder, fields)
+    if folder in NO_DIM:
+        assert "dim" not in fields, f"{folder} has `dim` now: take it off NO_DIM"
+    else:
+        assert "dim" in fields, (folder, fields)
+
+
+def test_no_dim_lists_only_model_folders():
+    assert set(NO_DIM) <= set(MAIN_CLASSES)

@@ -105,7 +105,7 @@ def test_wide_logit_is_raw_plus_cross_weights_and_a_cross_weight_can_be_read_alo
 
 def test_overfits_a_tiny_batch():
     dims = (20, 30, 4)
-    model = M.WideDeep(M.WideDeepConfig(field_dims=dims, dense_dim=1, embed_dim=8, hidden=(32,),
+    model = M.WideDeep(M.WideDeepConfig(field_dims=dims, dense_dim=1, dim=8, hidden=(32,),
                                         cross_fields=((0, 2),)))
     g = torch.Generator().manual_seed(1)
     sparse = torch.stack([torch.randint(1, v, (64,), generator=g) for v in dims], dim=1)

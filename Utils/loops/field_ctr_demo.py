@@ -99,7 +99,7 @@ def field_ctr_parser(description: str, *, hidden_help: str = "DNN widths, e.g. 4
     with --load, the saved model's value). `onnx=True` adds --export-onnx."""
     parser = add_common_args(argparse.ArgumentParser(description=description), epochs=None,
                              batch_size=None, lr=None)
-    parser.add_argument("--embed-dim", type=positive_int, default=None)
+    parser.add_argument("--dim", type=positive_int, default=None, help="embedding width D")
     parser.add_argument("--hidden", type=widths, default=None, help=hidden_help)
     parser.add_argument("--dropout", type=probability, default=None)
     parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
@@ -125,6 +125,9 @@ def parse_with_presets(parser: argparse.ArgumentParser, presets: dict[str, dict]
     args = parser.parse_args()
     if args.load:  # the demo's name: its description without " demo" ("DeepFM demo" -> DeepFM)
         ck = read_checkpoint(args.load, demo=parser.description.removesuffix(" demo"))
+        if "embed_dim" in ck["args"]:  # a file saved while the flag was --embed-dim: now --dim
+            ck["args"]["dim"] = ck["args"].pop("embed_dim")
+            ck["extra"]["flags"] = ["dim" if f == "embed_dim" else f for f in ck["extra"]["flags"]]
         apply_saved_args(args, ck, names=ck["extra"]["flags"], label=None, only_unset=True)
         args._checkpoint = ck
     for k, v in presets["libfm" if args.data.startswith("libfm") else "synthetic"].items():

@@ -47,9 +47,9 @@ autoint = load_model_file(model_dir("Ranking", "AutoInt") / "model.py", "autoint
 # Frappe settings for the rest (embedding 10, 400-400-400 DNN with batch norm, embedding L2, Adam
 # 1e-3, learning rate / 10 on plateau). `--hidden ''` gives plain AutoInt.
 PRESETS = {
-    "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, embed_dim=16, hidden="", dropout=0.1,
+    "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, dim=16, hidden="", dropout=0.1,
                       batch_norm=False, embedding_l2=0.0, layers=2, heads=2, att_dim=16),
-    "libfm": dict(epochs=40, batch_size=1024, lr=1e-3, embed_dim=10, hidden="400,400,400",
+    "libfm": dict(epochs=40, batch_size=1024, lr=1e-3, dim=10, hidden="400,400,400",
                   dropout=0.2, batch_norm=True, embedding_l2=0.05, layers=3, heads=2, att_dim=32),
 }
 # %%
@@ -74,7 +74,7 @@ ctr, lr_res, device = prepare(args)
 
 # %%
 config = autoint.AutoIntConfig(
-    field_dims=tuple(ctr.field_dims), dense_dim=ctr.dense_dim, embed_dim=args.embed_dim,
+    field_dims=tuple(ctr.field_dims), dense_dim=ctr.dense_dim, dim=args.dim,
     num_layers=args.layers, num_heads=args.heads, attention_dim=args.att_dim,
     dnn_hidden=hidden_widths(args.hidden), dropout=args.dropout,
     batch_norm=args.batch_norm,

@@ -9,7 +9,7 @@ Usage::
 
     import torch
     from model import AutoInt, AutoIntConfig
-    model = AutoInt(AutoIntConfig(field_dims=(10, 20, 5), dense_dim=1, embed_dim=8,
+    model = AutoInt(AutoIntConfig(field_dims=(10, 20, 5), dense_dim=1, dim=8,
                                   attention_dim=4, dnn_hidden=(16,)))    # AutoInt+
     sparse = torch.randint(0, 5, (8, 3))                # (B, F) int64, 0 = padding
     dense = torch.rand(8, 1)                            # (B, Fd) float
@@ -57,7 +57,7 @@ from torch import nn
 class AutoIntConfig:
     field_dims: tuple[int, ...]  # vocabulary size of each sparse field, padding id 0 included
     dense_dim: int = 0  # number of dense (float) fields, each embedded as v_m * x_m (Eq. (4))
-    embed_dim: int = 16  # the paper's setting, d = 16
+    dim: int = 16  # the paper's setting, d = 16
     num_layers: int = 3  # the paper's setting; more layers = higher orders
     num_heads: int = 2  # the paper's setting
     attention_dim: int = 32  # d' per head, the paper's setting
@@ -76,7 +76,7 @@ class AutoIntConfig:
             raise ValueError(
                 f"every field needs vocabulary size >= 2 (id 0 is padding), got {self.field_dims}"
             )
-        for name in ("embed_dim", "num_layers", "num_heads", "attention_dim"):
+        for name in ("dim", "num_layers", "num_heads", "attention_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.dense_dim < 0 or not 0.0 <= self.dropout < 1.0:
@@ -326,8 +326,8 @@ class AutoInt(nn.Module):
             raise TypeError(f"expected AutoIntConfig, got {type(config).__name__}")
         self.config = c = config
         M = len(c.field_dims) + c.dense_dim
-        self.embedding = FieldEmbedding(c.field_dims, c.dense_dim, c.embed_dim, c.embed_init_std)
-        layers, in_dim = [], c.embed_dim
+        self.embedding = FieldEmbedding(c.field_dims, c.dense_dim, c.dim, c.embed_init_std)
+        layers, in_dim = [], c.dim
         for _ in range(c.num_layers):
             layers.append(InteractingLayer(in_dim, c.attention_dim, c.num_heads, c.residual,
                                            c.scale_attention))
@@ -335,7 +335,7 @@ class AutoInt(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.output = nn.Linear(M * in_dim, 1)  # Eq. (9): w^T (e_1^Res ⊕ ... ⊕ e_M^Res) + b
         if c.dnn_hidden:  # AutoInt+
-            self.dnn = MLP(M * c.embed_dim, c.dnn_hidden, c.dropout, c.batch_norm)
+            self.dnn = MLP(M * c.dim, c.dnn_hidden, c.dropout, c.batch_norm)
             self.dnn_out = nn.Linear(self.dnn.out_dim, 1, bias=False)
         else:
             self.dnn = None

@@ -46,10 +46,10 @@ dcnv2 = load_model_file(model_dir("Ranking", "DCNv2") / "model.py", "dcnv2_model
 # reczoo BARS Frappe settings where they fit (embedding 10, Adam 1e-3, learning rate / 10 on
 # plateau) with the paper's parallel structure and a 400-400-400 deep network with batch norm.
 PRESETS = {
-    "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, embed_dim=16, hidden="128,64", dropout=0.1,
+    "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, dim=16, hidden="128,64", dropout=0.1,
                       batch_norm=False, embedding_l2=0.0, structure="parallel", cross_layers=2,
                       cross_rank=0, experts=1),
-    "libfm": dict(epochs=40, batch_size=1024, lr=1e-3, embed_dim=10, hidden="400,400,400",
+    "libfm": dict(epochs=40, batch_size=1024, lr=1e-3, dim=10, hidden="400,400,400",
                   dropout=0.2, batch_norm=True, embedding_l2=0.05, structure="parallel",
                   cross_layers=3, cross_rank=0, experts=1),
 }
@@ -77,7 +77,7 @@ ctr, lr_res, device = prepare(args)
 
 # %%
 config = dcnv2.DCNv2Config(
-    field_dims=tuple(ctr.field_dims), dense_dim=ctr.dense_dim, embed_dim=args.embed_dim,
+    field_dims=tuple(ctr.field_dims), dense_dim=ctr.dense_dim, dim=args.dim,
     hidden=hidden_widths(args.hidden), dropout=args.dropout,
     batch_norm=args.batch_norm, structure=args.structure, num_cross_layers=args.cross_layers,
     cross_rank=args.cross_rank or None, num_experts=args.experts,

@@ -11,7 +11,7 @@ Usage::
 
     import torch
     from model import DCNv2, DCNv2Config
-    model = DCNv2(DCNv2Config(field_dims=(10, 20, 5), dense_dim=2, embed_dim=4, hidden=(16,)))
+    model = DCNv2(DCNv2Config(field_dims=(10, 20, 5), dense_dim=2, dim=4, hidden=(16,)))
     sparse = torch.randint(0, 5, (8, 3))                # (B, F) int64, 0 = padding
     dense = torch.rand(8, 2)                            # (B, Fd) float
     logits = model(sparse, dense)                       # (B,) logits of Eq. (2)
@@ -58,7 +58,7 @@ _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 class DCNv2Config:
     field_dims: tuple[int, ...]  # vocabulary size of each sparse field, padding id 0 included
     dense_dim: int = 0  # number of dense (float) fields
-    embed_dim: int = 16  # the paper sizes embeddings per feature (~6 * vocab^(1/4)); one D here
+    dim: int = 16  # the paper sizes embeddings per feature (~6 * vocab^(1/4)); one D here
     num_cross_layers: int = 3  # l layers give crosses up to degree l + 1
     structure: Literal["stacked", "parallel", "cross_only"] = "parallel"  # paper Fig. 1
     hidden: tuple[int, ...] = (512, 512)  # the deep network (unused by cross_only)
@@ -78,8 +78,8 @@ class DCNv2Config:
             raise ValueError(
                 f"every field needs vocabulary size >= 2 (id 0 is padding), got {self.field_dims}"
             )
-        if self.dense_dim < 0 or self.embed_dim < 1 or self.num_cross_layers < 1:
-            raise ValueError("dense_dim >= 0, embed_dim >= 1 and num_cross_layers >= 1 expected")
+        if self.dense_dim < 0 or self.dim < 1 or self.num_cross_layers < 1:
+            raise ValueError("dense_dim >= 0, dim >= 1 and num_cross_layers >= 1 expected")
         if self.structure not in ("stacked", "parallel", "cross_only"):
             raise ValueError(f"structure must be stacked, parallel or cross_only, "
                              f"got {self.structure!r}")
@@ -356,8 +356,8 @@ class DCNv2(nn.Module):
         if not isinstance(config, DCNv2Config):
             raise TypeError(f"expected DCNv2Config, got {type(config).__name__}")
         self.config = c = config
-        self.embedding = FieldEmbedding(c.field_dims, c.embed_dim, c.embed_init_std)
-        d = len(c.field_dims) * c.embed_dim + c.dense_dim
+        self.embedding = FieldEmbedding(c.field_dims, c.dim, c.embed_init_std)
+        d = len(c.field_dims) * c.dim + c.dense_dim
         self.cross = CrossNetwork(d, c.num_cross_layers, c.cross_rank, c.num_experts,
                                   c.expert_activation)
         if c.structure == "cross_only":
@@ -411,7 +411,7 @@ class DCNv2(nn.Module):
             W = cross.W.abs()  # (d, d)
         else:
             W = torch.einsum("kdr,ker->kde", cross.U, cross.V).abs().mean(0)  # mean_i |U_i V_i^T|
-        sizes = [c.embed_dim] * len(c.field_dims) + [1] * c.dense_dim
+        sizes = [c.dim] * len(c.field_dims) + [1] * c.dense_dim
         rows = torch.split(W, sizes, dim=0)  # F + Fd blocks of rows
         return torch.stack([torch.stack([b.mean() for b in r.split(sizes, dim=1)]) for r in rows])
 

@@ -46,9 +46,9 @@ deepfm = load_model_file(model_dir("Ranking", "DeepFM") / "model.py", "deepfm_mo
 # 0.05, Adam 1e-3, learning rate / 10 on plateau) with a smaller batch for our 3.5x smaller train
 # set.
 PRESETS = {
-    "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, embed_dim=16, hidden="128,64", dropout=0.1,
+    "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, dim=16, hidden="128,64", dropout=0.1,
                       batch_norm=False, embedding_l2=0.0),
-    "libfm": dict(epochs=40, batch_size=1024, lr=1e-3, embed_dim=10, hidden="400,400,400",
+    "libfm": dict(epochs=40, batch_size=1024, lr=1e-3, dim=10, hidden="400,400,400",
                   dropout=0.2, batch_norm=True, embedding_l2=0.05),
 }
 
@@ -70,7 +70,7 @@ ctr, lr_res, device = prepare(args)
 
 # %%
 config = deepfm.DeepFMConfig(
-    field_dims=tuple(ctr.field_dims), dense_dim=ctr.dense_dim, embed_dim=args.embed_dim,
+    field_dims=tuple(ctr.field_dims), dense_dim=ctr.dense_dim, dim=args.dim,
     hidden=hidden_widths(args.hidden), dropout=args.dropout,
     batch_norm=args.batch_norm,
 )

@@ -52,7 +52,7 @@ from torch import nn
 class DeepFMConfig:
     field_dims: tuple[int, ...]  # vocabulary size of each sparse field, padding id 0 included
     dense_dim: int = 0  # number of dense (float) fields
-    embed_dim: int = 10  # k, the FM latent size (BARS uses 10 on Frappe)
+    dim: int = 10  # k, the FM latent size (BARS uses 10 on Frappe)
     hidden: tuple[int, ...] = (400, 400, 400)  # the paper's setting, 400-400-400
     dropout: float = 0.5  # the paper's setting
     batch_norm: bool = False  # not in the paper; helps on small data (see note)
@@ -66,9 +66,9 @@ class DeepFMConfig:
             raise ValueError(
                 f"every field needs vocabulary size >= 2 (id 0 is padding), got {self.field_dims}"
             )
-        if self.dense_dim < 0 or self.embed_dim < 1:
-            raise ValueError(f"dense_dim >= 0 and embed_dim >= 1 expected, got {self.dense_dim}, "
-                             f"{self.embed_dim}")
+        if self.dense_dim < 0 or self.dim < 1:
+            raise ValueError(f"dense_dim >= 0 and dim >= 1 expected, got {self.dense_dim}, "
+                             f"{self.dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -301,11 +301,11 @@ class DeepFM(nn.Module):
         self.config = c = config
         n_fields = len(c.field_dims) + c.dense_dim
         # Shared by the FM and the DNN: the paper's key difference from FNN / Wide & Deep.
-        self.embedding = FieldEmbedding(c.field_dims, c.dense_dim, c.embed_dim, c.embed_init_std)
+        self.embedding = FieldEmbedding(c.field_dims, c.dense_dim, c.dim, c.embed_init_std)
         # First-order weights w_i: a 1-dim "embedding" of every feature.
         self.first_order = FieldEmbedding(c.field_dims, c.dense_dim, 1, c.embed_init_std)
         self.bias = nn.Parameter(torch.zeros(()))
-        self.dnn = MLP(n_fields * c.embed_dim, c.hidden, c.dropout, c.batch_norm)
+        self.dnn = MLP(n_fields * c.dim, c.hidden, c.dropout, c.batch_norm)
         self.dnn_out = nn.Linear(self.dnn.out_dim, 1)
 
     def fm(self, e: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -45,9 +45,9 @@ widedeep = load_model_file(model_dir("Ranking", "WideDeep") / "model.py", "wided
 # the reczoo BARS Frappe settings (embedding 10, 400-400-400 with batch norm, embedding L2, Adam
 # 1e-3, learning rate / 10 on plateau) and adds the paper's memorising cross product user x item.
 PRESETS = {
-    "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, embed_dim=16, hidden="128,64", dropout=0.1,
+    "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, dim=16, hidden="128,64", dropout=0.1,
                       batch_norm=False, embedding_l2=0.0, cross="user*category,last_item*item"),
-    "libfm": dict(epochs=40, batch_size=1024, lr=1e-3, embed_dim=10, hidden="400,400,400",
+    "libfm": dict(epochs=40, batch_size=1024, lr=1e-3, dim=10, hidden="400,400,400",
                   dropout=0.2, batch_norm=True, embedding_l2=0.05, cross="user*item"),
 }
 # %%
@@ -77,7 +77,7 @@ if unknown:
 crosses = tuple(tuple(ctr.field_names.index(f) for f in c.split("*"))
                 for c in args.cross.split(",") if c)
 config = widedeep.WideDeepConfig(
-    field_dims=tuple(ctr.field_dims), dense_dim=ctr.dense_dim, embed_dim=args.embed_dim,
+    field_dims=tuple(ctr.field_dims), dense_dim=ctr.dense_dim, dim=args.dim,
     hidden=hidden_widths(args.hidden), dropout=args.dropout,
     batch_norm=args.batch_norm, cross_fields=crosses,
 )

@@ -58,7 +58,7 @@ _HASH_MASK = (1 << 31) - 1  # keeps the running hash small enough to never overf
 class WideDeepConfig:
     field_dims: tuple[int, ...]  # vocabulary size of each sparse field, padding id 0 included
     dense_dim: int = 0  # number of dense (float) fields
-    embed_dim: int = 32  # paper Fig. 4 (Google Play): 32-dim embeddings
+    dim: int = 32  # paper Fig. 4 (Google Play): 32-dim embeddings
     hidden: tuple[int, ...] = (1024, 512, 256)  # paper Fig. 4: ReLU 1024, 512, 256
     dropout: float = 0.0  # the paper does not use dropout
     batch_norm: bool = False  # not in the paper; helps on small data (see note)
@@ -74,9 +74,9 @@ class WideDeepConfig:
             raise ValueError(
                 f"every field needs vocabulary size >= 2 (id 0 is padding), got {self.field_dims}"
             )
-        if self.dense_dim < 0 or self.embed_dim < 1:
-            raise ValueError(f"dense_dim >= 0 and embed_dim >= 1 expected, got {self.dense_dim}, "
-                             f"{self.embed_dim}")
+        if self.dense_dim < 0 or self.dim < 1:
+            raise ValueError(f"dense_dim >= 0 and dim >= 1 expected, got {self.dense_dim}, "
+                             f"{self.dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -309,8 +309,8 @@ class WideDeep(nn.Module):
         self.wide_dense = nn.Linear(c.dense_dim, 1, bias=False) if c.dense_dim else None
         self.bias = nn.Parameter(torch.zeros(()))  # b of Eq. (4)
         # Deep part, Eq. (3): embeddings of the sparse fields, concatenated with the dense values.
-        self.embedding = FieldEmbedding(c.field_dims, c.embed_dim, c.embed_init_std)
-        self.dnn = MLP(len(c.field_dims) * c.embed_dim + c.dense_dim, c.hidden, c.dropout,
+        self.embedding = FieldEmbedding(c.field_dims, c.dim, c.embed_init_std)
+        self.dnn = MLP(len(c.field_dims) * c.dim + c.dense_dim, c.hidden, c.dropout,
                        c.batch_norm)
         self.deep_out = nn.Linear(self.dnn.out_dim, 1, bias=False)
 
