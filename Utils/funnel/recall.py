@@ -88,6 +88,28 @@ def top_n_dense(scores: np.ndarray, n: int) -> np.ndarray:
     return np.take_along_axis(part, order, 1)
 
 
+def directed_pairs(split, window: int) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """(earlier items, later items, 1/d) for d = 1..window: every pair of one training sequence d steps
+    apart, the earlier item first."""
+    o, items = split.train_offsets, split.train_items
+    user = np.repeat(np.arange(split.n_users), np.diff(o))
+    out = []
+    for d in range(1, window + 1):
+        same = user[d:] == user[:-d]
+        out.append((items[:-d][same], items[d:][same], 1.0 / d))
+    return out
+
+
+def decayed_query(history: np.ndarray, last: int, decay: float, n1: int) -> sp.csr_matrix:
+    """(b, I+1) sparse weights of each row's last `last` history items: decay^age (0 at padding)."""
+    b = len(history)
+    h = history[:, -last:]
+    w = decay ** np.arange(h.shape[1] - 1, -1, -1, dtype=np.float64)[None, :].repeat(b, 0)
+    w[h == 0] = 0.0
+    rows = np.repeat(np.arange(b), h.shape[1])
+    return sp.csr_matrix((w.ravel(), (rows, h.ravel())), shape=(b, n1))
+
+
 class ItemCF:
     """Item-to-item co-occurrence (Sarwar et al., WWW 2001; Linden et al., IEEE Internet Computing
     2003): sim(i, j) = co-occurrences within `window` steps of one training sequence, divided by
@@ -99,12 +121,10 @@ class ItemCF:
         n1 = split.n_items + 1
         user = np.repeat(np.arange(split.n_users), np.diff(o))
         rows, cols, vals = [], [], []
-        for d in range(1, window + 1):
-            same = user[d:] == user[:-d]
-            a, b = items[:-d][same], items[d:][same]
+        for a, b, wd in directed_pairs(split, window):  # both directions: co-occurrence is symmetric
             rows += [a, b]
             cols += [b, a]
-            vals += [np.full(len(a), 1.0 / d)] * 2
+            vals += [np.full(len(a), wd)] * 2
         co = sp.csr_matrix(
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n1, n1)
         )
@@ -120,12 +140,7 @@ class ItemCF:
 
     def scores(self, history: np.ndarray) -> np.ndarray:
         """history (b, L) left-padded -> (b, I+1) float64 scores."""
-        b, L = history.shape
-        h = history[:, -self.last :]
-        w = self.decay ** np.arange(h.shape[1] - 1, -1, -1, dtype=np.float64)[None, :].repeat(b, 0)
-        w[h == 0] = 0.0
-        rows = np.repeat(np.arange(b), h.shape[1])
-        q = sp.csr_matrix((w.ravel(), (rows, h.ravel())), shape=(b, self.sim.shape[0]))
+        q = decayed_query(history, self.last, self.decay, self.sim.shape[0])
         return np.asarray((q @ self.sim).todense())
 
 
@@ -138,29 +153,20 @@ class CoVisit:
     the training part only."""
 
     def __init__(self, split, window: int = 2, last: int = 3, decay: float = 0.5):
-        o, items = split.train_offsets, split.train_items
         n1 = split.n_items + 1
-        user = np.repeat(np.arange(split.n_users), np.diff(o))
-        rows, cols, vals = [], [], []
-        for d in range(1, window + 1):
-            same = user[d:] == user[:-d]
-            rows.append(items[:-d][same])
-            cols.append(items[d:][same])
-            vals.append(np.full(int(same.sum()), 1.0 / d))
+        pairs = directed_pairs(split, window)
         self.w = sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n1, n1)
+            (
+                np.concatenate([np.full(len(a), wd) for a, _, wd in pairs]),
+                (np.concatenate([a for a, _, _ in pairs]), np.concatenate([b for _, b, _ in pairs])),
+            ),
+            shape=(n1, n1),
         )
         self.last, self.decay = last, decay
 
     def scores(self, history: np.ndarray) -> np.ndarray:
         """history (b, L) left-padded -> (b, I+1) float64 scores."""
-        b = len(history)
-        h = history[:, -self.last :]
-        w = self.decay ** np.arange(h.shape[1] - 1, -1, -1, dtype=np.float64)[None, :].repeat(b, 0)
-        w[h == 0] = 0.0
-        q = sp.csr_matrix(
-            (w.ravel(), (np.repeat(np.arange(b), h.shape[1]), h.ravel())), shape=(b, self.w.shape[0])
-        )
+        q = decayed_query(history, self.last, self.decay, self.w.shape[0])
         return np.asarray((q @ self.w).todense())
 
 
