@@ -175,7 +175,7 @@ def parse_args(argv=None):
         if flag not in p._option_string_actions:  # older Utils.io: not among the common flags
             p.add_argument(flag, **kw)
     args = p.parse_args(argv)
-    if args.threads is None:  # small models: a second intra-op thread mostly waits on the first
+    if args.threads is None:  # one thread: run-to-run bit-identical (make demo uses two: faster, not)
         args.threads = 1
     if args.max_len is None:
         args.max_len = 20 if args.data.startswith("funnel") else 50
