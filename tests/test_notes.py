@@ -69,6 +69,15 @@ def test_every_formula_renders_in_mathjax3():
     assert not errors, "\n".join(errors)
 
 
+def test_an_excerpt_made_of_input_checks_is_refused():
+    code = ["if not 0.0 <= theta < 1.0:", "    raise ValueError(f\"theta must be in [0, 1), got {theta}\")",
+            "return theta / (2.0 * (1.0 - theta))"]
+    assert nc.input_check_lines(code) == 2
+    assert nc.input_check_lines(code[2:]) == 0
+    assert nc.input_check_lines(["x = a @ b", "if x.isnan().any():", "    raise ValueError('NaN')",
+                                 "return x.softmax(-1)", "y = 2"]) == 2
+
+
 def test_every_mermaid_diagram_parses():
     reason = nc.mermaid_available()
     if reason:

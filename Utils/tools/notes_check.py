@@ -270,6 +270,20 @@ def excerpts(text: str, section: str | None = "From paper to code") -> list[tupl
     return out
 
 
+INPUT_CHECK = re.compile(r"^\s*(raise\b|.*\b(ValueError|TypeError|IndexError)\(|[rf]?[\"'].*[\"']\)?\s*$)")
+
+
+def input_check_lines(code: list[str]) -> int:
+    """How many lines of an excerpt raise an error or continue an error message (an `if` guarding a
+    raise counts too): what a reader does not need to see to follow the paper."""
+    n = 0
+    for k, ln in enumerate(code):
+        nxt = code[k + 1] if k + 1 < len(code) else ""
+        if INPUT_CHECK.match(ln) or (ln.strip().startswith("if ") and nxt.strip().startswith("raise ")):
+            n += 1
+    return n
+
+
 def check_excerpts(rep: Report, note: Path, text: str, minimum: int = 3,
                    section: str | None = "From paper to code") -> None:
     found = excerpts(text, section)
@@ -302,6 +316,10 @@ def check_excerpts(rep: Report, note: Path, text: str, minimum: int = 3,
                 cur.append(ln)
         if cur:
             chunks.append(cur)
+        checks = input_check_lines(code)
+        if checks * 2 > sum(1 for ln in code if ln.strip() not in ("", "...", "# ...")):
+            rep.add(line, f"excerpt of {name}() is mostly input checks ({checks} lines raise or build an "
+                          "error message): show the lines that compute what the paper says")
         chunks = [_dedent(c) for c in chunks]
         if not chunks or not _find_chunks(body, chunks):
             rep.add(line, f"excerpt is not verbatim in {fname} {name}() (lines {start}-{node.end_lineno}):"
