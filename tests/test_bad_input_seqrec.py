@@ -197,7 +197,7 @@ TENSOR_CASES = [
     ("sasrec", lambda s, h, t: s(L([[0, -1, 2]])), "history", "-1"),
     ("sasrec", lambda s, h, t: s.score(L([[1, 2, 99]])), "history", "99"),
     ("sasrec", lambda s, h, t: s.loss(L([[1, 2, 3]]), L([[2, 3, 12]])), "targets", "12"),
-    ("sasrec", lambda s, h, t: s.loss(L([[1, 2]]), L([[2, 3]]), L([[0, 4]])), "negatives", "0"),
+    ("sasrec", lambda s, h, t: s.loss(L([[1, 2]]), L([[2, 3]]), negatives=L([[0, 4]])), "negatives", "0"),
     ("hstu", lambda s, h, t: h(L([[0, 3, 11]])), "history", "11"),
     ("hstu", lambda s, h, t: h.score(L([[-4, 1]])), "history", "-4"),
     ("hstu", lambda s, h, t: h.loss(L([[1, 2]]), L([[2, 30]])), "targets", "30"),

@@ -260,7 +260,7 @@ def test_right_padding_reads_as_left_padding_and_time_must_not_run_backwards():
     tl = t_left[:, :-1]
     tr = torch.tensor([t[:-1] + [0] * (L - len(t)) for t in times])
     model.cfg.loss = "ce"
-    torch.testing.assert_close(model.loss(hist_r, tgt_r, tr), model.loss(hist_l, tgt_l, tl))
+    torch.testing.assert_close(model.loss(hist_r, tgt_r, timestamps=tr), model.loss(hist_l, tgt_l, timestamps=tl))
     with pytest.raises(ValueError, match="between real items"):
         model.score(torch.tensor([[3, 0, 5, 6]]))
     with pytest.raises(ValueError, match="decrease from slot 2 to slot 3"):

@@ -501,3 +501,20 @@ def test_the_embedding_width_is_called_dim(folder):
 
 def test_no_dim_lists_only_model_folders():
     assert set(NO_DIM) <= set(MAIN_CLASSES)
+
+
+@pytest.mark.parametrize("folder", ["Recall/SASRec", "Recall/HSTU"])
+def test_sequence_models_loss_takes_history_and_targets_then_keywords(folder):
+    """One order across the sequence-recall family: loss(history, targets, *, ...). What differs
+    between the files (negatives and log-Q in SASRec, timestamps in HSTU) is keyword-only, so a third
+    positional argument cannot mean negatives in one file and timestamps in the other."""
+    import inspect
+
+    from tests.conftest import load_module
+
+    mod = load_module(f"Classic Models/{folder}/model.py")
+    cls = getattr(mod, MAIN_CLASSES[folder][0][0])
+    params = list(inspect.signature(cls.loss).parameters.values())[1:]
+    assert [p.name for p in params[:2]] == ["history", "targets"]
+    assert all(p.kind == p.POSITIONAL_OR_KEYWORD for p in params[:2])
+    assert all(p.kind == p.KEYWORD_ONLY for p in params[2:]) and len(params) > 2

@@ -72,7 +72,7 @@ def test_bce_loss_is_the_papers_with_one_negative_per_position():
     pos = (states * E[targets]).sum(-1)[mask]
     neg = (states * E[negatives]).sum(-1)[mask]
     expected = -(torch.log(torch.sigmoid(pos)) + torch.log(1 - torch.sigmoid(neg))).mean()
-    torch.testing.assert_close(model.loss(history, targets, negatives), expected)
+    torch.testing.assert_close(model.loss(history, targets, negatives=negatives), expected)
 
 
 def test_full_softmax_loss_is_cross_entropy_over_all_items():
@@ -134,11 +134,11 @@ def test_sampled_softmax_draws_negatives_per_position_and_masks_accidental_hits(
     for t in range(len(pos)):  # one position at a time, by the definition
         logits = [h[t] @ E[pos[t]]] + [h[t] @ E[j] for j in neg[t] if j != pos[t]]
         expected.append(-torch.log_softmax(torch.stack(logits), 0)[0])
-    torch.testing.assert_close(model.loss(history, targets, negatives), torch.stack(expected).mean())
+    torch.testing.assert_close(model.loss(history, targets, negatives=negatives), torch.stack(expected).mean())
     # shared negatives (S,) are the per-position case with the same S at every position
     shared = negatives[0, 0]
-    torch.testing.assert_close(model.loss(history, targets, shared),
-                               model.loss(history, targets, shared.expand(2, 4, 3)))
+    torch.testing.assert_close(model.loss(history, targets, negatives=shared),
+                               model.loss(history, targets, negatives=shared.expand(2, 4, 3)))
 
 
 def test_log_q_correction_makes_the_sampled_softmax_estimate_the_full_one():
@@ -161,8 +161,8 @@ def test_log_q_correction_makes_the_sampled_softmax_estimate_the_full_one():
     negatives = torch.randint(1, 41, (1, 6, S), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ce = full.loss(history, targets)
-        got = corrected.loss(history, targets, negatives)
-        off = plain.loss(history, targets, negatives)
+        got = corrected.loss(history, targets, negatives=negatives)
+        off = plain.loss(history, targets, negatives=negatives)
     torch.testing.assert_close(got, ce, atol=0.02, rtol=0.0)
     assert abs(float(off - ce)) > 5.0  # log(S / N) = log(5000) ≈ 8.5 without the correction
 
@@ -185,7 +185,7 @@ def test_gbce_is_bce_with_the_positive_probability_raised_to_beta():
         pos_p = torch.sigmoid((h * E[pos]).sum(-1)) ** beta  # the transformed positive probability
         neg_p = torch.sigmoid(torch.einsum("td,tsd->ts", h, E[negatives[mask]]))
         per_position = -(torch.log(pos_p) + torch.log(1 - neg_p).sum(1)) / 6
-        torch.testing.assert_close(model.loss(history, targets, negatives), per_position.mean())
+        torch.testing.assert_close(model.loss(history, targets, negatives=negatives), per_position.mean())
     assert beta == pytest.approx(alpha)  # t = 1
 
 

@@ -121,7 +121,7 @@ print(model)
 def train_step(batch):
     seq = batch["seq"].to(device)
     ts = batch["ts"][:, :-1].to(device) if use_time else None
-    return model.loss(seq[:, :-1], seq[:, 1:], ts)  # inputs s_1..s_L, targets s_2..s_{L+1}
+    return model.loss(seq[:, :-1], seq[:, 1:], timestamps=ts)  # inputs s_1..s_L, targets s_2..s_{L+1}
 
 
 # %% [markdown]

@@ -15,7 +15,7 @@ Usage::
     model = HSTU(HSTUConfig(n_items=100, max_len=20, dim=16, n_blocks=2, n_negatives=32))
     history = torch.randint(1, 101, (2, 20))  # (B, L) item ids, 0 = padding (left or right)
     times = torch.cumsum(torch.randint(1, 10**5, (2, 20)), dim=1)  # (B, L) seconds, increasing
-    loss = model.loss(history[:, :-1], history[:, 1:], times[:, :-1])  # sampled softmax
+    loss = model.loss(history[:, :-1], history[:, 1:], timestamps=times[:, :-1])  # sampled softmax
     loss.backward()
     scores = model.eval().score(history, times)  # (B, N + 1) cosine / τ, column 0 = -inf
     weights = model.attention_weights(history, times)  # (B, H, L, L) SiLU weights, not softmax
@@ -451,6 +451,7 @@ class HSTU(nn.Module):
         self,
         history: torch.Tensor,
         targets: torch.Tensor,
+        *,
         timestamps: torch.Tensor | None = None,
         negatives: torch.Tensor | None = None,
     ) -> torch.Tensor:

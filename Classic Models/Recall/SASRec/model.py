@@ -486,6 +486,7 @@ class SASRec(nn.Module):
         self,
         history: torch.Tensor,
         targets: torch.Tensor,
+        *,
         negatives: torch.Tensor | None = None,
         log_q: torch.Tensor | None = None,
     ) -> torch.Tensor:
