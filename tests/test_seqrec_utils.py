@@ -3,7 +3,7 @@
 import torch
 
 import Datasets
-from Utils.loops.seqrec import length_bucketed_batches
+from Utils.loops.seqrec import length_bucketed_batches, random_batches
 
 
 def test_length_bucketed_batches_cover_every_row_once_and_cut_only_padding():
@@ -31,6 +31,25 @@ def test_length_bucketed_batches_cover_every_row_once_and_cut_only_padding():
     spans.sort()
     # bucketing: batches hold consecutive lengths, so no two batches' length ranges interleave
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_random_batches_cover_every_row_once_at_full_width_and_mix_lengths():
+    n_users, width = 64, 9
+    lengths = torch.arange(n_users) % (width + 1)
+    seqs = torch.zeros(n_users, width, dtype=torch.long)
+    for u, n in enumerate(lengths.tolist()):
+        if n:
+            seqs[u, -n:] = 1 + u
+    ds = Datasets.TensorDictDataset({"seq": seqs, "row": torch.arange(n_users)})
+    seen, spans = [], []
+    for batch in random_batches(ds, batch_size=16, gen=torch.Generator().manual_seed(0)):
+        assert batch["seq"].shape[1] == width  # nothing cut
+        assert torch.equal(batch["seq"], seqs[batch["row"]])
+        seen += batch["row"].tolist()
+        real = (batch["seq"] != 0).sum(1)
+        spans.append(int(real.max()) - int(real.min()))
+    assert sorted(seen) == list(range(n_users))
+    assert max(spans) >= width - 1  # unlike length buckets, a batch mixes short and long histories
 
 
 # --------------------------------------------------------------------------------------------------

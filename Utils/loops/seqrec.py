@@ -52,6 +52,10 @@ def add_seqrec_args(parser: argparse.ArgumentParser, *, onnx: bool = False
     parser.add_argument("--patience", type=positive_int, default=5,
                         help="validation checks without improvement")
     parser.add_argument("--eval-every", type=positive_int, default=1)
+    parser.add_argument("--batching", default="length", choices=["length", "random"],
+                        help="length: users of similar history length share a batch, each batch cut to "
+                             "its longest row (faster); random: uniformly shuffled users, full width "
+                             "(RecTools' and most trainers' order)")
     parser.add_argument("--select-metric", default="NDCG@10", choices=["NDCG@10", "Recall@10"],
                         help="validation metric for early stopping and the best epoch (eSASRec's "
                              "benchmark: Recall@10)")
@@ -279,7 +283,7 @@ REFIT_FREE = {"epochs", "patience", "eval_every", "time_budget", "target_ndcg", 
 
 # flags added after some stored runs were made, with the value those runs used
 FLAG_DEFAULTS = {"select_metric": "NDCG@10", "block": "pre_ln", "init": "normal",
-                 "no_embed_scale": False, "item_dropout": 0.0}
+                 "no_embed_scale": False, "item_dropout": 0.0, "batching": "length"}
 
 
 def refit_setup(args, split):
@@ -336,6 +340,13 @@ def length_bucketed_batches(train_set, lengths: torch.Tensor, batch_size: int,
         batch = train_set[chunks[i]]
         width = max(2, int(lengths[chunks[i]].max()))
         yield {k: v[:, -width:] for k, v in batch.items()}
+
+
+def random_batches(train_set, batch_size: int, gen: torch.Generator):
+    """One epoch of batches of uniformly shuffled users, at the full window width."""
+    order = torch.randperm(len(train_set), generator=gen)
+    for rows in order.split(batch_size):
+        yield train_set[rows]
 
 
 def describe(data, i: int) -> str:
@@ -426,7 +437,9 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         cpu_fit = time.process_time()
         history = fit(
             model, train_step,
-            lambda epoch: length_bucketed_batches(train_set, lengths, args.batch_size, gen),
+            lambda epoch: (random_batches(train_set, args.batch_size, gen)
+                           if getattr(args, "batching", "length") == "random"
+                           else length_bucketed_batches(train_set, lengths, args.batch_size, gen)),
             optimizer, args.epochs, None if refit else evaluate,
             metric=getattr(args, "select_metric", "NDCG@10"),
             patience=args.patience,
