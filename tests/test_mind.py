@@ -24,7 +24,7 @@ def make_model(**kw) -> torch.nn.Module:
     torch.manual_seed(0)
     side = torch.randint(0, N_SIDE, (N_ITEMS + 1, 2))
     side[0] = 0
-    cfg = mind.MINDConfig(n_items=N_ITEMS, dim=8, n_side_ids=N_SIDE, user_feature_sizes=(3,),
+    cfg = mind.MINDConfig(n_items=N_ITEMS, dim=8, side_vocab_size=N_SIDE, user_feature_sizes=(3,),
                           max_len=MAX_LEN, n_interests=4, hidden=(16,), **kw)
     return mind.MIND(config=cfg, item_side_ids=side)
 
@@ -218,7 +218,7 @@ def test_dynamic_k_off_runs_and_serving_is_max_over_interests():
 
 def test_inputs_are_checked():
     with pytest.raises(ValueError, match="item_side_ids"):
-        mind.MIND(config=mind.MINDConfig(n_items=5, n_side_ids=3))
+        mind.MIND(config=mind.MINDConfig(n_items=5, side_vocab_size=3))
     model = make_model()
     with pytest.raises(ValueError, match="max_len"):
         model.user_tower(history=torch.ones(1, MAX_LEN + 1, dtype=torch.long),

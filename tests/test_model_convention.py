@@ -63,7 +63,7 @@ SPECS: dict[str, tuple[str, str, str]] = {
     "MIND": ("Recall", "recall", """
         side = torch.randint(1, 4, (31, 2))
         side[0] = 0
-        cfg = m.MINDConfig(n_items=30, dim=8, n_side_ids=4, user_feature_sizes=(3,), max_len=6,
+        cfg = m.MINDConfig(n_items=30, dim=8, side_vocab_size=4, user_feature_sizes=(3,), max_len=6,
                            n_interests=2, hidden=(16,), final_relu=False)
         model = m.MIND(config=cfg, item_side_ids=side)
         first = torch.tensor([[0, 0, 3, 5, 5, 7], [1, 2, 3, 4, 6, 8], [9, 10, 0, 0, 0, 0]])
@@ -518,3 +518,68 @@ def test_sequence_models_loss_takes_history_and_targets_then_keywords(folder):
     assert [p.name for p in params[:2]] == ["history", "targets"]
     assert all(p.kind == p.POSITIONAL_OR_KEYWORD for p in params[:2])
     assert all(p.kind == p.KEYWORD_ONLY for p in params[2:]) and len(params) > 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Vocabulary sizes, counted one way: `n_items` counts the real items (ids 1..n_items, 0 = padding, a
+# table of n_items + 1 rows); every other id vocabulary (`field_dims`, `*_vocab_size(s)`, `*_sizes`)
+# counts every id *including* 0 (ids 0..size-1, a table of exactly `size` rows). The sizes below are
+# distinct primes, so an off-by-one in either direction shows as a row count no rule allows.
+# ------------------------------------------------------------------------------------------------
+
+VOCAB_CASES = {  # folder -> (code building `model`, the embedding row counts the rule gives)
+    "Recall/SASRec": ("m.SASRec(m.SASRecConfig(n_items=37, max_len=6, dim=8, n_blocks=1))",
+                      [6, 38]),  # max_len positions, 37 + 1 items
+    "Recall/HSTU": ("m.HSTU(m.HSTUConfig(n_items=37, max_len=6, dim=8, n_blocks=1, n_heads=2, "
+                    "qk_dim=4, v_dim=4))", [6, 38]),
+    "Recall/YoutubeDNN": ("m.YoutubeDNN(m.YoutubeDNNConfig(n_items=37, dim=8, hidden=(16,), "
+                          "bag_sizes={'cat': 11}, user_feature_sizes=(13,)))", [11, 13, 38, 38]),
+    "Recall/MIND": ("m.MIND(m.MINDConfig(n_items=37, dim=8, side_vocab_size=17, user_feature_sizes=(13,), "
+                    "max_len=6, n_interests=2, hidden=(16,)), "
+                    "item_side_ids=torch.randint(1, 17, (38, 2)))", [13, 17, 38]),
+    "Recall/SDM": ("m.SDM(m.SDMConfig(n_items=37, profile_sizes={'user': 13}, dim=8, num_heads=2), "
+                   "item_features={'cat': torch.randint(1, 11, (38,))})", [11, 13, 38, 38]),
+    "Ranking/DeepFM": ("m.DeepFM(m.DeepFMConfig(field_dims=(11, 13, 17), dense_dim=1))", [41, 41]),
+    "Ranking/WideDeep": ("m.WideDeep(m.WideDeepConfig(field_dims=(11, 13, 17), dense_dim=1))",
+                         [1, 41, 41]),  # 1: the wide part's cross-product table with no crosses
+    "Ranking/DCNv2": ("m.DCNv2(m.DCNv2Config(field_dims=(11, 13, 17), dense_dim=1))", [41]),
+    "Ranking/AutoInt": ("m.AutoInt(m.AutoIntConfig(field_dims=(11, 13, 17), dense_dim=1))", [41]),
+    "Ranking/DIN": ("m.DIN(m.DINConfig(item_vocab_sizes=(11, 13), context_vocab_sizes=(17,)))",
+                    [11, 13, 17]),
+    "Ranking/DIEN": ("m.DIEN(m.DIENConfig(item_vocab_sizes=(11, 13), context_vocab_sizes=(17,)))",
+                     [11, 13, 17]),
+    "Ranking/MMoE": ("m.MMoE(m.MultiTaskConfig(sparse_vocab_sizes=(11, 13), "
+                     "task_types=('binary', 'binary')))", [11, 13]),
+    "Ranking/PLE": ("m.PLE(m.PLEConfig(sparse_vocab_sizes=(11, 13), task_types=('binary', 'binary')))",
+                    [11, 13]),
+}
+NO_ID_VOCABULARY = {  # folder -> why VOCAB_CASES has no row for it
+    "Recall/TIGER": "its tokens are codebook entries (code_sizes) and hashed user buckets, no padded ids",
+    "Re-ranking/PRM": "it reads given feature vectors, not ids",
+    "Re-ranking/MMR": "no embeddings",
+    "Re-ranking/DPP": "no embeddings",
+}
+
+
+def test_every_model_has_a_vocabulary_case():
+    assert set(VOCAB_CASES) | set(NO_ID_VOCABULARY) == set(MAIN_CLASSES)
+    assert not set(VOCAB_CASES) & set(NO_ID_VOCABULARY)
+
+
+@pytest.mark.parametrize("folder", sorted(VOCAB_CASES))
+def test_vocabulary_sizes_are_counted_one_way(folder):
+    import dataclasses
+
+    import torch
+
+    from tests.conftest import load_module
+
+    mod = load_module(f"Classic Models/{folder}/model.py")
+    code, want = VOCAB_CASES[folder]
+    model = eval(code, {"m": mod, "torch": torch})
+    rows = sorted(e.num_embeddings for e in model.modules() if isinstance(e, torch.nn.Embedding))
+    assert rows == want, f"{folder}: embedding tables of {rows} rows, the rule gives {want}"
+    # the names say which count a field is: n_items, or a size that includes id 0
+    for f in dataclasses.fields(getattr(mod, MAIN_CLASSES[folder][1])):
+        if "vocab" in f.name or f.name.endswith(("_sizes", "_dims")) or f.name.endswith("_ids"):
+            assert not f.name.startswith("n_"), f"{folder}.{f.name}: an n_ name counts real ids only"

@@ -119,13 +119,13 @@ else:  # side features are optional in the paper: Eq. (2) then pools the id embe
     side = np.zeros((N + 1, 0), dtype=np.int64)
     print(f"side inputs absent in {data.name}: no item attributes, category or brand; MIND uses the "
           "item id alone as its only item feature (Eq. 2 is the id embedding)")
-n_side_ids = int(side.max()) + 1 if side.size and side.max() > 0 else 0
-item_side_ids = torch.from_numpy(side) if n_side_ids else None
+side_vocab_size = int(side.max()) + 1 if side.size and side.max() > 0 else 0
+item_side_ids = torch.from_numpy(side) if side_vocab_size else None
 
 examples = split.next_item_examples(args.max_len, max_per_user=args.max_per_user, seed=args.seed)
 train_set = Datasets.TensorDictDataset(examples)
 print(f"{len(train_set):,} next-item examples" + (f"; item side ids: {side.shape[1]} per item, "
-                                                  f"vocabulary {n_side_ids}" if n_side_ids else ""))
+                                                  f"vocabulary {side_vocab_size}" if side_vocab_size else ""))
 
 counts = torch.from_numpy(split.item_counts()).double()
 q = (counts + 1.0) ** args.neg_alpha
@@ -138,7 +138,7 @@ log_expected = torch.log(args.negatives * q.clamp(min=1e-30)).to(device)
 
 # %%
 config = mind.MINDConfig(
-    n_items=N, dim=args.dim, n_side_ids=n_side_ids, max_len=args.max_len,
+    n_items=N, dim=args.dim, side_vocab_size=side_vocab_size, max_len=args.max_len,
     n_interests=args.interests, routing_iters=args.routing_iters, dynamic_k=not args.no_dynamic_k,
     pow_p=args.pow_p, routing_sigma=args.routing_sigma, hidden=args.hidden,
     final_relu=not args.linear_top, seed=args.seed if ckpt is None else ckpt["models"]["model"]["config"]["seed"],
@@ -407,7 +407,7 @@ print_result(
     train_seconds=train_seconds, eval_seconds=t_eval.seconds, epochs=epochs_run,
     params=count_params(model), out=args.out, valid_metrics=valid_metrics,
     best_epoch=best_epoch, samples_per_second=samples_per_s, train_examples=len(train_set),
-    ann=ann, interest_recovery=recovery, side_features=bool(n_side_ids), loaded_from=args.load,
+    ann=ann, interest_recovery=recovery, side_features=bool(side_vocab_size), loaded_from=args.load,
     config={k: v for k, v in vars(args).items() if k != "out"},
     threads=torch.get_num_threads(),
 )

@@ -70,7 +70,7 @@ from torch import nn
 class MINDConfig:
     n_items: int  # item ids are 1..n_items; 0 is padding
     dim: int = 64  # D: embedding, capsule and user-vector size
-    n_side_ids: int = 0  # vocabulary of item side-feature ids (category, brand, ...; 0 = padding)
+    side_vocab_size: int = 0  # vocabulary of item side-feature ids (category, brand, ...; 0 = padding)
     user_feature_sizes: tuple[int, ...] = ()  # vocabulary of each user-profile feature (P_u)
     max_len: int = 50  # longest history; sizes the fixed routing logits
     n_interests: int = 4  # K, the most interests per user
@@ -241,8 +241,8 @@ class MIND(nn.Module):
         """
         Args:
             config: see MINDConfig.
-            item_side_ids: (N + 1, S) int64 side-feature ids of every item in 1..n_side_ids-1, 0 = none;
-                required when config.n_side_ids > 0. Row 0 (padding item) is ignored.
+            item_side_ids: (N + 1, S) int64 side-feature ids of every item in 1..side_vocab_size-1, 0 = none;
+                required when config.side_vocab_size > 0. Row 0 (padding item) is ignored.
         """
         super().__init__()
         c = config
@@ -254,17 +254,17 @@ class MIND(nn.Module):
             raise ValueError(f"routing_iters must be >= 1, got {c.routing_iters}")
         if c.pow_p < 0:
             raise ValueError(f"pow_p must be >= 0, got {c.pow_p}")
-        if c.n_side_ids > 0:
+        if c.side_vocab_size > 0:
             if item_side_ids is None or item_side_ids.dim() != 2 or item_side_ids.shape[0] != c.n_items + 1:
                 raise ValueError(f"item_side_ids must be (n_items + 1 = {c.n_items + 1}, S) int64")
-            if int(item_side_ids.max()) >= c.n_side_ids or int(item_side_ids.min()) < 0:
-                raise ValueError(f"item_side_ids must lie in 0..{c.n_side_ids - 1}")
+            if int(item_side_ids.max()) >= c.side_vocab_size or int(item_side_ids.min()) < 0:
+                raise ValueError(f"item_side_ids must lie in 0..{c.side_vocab_size - 1}")
         elif item_side_ids is not None:
-            raise ValueError("item_side_ids given but config.n_side_ids is 0")
+            raise ValueError("item_side_ids given but config.side_vocab_size is 0")
         self.config = c
         D = c.dim
         self.id_embedding = nn.Embedding(c.n_items + 1, D, padding_idx=0)
-        self.side_embedding = nn.Embedding(c.n_side_ids, D, padding_idx=0) if c.n_side_ids else None
+        self.side_embedding = nn.Embedding(c.side_vocab_size, D, padding_idx=0) if c.side_vocab_size else None
         side = item_side_ids if item_side_ids is not None else torch.zeros(c.n_items + 1, 0)
         self.register_buffer("item_side_ids", side.long().clone(), persistent=False)
         self.user_feature_embeddings = nn.ModuleList(nn.Embedding(n, D) for n in c.user_feature_sizes)
@@ -462,7 +462,7 @@ class MIND(nn.Module):
     def save(self, path: str, *, overwrite: bool = False) -> None:
         """torch.save {"model", "config", "state_dict", "init"} for `MIND.load`,
         written in place; an existing file is kept unless overwrite=True."""
-        side = self.item_side_ids if self.config.n_side_ids else None  # (N + 1, S) or None
+        side = self.item_side_ids if self.config.side_vocab_size else None  # (N + 1, S) or None
         _save_checkpoint(self, self.config, path, overwrite, init={"item_side_ids": side})
 
     @classmethod
