@@ -329,3 +329,35 @@ def test_display_rule_catches_an_equation_shown_twice(tmp_path, monkeypatch):
     rep = _report(tmp_path, once)
     nc.check_displays_once(rep, once)
     assert not rep.problems, rep.problems
+
+
+def test_an_excerpt_that_elides_the_hard_lines_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(nc, "ROOT", tmp_path)  # where Report names its pages from
+    (tmp_path / "model.py").write_text(
+        "def step(x, y):\n"
+        "    \"\"\"One step.\"\"\"\n"
+        "    if x is None:\n"
+        "        raise ValueError('x is missing')\n"
+        "    buf = x.new_zeros(3)\n"
+        "    a = x @ y\n"
+        "    b = a.softmax(-1)\n"
+        "    c = b * y\n"
+        "    return c.sum()\n")
+    head = "`model.py`, `step()`:\n```python\n"
+
+    def problems(code):
+        rep = nc.Report(tmp_path / "README.md")
+        nc.check_excerpts(rep, tmp_path / "README.md", head + code + "\n```\n", minimum=1, section=None)
+        return rep.problems
+
+    # eliding the docstring, the check and an allocation is fine
+    assert problems("\"\"\"One step.\"\"\"\n...\na = x @ y\nb = a.softmax(-1)\nc = b * y\nreturn c.sum()") == []
+    # eliding three computing lines is refused, naming the first hidden one
+    refused = problems("buf = x.new_zeros(3)\n...\nreturn c.sum()")
+    assert len(refused) == 1 and "elides 3 computing lines" in refused[0] and "a = x @ y" in refused[0]
+    # unless another excerpt of the same note shows them
+    rep = nc.Report(tmp_path / "README.md")
+    text = (head + "buf = x.new_zeros(3)\n...\nreturn c.sum()\n```\n\n"
+            + head + "a = x @ y\nb = a.softmax(-1)\nc = b * y\n```\n")
+    nc.check_excerpts(rep, tmp_path / "README.md", text, minimum=1, section=None)
+    assert rep.problems == []

@@ -232,17 +232,45 @@ def _dedent(lines: list[str]) -> list[str]:
     return textwrap.dedent("\n".join(ln.rstrip() for ln in lines)).split("\n")
 
 
-def _find_chunks(body: list[str], chunks: list[list[str]]) -> bool:
-    pos = 0
+def _find_chunks(body: list[str], chunks: list[list[str]]) -> list[tuple[int, int]] | None:
+    """The (start, end) line span of each chunk in `body`, in order, or None when one is missing."""
+    pos, spans = 0, []
     for chunk in chunks:
         n = len(chunk)
         for start in range(pos, len(body) - n + 1):
             if _dedent(body[start:start + n]) == chunk:
+                spans.append((start, start + n))
                 pos = start + n
                 break
         else:
-            return False
-    return True
+            return None
+    return spans
+
+
+ELIDED_MAX = 2  # computing lines an elision `...` may hide when no other excerpt of the note shows them
+# bookkeeping an elision may always hide: allocating a buffer, a counter, a closing bracket
+BOOKKEEPING = re.compile(r"^[\w\[\], .:]+=\s*(\S+\.)?(new_zeros|new_full|new_ones|new_empty|zeros|ones|full|empty|"
+                         r"arange|zeros_like|ones_like|empty_like)\(.*\)(\s*#.*)?$|^\w+ = -?\d+(\s*#.*)?$|^[)\]}],?$")
+
+
+def computing_lines(lines: list[str]) -> list[str]:
+    """The lines of `lines` that compute: not blank, not a comment, not part of a docstring, not an input
+    check (a raise, an error message, the `if` guarding a raise)."""
+    out, in_doc = [], False
+    for k, ln in enumerate(lines):
+        s = ln.strip()
+        quotes = s.count('"""') + s.count("'''")
+        if in_doc or s.startswith(('"""', "'''")):
+            in_doc = (not in_doc) if quotes % 2 else in_doc
+            if s.startswith(('"""', "'''")) and quotes == 1 and not in_doc:
+                in_doc = True
+            continue
+        nxt = lines[k + 1].strip() if k + 1 < len(lines) else ""
+        if (not s or s.startswith("#") or INPUT_CHECK.match(ln) or BOOKKEEPING.match(s)
+                or (s.startswith("if ") and nxt.startswith("raise "))):
+            continue
+        out.append(s)
+    return out
 
 
 def excerpts(text: str, section: str | None = "From paper to code") -> list[tuple[int, str, str, list[str]]]:
@@ -321,9 +349,18 @@ def check_excerpts(rep: Report, note: Path, text: str, minimum: int = 3,
             rep.add(line, f"excerpt of {name}() is mostly input checks ({checks} lines raise or build an "
                           "error message): show the lines that compute what the paper says")
         chunks = [_dedent(c) for c in chunks]
-        if not chunks or not _find_chunks(body, chunks):
+        spans = _find_chunks(body, chunks) if chunks else None
+        if spans is None:
             rep.add(line, f"excerpt is not verbatim in {fname} {name}() (lines {start}-{node.end_lineno}):"
                           f" first line {code[0].strip()!r}")
+            continue
+        shown = {ln.strip() for _, _, _, other in found for ln in other}  # every excerpt of the note
+        for (_, end), (nxt, _) in zip(spans, spans[1:]):
+            hidden = [ln for ln in computing_lines(body[end:nxt]) if ln not in shown]
+            if len(hidden) > ELIDED_MAX:
+                rep.add(line, f"excerpt of {name}() elides {len(hidden)} computing lines no other excerpt "
+                              f"shows (first {hidden[0]!r}): show the hard lines, elide only checks, "
+                              "docstrings and bookkeeping")
 
 
 def check_maths(rep: Report, text: str) -> None:
