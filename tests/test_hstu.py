@@ -265,3 +265,42 @@ def test_right_padding_reads_as_left_padding_and_time_must_not_run_backwards():
         model.score(torch.tensor([[3, 0, 5, 6]]))
     with pytest.raises(ValueError, match="decrease from slot 2 to slot 3"):
         model.score(torch.tensor([[0, 3, 4, 5]]), torch.tensor([[0, 10, 30, 20]]))
+
+
+def test_intensity_toy_of_the_note_scales_by_ten_pointwise_and_not_under_softmax():
+    """`demo.py --intensity-toy` (the numbers of the note's Idea): ten matching items give ten times
+    the output of one under Eq. (2)'s SiLU / n and the same output under softmax; unrelated items
+    (q·k = 0) dilute the softmax average and add nothing pointwise (SiLU(0) = 0)."""
+    import re
+
+    from tests.conftest import run_demo_in_process
+
+    code, out, err, _ = run_demo_in_process("Recall", "HSTU", ["--intensity-toy"])
+    assert code == 0, err[-2000:]
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(r"^(\[a[^\]]*\])\s", line)
+        if m:
+            vecs = [tuple(map(float, v)) for v in re.findall(r"\(([-\d.]+), ([-\d.]+)\)", line)]
+            rows[m.group(1)] = vecs  # [softmax output, pointwise output]
+    one, ten, mixed = rows["[a]"], rows["[a x 10]"], rows["[a, b x 9]"]
+    assert ten[0] == one[0] == (1.0, 0.0)  # softmax: the same average
+    # (the printed outputs are rounded to 3 decimals: ten times a rounded value is off by up to 5e-3)
+    assert ten[1][0] == pytest.approx(10 * one[1][0], abs=5.1e-3) and ten[1][1] == one[1][1] == 0.0
+    assert mixed[1] == one[1]  # pointwise: the nine unrelated items add nothing
+    assert mixed[0][0] < 0.5 and sum(mixed[0]) == pytest.approx(1.0, abs=2e-3)  # softmax: diluted
+    assert "softmax output x 1.00, pointwise output x 10.00" in out
+
+
+def test_demo_plots_attention_on_data_without_categories(tmp_path):
+    """`--plot-attention` on a seqtxt file (no item categories): the user rule and the right panel
+    fall back to all earlier items, and the figure is written after the RESULT line's run."""
+    from tests.test_bad_input_seqrec import TINY, run_demo, write_seqtxt
+
+    data = write_seqtxt(tmp_path / "seq.txt")
+    png = tmp_path / "attention.png"
+    code, out, err = run_demo("HSTU", ["--data", f"seqtxt:{data}", *TINY["HSTU"],
+                                       "--plot-attention", str(png)])
+    assert code == 0, err[-2000:]
+    assert png.stat().st_size > 0 and "row sums (x 1e-3, not 1)" in out
+    assert "all test users, earlier items:" in out and out.strip().splitlines()[-1].startswith("RESULT ")

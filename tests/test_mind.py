@@ -294,3 +294,44 @@ def test_demo_runs_on_ids_only_and_round_trips_save_load(tmp_path):
     assert z["user_active"][:, 0].all()  # every user has at least one interest ...
     counts = z["user_active"].sum(1)  # ... and K'_u of Eq. (8) from the history length
     assert counts.min() >= 1 and counts.max() <= K and (np.diff(z["user_active"].astype(int), axis=1) <= 0).all()
+
+
+def test_routing_toy_of_the_note_matches_b2i_routing_and_separates_the_two_kinds():
+    """`demo.py --routing-toy` (the walk-through of the note's Maths): Algorithm 1 printed step by
+    step on 4 behaviours in 2-D gives what `b2i_routing()` returns; each behaviour's weights sum to
+    1 over the 2 interests; the second iteration sends e1, e2 (along x) to one interest and e3, e4
+    (along y) to the other, each more firmly than the first iteration did."""
+    import re
+
+    from tests.conftest import run_demo_in_process
+
+    code, out, err, _ = run_demo_in_process("Recall", "MIND", ["--routing-toy"])
+    assert code == 0, err[-2000:]
+    lines = out.splitlines()
+    weights = []  # one (K, L) table per iteration
+    for k, line in enumerate(lines):
+        if line.strip().startswith("w_ij = softmax_j"):
+            rows = [re.findall(r"-?\d+\.\d+", lines[k + j]) for j in (1, 2)]
+            weights.append(torch.tensor([[float(v) for v in r] for r in rows]))  # (2, 4)
+    assert len(weights) == 2  # r = 2 iterations
+    for w in weights:
+        torch.testing.assert_close(w.sum(0), torch.ones(4), atol=0.011, rtol=0)  # per behaviour
+    first, second = weights
+    home = second.argmax(0)  # the interest each behaviour ends on
+    assert home[0] == home[1] != home[2] == home[3]
+    assert (second.max(0).values > first.max(0).values).all()  # routing sharpened every behaviour
+    gap = float(re.search(r"largest difference ([\d.e+-]+)\)", out).group(1))
+    assert gap < 1e-6
+
+
+def test_demo_plots_routing_on_data_without_planted_interests(tmp_path):
+    """`--plot-routing` on a seqtxt file (no planted interests to name the columns): the figure is
+    written and the plotted routing weights of every behaviour sum to 1."""
+    from tests.test_bad_input_recall import TINY, run_demo, write_tiny_seqtxt
+
+    data = write_tiny_seqtxt(tmp_path / "ids_only")
+    png = tmp_path / "routing.png"
+    code, out, err, _ = run_demo("MIND", ["--data", f"seqtxt:{data}", *TINY["MIND"], "--epochs", "1",
+                                          "--threads", "1", "--plot-routing", str(png)])
+    assert code == 0, err[-2000:]
+    assert png.stat().st_size > 0 and "row sums 1.0000..1.0000" in out

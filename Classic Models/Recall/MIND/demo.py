@@ -11,9 +11,17 @@
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/MIND/demo.py" --threads 1
 #
-# The note's figures (synthetic data): `--plot assets/MIND/interest_capsules_synthetic.png` (what each
-# interest retrieves against the planted interests) and
-# `--plot-routing assets/MIND/routing_weights_synthetic.png` (one user's routing weights w_ij).
+# The note's figures (synthetic data, one run): one user's routing weights w_ij, and what each
+# interest retrieves against the interests planted in that user and three others:
+#
+#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Recall/MIND/demo.py" --threads 1 \
+#         --plot-routing assets/MIND/routing_weights_synthetic.png \
+#         --plot assets/MIND/interest_capsules_synthetic.png --out assets/MIND/results/synthetic_routing.json
+#
+# The note's routing walk-through (Algorithm 1 on 4 behaviours in 2-D, 2 interests, 2 iterations;
+# prints and exits, no data, no training):
+#
+#     .venv/bin/python "Classic Models/Recall/MIND/demo.py" --routing-toy
 #
 # Beauty (the note's Results; 17 epochs, 763 s of training, about 26 min wall on one thread of the
 # same loaded machine):
@@ -92,7 +100,62 @@ parser.add_argument("--time-budget", type=positive_float, default=None,
 parser.add_argument("--plot", default=None, help="interest-recovery figure (synthetic data)")
 parser.add_argument("--plot-routing", default=None,
                     help="heatmap of one user's routing weights w_ij, behaviours x interests (PNG)")
+parser.add_argument("--routing-toy", action="store_true",
+                    help="print the note's routing walk-through (4 behaviours in 2-D, 2 interests, "
+                         "2 iterations) and exit: no data, no training")
 args = parser.parse_args()
+
+
+# %% [markdown]
+# ## Algorithm 1 by hand (`--routing-toy`, the note's worked example)
+# Four behaviours in 2-D, two of one kind (along x) and two of another (along y); K'_u = 2 interests
+# (Eq. 8: log2 4 = 2), r = 2 iterations, S = I so that S e_i = e_i. The initial logits b_ij are
+# the model's own draw (MINDConfig's seed 0, sigma = 1). Every step is printed, then the same input
+# goes through `MIND.b2i_routing()`, which must return the same weights and capsules.
+
+# %%
+def routing_toy() -> None:
+    """Print Algorithm 1 step by step on a 2-D toy and check it against `b2i_routing()`."""
+    toy = mind.MIND(config=mind.MINDConfig(n_items=4, dim=2, max_len=4, n_interests=2,
+                                           routing_iters=2, hidden=(2,)))
+    e = torch.tensor([[2.0, 0.4], [1.8, -0.2], [0.2, 2.0], [-0.4, 1.6]])  # (L, D) behaviours e_i
+    with torch.no_grad():
+        toy.bilinear.copy_(torch.eye(2))  # S = I
+        low = e @ toy.bilinear  # S e_i: (L, D)
+        b = toy.routing_logits.clone()  # (K, L) b_ij ~ N(0, sigma^2), fixed at construction
+
+    def table(name: str, m: torch.Tensor) -> None:  # (K, L): one row per interest
+        print(f"  {name:<34}" + "".join(f"{f'e{i + 1}':>7}" for i in range(m.shape[1])))
+        for j, row in enumerate(m):
+            print(f"    interest {j + 1:<25}" + "".join(f"{float(v):7.2f}" for v in row))
+
+    print("MIND routing toy: 4 behaviours in 2-D, K'_u = 2 interests, r = 2 iterations, S = I")
+    print("  behaviours: " + "  ".join(f"e{i + 1} = ({x:.1f}, {y:.1f})" for i, (x, y) in enumerate(e.tolist())))
+    table("initial logits b_ij (step 2)", b)
+    for it in range(toy.config.routing_iters):
+        print(f"iteration {it + 1}")
+        w = torch.softmax(b, dim=0)  # Eq. (6): over the interests, per behaviour
+        table("w_ij = softmax_j b_ij (Eq. 6)", w)
+        z = w @ low  # Eq. (5): (K, L) @ (L, D) -> (K, D)
+        u = mind.squash(z)  # Eq. (7)
+        for j in range(2):
+            print(f"    interest {j + 1}: z_{j + 1} = ({z[j, 0]:.2f}, {z[j, 1]:.2f}) (Eq. 5), "
+                  f"u_{j + 1} = squash(z_{j + 1}) = ({u[j, 0]:.2f}, {u[j, 1]:.2f}), "
+                  f"|u_{j + 1}| = {float(u[j].norm()):.2f} (Eq. 7)")
+        if it < toy.config.routing_iters - 1:
+            b = b + u @ low.T  # Eq. (4): (K, D) @ (D, L) -> (K, L)
+            table("b_ij + u_j . S e_i (Eq. 4)", b)
+    with torch.no_grad():
+        capsules, w_model = toy.b2i_routing(e.unsqueeze(0), torch.ones(1, 4, dtype=torch.bool),
+                                            torch.tensor([2]))
+    gap = max(float((capsules[0] - u).abs().max()), float((w_model[0].T - w).abs().max()))
+    print(f"each behaviour's weights sum to {float(w.sum(0).min()):.4f}..{float(w.sum(0).max()):.4f}; "
+          f"MIND.b2i_routing() returns the same weights and capsules (largest difference {gap:.1e})")
+
+
+if args.routing_toy:
+    routing_toy()
+    raise SystemExit(0)
 # flags that shape the model or its inputs: stored by --save, restored by --load
 MODEL_FLAGS = ["dim", "interests", "routing_iters", "no_dynamic_k", "routing_sigma", "pow_p", "hidden",
                "linear_top", "max_len"]
@@ -275,7 +338,10 @@ for k in range(int(active[row].sum())):
 #
 # Each synthetic user was generated with 2-4 interest categories. For each active interest vector we
 # take its top-20 items and call the interest's category the most common one among them. A planted
-# category counts as recovered when some interest of that user lands on it.
+# category counts as recovered when some interest of that user lands on it. Not every behaviour of a
+# user comes from a planted category: half of the generator's transitions follow the previous item's
+# successor, and 30 % of the items have their successor in the paired category (Fragrance <-> Sun
+# Care, Hair Care <-> Men's Grooming, ...), so a user planted with Fragrance also buys sun care.
 
 # %%
 recovery = None
@@ -284,9 +350,11 @@ if "truth" in data.extra:
     cats = truth["item_category"] if "item_category" in truth else None
     if cats is None:
         cats = data.item_feature("category") - 1
-    cats = np.asarray(cats)
+    cats = np.asarray(cats)  # (N+1,) category index, -1 for padding
     n_cat = int(cats.max()) + 1
-    planted = truth["user_interests"][split.users] > 0  # (U, C)
+    names_c = list(truth["categories"])
+    weights_planted = truth["user_interests"][split.users]  # (U, C) Dirichlet weights, 0 = not planted
+    planted = weights_planted > 0  # (U, C)
     top_ids, _ = topk(flat, item_vecs, 20)
     top_cat = cats[top_ids.numpy()].reshape(U, K, 20)  # (U, K, 20)
     share = np.stack([(top_cat == c).mean(-1) for c in range(n_cat)], axis=-1)  # (U, K, C)
@@ -298,53 +366,114 @@ if "truth" in data.extra:
     multi = planted.sum(1) >= 2
     recovered = (found & planted).sum(1) / planted.sum(1)
     precision = np.array([planted[u, main_cat[u, act[u]]].mean() for u in range(U)])
+    # the test histories' behaviours per category: (U, C)
+    hist_count = np.stack([((cats[hist_t] == c) & (hist_t != 0)).sum(1) for c in range(n_cat)], axis=-1)
     recovery = {"users_with_2plus_planted": int(multi.sum()),
                 "planted_recovered": float(recovered[multi].mean()),
                 "interest_precision": float(precision[multi].mean()),
                 "mean_planted_per_user": float(planted[multi].sum(1).mean()),
-                "mean_active_interests": float(act[multi].sum(1).mean())}
-    names_c = list(truth["categories"])
+                "mean_active_interests": float(act[multi].sum(1).mean()),
+                "behaviours_in_planted_categories": float((hist_count * planted).sum() / hist_count.sum())}
     print(f"planted interests recovered by the interests: {recovery['planted_recovered']:.3f} "
           f"over {recovery['users_with_2plus_planted']} users with >= 2 planted interests "
           f"({recovery['mean_planted_per_user']:.2f} planted, "
           f"{recovery['mean_active_interests']:.2f} active per user); "
-          f"share of interests that land on a planted category: {recovery['interest_precision']:.3f}")
-    if args.plot:
-        from Utils.plotting import plt  # matplotlib with the Agg backend
+          f"share of interests that land on a planted category: {recovery['interest_precision']:.3f}; "
+          f"share of the behaviours from a planted category: "
+          f"{recovery['behaviours_in_planted_categories']:.3f}")
 
-        names = list(truth["categories"])
-        show = np.nonzero((act.sum(1) >= 2) & (planted.sum(1) >= 3))[0][:4]
-        fig, axes = plt.subplots(1, len(show), figsize=(4.2 * len(show), 3.6), dpi=120)
-        for ax, u in zip(np.atleast_1d(axes), show):
-            rows = [truth["user_interests"][split.users[u]]] + [share[u, k] for k in range(K) if act[u, k]]
-            ax.imshow(np.stack(rows), aspect="auto", cmap="Blues", vmin=0, vmax=1)
-            ax.set_yticks(range(len(rows)), ["planted"] + [f"interest {k + 1}" for k in range(len(rows) - 1)])
-            ax.set_xticks(range(n_cat), [n[:10] for n in names], rotation=90, fontsize=7)
-            ax.axhline(0.5, color="k", lw=1)
-            ax.set_title(f"user {split.users[u]}", fontsize=9)
-        fig.suptitle("MIND interest capsules vs planted interests (share of each interest's top-20 "
-                     "items per category)", fontsize=9)
-        fig.tight_layout()
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.plot)
-        print(f"saved {args.plot}")
+# %% [markdown]
+# ## The user the figures show
+#
+# The rule, in `pick_user()`: a history of 12-16 behaviours (all of them fit the routing figure)
+# with at least three active interests; on the synthetic data also at least three planted interests
+# with two or more behaviours each in the history, every one of them recovered (some interest of the
+# user lands on each), and, among those users, the largest share of behaviours from the planted
+# categories (the first on ties). Recovery is not that complete for
+# every user (the rate above), so the interests figure shows three more users, the first with at
+# least three planted interests, whatever their interests found.
+
+# %%
+n_beh = (hist_t > 0).sum(1)  # (U,)
+
+
+def pick_user() -> int:
+    """Row of the user the figures show (the rule above); `row` when no user qualifies."""
+    pick = (active.sum(1).numpy() >= 3) & (n_beh >= 12) & (n_beh <= 16)
+    if recovery is None:
+        return int(np.argmax(pick)) if pick.any() else row
+    seen = planted & (hist_count >= 2)  # planted interests the history shows at least twice
+    pick &= (seen.sum(1) >= 3) & ~(seen & ~found).any(1)
+    from_planted = (hist_count * planted).sum(1) / np.maximum(n_beh, 1)  # (U,)
+    return int(np.argmax(np.where(pick, from_planted, -1.0))) if pick.any() else row
+
+
+def describe_user(u: int) -> list[str]:
+    """Planted interests with their weight and behaviour count, and the behaviours from elsewhere."""
+    parts = [f"{names_c[c]} {weights_planted[u, c]:.2f} ({hist_count[u, c]} behaviours)"
+             for c in np.argsort(-weights_planted[u]) if planted[u, c]]
+    other = int(n_beh[u] - (hist_count[u] * planted[u]).sum())
+    return parts + [f"{other} behaviours from other categories"]
+
+
+if recovery is not None and (args.plot or args.plot_routing):
+    fig_user = pick_user()
+    print(f"the figures' user {split.users[fig_user]}: {int(n_beh[fig_user])} behaviours, K'_u = "
+          f"{int(act[fig_user].sum())}; planted: " + "; ".join(describe_user(fig_user)))
+    for k in np.nonzero(act[fig_user])[0]:
+        c = main_cat[fig_user, k]
+        print(f"  interest {k + 1}: top-20 items {share[fig_user, k, c]:.0%} {names_c[c]}"
+              + ("  (planted)" if planted[fig_user, c] else ""))
+
+if recovery is not None and args.plot:
+    from Utils.plotting import plt  # matplotlib with the Agg backend
+
+    others = [u for u in np.nonzero((act.sum(1) >= 2) & (planted.sum(1) >= 3))[0] if u != fig_user][:3]
+    show = [fig_user] + others
+    fig, axes = plt.subplots(1, len(show), figsize=(3.0 + 2.1 * len(show), 6.0), dpi=110,
+                             sharey=True, gridspec_kw={"wspace": 0.08})
+    fig.subplots_adjust(top=0.76, bottom=0.14)
+    for n, (ax, u) in enumerate(zip(np.atleast_1d(axes), show)):
+        k_act = np.nonzero(act[u])[0]
+        cols = [weights_planted[u], hist_count[u] / max(int(n_beh[u]), 1)] + [share[u, k] for k in k_act]
+        im = ax.imshow(np.stack(cols, axis=1), aspect="auto", cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(cols)), ["planted weight", "history share"]
+                      + [f"interest {k + 1}" for k in k_act], fontsize=7, rotation=90)
+        ax.xaxis.tick_top()
+        ax.axvline(1.5, color="k", lw=1)
+        ax.set_yticks(range(n_cat), names_c, fontsize=8)
+        rec = int((found[u] & planted[u]).sum())
+        ax.set_xlabel(f"user {split.users[u]}: {int(n_beh[u])} behaviours,\n"
+                      f"{rec} of {int(planted[u].sum())} planted recovered"
+                      + ("\n(the routing figure's user)" if n == 0 else ""), fontsize=8)
+    fig.colorbar(im, ax=axes, fraction=0.03, pad=0.02, label="weight or share")
+    fig.suptitle("MIND interests against planted interests, per category (rows): the planted weight, "
+                 "the share of the user's behaviours,\nand for each active interest the share of its "
+                 "top-20 items", fontsize=9, y=0.99)
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot, bbox_inches="tight")
+    plt.close(fig)
+    print(f"saved {args.plot} (users {', '.join(str(split.users[u]) for u in show)})")
+    for u in show:
+        history = ", ".join(f"{names_c[c]} {hist_count[u, c]}" for c in np.argsort(-hist_count[u], kind="stable")
+                            if hist_count[u, c])
+        print(f"  user {split.users[u]}: history {history}; planted "
+              + ", ".join(names_c[c] for c in np.nonzero(planted[u])[0])
+              + f"; interests on {', '.join(names_c[main_cat[u, k]] for k in np.nonzero(act[u])[0])}; "
+              f"{int((found[u] & planted[u]).sum())} of {int(planted[u].sum())} planted recovered")
 
 # %% [markdown]
 # ## One user's routing weights (`--plot-routing PATH`)
 #
 # Algorithm 1 run on one user's history: the weight w_ij with which each behaviour i (rows, most recent
 # last) feeds each active interest j (columns) in the last routing iteration. Each row sums to 1.
+# On the synthetic data, behaviours from a category that was not planted in the user are grey.
 
 # %%
 if args.plot_routing:
     from Utils.plotting import plt  # matplotlib with the Agg backend
 
-    n_beh = (hist_t > 0).sum(1)
-    pick = (active.sum(1).numpy() >= 3) & (n_beh >= 12)  # a user with several interests, long history
-    if recovery is not None:  # synthetic: >= 3 planted interests, interests on >= 2 planted categories
-        on_planted = [{int(c) for c in main_cat[v, act[v]] if planted[v, c]} for v in range(U)]
-        pick &= (planted.sum(1) >= 3) & (np.array([len(c) for c in on_planted]) >= 2)
-    u = int(np.argmax(pick)) if pick.any() else row
+    u = pick_user()
     hist_u = torch.from_numpy(hist_t[u:u + 1]).to(device)  # (1, L)
     mask_u = hist_u != 0
     k_u = (mind.interest_count(mask_u.sum(1), K) if config.dynamic_k
@@ -355,24 +484,36 @@ if args.plot_routing:
     w_show = w_u[0].cpu().numpy()[real][-16:, : int(k_u)]  # (behaviours, K'_u), the last 16
     beh_ids = hist_t[u][real][-16:]
     x_names = [f"interest {k + 1}" for k in range(int(k_u))]
+    title = (f"MIND B2I routing weights w_ij after {config.routing_iters} iterations, "
+             f"user {split.users[u]} (each row sums to 1)")
     if recovery is not None:  # name each interest by the category of its top-20 items
-        x_names = [f"{n}\n(top-20: {names_c[main_cat[u, k]]})" for k, n in enumerate(x_names)]
-    fig, ax = plt.subplots(figsize=(3.2 + 1.3 * w_show.shape[1], 1.6 + 0.3 * len(w_show)), dpi=120)
-    ax.imshow(w_show, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        x_names = [f"{n}\ntop-20: {share[u, k, main_cat[u, k]]:.0%} {names_c[main_cat[u, k]]}"
+                   for k, n in enumerate(x_names)]
+        parts = describe_user(u)
+        title += ("\nplanted: " + "; ".join(parts[:-1]) + "\n" + parts[-1]
+                  + (" (grey)" if not parts[-1].startswith("0 ") else ""))
+    fig, ax = plt.subplots(figsize=(4.6 + 1.5 * w_show.shape[1], 2.2 + 0.32 * len(w_show)), dpi=110)
+    im = ax.imshow(w_show, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03, label="routing weight w_ij")
     for (r, c), v in np.ndenumerate(w_show):
         ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7,
                 color="white" if v > 0.6 else "black")
     ax.set_xticks(range(len(x_names)), x_names, fontsize=7)
     ax.xaxis.tick_top()
-    ax.set_yticks(range(len(beh_ids)), [data.item_text(int(i))[:60] for i in beh_ids], fontsize=7)
+    ax.set_yticks(range(len(beh_ids)), [data.item_text(int(i)) for i in beh_ids], fontsize=7)
+    if recovery is not None:
+        for tick, i in zip(ax.get_yticklabels(), beh_ids):
+            if not planted[u, cats[int(i)]]:
+                tick.set_color("grey")
     ax.set_ylabel("behaviours i (oldest at the top, latest at the bottom)", fontsize=7)
-    ax.set_title(f"MIND B2I routing weights w_ij after {config.routing_iters} iterations\n"
-                 f"user {split.users[u]}, each row sums to 1", fontsize=8)
-    fig.tight_layout()
+    ax.set_title(title, fontsize=8)
     Path(args.plot_routing).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.plot_routing)
+    fig.savefig(args.plot_routing, bbox_inches="tight")
+    plt.close(fig)
     print(f"saved {args.plot_routing} (user {split.users[u]}, {int(real.sum())} behaviours, "
           f"K'_u = {int(k_u)}; row sums {w_show.sum(1).min():.4f}..{w_show.sum(1).max():.4f})")
+    for i, wrow in zip(beh_ids, w_show):
+        print("  " + " ".join(f"{v:.2f}" for v in wrow) + f"  {data.item_text(int(i))}")
 
 # %% [markdown]
 # ## Save, export (`--save`, `--export-vectors`): written last, after every step succeeded

@@ -37,8 +37,9 @@ What is here (equation numbers as in the paper; the note's sections in brackets)
 - `score_items()`: Eq. (3), f_score = max_k e_i . v_u^k, the merge of per-interest retrieval
   [note: Training and serving].
 
-Notation: B batch, L history length, K interests (max), K'_u interests of user u, D dim, S side features
-per item, F user-profile features, M sampled negatives, N items (ids 1..N, 0 = padding).
+Notation: B batch, L history length, K interests (max), K'_u interests of user u, D dim, A side features
+per item, F user-profile features, M sampled negatives, N items (ids 1..N, 0 = padding); S is the
+paper's bilinear map (`bilinear`), not a size.
 
 NOTE: Eq. (9) writes softmax(pow(V_u^T e_i, p)). An element-wise power of raw dot products is undefined
 for negative scores at non-integer p and not monotone at even p, so here the power is applied to the
@@ -63,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# B: batch, L: history length, K: interests, D: dim, S: side features per item, M: negatives, N: items
+# B: batch, L: history length, K: interests, D: dim, A: side features per item, M: negatives, N: items
 
 
 @dataclass
@@ -241,7 +242,7 @@ class MIND(nn.Module):
         """
         Args:
             config: see MINDConfig.
-            item_side_ids: (N + 1, S) int64 side-feature ids of every item in 1..side_vocab_size-1, 0 = none;
+            item_side_ids: (N + 1, A) int64 side-feature ids of every item in 1..side_vocab_size-1, 0 = none;
                 required when config.side_vocab_size > 0. Row 0 (padding item) is ignored.
         """
         super().__init__()
@@ -256,7 +257,7 @@ class MIND(nn.Module):
             raise ValueError(f"pow_p must be >= 0, got {c.pow_p}")
         if c.side_vocab_size > 0:
             if item_side_ids is None or item_side_ids.dim() != 2 or item_side_ids.shape[0] != c.n_items + 1:
-                raise ValueError(f"item_side_ids must be (n_items + 1 = {c.n_items + 1}, S) int64")
+                raise ValueError(f"item_side_ids must be (n_items + 1 = {c.n_items + 1}, A) int64")
             if int(item_side_ids.max()) >= c.side_vocab_size or int(item_side_ids.min()) < 0:
                 raise ValueError(f"item_side_ids must lie in 0..{c.side_vocab_size - 1}")
         elif item_side_ids is not None:
@@ -297,8 +298,8 @@ class MIND(nn.Module):
         e = self.id_embedding(items)  # (..., D)
         if self.side_embedding is None:
             return e
-        side = self.item_side_ids[items]  # (..., S)
-        present = (side != 0).unsqueeze(-1).to(e.dtype)  # (..., S, 1)
+        side = self.item_side_ids[items]  # (..., A)
+        present = (side != 0).unsqueeze(-1).to(e.dtype)  # (..., A, 1)
         total = e + (self.side_embedding(side) * present).sum(dim=-2)  # (..., D)
         return total / (1.0 + present.sum(dim=-2))
 
@@ -462,7 +463,7 @@ class MIND(nn.Module):
     def save(self, path: str, *, overwrite: bool = False) -> None:
         """torch.save {"model", "config", "state_dict", "init"} for `MIND.load`,
         written in place; an existing file is kept unless overwrite=True."""
-        side = self.item_side_ids if self.config.side_vocab_size else None  # (N + 1, S) or None
+        side = self.item_side_ids if self.config.side_vocab_size else None  # (N + 1, A) or None
         _save_checkpoint(self, self.config, path, overwrite, init={"item_side_ids": side})
 
     @classmethod
