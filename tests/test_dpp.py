@@ -304,3 +304,62 @@ def test_an_empty_batch_gives_an_empty_result_and_empty_lists_are_refused():
     assert out.shape == (0, 4) and out.dtype == torch.long
     with pytest.raises(ValueError, match=r"the candidate lists are empty \(N = 0\)"):
         dpp.greedy_map(torch.zeros(2, 0, 0, dtype=torch.float64), max_length=1)
+
+
+@pytest.mark.parametrize("tag", ["synthetic", "beauty"])
+def test_tradeoff_figure_labels_every_point_with_its_theta_or_lambda_legibly(tag):
+    """The note's trade-off figures, drawn from the stored runs: every DPP point carries `θ=<its
+    theta>` and every MMR point `λ=<its lambda>`, anchored at that point; the labels overlap no
+    other label and no marker, and stay inside the axes."""
+    import json
+
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from tests.conftest import ROOT
+    from Utils.loops import rerank_tradeoff as T
+    from Utils.plotting import scatter_figure
+
+    result = json.loads((ROOT / "assets" / "DPP" / "results" / f"tradeoff_{tag}.json").read_text())
+    points, labels = T.tradeoff_points(result)
+    fig, ax, anns = scatter_figure(points, point_labels=labels, figsize=(8, 5.5))
+    try:
+        expected = [(r["ILD@10"], r["NDCG@10"], f"θ={r['theta']:g}") for r in result["DPP"]]
+        expected += [(r["ILD@10"], r["NDCG@10"], f"λ={r['lambda']:g}") for r in result["MMR"]]
+        assert len(anns) == len(expected) == len(result["DPP"]) + len(result["MMR"])
+        assert [(a.xy[0], a.xy[1], a.get_text()) for a in anns] == expected
+        renderer = fig.canvas.get_renderer()
+        boxes = []
+        for a in anns:
+            a.update_positions(renderer)
+            boxes.append(Text.get_window_extent(a, renderer))
+        inside = ax.get_window_extent()
+        markers = [(x, y) for xs, ys in points.values() for x, y in zip(xs, ys)]  # + initial
+        px = ax.transData.transform(markers)
+        for i, b in enumerate(boxes):
+            name = anns[i].get_text()
+            assert inside.x0 <= b.x0 and b.x1 <= inside.x1 and inside.y0 <= b.y0 <= b.y1 <= inside.y1
+            assert not any(b.overlaps(o) for o in boxes[i + 1 :]), f"label {name} overlaps another"
+            assert not any(b.contains(mx, my) for mx, my in px), f"label {name} hides a marker"
+    finally:
+        plt.close(fig)
+
+
+def test_tradeoff_replot_prints_the_stored_points_and_draws_without_a_run(tmp_path, capsys):
+    """`--replot` redraws the figure from a stored json: no data, no training; it prints every
+    stored point with its knob and writes the PNG where `--plot` says."""
+    import json
+
+    from tests.conftest import ROOT
+    from Utils.loops import rerank_tradeoff as T
+
+    stored = ROOT / "assets" / "DPP" / "results" / "tradeoff_beauty.json"
+    out = tmp_path / "fig.png"
+    T.main(["--replot", str(stored), "--plot", str(out)])
+    printed = capsys.readouterr().out.splitlines()
+    result = json.loads(stored.read_text())
+    for name, knob in (("DPP", "theta"), ("MMR", "lambda")):
+        for r in result[name]:
+            line = next(s for s in printed if s.startswith(f"{name} {knob}={r[knob]} "))
+            assert f"NDCG@10={r['NDCG@10']:.4f}" in line and f"ILD@10={r['ILD@10']:.4f}" in line
+    assert out.stat().st_size > 10_000 and printed[-1] == f"wrote {out}"

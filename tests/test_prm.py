@@ -243,3 +243,38 @@ def test_empty_batch_gives_empty_logits_and_a_list_without_items_is_refused():
     mask[1] = False
     with pytest.raises(ValueError, match=r"mask: list 1 has no real item \(all False\)"):
         model(features=x, pv=pv, mask=mask)
+
+
+def test_figure_list_is_the_one_where_prm_moved_a_clicked_item_up_the_most(tmp_path):
+    """The note's figure picks its list by a rule, not by hand: on random orders and clicks, the
+    chosen item is clicked, its upward move (initial minus PRM position) is the largest over all
+    lists and clicked items, the list is the first with that move, and the tie count is exact."""
+    import numpy as np
+
+    demo = load_module("Classic Models/Re-ranking/PRM/demo.py", "prm_demo")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        U, N = int(rng.integers(1, 30)), int(rng.integers(2, 12))
+        positions = np.stack([rng.permutation(N) for _ in range(U)])
+        labels = (rng.random((U, N)) < 0.2).astype(np.float32)
+        labels[0, 0] = 1.0  # at least one click
+        u, i, to, n_tied = demo.most_moved_list(positions, labels)
+        assert labels[u, i] == 1 and positions[u, to] == i
+        moves = [
+            (p - int(np.where(positions[v] == p)[0][0]), v)
+            for v in range(U) for p in range(N) if labels[v, p]
+        ]
+        best = max(m for m, _ in moves)
+        assert i - to == best
+        assert u == min(v for m, v in moves if m == best)
+        assert n_tied == len({v for m, v in moves if m == best})
+    # by hand: list 1's clicked item goes from position 3 to 0, more than list 0's 1 -> 0
+    positions = np.array([[1, 0, 2, 3], [3, 0, 1, 2]])
+    labels = np.array([[0, 1, 0, 0], [0, 0, 0, 1]])
+    assert demo.most_moved_list(positions, labels) == (1, 3, 0, 1)
+    # the figure itself: both panels drawn for that list
+    att = np.full((4, 4), 0.25)
+    path = tmp_path / "list.png"
+    demo.plot_list_attention(path, att, positions[1], labels[1] > 0, ["a · x"] * 4, moved=3,
+                             title="t")
+    assert path.stat().st_size > 10_000

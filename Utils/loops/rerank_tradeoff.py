@@ -2,14 +2,16 @@
 
 Both re-rankers get the same candidate lists (top-50 of the first-stage ranker, test stage), the
 same min-max relevance and the same item features (cosine similarity), so the curves compare the
-selection rules and nothing else. Plots NDCG@10 against ILD@10 with the initial ranking as a point.
+selection rules and nothing else. Plots NDCG@10 against ILD@10, every point labelled with its theta
+(DPP) or lambda (MMR), with the initial ranking as a point.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.loops.rerank_tradeoff   # ~20-40 s
+    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.loops.rerank_tradeoff   # ~10-40 s
     OMP_NUM_THREADS=1 .venv/bin/python -m Utils.loops.rerank_tradeoff \
         --data seqtxt:../shared/data/amazon-beauty/Beauty.txt   # 31 min on a loaded machine
 
 Writes assets/DPP/tradeoff_<data>.png and assets/DPP/results/tradeoff_<data>.json.
-`--replot assets/DPP/results/tradeoff_<data>.json` redraws the figure from a saved run.
+`--replot assets/DPP/results/tradeoff_<data>.json` prints a saved run's points and redraws its
+figure in seconds, without training or re-ranking.
 """
 
 import argparse
@@ -37,20 +39,38 @@ from Utils.plotting import plot_scatter
 from Utils.training import cpu_setup, set_seed
 
 
-def plot(result: dict, tag: str, k: int = 10) -> Path:
-    """NDCG@k against ILD@k for every sweep point, plus the initial ranking."""
+def metric_line(metrics: dict) -> str:
+    """`NDCG@10=0.1550  Recall@10=...` for the metrics of one point (knob and timing left out)."""
+    return "  ".join(
+        f"{k}={v:.4f}" for k, v in metrics.items() if k not in ("theta", "lambda", "seconds")
+    )
+
+
+def tradeoff_points(result: dict, k: int = 10) -> tuple[dict, dict]:
+    """(points, labels) of the figure: NDCG@k against ILD@k per sweep point, plus the initial
+    ranking; every DPP point labelled with its theta, every MMR point with its lambda."""
     ndcg, ild = f"NDCG@{k}", f"ILD@{k}"
-    points = {
-        name: ([r[ild] for r in result[name]], [r[ndcg] for r in result[name]])
-        for name in ("DPP", "MMR")
-    }
+    points, labels = {}, {}
+    for name, knob, symbol in (("DPP", "theta", "θ"), ("MMR", "lambda", "λ")):
+        key = f"{name} ({symbol} sweep)"
+        points[key] = ([r[ild] for r in result[name]], [r[ndcg] for r in result[name]])
+        labels[key] = [f"{symbol}={r[knob]:g}" for r in result[name]]
     points["initial ranking"] = ([result["initial"][ild]], [result["initial"][ndcg]])
+    return points, labels
+
+
+def plot(result: dict, tag: str, k: int = 10, path: Path | None = None) -> Path:
+    """NDCG@k against ILD@k for every sweep point (each labelled with its theta / lambda), plus
+    the initial ranking; `path` defaults to assets/DPP/tradeoff_<tag>.png."""
+    points, labels = tradeoff_points(result, k)
     return plot_scatter(
         points,
-        ROOT / "assets" / "DPP" / f"tradeoff_{tag}.png",
-        xlabel=ild,
-        ylabel=ndcg,
-        title=f"{tag}: DPP (theta sweep) vs MMR (lambda sweep)",
+        path or ROOT / "assets" / "DPP" / f"tradeoff_{tag}.png",
+        xlabel=f"ILD@{k} (diversity)",
+        ylabel=f"NDCG@{k} (relevance)",
+        title=f"{tag}: DPP (θ sweep) vs MMR (λ sweep), {result['n_lists']:,} lists",
+        point_labels=labels,
+        figsize=(8, 5.5),
     )
 
 
@@ -58,6 +78,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     add_common_args(p, epochs=3, batch_size=512, lr=3e-3)  # of the first-stage ranker
     p.add_argument("--replot", default=None, help="redraw from a saved tradeoff json and exit")
+    p.add_argument("--plot", metavar="PATH", default=None,
+                   help="where the figure goes (default assets/DPP/tradeoff_<data>.png)")
     p.add_argument("--candidates", type=positive_int, default=50)
     p.add_argument("--k", type=positive_int, default=10)
     p.add_argument("--similarity", choices=["category", "embedding", "mixed"], default="mixed")
@@ -69,9 +91,18 @@ def main(argv=None):
     if args.k > args.candidates:
         p.error(f"--k {args.k} is longer than the list: expected --k <= --candidates {args.candidates}")
     if args.replot:
-        saved = json.loads(Path(args.replot).read_text())
+        try:
+            saved = json.loads(Path(args.replot).read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"--replot {args.replot}: {e}; expected a tradeoff json that this "
+                            "module wrote (assets/DPP/results/tradeoff_<data>.json)") from None
         tag = Path(args.replot).stem.removeprefix("tradeoff_")
-        print(f"wrote {plot(saved, tag, args.k)}")
+        print(f"{saved['data']}, {saved['n_lists']:,} lists; initial ranking: "
+              + metric_line(saved["initial"]))
+        for name, knob in (("DPP", "theta"), ("MMR", "lambda")):
+            for r in saved[name]:
+                print(f"{name} {knob}={r[knob]:<5} " + metric_line(r))
+        print(f"wrote {plot(saved, tag, args.k, path=args.plot)}")
         return
     cpu_setup(args.threads)
     set_seed(args.seed)
@@ -128,13 +159,13 @@ def main(argv=None):
         m = evaluate(pos)
         curves["DPP"].append({"theta": theta, **m, "seconds": time.perf_counter() - t})
         print(
-            f"DPP theta={theta:<5} " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()), flush=True
+            f"DPP theta={theta:<5} " + metric_line(m), flush=True
         )
     for lam in args.lams:
         t = time.perf_counter()
         m = evaluate(run_mmr(lam))
         curves["MMR"].append({"lambda": lam, **m, "seconds": time.perf_counter() - t})
-        print(f"MMR lambda={lam:<5} " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()), flush=True)
+        print(f"MMR lambda={lam:<5} " + metric_line(m), flush=True)
 
     tag = "beauty" if "Beauty" in args.data else args.data.split(":")[0]
     result = {
@@ -144,7 +175,7 @@ def main(argv=None):
         "initial": base,
         **curves,
     }
-    png = plot(result, tag, args.k)
+    png = plot(result, tag, args.k, path=args.plot)
     out = ROOT / "assets" / "DPP" / "results" / f"tradeoff_{tag}.json"
     write_json_atomic(out, {**result, "wall_seconds": time.perf_counter() - t0})
     print(f"wrote {png} and {out} ({time.perf_counter() - t0:.0f} s)")

@@ -15,9 +15,10 @@
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/PRM/demo.py"
 #
-# The note's figure (self-attention over one test list; the same run plus one plot):
+# The note's figure (PRM trained on the ranker's top-10 lists; the test list where it moved a
+# clicked item up the most, before/after, and the self-attention among its 10 items; about 15 s):
 #
-#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/PRM/demo.py" \
+#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/PRM/demo.py" --candidates 10 \
 #         --plot-attention assets/PRM/attention_synthetic.png
 #
 # Save PRM and the ranker, then load them (training skipped, the same metrics; about 15 s) and
@@ -33,7 +34,9 @@
 
 # %%
 import argparse
+import collections
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -94,7 +97,9 @@ def parse_args(argv=None):
         "--plot-attention",
         metavar="PATH",
         default=None,
-        help="PNG: self-attention (block 1, mean over heads) over one test list",
+        help="PNG: one test list before/after PRM (the list where PRM moved a clicked item up "
+        "the most) and its self-attention (block 1, mean over heads); readable for short lists, "
+        "e.g. --candidates 10",
     )
     args = p.parse_args(argv)
     if args.k > args.candidates:
@@ -152,10 +157,102 @@ def attention_maps(model, **inputs) -> torch.Tensor:
     return torch.stack(maps)
 
 
-def short_label(data, item: int) -> str:
-    """The item's category (the bracket of its text on synthetic data), else its text, cut."""
-    text = RL.describe_item(data, item)
-    return text.rsplit("[", 1)[-1].rstrip("]") if "[" in text else text[:20]
+def most_moved_list(positions, labels) -> tuple[int, int, int, int]:
+    """The figure's list, by a rule: the list in which PRM moved a clicked item up the most.
+
+    positions: (U, N) PRM's order (initial positions, best first); labels: (U, N) clicks by initial
+    position. A clicked item's move is its initial position minus its position after PRM (> 0: up).
+    Returns (list u, initial position, PRM position) of that item and how many lists share that
+    largest move; ties go to the first list, then to the item ranked higher initially. Lists
+    without a click are never chosen (unless no list has one: then list 0, item 0).
+    """
+    positions, labels = np.asarray(positions), np.asarray(labels)
+    U, N = positions.shape
+    after = np.empty_like(positions)  # after[u, i]: PRM's position of initial position i
+    after[np.arange(U)[:, None], positions] = np.arange(N)[None]
+    move = np.where(labels > 0, np.arange(N)[None] - after, -N)  # (U, N) -N: not clicked
+    best = move.max(1)  # (U,)
+    u = int(best.argmax())  # argmax: the first list of the largest move
+    i = int(move[u].argmax())
+    return u, i, int(after[u, i]), int((best == best[u]).sum())
+
+
+def plot_list_attention(path, att, order, clicked, names, *, moved: int, title: str) -> None:
+    """Top: one list in the ranker's order and in PRM's order, a line per item (clicked items in
+    red, the moved item thick). Bottom: the self-attention among its items (row = item being
+    rescored, column = item it reads), coloured against the uniform weight 1/N, values in the
+    cells, the moved item's row boxed.
+
+    att: (N, N) weights by initial position; order: (N,) PRM's order (initial positions); clicked:
+    (N,) bool; names: N `Category · title` labels; moved: initial position of the item the figure
+    is about.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    N = len(order)
+    after = np.empty(N, dtype=int)
+    after[np.asarray(order)] = np.arange(N)
+    star = ["★ " if c else "" for c in clicked]
+    h_top = 0.42 * N + 1.2
+    fig, (ax, axa) = plt.subplots(
+        2, 1, figsize=(12, min(h_top + 0.6 * N + 2.4, 30)), dpi=100,
+        gridspec_kw={"height_ratios": [h_top, 0.6 * N + 2.4]},
+    )
+    for i in range(N):
+        colour = "tab:red" if clicked[i] else "0.35"
+        bold = "bold" if i == moved else "normal"
+        ax.plot([0, 1], [i, after[i]], color=colour, lw=3.0 if i == moved else 1.2, marker="o",
+                ms=5)
+        ax.text(-0.03, i, f"{star[i]}{i + 1}. {names[i]}", ha="right", va="center", fontsize=10,
+                color=colour, weight=bold)
+        ax.text(1.03, after[i], f"{after[i] + 1}. {names[i]}", ha="left", va="center",
+                fontsize=10, color=colour, weight=bold)
+    ax.set_xlim(-1.75, 2.75)
+    ax.set_ylim(N - 0.5, -1.2)
+    ax.axis("off")
+    ax.text(0, -1.0, "ranker's order", ha="center", fontsize=11, weight="bold")
+    ax.text(1, -1.0, "PRM's order", ha="center", fontsize=11, weight="bold")
+
+    lo, hi = float(att.min()), float(att.max())
+    norm = TwoSlopeNorm(vcenter=1 / N, vmin=min(lo, 1 / N - 1e-6), vmax=max(hi, 1 / N + 1e-6))
+    im = axa.imshow(att, cmap="RdBu_r", norm=norm)
+    cb = fig.colorbar(im, ax=axa, fraction=0.04, pad=0.02)
+    cb.set_label(f"attention weight (white = uniform 1/{N}; each row sums to 1)", fontsize=10)
+    short = [f"{star[i]}#{i + 1} {names[i].split(' · ')[0]}" for i in range(N)]
+    axa.set_xticks(range(N), short, rotation=40, ha="right", fontsize=10)
+    axa.set_yticks(range(N), short, fontsize=10)
+    for r in range(N if N <= 15 else 0):  # values in the cells: short lists only
+        for c in range(N):
+            dark = abs(norm(att[r, c]) - 0.5) > 0.3
+            axa.text(c, r, f"{att[r, c]:.3f}", ha="center", va="center", fontsize=9,
+                     color="white" if dark else "black")
+    axa.add_patch(plt.Rectangle((-0.5, moved - 0.5), N, 1, fill=False, ec="black", lw=2.5))
+    for labels in (axa.get_yticklabels(), axa.get_xticklabels()):
+        for i, t in enumerate(labels):
+            t.set_color("tab:red" if clicked[i] else "black")
+    axa.set_xlabel("key: the item read (initial rank)", fontsize=10)
+    axa.set_ylabel("query: the item being rescored", fontsize=10)
+    axa.set_title("self-attention among the list's items (block 1, mean over heads); "
+                  "boxed: the moved item's row", fontsize=10)
+    fig.suptitle(title + "\n★ / red = clicked; thick line = the clicked item PRM moved up most",
+                 fontsize=12)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def item_name(data, item: int) -> str:
+    """`Category · title` on synthetic data (the bracket of its text first), else its text, cut."""
+    text = RL.describe_item(data, item, width=80)
+    if "[" not in text:
+        return text[:30]
+    title, category = text.rsplit("[", 1)
+    return f"{category.rstrip(']')} · {title.strip()[:40]}"
 
 
 def to_dataset(lists, labels) -> TensorDictDataset:
@@ -336,25 +433,33 @@ def main(argv=None):
         data, test_l, pos, args.k, f"PRM top-{args.k} (label)", u=u, labels=y_test
     )
 
-    # -- what PRM reads: self-attention over this user's list (--plot-attention)
+    # -- what PRM does to one list and what it read to do it (--plot-attention): the list where
+    # PRM moved a clicked item up the most (a rule, `most_moved_list`), its lists and attention
     if args.plot_attention:
-        from Utils.plotting import plot_heatmap
-
-        one = {k: v[u : u + 1] for k, v in test_ds.tensors.items()}
+        u_fig, i_fig, to, n_tied = most_moved_list(pos, y_test)
+        show_reranked_list(
+            data, test_l, pos, args.k, f"PRM top-{args.k} (label)", u=u_fig, labels=y_test
+        )
+        one = {k: v[u_fig : u_fig + 1] for k, v in test_ds.tensors.items()}
         att = attention_maps(model, **inputs(one))[0, 0].cpu().numpy()  # block 1, (N, N)
-        labels = [
-            f"#{r + 1} {short_label(data, int(i))}" + (" *" if y_test[u, r] else "")
-            for r, i in enumerate(test_l["items"][u])
-        ]
-        plot_heatmap(
-            att,
-            args.plot_attention,
-            xlabels=labels,
-            ylabels=labels,
-            xlabel="key: item read (initial rank, category; * = clicked)",
-            ylabel="query: item being rescored",
-            title="PRM self-attention over one list (block 1, mean over heads)",
-            colorbar_label="attention weight",
+        items_fig = test_l["items"][u_fig]
+        names = [item_name(data, int(i)) for i in items_fig]
+        print(
+            f"\nfigure: list {u_fig} (user {data.user_raw[int(test_l['user'][u_fig])]}), the "
+            f"largest upward move of a clicked item: #{i_fig + 1} {names[i_fig]} -> {to + 1} "
+            f"({i_fig - to} places; {n_tied} of {U:,} lists have a move that large, "
+            "the first is shown)"
+        )
+        if all(" · " in n for n in names):  # synthetic: the category mix the click model sees
+            mix = collections.Counter(n.split(" · ")[0] for n in names).most_common()
+            print("categories in the list: " + ", ".join(f"{c} {n}" for c, n in mix))
+        print(f"attention of #{i_fig + 1} (its row; uniform = {1 / len(att):.3f}):")
+        for j in np.argsort(-att[i_fig]):
+            star = " (clicked)" if y_test[u_fig, j] else ""
+            print(f"   {att[i_fig, j]:.3f}  #{j + 1} {names[j]}{star}")
+        plot_list_attention(
+            args.plot_attention, att, pos[u_fig], y_test[u_fig] > 0, names, moved=i_fig,
+            title=f"PRM on one test list of {len(att)} items: what moved, and what it read",
         )
         print(f"saved {args.plot_attention}")
 
