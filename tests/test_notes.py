@@ -361,3 +361,18 @@ def test_an_excerpt_that_elides_the_hard_lines_is_refused(tmp_path, monkeypatch)
             + head + "a = x @ y\nb = a.softmax(-1)\nc = b * y\n```\n")
     nc.check_excerpts(rep, tmp_path / "README.md", text, minimum=1, section=None)
     assert rep.problems == []
+
+
+def test_results_rule_allows_one_headline_table_of_five_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(nc, "ROOT", tmp_path)
+    head = "| run | NDCG@10 |\n|---|---|\n"
+
+    def problems(results):
+        rep = nc.Report(tmp_path / "README.md")
+        nc.check_headline_table(rep, "## Results\n\n" + results + "\n## References\n")
+        return rep.problems
+
+    five = head + "".join(f"| r{i} | 0.1 |\n" for i in range(5))
+    assert problems(five) == []
+    assert any("6 rows" in p for p in problems(five + "| r5 | 0.1 |\n"))
+    assert any("2 tables" in p for p in problems(five + "\ntext\n\n" + head + "| x | 0.2 |\n"))

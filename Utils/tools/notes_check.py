@@ -57,6 +57,7 @@ STAGES = ("Recall", "Ranking", "Re-ranking")
 TEMPLATE = ("Problem", "Idea", "Architecture", "Maths", "From paper to code", "Training and serving",
             "Deviations from the paper", "Results", "References")
 RESULTS_MAX_SHARE = 0.25
+HEADLINE_MAX_ROWS = 5  # ours, the paper, the strongest peer measured here, the baseline (+ one)
 # Words about how the work was organised: banned everywhere, lab logs included.
 ORGANISATION = re.compile(r"\bissues?\b|\btarget\s+met\b|\bstretch\b", re.IGNORECASE)
 # ... and lab-notebook words, banned from the notes and overviews (a lab log is a dated record of runs, where
@@ -423,6 +424,26 @@ def check_results_share(rep: Report, text: str) -> None:
                         f"at most {RESULTS_MAX_SHARE:.0%}: move the rest to the lab log")
 
 
+def check_headline_table(rep: Report, text: str) -> None:
+    """Results holds one headline table of at most HEADLINE_MAX_ROWS rows; the rest is the lab log's."""
+    if not any(h == "Results" for h, _, _ in sections(text)):
+        return
+    first, sec = section_text(text, "Results")
+    tables, rows, start = [], 0, None
+    for k, ln in enumerate(sec.splitlines() + [""]):
+        if ln.lstrip().startswith("|"):
+            rows, start = rows + 1, start if start is not None else first + k
+        elif rows:
+            tables.append((start, rows - 2))  # less the header and the |---| line
+            rows, start = 0, None
+    if len(tables) > 1:
+        rep.add(tables[1][0], f"Results has {len(tables)} tables; one headline table, the rest in the lab log")
+    for line, n in tables:
+        if n > HEADLINE_MAX_ROWS:
+            rep.add(line, f"the headline table has {n} rows; at most {HEADLINE_MAX_ROWS}: move the rest to "
+                          "the lab log")
+
+
 def check_words(rep: Report, text: str, banned: re.Pattern = BANNED) -> None:
     """Report each match of `banned` at the line it starts on (a phrase may run over a line break)."""
     for m in banned.finditer(text):
@@ -539,6 +560,7 @@ def check_note(note: Path) -> Report:
     check_maths(rep, text)
     check_displays_once(rep, text)
     check_results_share(rep, text)
+    check_headline_table(rep, text)
     check_words(rep, text)
     first, res = section_text(text, "Results")
     check_numbers(rep, res, first, note.parent.name)
