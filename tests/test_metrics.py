@@ -116,3 +116,20 @@ def test_ild_and_coverage():
     vec = np.array([[0, 0], [1, 0], [1, 0], [0, 1], [-1, 0]], dtype=float)
     assert M.ild(np.array([[1, 3]]), item_vectors=vec) == pytest.approx(1.0)
     assert M.ild(np.array([[1, 2]]), item_vectors=vec) == pytest.approx(0.0)
+
+
+def test_list_metrics_normalise_by_every_relevant_candidate_not_only_the_shown_ones():
+    """A re-ranker shows n of its m candidates: NDCG's ideal DCG and Recall's denominator come from all
+    m (`ideal`, `n_relevant`), so a relevant candidate left out of the shown list costs both metrics."""
+    # the shown list holds one of the user's two positives (at rank 1); the other was not shown
+    shown, every = np.array([[1, 0, 0]]), np.array([[1, 0, 0, 1, 0]])
+    ideal_dcg = 1.0 + 1.0 / np.log2(3.0)
+    assert M.ndcg_at_k_lists(shown, 2, ideal=every) == pytest.approx(1.0 / ideal_dcg, abs=1e-12)
+    assert M.recall_at_k_lists(shown, 2, n_relevant=np.array([2])) == pytest.approx(0.5)
+    # both positives shown, at ranks 1 and 3, k = 2: one found, the ideal puts both in the top 2
+    both = np.array([[1, 0, 1, 0]])
+    assert M.ndcg_at_k_lists(both, 2) == pytest.approx(1.0 / ideal_dcg, abs=1e-12)
+    assert M.recall_at_k_lists(both, 2) == pytest.approx(0.5)
+    # the defaults read the shown list itself
+    assert M.ndcg_at_k_lists(shown, 2) == pytest.approx(1.0)
+    assert M.recall_at_k_lists(shown, 2) == pytest.approx(1.0)
