@@ -143,7 +143,7 @@ def show_reranked_list(data, lists: dict, positions, k: int, label: str, *, u: i
 
 
 # --------------------------------------------------------------------------------------------------
-# --save / --load / --recommend, shared by the MMR, DPP and PRM demos
+# --save / --load / --recommend, shared by the MMR, DPP, PRM and Calibration demos
 # --------------------------------------------------------------------------------------------------
 
 
@@ -171,7 +171,7 @@ def check_output_paths(args) -> None:
     check_save_path(getattr(args, "save", None), args.overwrite)
 
 
-RERANK_DEMOS = ("MMR", "DPP", "PRM")  # their files hold the same first-stage ranker
+RERANK_DEMOS = ("MMR", "DPP", "PRM", "Calibration")  # their files hold the same first-stage ranker
 
 
 def save_rerank(path: str, *, scorer, data, reranker: str, settings: dict, overwrite: bool = False,
@@ -190,7 +190,7 @@ def save_rerank(path: str, *, scorer, data, reranker: str, settings: dict, overw
 
 def load_rerank(path: str, *, data, reranker: str):
     """(first-stage ranker, payload) from a `save_rerank` file; payload["models"]["model"] holds
-    PRM's weights and config for a PRM file. An MMR or DPP demo reads any re-ranking demo's file
+    PRM's weights and config for a PRM file. An MMR, DPP or Calibration demo reads any re-ranking demo's file
     (it needs the ranker only); PRM needs a PRM file. A file for other data (other item ids) is a
     DataError."""
     from Utils.loops import first_stage as FS

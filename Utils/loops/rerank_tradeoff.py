@@ -74,6 +74,35 @@ def plot(result: dict, tag: str, k: int = 10, path: Path | None = None) -> Path:
     )
 
 
+def first_stage(args, *, demo: str):
+    """(data, candidate lists, item features) of the trade-off runs: the first-stage ranker trained
+    with args.epochs / batch_size / lr / seed, its top args.candidates test lists, and the item
+    features of args.similarity. The calibration sweep (`Utils.loops.calibration_tradeoff`) calls
+    it with the same arguments, so both modules re-rank the same lists."""
+    data = Datasets.load(args.data, expect="interactions", demo=demo)
+    if not RL.has_categories(data):
+        raise DataError(f"{args.data}: the trade-off needs item categories or attributes (ILD, "
+                        "calibration); expected data with them (e.g. a seqtxt file with its "
+                        "*_item2attributes.json beside it)")
+    split = Datasets.leave_one_out(data)
+    scorer = FS.train_scorer(split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             seed=args.seed)
+    lists = FS.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
+    feats = FS.similarity_features(args.similarity, data, scorer)
+    return data, lists, feats
+
+
+def mmr_positions(mmr, scores, feats, items, *, lam: float, k: int, chunk: int) -> np.ndarray:
+    """MMR's picks (U, k) for every list: `scores` (U, N) min-max float64, `feats` the item
+    features, `items` (U, N) the candidate ids; `chunk` lists at a time."""
+    model = mmr.MMRReranker(lam=lam, max_length=k)
+    out = [
+        model(scores=scores[s : s + chunk], item_vectors=feats[items[s : s + chunk]].double())
+        for s in range(0, len(items), chunk)
+    ]
+    return torch.cat(out).numpy()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     add_common_args(p, epochs=3, batch_size=512, lr=3e-3)  # of the first-stage ranker
@@ -112,16 +141,7 @@ def main(argv=None):
     mmr = load_model_file(model_dir("Re-ranking", "MMR") / "model.py", "mmr_model")
 
     t0 = time.perf_counter()
-    data = Datasets.load(args.data, expect="interactions", demo="the DPP-vs-MMR trade-off")
-    if not RL.has_categories(data):
-        raise DataError(f"{args.data}: the trade-off plots NDCG against ILD, which needs item "
-                        "categories or attributes; expected data with them (e.g. a seqtxt file with "
-                        "its *_item2attributes.json beside it)")
-    split = Datasets.leave_one_out(data)
-    scorer = FS.train_scorer(split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             seed=args.seed)
-    lists = FS.candidate_lists(split, scorer, stage="test", n_candidates=args.candidates)
-    feats = FS.similarity_features(args.similarity, data, scorer)
+    data, lists, feats = first_stage(args, demo="the DPP-vs-MMR trade-off")
     cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
     U = len(lists["items"])
     ones = np.ones(U)
@@ -139,17 +159,6 @@ def main(argv=None):
             n_relevant=ones,
         )
 
-    def run_mmr(lam):
-        model = mmr.MMRReranker(lam=lam, max_length=args.k)
-        out = [
-            model(
-                scores=scores[s : s + args.chunk],
-                item_vectors=feats[items[s : s + args.chunk]].double(),
-            )
-            for s in range(0, U, args.chunk)
-        ]
-        return torch.cat(out).numpy()
-
     base = evaluate(initial_positions(U, args.k))
     print(f"initial ranking: {base}")
     curves = {"DPP": [], "MMR": []}
@@ -163,7 +172,7 @@ def main(argv=None):
         )
     for lam in args.lams:
         t = time.perf_counter()
-        m = evaluate(run_mmr(lam))
+        m = evaluate(mmr_positions(mmr, scores, feats, items, lam=lam, k=args.k, chunk=args.chunk))
         curves["MMR"].append({"lambda": lam, **m, "seconds": time.perf_counter() - t})
         print(f"MMR lambda={lam:<5} " + metric_line(m), flush=True)
 
