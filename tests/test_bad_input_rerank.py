@@ -1,4 +1,4 @@
-"""Bad input to the re-ranking demos (MMR, DPP, PRM) and their models: every case ends in one line
+"""Bad input to the re-ranking demos (MMR, DPP, PRM, Calibration) and their models: every case ends in one line
 `error: <what was wrong, what was expected>` with exit status 2, no traceback and no partial output
 file; every model guard is a ValueError naming the argument and the allowed range.
 
@@ -23,7 +23,8 @@ from tests.conftest import ROOT, load_module
 from Utils.io import INPUT_ERRORS
 from Utils.loops import first_stage as FS
 
-DEMOS = {name: f"Classic Models/Re-ranking/{name}/demo.py" for name in ("MMR", "DPP", "PRM")}
+DEMOS = {name: f"Classic Models/Re-ranking/{name}/demo.py"
+         for name in ("MMR", "DPP", "PRM", "Calibration")}
 
 
 def demo_module(name: str):
@@ -58,6 +59,8 @@ FAST = {
     "DPP": ["--epochs", "1", "--candidates", "20", "--k", "5", "--sweep", "0.5", "--threads", "1"],
     "PRM": ["--epochs", "2", "--ranker-epochs", "1", "--candidates", "20", "--k", "5",
             "--d-model", "8", "--heads", "2", "--threads", "1"],
+    "Calibration": ["--epochs", "1", "--candidates", "20", "--k", "5", "--sweep", "0.5",
+                    "--threads", "1"],
 }
 
 
@@ -188,6 +191,16 @@ CASES = [
     ("PRM", ["--data", "seqtxt:{tiny}", "--load", "{mmr_ckpt}"], "no PRM weights"),
     ("DPP", ["--data", "seqtxt:{other}", "--load", "{mmr_ckpt}"], "trained on"),
     ("MMR", ["--data", "seqtxt:{tiny}", "--out", "{existing}/r.json"], "is a file"),
+    # Calibration: its knobs, data without categories, a file of another re-ranking demo
+    ("Calibration", ["--lam", "1.5"], "--lam"),
+    ("Calibration", ["--alpha", "0"], "--alpha"),
+    ("Calibration", ["--alpha", "2"], "--alpha"),
+    ("Calibration", ["--half-life", "0"], "--half-life"),
+    ("Calibration", ["--sweep", "0.5,-1"], "--sweep"),
+    ("Calibration", ["--k", "21", "--candidates", "20"], "--k 21"),
+    ("Calibration", ["--data", "seqtxt:{ids_only}"], "needs item categories"),
+    ("Calibration", ["--data", "seqtxt:{tiny}", "--load", "{garbage}"], "not a checkpoint"),
+    ("Calibration", ["--data", "seqtxt:{other}", "--load", "{mmr_ckpt}"], "trained on"),
 ]
 
 
@@ -400,7 +413,76 @@ NON_FINITE_AND_RANGE_CASES = [
     ("PRM dropout 1", lambda: _prm().PRM(feature_dim=4, dropout=1.0),
      "dropout must be in [0, 1), got 1.0"),
 ]
-TENSOR_CASES += NON_FINITE_AND_RANGE_CASES
+
+
+def _cal():
+    return load_module("Classic Models/Re-ranking/Calibration/model.py", "calibration_model")
+
+
+Q253 = torch.full((2, 5, 3), 1 / 3)  # (B, N, G) q(g|i), uniform
+H243 = torch.full((2, 4, 3), 1 / 3)  # (B, L, G) history q(g|i)
+
+
+def _calibrate(max_length=3, **kw):
+    args = {"scores": S25, "item_categories": Q253, "history_categories": H243} | kw
+    return _cal().CalibratedReranker(max_length=max_length)(**args)
+
+
+CALIBRATION_CASES = [
+    ("Calibration NaN score", lambda: _calibrate(scores=_with(S25, (1, 2), NAN)),
+     "scores: list 1 is not finite (nan at scores[1, 2]); expected finite relevance scores"),
+    ("Calibration -inf score", lambda: _calibrate(scores=_with(S25, (0, 1), -INF)),
+     "(exclude a candidate with valid=False, not -inf)"),
+    ("Calibration NaN category", lambda: _calibrate(item_categories=_with(Q253, (1, 3, 2), NAN)),
+     "item_categories: list 1 is not finite (nan at item_categories[1, 3, 2])"),
+    ("Calibration no candidates", lambda: _calibrate(
+        scores=torch.rand(2, 0), item_categories=torch.rand(2, 0, 3)),
+     "the candidate lists are empty (N = 0); expected at least 1 candidate"),
+    ("Calibration list shorter than k", lambda: _cal().CalibratedReranker()(
+        scores=S25, item_categories=Q253, history_categories=H243),
+     "max_length must be in 1..5 (the list length N), got 10: pass at least max_length"),
+    ("Calibration unknown category id", lambda: _cal().category_distribution(
+        torch.tensor([[[1, 2], [7, 0]]]), n_categories=5),
+     "category_ids: id 7 at [0, 1, 0] is an unknown category; expected ids in 0..5"),
+    ("Calibration negative category id", lambda: _cal().category_distribution(
+        torch.tensor([[[-1]]]), n_categories=5), "expected ids in 0..5"),
+    ("Calibration float ids", lambda: _cal().category_distribution(
+        torch.tensor([[[1.0]]]), n_categories=5), "category_ids must be an integer tensor"),
+    ("Calibration item row not summing to 1", lambda: _calibrate(
+        item_categories=_with(Q253, (1, 4, 0), 0.9)),
+     "item_categories: list 1, candidate [4] does not sum to 1"),
+    ("Calibration negative item row", lambda: _calibrate(
+        item_categories=torch.tensor([0.5, 0.7, -0.2]).expand(2, 5, 3).clone()),
+     "item_categories: list 0, candidate [0] has a negative entry"),
+    ("Calibration history row not summing to 1", lambda: _calibrate(
+        history_categories=_with(H243, (0, 2, 1), 0.0)),
+     "history_categories: list 0, history item [2] does not sum to 1"),
+    ("Calibration history without categories", lambda: _calibrate(
+        history_categories=_with(H243, (1,), 0.0)),
+     "history_categories: list 1 has no history item with a category"),
+    ("Calibration negative history weight", lambda: _calibrate(
+        history_weights=_with(torch.ones(2, 4), (0, 1), -1.0)), "a weight is negative"),
+    ("Calibration target not a distribution", lambda: _cal().calibrated_greedy(
+        relevance=S25, item_categories=Q253, target=torch.tensor([[0.5, 0.5, 0.5]] * 2), lam=0.5,
+        alpha=0.01, max_length=2), "target: list 0, row [0] does not sum to 1"),
+    ("Calibration valid not bool", lambda: _calibrate(valid=torch.ones(2, 5, dtype=torch.long)),
+     "valid must be (B, N) = (2, 5) bool, got (2, 5) torch.int64"),
+    ("Calibration history of another width", lambda: _calibrate(
+        history_categories=torch.full((2, 4, 4), 0.25)), "history_categories must be (B, L, G)"),
+    ("Calibration lambda > 1", lambda: _cal().CalibratedReranker(lam=1.5),
+     "lam must be in [0, 1], got 1.5"),
+    ("Calibration lambda < 0", lambda: _cal().CalibratedReranker(lam=-0.1),
+     "lam must be in [0, 1], got -0.1"),
+    ("Calibration lambda NaN", lambda: _cal().CalibratedReranker(lam=NAN),
+     "lam must be in [0, 1], got nan"),
+    ("Calibration alpha 0", lambda: _cal().CalibratedReranker(alpha=0.0),
+     "alpha must be in (0, 1] (the paper: 0.01), got 0.0"),
+    ("Calibration half_life 0", lambda: _cal().CalibratedReranker(half_life=0.0),
+     "half_life must be > 0 items (or None), got 0.0"),
+    ("Calibration max_length float", lambda: _cal().CalibratedReranker(max_length=2.5),
+     "max_length must be >= 1 (an integer), got 2.5"),
+]
+TENSOR_CASES += NON_FINITE_AND_RANGE_CASES + CALIBRATION_CASES
 
 
 @pytest.mark.parametrize("name,call,words", TENSOR_CASES, ids=[c[0] for c in TENSOR_CASES])

@@ -358,3 +358,39 @@ def test_the_trade_off_loop_scores_lists_with_the_models_metric():
         q0 = one_hot([ids[lists["items"][u, j], 0] for j in range(4)], G).mean(0)
         assert kl0[u] == pytest.approx(np_kl(p, q0), abs=1e-9)
     assert kl.mean() <= kl0.mean()  # lambda = 0.8 calibrates better than the initial order
+
+
+def test_demo_save_then_load_gives_identical_metrics_and_shows_the_mixes(tmp_path, capsys):
+    from tests.test_bad_input_rerank import FAST, result_of, run_demo, write_seqtxt
+
+    data = ["--data", f"seqtxt:{write_seqtxt(tmp_path / 'd')}"]
+    ckpt, png = tmp_path / "cal.pt", tmp_path / "mix.png"
+    code, out, err = run_demo("Calibration", [*FAST["Calibration"], *data, "--save", str(ckpt),
+                                              "--plot-mix", str(png)], capsys)
+    assert code == 0 and ckpt.is_file() and png.is_file(), err[-2000:]
+    first = result_of(out)
+    assert set(first["metrics"]) == {"NDCG@5", "Recall@5", "ILD@5", "Coverage@5", "C_KL@5"}
+    assert first["baseline"]["name"] == "initial ranking" and "history p(g|u)" in out
+    code, out, err = run_demo("Calibration", [*FAST["Calibration"], *data, "--load", str(ckpt),
+                                              "--recommend", "7"], capsys)
+    assert code == 0, err[-2000:]
+    again = result_of(out)
+    assert again["metrics"] == first["metrics"] and again["sweep"] == first["sweep"]
+    assert again["loaded"] == str(ckpt) and "user 7 " in out and "calibrated top-5" in out
+
+
+def test_the_demos_user_mix_is_eq_1_and_2_of_the_shown_lists():
+    from tests.test_bad_input_rerank import demo_module
+
+    demo = demo_module("Calibration")
+    ids = np.array([[0], [1], [2], [3], [1], [2]])  # items 1..5 with categories 1, 2, 3, 1, 2
+    lists = {"items": np.array([[1, 4, 2, 5, 3]]), "history": np.array([[0, 1, 1, 2]]),
+             "init_scores": np.array([[0.9, 0.8, 0.7, 0.6, 0.5]])}
+    mix = demo.user_mixes(cal, lists, ids, 3, 0, np.array([0, 1]), np.array([0, 2]), alpha=ALPHA,
+                          half_life=None)
+    np.testing.assert_allclose(mix["p"], [0, 2 / 3, 1 / 3, 0])  # two items of 1, one of 2
+    np.testing.assert_allclose(mix["before"], [0, 1, 0, 0])  # items 1 and 4: both category 1
+    np.testing.assert_allclose(mix["after"], [0, 0.5, 0.5, 0])  # items 1 and 2
+    assert mix["kl_before"] == pytest.approx(np_kl(mix["p"], mix["before"]))
+    assert mix["kl_after"] == pytest.approx(np_kl(mix["p"], mix["after"]))
+    assert mix["kl_after"] < mix["kl_before"]

@@ -3,7 +3,7 @@ serving call that runs in eval mode without touching the caller's train/eval mod
 (recall: scores and items, padding and seen items left out) or `predict` (ranking: probabilities).
 
 Each model file is copied ALONE into an empty folder and imported from there as `model`, as a user
-would. One subprocess runs every model (one `import torch` instead of 17), each from its own folder
+would. One subprocess runs every model (one `import torch` instead of 18), each from its own folder
 with the repository nowhere on its path; the parametrised tests read its per-model verdicts.
 """
 
@@ -200,6 +200,16 @@ SPECS: dict[str, tuple[str, str, str]] = {
         run = lambda mdl: mdl(scores=scores, item_vectors=vectors)
         def extra(model, loaded, folder):
             assert loaded.config == model.config
+    """),
+    "Calibration": ("Re-ranking", "rerank", """
+        model = m.CalibratedReranker(lam=0.6, max_length=4, half_life=2.0)
+        scores = torch.rand(2, 8)
+        items = m.category_distribution(torch.randint(1, 5, (2, 8, 2)), n_categories=4)
+        history = m.category_distribution(torch.randint(0, 5, (2, 6, 2)), n_categories=4)
+        history[:, -1] = items[:, 0]  # every history holds an item with a category
+        run = lambda mdl: mdl(scores=scores, item_categories=items, history_categories=history)
+        def extra(model, loaded, folder):
+            assert loaded.config == model.config and loaded.config.half_life == 2.0
     """),
     "PRM": ("Re-ranking", "rerank", """
         model = m.PRM(feature_dim=6, pv_dim=3, max_len=8, d_model=8, n_heads=2, n_blocks=1,
@@ -412,6 +422,7 @@ MAIN_CLASSES = {  # folder -> (main classes, config class)
     "Re-ranking/MMR": (("MMRReranker",), "MMRConfig"),
     "Re-ranking/DPP": (("DPPReranker",), "DPPConfig"),
     "Re-ranking/PRM": (("PRM",), "PRMConfig"),
+    "Re-ranking/Calibration": (("CalibratedReranker",), "CalibrationConfig"),
 }
 
 
@@ -446,6 +457,7 @@ OVERRIDES = {  # folder -> (config keywords, one override)
     "Re-ranking/MMR": ({}, {"lam": 0.3}),
     "Re-ranking/DPP": ({}, {"theta": 0.3}),
     "Re-ranking/PRM": ({"feature_dim": 4}, {"d_model": 8}),
+    "Re-ranking/Calibration": ({}, {"lam": 0.3}),
 }
 
 
@@ -481,6 +493,7 @@ NO_DIM = {  # folder -> why its config has no field `dim`
                       "encoder width, not an id embedding's",
     "Re-ranking/MMR": "no embeddings: it re-ranks given scores and item vectors",
     "Re-ranking/DPP": "no embeddings: it re-ranks given scores and item vectors",
+    "Re-ranking/Calibration": "no embeddings: it re-ranks given scores and category distributions",
 }
 
 
@@ -558,6 +571,8 @@ NO_ID_VOCABULARY = {  # folder -> why VOCAB_CASES has no row for it
     "Re-ranking/PRM": "it reads given feature vectors, not ids",
     "Re-ranking/MMR": "no embeddings",
     "Re-ranking/DPP": "no embeddings",
+    "Re-ranking/Calibration": "category ids enter only through category_distribution(ids, n_categories), "
+                              "a helper: the re-ranker reads distributions, it has no id table",
 }
 
 

@@ -117,14 +117,24 @@ def user_mixes(cal, lists, ids, n_categories, u: int, before, after, *, alpha, h
     return out
 
 
-def print_mixes(mix: dict, names: list[str], top: int = 8) -> None:
-    """The history's mix and both lists' mixes, one category per line (the largest shares first)."""
-    order = np.argsort(-(mix["p"] + 1e-3 * (mix["before"] + mix["after"])))
-    shown = [g for g in order if mix["p"][g] + mix["before"][g] + mix["after"][g] > 0][:top]
+def shown_categories(mix: dict, top: int) -> list[int]:
+    """The categories of any of the three mixes, the history's largest shares first."""
+    order = np.argsort(-(mix["p"] + 1e-3 * (mix["before"] + mix["after"])), kind="stable")
+    return [int(g) for g in order if mix["p"][g] + mix["before"][g] + mix["after"][g] > 0][:top]
+
+
+def print_mixes(mix: dict, names: list[str], top: int = 8) -> dict:
+    """The history's mix and both lists' mixes, one category per line (the largest shares first);
+    returns them as a dict for the RESULT json."""
+    shown = shown_categories(mix, top)
     print(f"\n{'category':28s} history p(g|u)  initial q(g|u)  calibrated q(g|u)")
     for g in shown:
-        print(f"{names[g][:28]:28s} {mix['p'][g]:14.2f}  {mix['before'][g]:14.2f}  {mix['after'][g]:17.2f}")
+        print(f"{names[g][:28]:28s} {mix['p'][g]:14.2f}  {mix['before'][g]:14.2f}  "
+              f"{mix['after'][g]:17.2f}")
     print(f"C_KL: initial top-k {mix['kl_before']:.3f}, calibrated top-k {mix['kl_after']:.3f}")
+    return {"categories": [names[g] for g in shown],
+            **{key: [round(float(mix[key][g]), 4) for g in shown] for key in ("p", "before", "after")},
+            "kl_before": mix["kl_before"], "kl_after": mix["kl_after"]}
 
 
 def plot_mix(path, mix: dict, names: list[str], *, lam: float, top: int = 12) -> None:
@@ -134,8 +144,7 @@ def plot_mix(path, mix: dict, names: list[str], *, lam: float, top: int = 12) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = np.argsort(-(mix["p"] + 1e-3 * (mix["before"] + mix["after"])))
-    shown = [g for g in order if mix["p"][g] + mix["before"][g] + mix["after"][g] > 0][:top]
+    shown = shown_categories(mix, top)
     x = np.arange(len(shown))
     fig, ax = plt.subplots(figsize=(max(7, 0.8 * len(shown) + 3), 4.5), dpi=120)
     bars = (("history p(g|u), Eq. (1)", "p", "tab:gray"),
@@ -206,7 +215,7 @@ def main(argv=None):
     show_reranked_list(data, lists, positions, args.k,
                        f"calibrated top-{args.k} (lambda={args.lam})", u=u)
     mix = user_mixes(cal, lists, ids, n_categories, u, np.arange(args.k), positions[u], **knobs)
-    print_mixes(mix, names)
+    example = {"user": str(data.user_raw[int(lists["user"][u])]), **print_mixes(mix, names)}
     if args.plot_mix:
         plot_mix(args.plot_mix, mix, names, lam=args.lam)
 
@@ -246,6 +255,7 @@ def main(argv=None):
         lam=args.lam,
         sweep=sweep,
         n_lists=U,
+        example=example,
         **({"loaded": args.load} if args.load else {}),
     )
 
