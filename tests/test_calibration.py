@@ -33,18 +33,20 @@ def np_objective(p, Q, s, subset, lam, alpha=ALPHA) -> float:
 
 
 def np_log_sum(p, Q, s, subset, lam, alpha=ALPHA) -> float:
-    """g(I) = (1 - lam) s(I) + lam sum_g p_g log sum_{i in I} m_i(g), m_i = (1 - alpha) q_i + alpha p:
-    the modular relevance plus a concave function of modular sums (the submodular form)."""
+    """F(I) = (1 - lam) s(I) + lam sum_g p_g log sum_{i in I} m_i(g), m_i = (1 - alpha) q_i + alpha p:
+    a modular term plus concave functions of modular sums (the note's submodular form)."""
     subset = list(subset)
     m = (1 - alpha) * Q[subset] + alpha * p
     sup = p > 0
-    return (1 - lam) * float(s[subset].sum()) + lam * float(np.sum(p[sup] * np.log(m[:, sup].sum(0))))
+    log_sums = float(np.sum(p[sup] * np.log(m[:, sup].sum(0))))
+    return (1 - lam) * float(s[subset].sum()) + lam * log_sums
 
 
 def greedy(p, Q, s, lam, k, alpha=ALPHA) -> list[int]:
-    return cal.calibrated_greedy(relevance=torch.tensor(s)[None], item_categories=torch.tensor(Q)[None],
-                                 target=torch.tensor(p)[None], lam=lam, alpha=alpha,
-                                 max_length=k)[0].tolist()
+    picks = cal.calibrated_greedy(relevance=torch.tensor(s)[None],
+                                  item_categories=torch.tensor(Q)[None],
+                                  target=torch.tensor(p)[None], lam=lam, alpha=alpha, max_length=k)
+    return picks[0].tolist()
 
 
 def random_case(rng, n=None, g=None, lam=None):
@@ -205,8 +207,8 @@ def test_greedy_finds_the_brute_force_optimum_on_a_two_category_user():
 
 
 def test_the_log_of_sums_form_is_monotone_and_submodular():
-    """g(I) = (1 - lam) s(I) + lam sum_g p_g log sum_{i in I} m_i(g) with s >= 0: adding an item never
-    lowers g, and it adds less to a larger set (diminishing returns), on random sets A < B."""
+    """F(I) = (1 - lam) s(I) + lam sum_g p_g log sum_{i in I} m_i(g) with s >= 0: adding an item
+    never lowers F, and it adds less to a larger set (diminishing returns), on random sets A < B."""
     rng = np.random.default_rng(6)
     for _ in range(300):
         p, Q, s, lam = random_case(rng, n=8)
@@ -243,9 +245,9 @@ def test_on_lists_of_one_length_the_kl_form_is_the_submodular_form_plus_a_consta
 
 
 def test_greedy_meets_the_bound_that_holds_and_is_often_optimal():
-    """g is monotone submodular but g(empty set) = -inf, so the classic (1 - 1/e) bound cannot start
-    from the empty list. It holds from the first pick x1 on: g(G) - g(x1) >= (1 - 1/e)(1 - 1/k)
-    (g(opt) - g(x1)) (greedy on the normalised g'(S) = g(S + x1) - g(x1), whose best (k-1)-set keeps
+    """F is monotone submodular but F(empty set) = -inf, so the classic (1 - 1/e) bound cannot start
+    from the empty list. It holds from the first pick x1 on: F(G) - F(x1) >= (1 - 1/e)(1 - 1/k)
+    (F(opt) - F(x1)) (greedy on the normalised F'(S) = F(S + x1) - F(x1), whose best (k-1)-set keeps
     (k-1)/k of the optimum's gain). Checked against brute force on random small lists."""
     rng = np.random.default_rng(8)
     optimal = 0
@@ -265,8 +267,8 @@ def test_greedy_meets_the_bound_that_holds_and_is_often_optimal():
 
 def test_the_plain_reading_of_the_bound_fails_on_a_small_case():
     """(f(G) - f_min) / (f(opt) - f_min) >= 1 - 1/e, f = Eq. (6) over the k-sets, is NOT guaranteed.
-    Two mixed items near the user's mix and two pure ones: the greedy takes the mixed item first (the
-    safest single item), then cannot reach the optimum, which pairs the two pure items."""
+    Two mixed items near the user's mix and two pure ones: the greedy takes the mixed item first
+    (the safest single item), then cannot reach the optimum, which pairs the two pure items."""
     Q = np.array([[0.44, 0.56], [0.30, 0.70], [1.0, 0.0], [0.0, 1.0]])  # q(g|i), two categories
     p = np.array([0.36, 0.64])
     s = np.array([0.19, 0.29, 0.58, 0.61])
@@ -301,7 +303,8 @@ def test_batched_lists_equal_one_at_a_time_and_padding_is_never_picked():
         shown = batch[b][batch[b] >= 0]
         assert bool(valid[b, shown].all()) and len(set(shown.tolist())) == len(shown)
     assert batch[0, 8:].tolist() == [-1, -1] and bool((batch[0, :8] >= 0).all())
-    assert model(scores=scores[:0], item_categories=Q[:0], history_categories=hist[:0]).shape == (0, k)
+    empty = model(scores=scores[:0], item_categories=Q[:0], history_categories=hist[:0])
+    assert empty.shape == (0, k)
 
 
 def test_the_reranker_uses_eq_1_for_its_target():
@@ -313,8 +316,8 @@ def test_the_reranker_uses_eq_1_for_its_target():
     model = cal.CalibratedReranker(lam=0.7, max_length=6, half_life=1.5)
     w = cal.recency_weights(torch.ones(3, 6, dtype=torch.bool), 1.5).double()
     p = cal.history_distribution(hist, w)
-    want = cal.calibrated_greedy(relevance=scores, item_categories=Q, target=p, lam=0.7, alpha=ALPHA,
-                                 max_length=6)
+    want = cal.calibrated_greedy(relevance=scores, item_categories=Q, target=p, lam=0.7,
+                                 alpha=ALPHA, max_length=6)
     assert torch.equal(model(scores=scores, item_categories=Q, history_categories=hist), want)
     # explicit weights replace the recency weights
     assert torch.equal(model(scores=scores, item_categories=Q, history_categories=hist,
@@ -330,7 +333,7 @@ def test_keyword_overrides_leave_the_callers_config_alone(tmp_path):
     assert cal.CalibratedReranker.load(str(tmp_path / "m.pt")).config == model.config
 
 
-# -- the loop and the demo compute what the model computes ------------------------------------------
+# -- the loop and the demo compute what the model computes ----------------------------------------
 
 
 def test_the_trade_off_loop_scores_lists_with_the_models_metric():
@@ -340,7 +343,8 @@ def test_the_trade_off_loop_scores_lists_with_the_models_metric():
     n_items, U, N, L = 30, 6, 12, 5
     ids = np.zeros((n_items + 1, 2), dtype=np.int64)
     ids[1:, 0] = rng.integers(1, 5, n_items)
-    lists = {"items": np.stack([rng.choice(np.arange(1, n_items + 1), N, replace=False) for _ in range(U)]),
+    items = [rng.choice(np.arange(1, n_items + 1), N, replace=False) for _ in range(U)]
+    lists = {"items": np.stack(items),
              "history": rng.integers(0, n_items + 1, (U, L)),
              "init_scores": np.sort(rng.random((U, N)))[:, ::-1].copy()}
     lists["history"][:, -1] = 1  # an item with a category in every history

@@ -58,7 +58,8 @@ KL = "C_KL@{k}"
 
 def category_ids(data) -> tuple[np.ndarray, int, list[str]]:
     """(n_items+1, A) int64 category ids per item (0 = none; row 0 is the padding item), the number
-    of categories and a display name per id (synthetic: the category's name; seqtxt: `attr <id>`)."""
+    of categories and a display name per id (synthetic: the category's name; seqtxt: `attr <id>`).
+    """
     sets = RL.item_category_sets(data)
     ids = (sets[:, None] if sets.ndim == 1 else sets).astype(np.int64)
     n = int(ids.max())
@@ -169,7 +170,8 @@ def plot(result: dict, tag: str, k: int = 10, path: Path | None = None) -> Path:
         ax.margins(0.1)
         fig.tight_layout()
         label_points(ax, todo, lines=[(xs, ys), *others])
-    fig.suptitle(f"{tag}: calibrated re-ranking, {result['n_lists']:,} lists (α = {result['alpha']})")
+    n, alpha = result["n_lists"], result["alpha"]
+    fig.suptitle(f"{tag}: calibrated re-ranking, {n:,} lists (α = {alpha})")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -186,14 +188,17 @@ def _objective(p, Q, s, subset, lam, alpha) -> float:
     q = Q[list(subset)].mean(0)
     q_tilde = (1 - alpha) * q + alpha * p
     sup = p > 0
-    return float((1 - lam) * s[list(subset)].sum() - lam * (p[sup] * np.log(p[sup] / q_tilde[sup])).sum())
+    kl = (p[sup] * np.log(p[sup] / q_tilde[sup])).sum()
+    return float((1 - lam) * s[list(subset)].sum() - lam * kl)
 
 
 def _modular_log_form(p, Q, s, subset, lam, alpha) -> float:
-    """g(I) = (1 - lam) s(I) + lam sum_g p_g log sum_{i in I} m_i(g): Eq. (6) less a constant of |I|."""
+    """F(I) = (1 - lam) s(I) + lam sum_g p_g log sum_{i in I} m_i(g): Eq. (6) less a function of
+    |I| alone (the note's Maths)."""
     m = (1 - alpha) * Q[list(subset)] + alpha * p
     sup = p > 0
-    return float((1 - lam) * s[list(subset)].sum() + lam * (p[sup] * np.log(m[:, sup].sum(0))).sum())
+    log_sums = (p[sup] * np.log(m[:, sup].sum(0))).sum()
+    return float((1 - lam) * s[list(subset)].sum() + lam * log_sums)
 
 
 def greedy_check(cal, n_cases: int, seed: int = 0, alpha: float = 0.01) -> dict:
@@ -202,7 +207,7 @@ def greedy_check(cal, n_cases: int, seed: int = 0, alpha: float = 0.01) -> dict:
 
     Reports how often the greedy is optimal, the worst (f(G) - f_min) / (f(opt) - f_min) over the
     k-subsets, and the worst ratio of the bound that does hold,
-    g(G) - g(x1) >= (1 - 1/e)(1 - 1/k)(g(opt) - g(x1)), x1 the first pick (>= 1: it holds)."""
+    F(G) - F(x1) >= (1 - 1/e)(1 - 1/k)(F(opt) - F(x1)), x1 the first pick (>= 1: it holds)."""
     rng = np.random.default_rng(seed)
     exact, worst_norm, worst_bound = 0, math.inf, math.inf
     for _ in range(n_cases):
@@ -213,29 +218,33 @@ def greedy_check(cal, n_cases: int, seed: int = 0, alpha: float = 0.01) -> dict:
         p = rng.dirichlet(np.ones(G))
         s = rng.random(N)
         lam = float(rng.random())
-        picks = cal.calibrated_greedy(relevance=torch.tensor(s)[None], item_categories=torch.tensor(Q)[None],
-                                      target=torch.tensor(p)[None], lam=lam, alpha=alpha,
-                                      max_length=k)[0].tolist()
-        values = {c: _objective(p, Q, s, c, lam, alpha) for c in itertools.combinations(range(N), k)}
-        best, low, got = max(values.values()), min(values.values()), _objective(p, Q, s, picks, lam, alpha)
+        picks = cal.calibrated_greedy(
+            relevance=torch.tensor(s)[None], item_categories=torch.tensor(Q)[None],
+            target=torch.tensor(p)[None], lam=lam, alpha=alpha, max_length=k,
+        )[0].tolist()
+        subsets = list(itertools.combinations(range(N), k))
+        values = {c: _objective(p, Q, s, c, lam, alpha) for c in subsets}
+        best, low = max(values.values()), min(values.values())
+        got = _objective(p, Q, s, picks, lam, alpha)
         exact += got >= best - 1e-9
         if best - low > 1e-12:
             worst_norm = min(worst_norm, (got - low) / (best - low))
         g1 = _modular_log_form(p, Q, s, picks[:1], lam, alpha)
-        g_best = max(_modular_log_form(p, Q, s, c, lam, alpha) for c in values)
+        g_best = max(_modular_log_form(p, Q, s, c, lam, alpha) for c in subsets)
         if g_best - g1 > 1e-12:
             ratio = (_modular_log_form(p, Q, s, picks, lam, alpha) - g1) / (g_best - g1)
             worst_bound = min(worst_bound, ratio / ((1 - 1 / math.e) * (1 - 1 / k)))
-    return {"n_cases": n_cases, "seed": seed, "alpha": alpha, "greedy_optimal_share": exact / n_cases,
-            "worst_normalised_ratio": worst_norm, "one_minus_one_over_e": 1 - 1 / math.e,
-            "worst_bound_ratio": worst_bound}
+    return {"n_cases": n_cases, "seed": seed, "alpha": alpha,
+            "greedy_optimal_share": exact / n_cases, "worst_normalised_ratio": worst_norm,
+            "one_minus_one_over_e": 1 - 1 / math.e, "worst_bound_ratio": worst_bound}
 
 
 # --------------------------------------------------------------------------------------------------
 
 
 def _print_run(saved: dict, k: int) -> None:
-    print(f"{saved['data']}, {saved['n_lists']:,} lists; initial ranking: " + metric_line(saved["initial"]))
+    print(f"{saved['data']}, {saved['n_lists']:,} lists; initial ranking: "
+          + metric_line(saved["initial"]))
     for r in saved["Calibration"]:
         print(f"Calibration lambda={r['lambda']:<5} " + metric_line(r))
     for name, knob in (("DPP", "theta"), ("MMR", "lambda")):
@@ -244,7 +253,8 @@ def _print_run(saved: dict, k: int) -> None:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, epochs=3, batch_size=512, lr=3e-3)  # of the first-stage ranker
     p.add_argument("--replot", default=None, help="redraw from a saved tradeoff json and exit")
     p.add_argument("--plot", metavar="PATH", default=None,
@@ -257,14 +267,15 @@ def main(argv=None):
                    default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,0.99")
     p.add_argument("--alpha", type=float, default=0.01, help="alpha of Eq. (4), in (0, 1]")
     p.add_argument("--half-life", type=float, default=None,
-                   help="recency half-life of the history weights, in items (default: equal weights)")
+                   help="recency half-life of the history weights, in items (default: equal)")
     p.add_argument("--no-peers", action="store_true", help="skip the DPP and MMR points")
     p.add_argument("--chunk", type=positive_int, default=512)
     p.add_argument("--greedy-check", type=positive_int, default=None, metavar="N",
                    help="greedy vs brute force on N small random lists, then exit")
     args = p.parse_args(argv)
     if args.k > args.candidates:
-        p.error(f"--k {args.k} is longer than the list: expected --k <= --candidates {args.candidates}")
+        p.error(f"--k {args.k} is longer than the list: expected --k <= --candidates "
+                f"{args.candidates}")
     if not 0 < args.alpha <= 1:
         p.error(f"--alpha {args.alpha}: expected a number in (0, 1] (the paper: 0.01)")
     if args.half_life is not None and not args.half_life > 0:
@@ -273,8 +284,8 @@ def main(argv=None):
         try:
             saved = json.loads(Path(args.replot).read_text())
         except (OSError, ValueError) as e:
-            raise DataError(f"--replot {args.replot}: {e}; expected a tradeoff json that this module "
-                            "wrote (assets/Calibration/results/tradeoff_<data>.json)") from None
+            raise DataError(f"--replot {args.replot}: {e}; expected a tradeoff json that this "
+                            "module wrote (assets/Calibration/results/tradeoff_<data>.json)") from None
         _print_run(saved, args.k)
         tag = Path(args.replot).stem.removeprefix("tradeoff_")
         print(f"wrote {plot(saved, tag, args.k, path=args.plot)}")
@@ -313,7 +324,8 @@ def main(argv=None):
         dpp = load_model_file(here / "model.py", "dpp_model")
         mmr = load_model_file(model_dir("Re-ranking", "MMR") / "model.py", "mmr_model")
         t = time.perf_counter()
-        m = evaluate(dpp_demo.rerank(dpp, lists, feats, theta=0.95, k=args.k, window=None, chunk=1024))
+        pos = dpp_demo.rerank(dpp, lists, feats, theta=0.95, k=args.k, window=None, chunk=1024)
+        m = evaluate(pos)
         curves["DPP"] = [{"theta": 0.95, **m, "seconds": time.perf_counter() - t}]
         print("DPP theta=0.95  " + metric_line(m), flush=True)
         t = time.perf_counter()
@@ -325,7 +337,8 @@ def main(argv=None):
 
     tag = "beauty" if "Beauty" in args.data else args.data.split(":")[0]
     result = {"data": args.data, "n_lists": U, "alpha": args.alpha, "half_life": args.half_life,
-              "n_categories": n_categories, "similarity": args.similarity, "initial": base, **curves}
+              "n_categories": n_categories, "similarity": args.similarity, "initial": base,
+              **curves}
     png = plot(result, tag, args.k, path=args.plot)
     out = ROOT / "assets" / "Calibration" / "results" / f"tradeoff_{tag}.json"
     write_json_atomic(out, {**result, "wall_seconds": time.perf_counter() - t0})

@@ -2,8 +2,8 @@
 # # Calibrated re-ranking demo (Steck, RecSys 2018)
 #
 # A first-stage ranker proposes 50 candidates per user; the calibrated re-ranker picks 10 of them so
-# that the list's category mix q(g|u) stays close to the mix p(g|u) of the user's history, trading the
-# ranker's scores against the miscalibration C_KL (`model.py`). We compare with the unmodified
+# that the list's category mix q(g|u) stays close to the mix p(g|u) of the user's history, trading
+# the ranker's scores against the miscalibration C_KL (`model.py`). We compare with the unmodified
 # initial ranking on the same lists: NDCG@10 / Recall@10 of the held-out item, ILD@10, category
 # coverage@10 and C_KL@10, and sweep lambda for the relevance-calibration trade-off.
 #
@@ -11,15 +11,17 @@
 #
 #     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/Calibration/demo.py"
 #
-# The note's figure (one user's history mix against the list's mix before and after; ~15 s):
+# The note's figure (one user's history mix against the list's mix before and after; ~20 s):
 #
-#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/Calibration/demo.py" --sweep "" \
-#         --plot-mix assets/Calibration/mix_synthetic.png
+#     OMP_NUM_THREADS=1 .venv/bin/python "Classic Models/Re-ranking/Calibration/demo.py" \
+#         --plot-mix assets/Calibration/mix_synthetic.png \
+#         --out assets/Calibration/results/synthetic.json
 #
 # Save the ranker, then load it (training skipped, the same metrics) and show one user's lists:
 #
 #     .venv/bin/python "Classic Models/Re-ranking/Calibration/demo.py" --save /tmp/cal.pt
-#     .venv/bin/python "Classic Models/Re-ranking/Calibration/demo.py" --load /tmp/cal.pt --recommend U00007
+#     .venv/bin/python "Classic Models/Re-ranking/Calibration/demo.py" --load /tmp/cal.pt \
+#         --recommend U00007
 #
 # Beauty (the S3-Rec attribute ids as categories):
 #
@@ -61,7 +63,7 @@ def parse_args(argv=None):
     add_common_args(
         p, epochs=3, batch_size=512, lr=3e-3
     )  # epochs/lr/batch: of the first-stage ranker
-    add_rerank_io_args(p)  # --save/--load: the ranker (calibration has no weights), --recommend USER
+    add_rerank_io_args(p)  # --save/--load: the ranker (no weights here), --recommend USER
     p.add_argument(
         "--candidates", type=positive_int, default=50, help="N: candidates per list from the ranker"
     )
@@ -91,7 +93,8 @@ def parse_args(argv=None):
     )
     args = p.parse_args(argv)
     if args.k > args.candidates:
-        p.error(f"--k {args.k} is longer than the list: expected --k <= --candidates {args.candidates}")
+        p.error(f"--k {args.k} is longer than the list: expected --k <= --candidates "
+                f"{args.candidates}")
     if not 0 < args.alpha <= 1:
         p.error(f"--alpha {args.alpha}: expected a number in (0, 1] (the paper: 0.01)")
     if args.half_life is not None and not args.half_life > 0:
@@ -133,7 +136,8 @@ def print_mixes(mix: dict, names: list[str], top: int = 8) -> dict:
               f"{mix['after'][g]:17.2f}")
     print(f"C_KL: initial top-k {mix['kl_before']:.3f}, calibrated top-k {mix['kl_after']:.3f}")
     return {"categories": [names[g] for g in shown],
-            **{key: [round(float(mix[key][g]), 4) for g in shown] for key in ("p", "before", "after")},
+            **{key: [round(float(mix[key][g]), 4) for g in shown]
+               for key in ("p", "before", "after")},
             "kl_before": mix["kl_before"], "kl_after": mix["kl_after"]}
 
 
@@ -164,7 +168,8 @@ def plot_mix(path, mix: dict, names: list[str], *, lam: float, top: int = 12) ->
 
 
 # %% [markdown]
-# ## The demo: candidate lists from a first-stage ranker, calibration, metrics beside the initial ranking
+# ## The demo: candidate lists from a first-stage ranker, calibration, metrics beside the initial
+# ranking
 
 # %%
 def main(argv=None):

@@ -10,12 +10,12 @@ Usage::
     from model import CalibratedReranker, category_distribution
     scores = torch.rand(2, 30)  # (B, N) ranker scores, already on [0, 1]
     item_ids = torch.randint(1, 6, (2, 30, 2))  # (B, N, A) category ids per candidate, 0 = none
-    history_ids = torch.randint(1, 6, (2, 20, 2))  # (B, L, A) category ids of the history, oldest first
+    history_ids = torch.randint(1, 6, (2, 20, 2))  # (B, L, A) ids of the history, oldest first
     q_items = category_distribution(item_ids, n_categories=5)  # (B, N, 6) q(g|i)
-    q_history = category_distribution(history_ids, n_categories=5)  # (B, L, 6); a zero row = padding
+    q_history = category_distribution(history_ids, n_categories=5)  # (B, L, 6); zero row = padding
     calib = CalibratedReranker(lam=0.5, max_length=10)
-    positions = calib(scores=scores, item_categories=q_items, history_categories=q_history)  # (B, 10)
-    print(positions[0].tolist())
+    positions = calib(scores=scores, item_categories=q_items, history_categories=q_history)
+    print(positions[0].tolist())  # (B, 10) positions into each candidate list
     calib.save("m.pt")  # its config (no weights); an existing file is kept
     calib = CalibratedReranker.load("m.pt")  # the same knobs, from this file alone
 
@@ -28,12 +28,13 @@ the mix p(g|u) of what the user consumed. Miscalibration is a KL divergence; the
 of the N candidates, one slot at a time, trading the ranker's scores against it. Equation numbers
 follow the order of the paper's Sections 2-3 (the note uses the same):
 
-    Eq. (1)  p(g|u) = sum_{i in H} w_{u,i} q(g|i) / sum_{i in H} w_{u,i}      history mix (H: history)
+    Eq. (1)  p(g|u) = sum_{i in H} w_{u,i} q(g|i) / sum_{i in H} w_{u,i}      history mix
     Eq. (2)  q(g|u) = sum_{i in I} w_{r(i)} q(g|i) / sum_{i in I} w_{r(i)}    list mix (I: the list)
     Eq. (3)  C_KL(p, q) = KL(p || q~) = sum_g p(g|u) log( p(g|u) / q~(g|u) )  miscalibration
     Eq. (4)  q~(g|u) = (1 - alpha) q(g|u) + alpha p(g|u),  alpha = 0.01       keeps Eq. (3) finite
-    Eq. (6)  I* = argmax_{|I| = k} (1 - lambda) s(I) - lambda C_KL(p, q(I)),  s(I) = sum_{i in I} s(i)
-    solved greedily: each slot takes the candidate that maximises Eq. (6) for the list so far plus it.
+    Eq. (6)  I* = argmax_{|I| = k} (1 - lambda) s(I) - lambda C_KL(p, q(I)),  s(I) = sum_i s(i)
+    solved greedily: each slot takes the candidate that maximises Eq. (6) for the list so far
+    plus that candidate.
 
 q(g|i) is the category distribution of item i (`category_distribution`: uniform over its ids).
 lambda = 0 is the relevance order; lambda = 1 is calibration only.
@@ -41,20 +42,22 @@ lambda = 0 is the relevance order; lambda = 1 is calibration only.
 Notation (shapes):
     B: number of lists (users) in the batch     N: candidates per list
     G: categories + 1 (column 0 = "no category", always 0)     L: history length
-    k: items to select (max_length)              S: categories in a user's history (the support of p)
+    k: items to select (max_length)              S: categories in a user's history (p > 0)
 
 Vectorised: one pass per selected slot over all B lists and N candidates at once. With uniform rank
-weights the smoothed list mix is a mean over items, q~(g | I + i) = (sum_{j in I} m_j + m_i) / (|I| + 1)
-with m_i = (1 - alpha) q(g|i) + alpha p(g|u), so each step is O(N S); only the S categories of the
-history enter Eq. (3) (p log(p / q~) = 0 where p = 0), so the greedy works on those columns alone.
+weights the smoothed list mix is a mean over items,
+    q~(g | I + i) = (sum_{j in I} m_j + m_i) / (|I| + 1),  m_i = (1 - alpha) q(g|i) + alpha p(g|u),
+so each step is O(N S): only the S categories of the history enter Eq. (3) (p log(p / q~) = 0 where
+p = 0), so the greedy works on those columns alone.
 
 NOTE (deviations, each also listed in the note):
     * Rank weights w_{r(i)} of Eq. (2) are all 1: the list is scored as a set, the form the greedy
       and its submodularity argument take (rank weights would make the value depend on the order).
-    * The constant s(I) of the picks so far is left out of each step's argmax (s(I + i) = s(I) + s(i)),
-      so lambda = 0 returns the relevance order exactly, with no round-off from a running sum.
-    * Recency weights w_{u,i} of Eq. (1): w = 0.5 ** (age / half_life), age = number of history items
-      after item i; half_life=None (default) weighs every history item equally.
+    * The constant s(I) of the picks so far is left out of each step's argmax
+      (s(I + i) = s(I) + s(i)), so lambda = 0 returns the relevance order exactly, with no
+      round-off from a running sum.
+    * Recency weights w_{u,i} of Eq. (1): w = 0.5 ** (age / half_life), age = number of history
+      items after item i; half_life=None (default) weighs every history item equally.
     * No training objective: the paper re-ranks given scores, so there is no `loss(...)`.
 
 Input contract (every case is a one-line ValueError, never a silent wrong list):
@@ -126,8 +129,8 @@ def _check_distributions(x: torch.Tensor, rows: torch.Tensor, name: str, what: s
             total = float(x[tuple(where)].sum())
             raise ValueError(
                 f"{name}: list {where[0]}, {what} {where[1:]} {problem} (sum {total:.6g}, min "
-                f"{float(x[tuple(where)].min()):.6g}); expected a category distribution: entries >= 0 "
-                f"summing to 1 (category_distribution builds one from category ids)"
+                f"{float(x[tuple(where)].min()):.6g}); expected a category distribution: entries "
+                f">= 0 summing to 1 (category_distribution builds one from category ids)"
             )
 
 
@@ -142,14 +145,17 @@ def category_distribution(category_ids: torch.Tensor, n_categories: int) -> torc
     """
     _check_int("n_categories", n_categories, 1)
     if category_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(f"category_ids must be an integer tensor (..., A), got {category_ids.dtype}")
+        raise ValueError(
+            f"category_ids must be an integer tensor (..., A), got {category_ids.dtype}"
+        )
     if category_ids.dim() == 0:
         raise ValueError("category_ids must be (..., A): one row of ids per item, got a scalar")
     bad = (category_ids < 0) | (category_ids > n_categories)
     if bool(bad.any()):
         where = [int(i) for i in bad.nonzero()[0]]
         raise ValueError(
-            f"category_ids: id {int(category_ids[tuple(where)])} at {where} is an unknown category; "
+            f"category_ids: id {int(category_ids[tuple(where)])} at {where} is an unknown "
+            f"category; "
             f"expected ids in 0..{n_categories} (n_categories = {n_categories}, 0 = none)"
         )
     ids = category_ids.long()
@@ -434,7 +440,8 @@ class CalibratedReranker(nn.Module):
             _check_finite(history_weights, "history_weights", "finite weights >= 0")
             if bool((history_weights < 0).any()):
                 raise ValueError("history_weights: a weight is negative; expected weights >= 0")
-        return history_distribution(history_categories, history_weights.to(history_categories.dtype))
+        weights = history_weights.to(history_categories.dtype)  # (B, L)
+        return history_distribution(history_categories, weights)
 
     def forward(
         self,
@@ -456,7 +463,8 @@ class CalibratedReranker(nn.Module):
             (B, k) int64 positions into the candidate list, -1 when a list runs out of candidates
             (a list with fewer than k valid candidates ends with -1; N < k is refused).
         """
-        if scores.dim() != 2 or item_categories.dim() != 3 or item_categories.shape[:2] != scores.shape:
+        if (scores.dim() != 2 or item_categories.dim() != 3
+                or item_categories.shape[:2] != scores.shape):
             raise ValueError(
                 f"expected scores (B, N) and item_categories (B, N, G), got {tuple(scores.shape)} "
                 f"and {tuple(item_categories.shape)}"
