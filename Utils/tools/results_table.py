@@ -26,7 +26,8 @@ STAGES = ("Recall", "Ranking", "Re-ranking")
 # The papers' own numbers on the same public data (see ../shared/data/README.md and the notes).
 PAPER = {
     ("SASRec", "Beauty"): ("R@10 0.0605 · N@10 0.0318 (SASRec's BCE, TIGER paper, Table 1); same protocol "
-                           "as ours (train-only): SASRec+SS R@10 0.0921 · N@10 0.0531 (eSASRec paper, RecTools)"),
+                           "as ours (train-only): SASRec+SS R@10 0.0921 · N@10 0.0531, eSASRec R@10 0.0928 · N@10 0.0523 "
+                           "(eSASRec paper, RecTools)"),
     ("HSTU", "Beauty"): ("R@10 0.0788 · N@10 0.0439 (official code, recomputed in the eSASRec paper; the official "
                          "code trains on all but the test item, one interaction per user more than ours)"),
     ("TIGER", "Beauty"): "R@10 0.0648 · N@10 0.0384 (paper, Table 1)",
@@ -46,11 +47,11 @@ PAPER = {
 # The run each note calls its headline (other real-data files are ablations / sweeps, in the lab logs).
 # A `summary_*.json` (mean ± sd over seeds, `python -m Utils.tools.seed_summary`) is preferred when it exists.
 # A model folder missing here contributes all of its real-data files.
-SUMMARY = {"SASRec": "summary_beauty_ledger_ce.json", "HSTU": "summary_beauty.json", "DIN": "summary_beauty.json",
+SUMMARY = {"SASRec": "summary_beauty_ledger_ce_random.json", "HSTU": "summary_beauty.json", "DIN": "summary_beauty.json",
            "DIEN": "summary_beauty.json", "WideDeep": "summary_frappe.json", "DeepFM": "summary_frappe.json",
            "DCNv2": "summary_frappe.json", "AutoInt": "summary_frappe.json"}
 HEADLINE = {
-    "SASRec": "ledger/beauty_sasrec_ce_seed0.json", "HSTU": "beauty_ce_t01.json", "TIGER": "beauty.json",
+    "SASRec": "ledger/beauty_sasrec_ce_random_seed0.json", "HSTU": "beauty_ce_t01.json", "TIGER": "beauty.json",
     "YoutubeDNN": "beauty.json", "MIND": "beauty.json", "SDM": "beauty_short5.json",
     "WideDeep": "frappe.json", "DeepFM": "frappe.json", "DCNv2": "frappe.json", "AutoInt": "frappe.json",
     "DIN": "beauty.json", "DIEN": "beauty.json", "MMoE": "correlation_30runs.json",
