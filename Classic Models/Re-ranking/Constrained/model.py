@@ -71,8 +71,8 @@ NOTE (deviations, each also listed in the note):
       1 - sum(p) belongs to no group), or hold no group with candidates left, the position takes
       the best remaining candidate of any group, as the relevance order would.
     * Ties: DetCons breaks ties of ceil(p_i k) / p_i by score (the paper does not say).
-    * floor / ceil are taken of p_i k +- 1e-9, so p = 0.7 gives ceil(0.7 * 10) = 7, not the 8 of
-      float round-off (0.7 * 10 = 7.000000000000001).
+    * floor / ceil are taken of p_i k -+ 1e-5, so p = 0.7 gives ceil(0.7 * 10) = 7, not the 8 of
+      float round-off (0.7 * 10 = 7.000000000000001; 0.3 in float32 is 0.30000001).
     * No training objective: the paper re-ranks given scores, so there is no `loss(...)`.
 
 Input contract (every case is a one-line ValueError, never a silent wrong list):
@@ -113,7 +113,7 @@ class Reranked(NamedTuple):
     satisfied: torch.Tensor  # (B,) bool: the returned list meets every prefix floor
 
 
-_EPS = 1e-9  # p k within 1e-9 of an integer counts as that integer (float round-off)
+_EPS = 1e-5  # p k within 1e-5 of an integer counts as that integer (float32 round-off of p)
 _SUM_TOL = 1e-6  # sum(p) may exceed 1 by this much (round-off of shares written as decimals)
 _FINITE_SCORES = "finite relevance scores (exclude a candidate with valid=False, not -inf)"
 
