@@ -87,8 +87,10 @@ def rerank_constrained(con, lists: dict, item_group: np.ndarray, *, quota: float
 def list_evaluator(lists: dict, data, con, item_group: np.ndarray, *, k: int):
     """evaluate(positions, quota) -> NDCG@k, Recall@k, ILD@k, Coverage@k (`rerank_metrics`, the
     held-out item as label), Tail@k, Satisfied@k (every prefix meets floor(quota k')), and
-    Gini@k of the catalogue's exposure."""
-    cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
+    Gini@k of the catalogue's exposure. Data without categories: no ILD@k / Coverage@k."""
+    cats = cat_sets = None
+    if RL.has_categories(data):
+        cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
     ones = np.ones(len(lists["items"]))
     groups = torch.from_numpy(item_group[lists["items"]])
     n_items = len(item_group) - 1
