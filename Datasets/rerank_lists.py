@@ -1,4 +1,4 @@
-"""The list side of re-ranking (MMR, DPP, Calibration, PRM): item categories, clicks, item text.
+"""The list side of re-ranking (MMR, DPP, Calibration, Constrained, PRM): categories, clicks, text.
 
 The candidate lists themselves come from a first-stage ranker, which lives with the other training
 loops: `Utils.loops.first_stage` (`train_scorer`, `candidate_lists`, `prefix_lists`). This module holds

@@ -9,9 +9,9 @@
    regression, what every demo is compared with).
 2. `Utils.loops.*` — the loops shared by a family of demos: sequence recall (`seqrec`), field CTR
    (`field_ctr_demo`), behaviour CTR (`behavior_demo`), multi-task (`multitask_demo`), re-ranking
-   (`rerank_eval`, `rerank_tradeoff`, `calibration_tradeoff`, `first_stage`: the ranker whose lists
-   are re-ranked) and what the recall demos add to `demo_io` (`recall_io`: --export-vectors,
-   their checkpoint fields);
+   (`rerank_eval`, `rerank_tradeoff`, `calibration_tradeoff`, `constrained_tradeoff`, `first_stage`:
+   the ranker whose lists are re-ranked) and what the recall demos add to `demo_io`
+   (`recall_io`: --export-vectors, their checkpoint fields);
    beside them `Utils.funnel.*`, the funnel's stages, one module each (`items`, `recall`,
    `ranking`, `baselines`, `rerank`, `serving`, `report`).
 3. `Utils.tools.*` — commands around the models: benchmarks and peer drivers (`dpp_speed`,

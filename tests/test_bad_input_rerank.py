@@ -1,4 +1,4 @@
-"""Bad input to the re-ranking demos (MMR, DPP, PRM, Calibration) and their models: every case ends in one line
+"""Bad input to the re-ranking demos (MMR, DPP, PRM, Calibration, Constrained) and their models: every case ends in one line
 `error: <what was wrong, what was expected>` with exit status 2, no traceback and no partial output
 file; every model guard is a ValueError naming the argument and the allowed range.
 
@@ -24,7 +24,7 @@ from Utils.io import INPUT_ERRORS
 from Utils.loops import first_stage as FS
 
 DEMOS = {name: f"Classic Models/Re-ranking/{name}/demo.py"
-         for name in ("MMR", "DPP", "PRM", "Calibration")}
+         for name in ("MMR", "DPP", "PRM", "Calibration", "Constrained")}
 
 
 def demo_module(name: str):
@@ -60,6 +60,8 @@ FAST = {
     "PRM": ["--epochs", "2", "--ranker-epochs", "1", "--candidates", "20", "--k", "5",
             "--d-model", "8", "--heads", "2", "--threads", "1"],
     "Calibration": ["--epochs", "1", "--candidates", "20", "--k", "5", "--sweep", "0.5",
+                    "--threads", "1"],
+    "Constrained": ["--epochs", "1", "--candidates", "20", "--k", "5", "--sweep", "0.5",
                     "--threads", "1"],
 }
 
@@ -201,6 +203,13 @@ CASES = [
     ("Calibration", ["--data", "seqtxt:{ids_only}"], "needs item categories"),
     ("Calibration", ["--data", "seqtxt:{tiny}", "--load", "{garbage}"], "not a checkpoint"),
     ("Calibration", ["--data", "seqtxt:{other}", "--load", "{mmr_ckpt}"], "trained on"),
+    # Constrained: its knobs and a file of another re-ranking demo
+    ("Constrained", ["--quota", "1.5"], "--quota"),
+    ("Constrained", ["--head-fraction", "1"], "--head-fraction"),
+    ("Constrained", ["--algorithm", "det_const_sort"], "--algorithm"),
+    ("Constrained", ["--sweep", "0.5,-1"], "--sweep"),
+    ("Constrained", ["--k", "21", "--candidates", "20"], "--k 21"),
+    ("Constrained", ["--data", "seqtxt:{other}", "--load", "{mmr_ckpt}"], "trained on"),
 ]
 
 
@@ -482,7 +491,55 @@ CALIBRATION_CASES = [
     ("Calibration max_length float", lambda: _cal().CalibratedReranker(max_length=2.5),
      "max_length must be >= 1 (an integer), got 2.5"),
 ]
-TENSOR_CASES += NON_FINITE_AND_RANGE_CASES + CALIBRATION_CASES
+
+
+def _con():
+    return load_module("Classic Models/Re-ranking/Constrained/model.py", "constrained_model")
+
+
+G25 = torch.tensor([[0, 1, 0, 1, 0], [1, 1, 0, 0, 0]])  # (B, N) group ids
+P2 = torch.tensor([0.6, 0.4])  # (G,) target shares
+
+
+def _constrain(max_length=3, **kw):
+    args = {"scores": S25, "groups": G25, "proportions": P2} | kw
+    return _con().ConstrainedReranker(max_length=max_length)(**args)
+
+
+CONSTRAINED_CASES = [
+    ("Constrained NaN score", lambda: _constrain(scores=_with(S25, (1, 2), NAN)),
+     "scores: list 1 is not finite (nan at scores[1, 2]); expected finite relevance scores"),
+    ("Constrained no candidates", lambda: _constrain(
+        scores=torch.rand(2, 0), groups=torch.zeros(2, 0, dtype=torch.long)),
+     "the candidate lists are empty (N = 0); expected at least 1 candidate"),
+    ("Constrained list shorter than k", lambda: _con().ConstrainedReranker()(
+        scores=S25, groups=G25, proportions=P2),
+     "max_length must be in 1..5 (the list length N), got 10: pass at least max_length"),
+    ("Constrained unknown group", lambda: _constrain(groups=_with(G25, (0, 3), 2)),
+     "groups: id 2 at [0, 3] is an unknown group; expected ids in 0..1"),
+    ("Constrained negative group", lambda: _constrain(groups=_with(G25, (1, 0), -1)),
+     "expected ids in 0..1"),
+    ("Constrained float groups", lambda: _constrain(groups=G25.float()),
+     "groups must be an integer tensor"),
+    ("Constrained negative share", lambda: _constrain(proportions=torch.tensor([1.2, -0.2])),
+     "proportions: row 0 has a negative share"),
+    ("Constrained shares above 1", lambda: _constrain(proportions=torch.tensor([0.7, 0.6])),
+     "proportions: row 0 sums to more than 1"),
+    ("Constrained NaN share", lambda: _constrain(proportions=torch.tensor([NAN, 0.5])),
+     "proportions: row 0 is not finite"),
+    ("Constrained shares of another batch", lambda: _constrain(proportions=torch.full((3, 2), 0.5)),
+     "proportions must be (G,) or (B, G) = (2, G)"),
+    ("Constrained infeasible, strict", lambda: _con().ConstrainedReranker(max_length=5, strict=True)(
+        scores=S25, groups=G25, proportions=torch.tensor([0.2, 0.8])),
+     "list 0 cannot meet its floors: group 1 needs 4, has 2"),
+    ("Constrained valid not bool", lambda: _constrain(valid=torch.ones(2, 5, dtype=torch.long)),
+     "valid must be (B, N) = (2, 5) bool"),
+    ("Constrained algorithm", lambda: _con().ConstrainedReranker(algorithm="det_const_sort"),
+     "algorithm must be one of ('det_greedy', 'det_cons', 'det_relaxed')"),
+    ("Constrained max_length 0", lambda: _con().ConstrainedReranker(max_length=0),
+     "max_length must be >= 1 (an integer), got 0"),
+]
+TENSOR_CASES += NON_FINITE_AND_RANGE_CASES + CALIBRATION_CASES + CONSTRAINED_CASES
 
 
 @pytest.mark.parametrize("name,call,words", TENSOR_CASES, ids=[c[0] for c in TENSOR_CASES])

@@ -3,7 +3,7 @@ serving call that runs in eval mode without touching the caller's train/eval mod
 (recall: scores and items, padding and seen items left out) or `predict` (ranking: probabilities).
 
 Each model file is copied ALONE into an empty folder and imported from there as `model`, as a user
-would. One subprocess runs every model (one `import torch` instead of 18), each from its own folder
+would. One subprocess runs every model (one `import torch` instead of 19), each from its own folder
 with the repository nowhere on its path; the parametrised tests read its per-model verdicts.
 """
 
@@ -210,6 +210,15 @@ SPECS: dict[str, tuple[str, str, str]] = {
         run = lambda mdl: mdl(scores=scores, item_categories=items, history_categories=history)
         def extra(model, loaded, folder):
             assert loaded.config == model.config and loaded.config.half_life == 2.0
+    """),
+    "Constrained": ("Re-ranking", "rerank", """
+        model = m.ConstrainedReranker(algorithm="det_cons", max_length=4, strict=False)
+        scores = torch.rand(2, 8)
+        groups = torch.randint(0, 3, (2, 8))
+        shares = torch.tensor([0.5, 0.3, 0.2])
+        run = lambda mdl: mdl(scores=scores, groups=groups, proportions=shares)
+        def extra(model, loaded, folder):
+            assert loaded.config == model.config and loaded.config.algorithm == "det_cons"
     """),
     "PRM": ("Re-ranking", "rerank", """
         model = m.PRM(feature_dim=6, pv_dim=3, max_len=8, d_model=8, n_heads=2, n_blocks=1,
@@ -423,6 +432,7 @@ MAIN_CLASSES = {  # folder -> (main classes, config class)
     "Re-ranking/DPP": (("DPPReranker",), "DPPConfig"),
     "Re-ranking/PRM": (("PRM",), "PRMConfig"),
     "Re-ranking/Calibration": (("CalibratedReranker",), "CalibrationConfig"),
+    "Re-ranking/Constrained": (("ConstrainedReranker",), "ConstrainedConfig"),
 }
 
 
@@ -458,6 +468,7 @@ OVERRIDES = {  # folder -> (config keywords, one override)
     "Re-ranking/DPP": ({}, {"theta": 0.3}),
     "Re-ranking/PRM": ({"feature_dim": 4}, {"d_model": 8}),
     "Re-ranking/Calibration": ({}, {"lam": 0.3}),
+    "Re-ranking/Constrained": ({}, {"algorithm": "det_relaxed"}),
 }
 
 
@@ -494,6 +505,7 @@ NO_DIM = {  # folder -> why its config has no field `dim`
     "Re-ranking/MMR": "no embeddings: it re-ranks given scores and item vectors",
     "Re-ranking/DPP": "no embeddings: it re-ranks given scores and item vectors",
     "Re-ranking/Calibration": "no embeddings: it re-ranks given scores and category distributions",
+    "Re-ranking/Constrained": "no embeddings: it re-ranks given scores and group ids",
 }
 
 
@@ -573,6 +585,7 @@ NO_ID_VOCABULARY = {  # folder -> why VOCAB_CASES has no row for it
     "Re-ranking/DPP": "no embeddings",
     "Re-ranking/Calibration": "category ids enter only through category_distribution(ids, n_categories), "
                               "a helper: the re-ranker reads distributions, it has no id table",
+    "Re-ranking/Constrained": "group ids select a target share, they index no table",
 }
 
 

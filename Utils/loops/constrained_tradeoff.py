@@ -1,0 +1,217 @@
+"""The price of a constraint (Geyik et al., KDD 2019): a quota sweep of constrained re-ranking on
+the same candidate lists as the DPP/MMR and calibration trade-offs, plus the pieces the
+Constrained demo shares with it.
+
+The lists come from `rerank_tradeoff.first_stage` with the same arguments (first-stage ranker,
+top-50 test lists), so the initial ranking's NDCG@10 equals the one stored with those curves.
+Business framing: items are split into the popular head (the `head_fraction` most interacted items
+in training) and the long tail (group 1); the quota q asks every prefix of the top 10 to hold at
+least floor(q k) long-tail items and at most ceil(q k) (p = (1 - q, q)). Per quota and algorithm:
+NDCG@10, Recall@10, Tail@10 (the long-tail share of the top 10), Satisfied@10 (share of lists whose
+every prefix meets the floors), Feasible (share of lists with enough long-tail candidates) and
+Gini@10 (of the items' exposure: how often each catalogue item is shown in a top 10).
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.loops.constrained_tradeoff        # synthetic
+    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.loops.constrained_tradeoff --replot \
+        assets/Constrained/results/tradeoff_synthetic.json
+
+Writes assets/Constrained/tradeoff_<data>.png and assets/Constrained/results/tradeoff_<data>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import Datasets
+from Datasets import DataError
+from Datasets import rerank_lists as RL
+from Utils.io import (
+    ROOT,
+    add_common_args,
+    load_model_file,
+    model_dir,
+    positive_int,
+    write_json_atomic,
+)
+from Utils.loops.rerank_eval import fraction_list_arg, initial_positions, rerank_metrics
+from Utils.loops.rerank_tradeoff import first_stage, metric_line
+from Utils.training import cpu_setup, set_seed
+
+MODEL_DIR = model_dir("Re-ranking", "Constrained")
+ALGORITHMS = ("det_greedy", "det_cons", "det_relaxed")
+
+
+def tail_groups(data, head_fraction: float = 0.1) -> np.ndarray:
+    """(n_items+1,) int64 group per item: 0 = head (the `head_fraction` of items with the most
+    training interactions), 1 = long tail; row 0 (padding) is 0. Training part of the
+    leave-one-out split only, so the held-out items do not decide their own group."""
+    split = Datasets.leave_one_out(data)
+    counts = np.bincount(split.train_items, minlength=split.n_items + 1)[1:]
+    n_head = max(1, int(round(head_fraction * len(counts))))
+    head = np.argsort(-counts, kind="stable")[:n_head] + 1
+    groups = np.ones(split.n_items + 1, dtype=np.int64)
+    groups[head] = 0
+    groups[0] = 0
+    return groups
+
+
+def gini(exposure: np.ndarray) -> float:
+    """Gini coefficient of non-negative counts (0 = every item shown equally often, -> 1 = a few
+    items take all the exposure)."""
+    x = np.sort(np.asarray(exposure, dtype=float))
+    n, total = len(x), x.sum()
+    if total <= 0:
+        return 0.0
+    return float(((2 * np.arange(1, n + 1) - n - 1) * x).sum() / (n * total))
+
+
+def rerank_constrained(con, lists: dict, item_group: np.ndarray, *, quota: float, algorithm: str,
+                       k: int, chunk: int, device="cpu"):
+    """(positions (U, k), feasible (U,), satisfied (U,)) of `ConstrainedReranker` on every list,
+    p = (1 - quota, quota), relevance = the ranker's scores; `chunk` lists at a time."""
+    model = con.ConstrainedReranker(algorithm=algorithm, max_length=k)
+    scores = torch.from_numpy(lists["init_scores"]).double()
+    groups = torch.from_numpy(item_group[lists["items"]])
+    p = torch.tensor([1.0 - quota, quota], dtype=torch.float64)
+    outs = [model(scores=scores[s : s + chunk].to(device), groups=groups[s : s + chunk].to(device),
+                  proportions=p) for s in range(0, len(scores), chunk)]
+    return tuple(torch.cat([o[i] for o in outs]).cpu().numpy() for i in range(3))
+
+
+def list_evaluator(lists: dict, data, con, item_group: np.ndarray, *, k: int):
+    """evaluate(positions, quota) -> NDCG@k, Recall@k, ILD@k, Coverage@k (`rerank_metrics`, the
+    held-out item as label), Tail@k, Satisfied@k (every prefix meets floor(quota k')), and
+    Gini@k of the catalogue's exposure. Data without categories: no ILD@k / Coverage@k."""
+    cats = cat_sets = None
+    if RL.has_categories(data):
+        cats, cat_sets = RL.item_categories(data), RL.item_category_sets(data)
+    ones = np.ones(len(lists["items"]))
+    groups = torch.from_numpy(item_group[lists["items"]])
+    n_items = len(item_group) - 1
+
+    def evaluate(positions, quota: float) -> dict[str, float]:
+        positions = np.asarray(positions)[:, :k]
+        m = rerank_metrics(positions, lists["items"], lists["labels"], k=k, categories=cats,
+                           category_sets=cat_sets, n_relevant=ones)
+        pos = torch.as_tensor(positions, dtype=torch.long)
+        p = torch.tensor([1.0 - quota, quota], dtype=torch.float64)
+        min_ok, _, _ = con.constraint_check(groups, pos, p)
+        shown = np.take_along_axis(lists["items"], np.clip(positions, 0, None), 1)[positions >= 0]
+        tail = item_group[shown]
+        exposure = np.bincount(shown, minlength=n_items + 1)[1:]
+        return {**m, f"Tail@{k}": float(tail.mean()), f"Satisfied@{k}": float(min_ok.double().mean()),
+                f"Gini@{k}": gini(exposure)}
+
+    return evaluate
+
+
+def plot(result: dict, tag: str, k: int = 10, path: Path | None = None) -> Path:
+    """Two panels against the quota q: NDCG@k of each algorithm (and of the initial ranking), and
+    the share of lists meeting every prefix floor before (initial ranking) and after."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path or ROOT / "assets" / "Constrained" / f"tradeoff_{tag}.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
+    rows = result["sweep"]
+    qs = [r["quota"] for r in rows]
+    for ax, metric, title in ((axes[0], f"NDCG@{k}", "relevance"),
+                              (axes[1], f"Satisfied@{k}", "lists meeting every prefix floor")):
+        ax.plot(qs, [r["initial"][metric] for r in rows], "s--", color="tab:green",
+                label="initial ranking")
+        for name, marker in zip(ALGORITHMS, "o^v"):
+            ax.plot(qs, [r[name][metric] for r in rows], marker + "-", ms=5, label=name)
+        ax.set_xlabel("long-tail quota q (floor(q k) long-tail items in every prefix k)")
+        ax.set_ylabel(f"{metric} ({title})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{tag}: the price of a long-tail quota, {result['n_lists']:,} lists, top {k}")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _print_run(saved: dict) -> None:
+    print(f"{saved['data']}, {saved['n_lists']:,} lists, head fraction {saved['head_fraction']}")
+    for r in saved["sweep"]:
+        print(f"q={r['quota']:<5} feasible={r['feasible']:.4f}  initial   "
+              + metric_line(r["initial"]))
+        for name in ALGORITHMS:
+            print(f"q={r['quota']:<5} {name:<11} " + metric_line(r[name]))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p, epochs=3, batch_size=512, lr=3e-3)  # of the first-stage ranker
+    p.add_argument("--replot", default=None, help="redraw from a saved tradeoff json and exit")
+    p.add_argument("--plot", metavar="PATH", default=None,
+                   help="where the figure goes (default assets/Constrained/tradeoff_<data>.png)")
+    p.add_argument("--candidates", type=positive_int, default=50)
+    p.add_argument("--k", type=positive_int, default=10)
+    p.add_argument("--similarity", choices=["category", "embedding", "mixed"], default="mixed",
+                   help="as in rerank_tradeoff (the same first stage; unused by the quota)")
+    p.add_argument("--head-fraction", type=float, default=0.1,
+                   help="share of the catalogue (most interacted items) that is the head")
+    p.add_argument("--quotas", type=fraction_list_arg(), default="0,0.1,0.2,0.3,0.4,0.5,0.6")
+    p.add_argument("--chunk", type=positive_int, default=512)
+    args = p.parse_args(argv)
+    if args.k > args.candidates:
+        p.error(f"--k {args.k} is longer than the list: expected --k <= --candidates "
+                f"{args.candidates}")
+    if not 0 < args.head_fraction < 1:
+        p.error(f"--head-fraction {args.head_fraction}: expected a number in (0, 1)")
+    if args.replot:
+        try:
+            saved = json.loads(Path(args.replot).read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"--replot {args.replot}: {e}; expected a tradeoff json that this "
+                            "module wrote (assets/Constrained/results/tradeoff_<data>.json)") from None
+        _print_run(saved)
+        tag = Path(args.replot).stem.removeprefix("tradeoff_")
+        print(f"wrote {plot(saved, tag, args.k, path=args.plot)}")
+        return
+    cpu_setup(args.threads)
+    set_seed(args.seed)
+    con = load_model_file(MODEL_DIR / "model.py", "constrained_model")
+    t0 = time.perf_counter()
+    data, lists, _ = first_stage(args, demo="the constrained trade-off")
+    item_group = tail_groups(data, args.head_fraction)
+    U = len(lists["items"])
+    evaluate = list_evaluator(lists, data, con, item_group, k=args.k)
+    cand_tail = float(item_group[lists["items"]].mean())
+    print(f"{U:,} lists; long-tail share of the candidates {cand_tail:.4f}, of the catalogue "
+          f"{float(item_group[1:].mean()):.4f}", flush=True)
+    sweep = []
+    for q in args.quotas:
+        row = {"quota": q, "initial": evaluate(initial_positions(U, args.k), q)}
+        for name in ALGORITHMS:
+            t = time.perf_counter()
+            pos, feasible, _ = rerank_constrained(con, lists, item_group, quota=q, algorithm=name,
+                                                  k=args.k, chunk=args.chunk)
+            row[name] = {**evaluate(pos, q), "seconds": time.perf_counter() - t}
+            row["feasible"] = float(feasible.mean())
+        sweep.append(row)
+    tag = "beauty" if "Beauty" in args.data else args.data.split(":")[0]
+    result = {"data": args.data, "n_lists": U, "head_fraction": args.head_fraction,
+              "candidate_tail_share": cand_tail, "catalogue_tail_share": float(item_group[1:].mean()),
+              "sweep": sweep}
+    _print_run(result)
+    png = plot(result, tag, args.k, path=args.plot)
+    out = ROOT / "assets" / "Constrained" / "results" / f"tradeoff_{tag}.json"
+    write_json_atomic(out, {**result, "wall_seconds": time.perf_counter() - t0})
+    print(f"wrote {png} and {out} ({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
