@@ -54,9 +54,10 @@ def test_two_gloo_processes_train_the_single_process_model(name, tmp_path):
     w2 = torch.load(two_pt, weights_only=True)["models"]["model"]["state"]
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], atol=1e-5, rtol=1e-4)
-    # the sharded validation, gathered, and the test equal the single-process evaluation
-    assert two["valid_metrics"] == pytest.approx(one["valid_metrics"], abs=1e-6)
-    assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-6)
+    # the sharded validation, gathered, and the test equal the single-process evaluation: the RESULT
+    # json rounds to 6 decimals, so weights equal to float summation order may land one unit apart
+    assert two["valid_metrics"] == pytest.approx(one["valid_metrics"], abs=2e-6)
+    assert two["metrics"] == pytest.approx(one["metrics"], abs=2e-6)
     assert proc.stdout.count("RESULT ") == 1  # rank 1 prints and writes nothing
 
 
