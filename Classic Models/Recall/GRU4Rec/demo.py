@@ -210,10 +210,6 @@ def plot_sessions(path: str, n_slots: int = 6, n_steps: int = 14) -> dict:
     resets = torch.cat([b["resets"] for b in steps], 1).numpy()
     rows = torch.cat([b["rows"] for b in steps], 1).numpy()
     model.eval()
-    with torch.no_grad():  # the state norm of each slot along the steps, resets applied
-        states, _ = model.encode(torch.from_numpy(items).to(device),
-                                 resets=torch.from_numpy(resets).to(device))
-    norms = states.norm(dim=-1).cpu().numpy()  # (slots, steps)
 
     # one training step of the trained model, BPR-max's view of one row
     batch = next(session_parallel_batches(sequences, args.batch_size, g, steps=1))
@@ -242,24 +238,24 @@ def plot_sessions(path: str, n_slots: int = 6, n_steps: int = 14) -> dict:
             ax1.add_patch(Rectangle((t, s), 1, 1, facecolor=colours[int(rows[s, t]) % len(colours)],
                                     edgecolor="black" if resets[s, t] else "white",
                                     linewidth=2.0 if resets[s, t] else 0.5))
-            ax1.text(t + 0.5, s + 0.38, str(int(items[s, t])), ha="center", va="center", fontsize=7)
-            ax1.text(t + 0.5, s + 0.75, f"{norms[s, t]:.1f}", ha="center", va="center", fontsize=5.5,
-                     color="dimgray")
+            ax1.text(t + 0.5, s + 0.5, str(int(items[s, t])), ha="center", va="center", fontsize=7)
     ax1.set_xlim(0, items.shape[1])
     ax1.set_ylim(items.shape[0], 0)
     ax1.set_xticks(np.arange(items.shape[1]) + 0.5, range(1, items.shape[1] + 1), fontsize=7)
     ax1.set_yticks(np.arange(items.shape[0]) + 0.5, [f"slot {s + 1}" for s in range(items.shape[0])],
                    fontsize=7)
     ax1.set_xlabel("step (one mini-batch per step)")
-    ax1.set_title("session-parallel mini-batches: item id, ‖h‖ below; colour = session,\n"
-                  "outlined = a new session starts and h restarts from zero", fontsize=8)
-    ax2.semilogy(np.arange(1, n_neg + 1), weights, label="BPR-max: $s_j$ (softmax over negatives)")
-    ax2.semilogy([1, n_neg], [1.0 / n_neg] * 2, "--", label=f"BPR: 1 / $N_S$ = 1 / {n_neg}")
+    ax1.set_title("session-parallel mini-batches: the item each slot reads at each step (its target\n"
+                  "is the next cell); colour = session; outlined = a new session, h restarts from zero",
+                  fontsize=8)
+    ranks = np.arange(1, n_neg + 1)
+    ax2.plot(ranks, np.cumsum(weights), label="BPR-max: $\\sum$ of the softmax weights $s_j$")
+    ax2.plot(ranks, ranks / n_neg, "--", label=f"BPR: k / $N_S$ (every negative 1 / {n_neg})")
     ax2.set_xscale("log")
-    ax2.set_xlabel("negatives of one row, by score (rank)")
-    ax2.set_ylabel("weight in the loss")
-    ax2.set_title(f"one step of the trained model: the 10 highest-scoring of {n_neg} negatives\n"
-                  f"carry {top10:.0%} of BPR-max's weight", fontsize=8)
+    ax2.set_xlabel("the k highest-scoring negatives of one row")
+    ax2.set_ylabel("share of the loss weight they carry")
+    ax2.set_title(f"one step of the trained model, one row, {n_neg} negatives: the top 10 carry\n"
+                  f"{top10:.1%} of BPR-max's weight, {10 / n_neg:.1%} of BPR's", fontsize=8)
     ax2.legend(fontsize=7)
     fig.tight_layout()
     from pathlib import Path
@@ -275,7 +271,7 @@ if args.plot_sessions:
 
     shown = plot_sessions(args.plot_sessions)
     print(f"BPR-max weights over one row's {shown['negatives']} negatives: the highest-scoring one "
-          f"{shown['top1_weight']:.3f}, the top 10 together {shown['top10_weight']:.3f} (BPR: "
-          f"{1 / shown['negatives']:.5f} each)")
+          f"{shown['top1_weight']:.4f}, the top 10 together {shown['top10_weight']:.4f} (BPR: "
+          f"{1 / shown['negatives']:.5f} each, {10 / shown['negatives']:.4f} for 10)")
     print("figure saved to", args.plot_sessions)
     print("RESULT " + json.dumps(result))  # the RESULT line stays the last line printed
