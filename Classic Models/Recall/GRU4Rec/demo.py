@@ -166,6 +166,13 @@ def train_step(batch):
     return loss
 
 
+def epoch_batches(epoch: int):
+    """One epoch of session-parallel batches; the store of negatives starts afresh each epoch, so a
+    run resumed after an epoch (--checkpoint / --resume) draws what the uninterrupted run draws."""
+    state["negatives"] = None
+    return session_parallel_batches(sequences, args.batch_size, gen, steps=args.steps)
+
+
 # %% [markdown]
 # ## Train with early stopping on validation NDCG@10, then the test by full ranking beside popularity
 # (`Utils.loops.seqrec.train_and_report` with GRU4Rec's own batches: `session_parallel_batches`)
@@ -177,7 +184,7 @@ result = train_and_report(
     optimizer=optimizer, data=data, split=split, sequences=sequences, train_set=train_set,
     gen=gen, args=args, device=device, loaded=loaded,
     user_vector=lambda history, history_ts: model.user_embedding(history),
-    batches=lambda epoch: session_parallel_batches(sequences, args.batch_size, gen, steps=args.steps),
+    batches=epoch_batches,
     n_batches=session_parallel_steps(sequences, args.batch_size, args.steps),
 )
 
