@@ -18,7 +18,7 @@ from Utils.loops.seqrec import session_parallel_batches
 gru = model_module("Recall", "GRU4Rec")
 
 
-def _model(loss: str = "bpr_max", **kw) -> "gru.GRU4Rec":
+def _model(loss: str = "bpr_max", **kw):
     torch.manual_seed(0)
     cfg = {"n_items": 30, "dim": 8, "loss": loss, "n_sample": 0, **kw}
     return gru.GRU4Rec(gru.GRU4RecConfig(**cfg)).eval()
@@ -104,6 +104,7 @@ def test_session_parallel_batches_cover_every_transition_once_and_flag_each_new_
     assert items.shape[0] == 3 and all(b["items"].shape == (3, steps) for b in batches)
     seen = []
     for s in range(3):
+        k = 0  # position of the current step inside its session
         for t in range(items.shape[1]):
             if items[s, t] == 0:
                 assert targets[s, t] == 0 and rows[s, t] == -1 and not resets[s, t]
@@ -113,7 +114,7 @@ def test_session_parallel_batches_cover_every_transition_once_and_flag_each_new_
             assert bool(resets[s, t]) == new  # the flag sits exactly on a session's first step
             row = seq[int(rows[s, t])]
             real = row[row != 0]
-            k = 0 if new else k + 1  # position of this step inside its session
+            k = 0 if new else k + 1
             assert items[s, t] == real[k] and targets[s, t] == real[k + 1]
             seen.append((int(rows[s, t]), k))
     lengths = (seq != 0).sum(1)
