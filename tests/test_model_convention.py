@@ -3,7 +3,7 @@ serving call that runs in eval mode without touching the caller's train/eval mod
 (recall: scores and items, padding and seen items left out) or `predict` (ranking: probabilities).
 
 Each model file is copied ALONE into an empty folder and imported from there as `model`, as a user
-would. One subprocess runs every model (one `import torch` instead of 19), each from its own folder
+would. One subprocess runs every model (one `import torch` instead of 20), each from its own folder
 with the repository nowhere on its path; the parametrised tests read its per-model verdicts.
 """
 
@@ -48,6 +48,16 @@ SPECS: dict[str, tuple[str, str, str]] = {
         inputs, seen, n_items = {}, first, 30
         run = lambda mdl: mdl.score(first)
         score_at = lambda items: model.score(first).gather(1, items)
+    """),
+    "GRU4Rec": ("Recall", "recall", """
+        model = m.GRU4Rec(m.GRU4RecConfig(n_items=30, dim=8, n_sample=4, dropout_hidden=0.2))
+        model.set_item_counts(torch.arange(31).float())
+        first = torch.tensor([[0, 0, 3, 5, 5, 7], [1, 2, 3, 4, 6, 8], [9, 10, 0, 0, 0, 0]])
+        inputs, seen, n_items = {}, first, 30
+        run = lambda mdl: mdl.score(first)
+        score_at = lambda items: model.score(first).gather(1, items)
+        def extra(model, loaded, folder):
+            assert torch.equal(loaded.item_counts, model.item_counts)  # sampling counts travel along
     """),
     "YoutubeDNN": ("Recall", "recall", """
         cfg = m.YoutubeDNNConfig(n_items=30, dim=8, hidden=(16,), bag_sizes={"cat": 5},
@@ -416,6 +426,7 @@ def test_usage_blocks_show_save_load_and_the_serving_call():
 MAIN_CLASSES = {  # folder -> (main classes, config class)
     "Recall/SASRec": (("SASRec",), "SASRecConfig"),
     "Recall/HSTU": (("HSTU",), "HSTUConfig"),
+    "Recall/GRU4Rec": (("GRU4Rec",), "GRU4RecConfig"),
     "Recall/MIND": (("MIND",), "MINDConfig"),
     "Recall/SDM": (("SDM",), "SDMConfig"),
     "Recall/YoutubeDNN": (("YoutubeDNN",), "YoutubeDNNConfig"),
@@ -528,11 +539,12 @@ def test_no_dim_lists_only_model_folders():
     assert set(NO_DIM) <= set(MAIN_CLASSES)
 
 
-@pytest.mark.parametrize("folder", ["Recall/SASRec", "Recall/HSTU"])
+@pytest.mark.parametrize("folder", ["Recall/SASRec", "Recall/HSTU", "Recall/GRU4Rec"])
 def test_sequence_models_loss_takes_history_and_targets_then_keywords(folder):
     """One order across the sequence-recall family: loss(history, targets, *, ...). What differs
-    between the files (negatives and log-Q in SASRec, timestamps in HSTU) is keyword-only, so a third
-    positional argument cannot mean negatives in one file and timestamps in the other."""
+    between the files (negatives and log-Q in SASRec, timestamps in HSTU, the carried hidden state and
+    session resets in GRU4Rec) is keyword-only, so a third positional argument cannot mean negatives in
+    one file and timestamps in the other."""
     import inspect
 
     from tests.conftest import load_module
@@ -557,6 +569,8 @@ VOCAB_CASES = {  # folder -> (code building `model`, the embedding row counts th
                       [6, 38]),  # max_len positions, 37 + 1 items
     "Recall/HSTU": ("m.HSTU(m.HSTUConfig(n_items=37, max_len=6, dim=8, n_blocks=1, n_heads=2, "
                     "qk_dim=4, v_dim=4))", [6, 38]),
+    "Recall/GRU4Rec": ("m.GRU4Rec(m.GRU4RecConfig(n_items=37, dim=8, embedding='onehot'))",
+                       [38, 38]),  # the one-hot input matrix and W_y, 37 + 1 rows each
     "Recall/YoutubeDNN": ("m.YoutubeDNN(m.YoutubeDNNConfig(n_items=37, dim=8, hidden=(16,), "
                           "bag_sizes={'cat': 11}, user_feature_sizes=(13,)))", [11, 13, 38, 38]),
     "Recall/MIND": ("m.MIND(m.MINDConfig(n_items=37, dim=8, side_vocab_size=17, user_feature_sizes=(13,), "

@@ -1,5 +1,6 @@
 """The training and evaluation loop shared by the demos of the next-item sequence models (SASRec,
-HSTU): one training row per user, every position predicts the next item.
+HSTU, GRU4Rec): one training row per user, every position predicts the next item (SASRec, HSTU), or
+the rows cut into GRU4Rec's session-parallel mini-batches (`session_parallel_batches`).
 
 The demos keep what is theirs (flags of the model, the model, its loss); this module holds what
 they share: the common flags, length-bucketed batches, validation with the wall time until a
@@ -41,22 +42,24 @@ from .recall_io import add_recall_io_args, export_vectors
 KS = (5, 10, 20, 50, 200)  # the HSTU paper's columns include Recall@200 / NDCG@200
 
 
-def add_seqrec_args(parser: argparse.ArgumentParser, *, onnx: bool = False
-                    ) -> argparse.ArgumentParser:
+def add_seqrec_args(parser: argparse.ArgumentParser, *, onnx: bool = False, batching: bool = True,
+                    ddp: bool = True) -> argparse.ArgumentParser:
     """Flags every sequence demo has (the model-specific ones stay in the demo), with --save,
     --load, --overwrite, --recommend, --export-vectors (Utils.loops.recall_io) and, with onnx=True,
-    --export-onnx."""
+    --export-onnx. batching=False / ddp=False leave out --batching / --ddp (a demo with batches of
+    its own, GRU4Rec's session-parallel ones, which carry a hidden state from step to step)."""
     parser.add_argument("--dim", type=positive_int, default=64)
     parser.add_argument("--dropout", type=float, default=0.5, help="in [0, 1)")
     parser.add_argument("--max-len", type=positive_int, default=50)
     parser.add_argument("--patience", type=positive_int, default=5,
                         help="validation checks without improvement")
     parser.add_argument("--eval-every", type=positive_int, default=1)
-    parser.add_argument("--batching", default="random", choices=["length", "random"],
-                        help="random: uniformly shuffled users, full width (RecTools' and most trainers' "
-                             "order; chosen on validation NDCG@10, see the SASRec lab log); length: "
-                             "users of similar history length share a batch, each cut to its longest "
-                             "row (faster, lower validation)")
+    if batching:
+        parser.add_argument("--batching", default="random", choices=["length", "random"],
+                            help="random: uniformly shuffled users, full width (RecTools' and most "
+                                 "trainers' order; chosen on validation NDCG@10, see the SASRec lab log); "
+                                 "length: users of similar history length share a batch, each cut to its "
+                                 "longest row (faster, lower validation)")
     parser.add_argument("--select-metric", default="NDCG@10", choices=["NDCG@10", "Recall@10"],
                         help="validation metric for early stopping and the best epoch (eSASRec's "
                              "benchmark: Recall@10)")
@@ -65,9 +68,10 @@ def add_seqrec_args(parser: argparse.ArgumentParser, *, onnx: bool = False
     parser.add_argument("--target-ndcg", type=float, default=None,
                         help="record the wall time until validation NDCG@10 first reaches this value")
     parser.add_argument("--plot", default=None, help="save the training curve (PNG) here")
-    parser.add_argument("--ddp", action="store_true",
-                        help="data-parallel training across the processes torchrun starts "
-                             "(torchrun --nproc_per_node N demo.py ... --ddp; gloo on CPU, nccl on GPU)")
+    if ddp:
+        parser.add_argument("--ddp", action="store_true",
+                            help="data-parallel training across the processes torchrun starts "
+                                 "(torchrun --nproc_per_node N demo.py ... --ddp; gloo on CPU, nccl on GPU)")
     parser.add_argument("--refit-from", default=None, metavar="RESULT_JSON",
                         help="the refit protocol: retrain on train + validation for the best epoch "
                              "count of this earlier run (same flags, trained on train and stopped on "
@@ -241,7 +245,7 @@ def _targets_in(batch: dict) -> int:
 # the threads and device, and how long training goes on
 RESUME_FREE = {"checkpoint", "resume", "epochs", "time_budget", "patience", "plot", "out", "save",
                "overwrite", "recommend", "export_vectors", "export_onnx", "threads", "device",
-               "plot_attention", "refit_source"}
+               "plot_attention", "plot_sessions", "refit_source"}
 
 
 def run_flags(args) -> dict:
@@ -279,7 +283,8 @@ def read_training_state(path, *, name: str, args, split) -> dict:
 # flags that may differ between a run and its refit (they do not change what is trained)
 REFIT_FREE = {"epochs", "patience", "eval_every", "time_budget", "target_ndcg", "plot", "out", "ddp",
               "refit_from", "save", "load", "overwrite", "recommend", "export_vectors", "export_onnx",
-              "threads", "device", "debug", "plot_attention", "refit_source", "checkpoint", "resume"}
+              "threads", "device", "debug", "plot_attention", "plot_sessions", "refit_source", "checkpoint",
+              "resume"}
 
 
 # flags added after some stored runs were made, with the value those runs used
@@ -350,6 +355,67 @@ def random_batches(train_set, batch_size: int, gen: torch.Generator):
         yield train_set[rows]
 
 
+def session_parallel_batches(sequences: torch.Tensor, batch_size: int, gen: torch.Generator, *,
+                             steps: int = 1):
+    """GRU4Rec's session-parallel mini-batches (Hidasi et al., ICLR 2016, Section 3.1.1) over the rows
+    of `sequences` (U, L + 1), left-padded: every row with at least two items is one session, taken in
+    an order drawn from `gen`. Each of `batch_size` slots reads one session, one item per step; when
+    its session has no next item left, the next session takes the slot at the following step and
+    `resets` is True there (the model restarts that slot's hidden state from zero before reading the
+    item). When the sessions run out, a slot stays empty (item 0) until every slot has finished.
+
+    Yields dicts of (B, steps) tensors, B = min(batch_size, sessions): "items" the slots' current
+    items, "targets" their next items (0 in an empty slot), "resets" bool, "rows" the row of
+    `sequences` each slot reads (-1: empty). The official code yields one step at a time (steps=1)."""
+    seq = sequences.numpy() if isinstance(sequences, torch.Tensor) else np.asarray(sequences)
+    lengths = (seq != 0).sum(1)
+    rows = np.flatnonzero(lengths >= 2)
+    rows = rows[torch.randperm(len(rows), generator=gen).numpy()]  # the session order of this epoch
+    if len(rows) == 0:
+        return
+    real = seq[rows] != 0
+    flat = seq[rows][real]  # (I,) every session's items, one session after the other
+    offsets = np.concatenate([[0], np.cumsum(lengths[rows])])  # session s is flat[offsets[s]:offsets[s+1]]
+    B = min(batch_size, len(rows))
+    session = np.arange(B)  # the session each slot reads
+    pos = offsets[session].copy()  # the slot's current item in flat
+    end = offsets[session + 1].copy()
+    reset = np.ones(B, dtype=bool)  # a slot's first step of a new session
+    active = np.ones(B, dtype=bool)
+    following = B  # the next session to hand out
+    while active.any():
+        items = np.zeros((B, steps), dtype=np.int64)
+        targets = np.zeros((B, steps), dtype=np.int64)
+        resets = np.zeros((B, steps), dtype=bool)
+        where = np.full((B, steps), -1, dtype=np.int64)
+        for t in range(steps):
+            if not active.any():
+                break
+            items[active, t] = flat[pos[active]]
+            targets[active, t] = flat[pos[active] + 1]
+            resets[:, t] = reset & active
+            where[active, t] = rows[session[active]]
+            reset[:] = False
+            pos[active] += 1
+            done = np.flatnonzero(active & (pos + 1 >= end))  # no next item left in the session
+            fresh = done[: max(0, min(len(done), len(rows) - following))]
+            new = np.arange(following, following + len(fresh))
+            following += len(fresh)
+            session[fresh], pos[fresh], end[fresh] = new, offsets[new], offsets[new + 1]
+            reset[fresh] = True
+            active[done[len(fresh):]] = False  # no session left for these slots
+        yield {"items": torch.from_numpy(items), "targets": torch.from_numpy(targets),
+               "resets": torch.from_numpy(resets), "rows": torch.from_numpy(where)}
+
+
+def session_parallel_steps(sequences: torch.Tensor, batch_size: int, steps: int = 1) -> int:
+    """About how many batches `session_parallel_batches` yields per epoch (for a progress bar): the
+    next-item targets over the slots, rounded up (a lower bound: slots sit empty at the end)."""
+    lengths = (sequences != 0).sum(1)
+    transitions = int((lengths - 1).clamp(min=0).sum())
+    return max(1, -(-transitions // (batch_size * steps)))
+
+
 def describe(data, i: int) -> str:
     """Title/category when the data has them; the keyword tokens of seqtxt Beauty otherwise."""
     text = data.item_text(i)
@@ -364,7 +430,8 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
                      train_set, gen: torch.Generator, args, device,
                      user_vector: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                      loaded: dict | None = None, saved_args: tuple[str, ...] = (),
-                     ddp=None, **extra) -> dict:
+                     ddp=None, batches: Callable | None = None, n_batches: int | None = None,
+                     **extra) -> dict:
     """Train with early stopping on validation NDCG@10 (or take the weights of `loaded`, a
     `Utils.demo_io.read_checkpoint` payload, and skip training), test by full ranking beside popularity, show one
     user (`--recommend USER`, or one with some history), save / export what the flags ask for, plot
@@ -375,7 +442,9 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
     vector those scores come from (for --export-vectors). `saved_args`: the flags a --save file
     keeps besides the model config. `ddp`: the Dist of `ddp_setup` (training and validation sharded
     across the processes; rank 0 alone tests and reports, the others return {} after training).
-    `extra` goes into the RESULT line."""
+    `batches(epoch)`: the training batches of an epoch when the demo makes its own (GRU4Rec's
+    session-parallel ones; `n_batches` about how many, for the progress bar); by default the rows of
+    `train_set`, length-bucketed or shuffled (--batching). `extra` goes into the RESULT line."""
     check_output_flags(args)  # before any training: nothing is written when a flag is wrong
     show_row = user_row(split, data, args.recommend) if args.recommend else None
     lengths = (sequences != 0).sum(1)  # (U,) real items per training row
@@ -438,13 +507,14 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         cpu_fit = time.process_time()
         history = fit(
             model, train_step,
-            lambda epoch: (random_batches(train_set, args.batch_size, gen)
-                           if getattr(args, "batching", "random") == "random"
-                           else length_bucketed_batches(train_set, lengths, args.batch_size, gen)),
+            batches or (lambda epoch: (random_batches(train_set, args.batch_size, gen)
+                                       if getattr(args, "batching", "random") == "random"
+                                       else length_bucketed_batches(train_set, lengths, args.batch_size, gen))),
             optimizer, args.epochs, None if refit else evaluate,
             metric=getattr(args, "select_metric", "NDCG@10"),
             patience=args.patience,
-            eval_every=args.eval_every, n_batches=train_set.num_batches(args.batch_size), desc=name,
+            eval_every=args.eval_every, n_batches=n_batches or train_set.num_batches(args.batch_size),
+            desc=name,
             time_budget=args.time_budget, after_backward=after_backward,
             on_epoch_end=keep if ckpt else None, resume=resume,
         )

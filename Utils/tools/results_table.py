@@ -31,6 +31,8 @@ PAPER = {
     ("HSTU", "Beauty"): ("R@10 0.0788 · N@10 0.0439 (official code, recomputed in the eSASRec paper; the official "
                          "code trains on all but the test item, one interaction per user more than ours)"),
     ("TIGER", "Beauty"): "R@10 0.0648 · N@10 0.0384 (paper, Table 1)",
+    ("GRU4Rec", "Beauty"): ("R@10 0.0283 · N@10 0.0137 (TIGER paper, Table 1; the GRU4Rec papers have no "
+                            "Beauty number)"),
     ("YoutubeDNN", "Beauty"): "— (no Beauty number in the paper; Caser R@10 0.0347 · N@10 0.0176, TIGER paper, Table 1)",
     ("MIND", "Beauty"): "— (no Beauty number in the paper; Caser R@10 0.0347 · N@10 0.0176, TIGER paper, Table 1)",
     ("SDM", "Beauty"): "— (no Beauty number in the paper; Caser R@10 0.0347 · N@10 0.0176, TIGER paper, Table 1)",
@@ -47,11 +49,13 @@ PAPER = {
 # The run each note calls its headline (other real-data files are ablations / sweeps, in the lab logs).
 # A `summary_*.json` (mean ± sd over seeds, `python -m Utils.tools.seed_summary`) is preferred when it exists.
 # A model folder missing here contributes all of its real-data files.
-SUMMARY = {"SASRec": "summary_beauty_ledger_ce_random.json", "HSTU": "summary_beauty.json", "DIN": "summary_beauty.json",
+SUMMARY = {"SASRec": "summary_beauty_ledger_ce_random.json", "HSTU": "summary_beauty.json",
+           "GRU4Rec": "summary_beauty_ledger.json", "DIN": "summary_beauty.json",
            "DIEN": "summary_beauty.json", "WideDeep": "summary_frappe.json", "DeepFM": "summary_frappe.json",
            "DCNv2": "summary_frappe.json", "AutoInt": "summary_frappe.json"}
 HEADLINE = {
     "SASRec": "ledger/beauty_sasrec_ce_random_seed0.json", "HSTU": "beauty_ce_t01.json", "TIGER": "beauty.json",
+    "GRU4Rec": "summary_beauty_ledger.json",
     "YoutubeDNN": "beauty.json", "MIND": "beauty.json", "SDM": "beauty_short5.json",
     "WideDeep": "frappe.json", "DeepFM": "frappe.json", "DCNv2": "frappe.json", "AutoInt": "frappe.json",
     "DIN": "beauty.json", "DIEN": "beauty.json", "MMoE": "correlation_30runs.json",
@@ -60,7 +64,7 @@ HEADLINE = {
 
 
 PAGES = {"Protocols", "Scale"}
-ORDER = ["YoutubeDNN", "MIND", "SDM", "HSTU", "TIGER", "SASRec", "WideDeep", "DeepFM", "DCNv2",
+ORDER = ["YoutubeDNN", "MIND", "SDM", "GRU4Rec", "HSTU", "TIGER", "SASRec", "WideDeep", "DeepFM", "DCNv2",
          "AutoInt", "DIN", "DIEN", "MMoE", "PLE", "MMR", "DPP", "PRM", "Pipeline"]
 
 
@@ -194,6 +198,7 @@ def update_readme(readme: Path = ROOT / "README.md", check: bool = False) -> boo
 BEAUTY_PUBLISHED = [
     ("Caser (TIGER paper, Table 1)", {"Recall@10": "0.0347", "NDCG@10": "0.0176"}),
     ("HGN (TIGER paper, Table 1)", {"Recall@10": "0.0512", "NDCG@10": "0.0266"}),
+    ("GRU4Rec (TIGER paper, Table 1)", {"Recall@10": "0.0283", "NDCG@10": "0.0137"}),
     ("SASRec, one sampled negative (TIGER paper, Table 1)",
      {"Recall@5": "0.0387", "NDCG@5": "0.0249", "Recall@10": "0.0605", "NDCG@10": "0.0318"}),
     ("S3-Rec (TIGER paper, Table 1)",
@@ -233,7 +238,7 @@ def ledger_beauty(root: Path = ROOT) -> str:
     head = "| Model | runs | " + " | ".join(keys) + " | raw |"
     lines = [head, "|" + "---|" * (len(keys) + 3)]
     pop = None
-    for m in ["YoutubeDNN", "MIND", "SDM", "HSTU", "TIGER", "SASRec"]:
+    for m in ["YoutubeDNN", "MIND", "SDM", "GRU4Rec", "HSTU", "TIGER", "SASRec"]:
         got = _load(root, m, headline_file(m, root))
         if got is None:
             continue
