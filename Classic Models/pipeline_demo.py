@@ -15,8 +15,11 @@
 #    validation step and of each user's last training steps (count features taken as of the step),
 #    without recall ranks or scores by default. It is set against what it must beat on the same
 #    candidates: that count as a one-line rule, logistic regression and a gradient-boosted tree;
-# 3. **Re-ranking**: DPP (or MMR) picks the final 10 from the ranker's top 50, trading relevance for
-#    diversity; similarity = shared categories and title words, so near-duplicates repel.
+# 3. **Re-ranking**: DPP picks the final 10 from the ranker's top 50, trading relevance for
+#    diversity (similarity = shared categories and title words, so near-duplicates repel); `--rerank`
+#    swaps in MMR, calibration (the list's category mix follows the history's), a long-tail quota in
+#    every prefix (constrained) or none. All five run on the same ranked lists, and a table shows
+#    what each buys (diversity, calibration, long-tail share, exposure) and costs (NDCG, time).
 #
 # Metrics are per stage on each user's held-out test item (leave-one-out). `--serve` times single
 # requests end to end. The default data is the funnel world (`Datasets/funnel_world.py`): a shop
@@ -42,7 +45,7 @@ import torch
 
 import Datasets
 from Utils.funnel.items import attach_titles, item_side
-from Utils.funnel.report import ndcg_per_user, paired, show_users, timed, what_each_stage_found
+from Utils.funnel.report import ndcg_per_user, paired, show_users, what_each_stage_found
 from Utils.io import add_common_args, print_result
 from Utils.training import count_params, cpu_setup, set_seed
 
@@ -80,7 +83,13 @@ from Utils.funnel.ranking import earlier_stage, fit_ranker, rank_ablation, rank_
 
 # %%
 # isort: split
-from Utils.funnel.rerank import build_reranker, list_metrics, rerank_lists
+from Utils.funnel.rerank import (
+    RERANKERS,
+    build_reranker,
+    compare_rerankers,
+    list_metrics,
+    print_rerankers,
+)
 
 # %% [markdown]
 # ## One request, end to end
@@ -110,9 +119,19 @@ def parse_args(argv=None):
     p.add_argument(
         "--index", default="hnsw", choices=["flat", "hnsw", "ivf"], help="faiss index (two-tower)"
     )
-    p.add_argument("--rerank", default="dpp", choices=["dpp", "mmr"])
+    p.add_argument("--rerank", default="dpp", choices=RERANKERS,
+                   help="the final list's re-ranker (all five are compared on the same lists)")
     p.add_argument("--theta", type=float, default=0.9, help="DPP relevance-diversity knob")
     p.add_argument("--lam", type=float, default=0.8, help="MMR lambda")
+    p.add_argument("--cal-lambda", type=float, default=0.5,
+                   help="calibration weight lambda of Steck's Eq. (6), in [0, 1]")
+    p.add_argument("--tail-quota", type=float, default=0.3,
+                   help="constrained: share q of long-tail items in every prefix, in [0, 1]")
+    p.add_argument("--head-fraction", type=float, default=0.5,
+                   help="constrained: the most interacted share of the catalogue that is the head "
+                   "(the rest is the long tail)")
+    p.add_argument("--constrained-algorithm", default="det_greedy",
+                   choices=["det_greedy", "det_cons", "det_relaxed"])
     p.add_argument(
         "--rerank-depth", type=int, default=50, help="ranked candidates the re-ranker sees"
     )
@@ -204,8 +223,13 @@ def parse_args(argv=None):
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.k > min(args.n_candidates, args.rerank_depth):
         raise ValueError(f"--k {args.k} must not exceed --n-candidates and --rerank-depth")
-    if args.serve < 0 or not 0 <= args.theta <= 1 or not 0 <= args.lam <= 1:
-        raise ValueError("--serve must be >= 0 and --theta / --lam in [0, 1]")
+    if args.serve < 0:
+        raise ValueError(f"--serve must be >= 0, got {args.serve}")
+    for name in ("theta", "lam", "cal_lambda", "tail_quota"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if not 0 < args.head_fraction < 1:
+        raise ValueError(f"--head-fraction must be in (0, 1), got {args.head_fraction}")
     return args
 
 
@@ -301,11 +325,12 @@ def run(args) -> dict:
             ch_ndcg[best], rank_hist.best_metric,
         )
 
-    # -- stage 3: re-ranking
-    reranker = build_reranker(args)
-    final, timings["rerank_s"] = timed(
-        rerank_lists, reranker, side, ranked, ranked_scores, args.rerank_depth
-    )
+    # -- stage 3: re-ranking, all five rules on the same ranked lists; the final list is --rerank's
+    finals, rerankers = compare_rerankers(args, data, side, ranked, ranked_scores, hist, targets)
+    final = finals[args.rerank]
+    timings["rerank_s"] = rerankers[args.rerank]["ms_per_1000_users"] * U / 1e6
+    print_rerankers(rerankers, args.rerank, args.k)
+    reranker = build_reranker(args, data, side=side)
     final_ndcg = ndcg_per_user(final, targets, args.k)
     best_top = lists_n[best]
     after_rank, after_rerank, cov_best, dup = list_metrics(
@@ -318,12 +343,12 @@ def run(args) -> dict:
     )
 
     # -- the candidate-count trade-off
-    sweep = candidate_sweep(args, lists, ranker, reranker, side, hist, targets)
+    sweep = candidate_sweep(args, lists, ranker, reranker, hist, targets)
 
     # -- serving: single requests through every stage
     serving = {}
     if args.serve:
-        funnel = Funnel(args, channels, ranker, reranker, side, pop_key)
+        funnel = Funnel(args, channels, ranker, reranker, pop_key)
         serving = serve_requests(funnel, args.serve, hist, final, args.seed)
 
     # What each stage did, for a few users
@@ -397,6 +422,10 @@ def run(args) -> dict:
         best_channel=best,
         best_channel_chosen_on={"valid_NDCG@10": valid_ndcg},
         ranking_baselines=baselines,
+        rerankers=rerankers,
+        rerank_knobs={"theta": args.theta, "lam": args.lam, "cal_lambda": args.cal_lambda,
+                      "tail_quota": args.tail_quota, "head_fraction": args.head_fraction,
+                      "constrained_algorithm": args.constrained_algorithm},
         channels=stats,
         lift=lift,
         ablation=ablation,
@@ -423,7 +452,8 @@ def run(args) -> dict:
         "best": best,
         "transitions": models["itemcf"].transitions,
         "baseline_lists": baseline_lists,
-        "funnel": Funnel(args, channels, ranker, reranker, side, pop_key),
+        "funnel": Funnel(args, channels, ranker, reranker, pop_key),
+        "finals": finals,
     }
 
 

@@ -12,6 +12,7 @@ from Utils.funnel.baselines import order_by, rule_scores
 from Utils.funnel.ranking import as_of_counts
 from Utils.funnel.recall import Channel, CoVisit, ItemCF, merge, popularity_key, ranks_in, retrieve
 from Utils.funnel.report import ndcg_per_user, paired
+from Utils.loops.constrained_tradeoff import tail_groups
 
 pipeline = load_module("Classic Models/pipeline_demo.py", "pipeline_demo_under_test")
 
@@ -110,6 +111,56 @@ def test_reranker_passes_and_returning_the_ranker_order_fails(runs):
     out, _ = runs
     assert rerank_passes(out["final"], out["ranked"], out)
     assert not rerank_passes(out["ranked"][:, :10], out["ranked"], out)
+
+
+def test_every_reranker_buys_what_it_is_for_on_the_same_lists(runs):
+    """`--rerank` swaps the final stage; all five run on the same ranked lists. Each must buy what
+    it is for against the ranker's order (`none`): DPP fewer near-duplicate lists, calibration a
+    lower miscalibration C_KL, the constrained re-ranker its long-tail floor in every prefix of
+    every list that can meet it, leaving a list that already complies as it was; `none` is the
+    ranked top k itself."""
+    out, _ = runs
+    table, finals = out["result"]["rerankers"], out["finals"]
+    assert list(table) == ["dpp", "mmr", "calibration", "constrained", "none"]
+    assert np.array_equal(finals["none"], out["ranked"][:, :10])
+    assert np.array_equal(finals["dpp"], out["final"])  # the default --rerank
+    none = table["none"]
+    assert none["NDCG@10"] == pytest.approx(out["result"]["metrics"]["rank/NDCG@10"])
+    assert table["dpp"]["NearDup@10"] < 0.8 * none["NearDup@10"]
+    assert table["calibration"]["C_KL@10"] < 0.5 * none["C_KL@10"]
+    knobs = out["result"]["rerank_knobs"]
+    q = knobs["tail_quota"]
+    tail = tail_groups(out["data"], knobs["head_fraction"])
+    feasible = tail[out["ranked"][:, :50]].sum(1) >= int(q * 10)  # enough long-tail candidates
+    assert 0.9 < feasible.mean()
+    assert table["constrained"]["Satisfied@10"] == pytest.approx(feasible.mean(), abs=1e-6)
+    prefix_tail = np.cumsum(tail[finals["constrained"]], 1)[feasible]  # (users, 10)
+    assert (prefix_tail >= np.floor(q * np.arange(1, 11) + 1e-9)).all()  # every prefix's floor
+    assert (prefix_tail <= np.ceil(q * np.arange(1, 11) - 1e-9)).all()  # and ceiling
+    ranked_tail = np.cumsum(tail[out["ranked"][:, :10]], 1)
+    ok = ((ranked_tail >= np.floor(q * np.arange(1, 11) + 1e-9))
+          & (ranked_tail <= np.ceil(q * np.arange(1, 11) - 1e-9))).all(1)
+    assert 0.1 < ok.mean() < 0.9  # the quota binds on some lists, not on all
+    same = (finals["constrained"] == out["ranked"][:, :10]).all(1)
+    assert np.array_equal(same, ok)  # DetGreedy keeps exactly the lists that already comply
+    for name, final in finals.items():  # each final list: distinct items from the ranker's top 50
+        assert all(set(f[f > 0]) <= set(r[:50]) for f, r in zip(final, out["ranked"], strict=True))
+        assert all(len(set(f[f > 0])) == (f > 0).sum() for f in final), name
+
+
+def test_one_request_matches_the_batch_pipeline_for_every_reranker(runs):
+    """A served request re-ranks with the user's own history (calibration reads it) and gives the
+    batch list, whichever re-ranker is plugged in."""
+    from Utils.funnel.rerank import build_reranker
+    from Utils.funnel.serving import Funnel
+
+    out, _ = runs
+    f = out["funnel"]
+    for name, final in out["finals"].items():
+        served = Funnel(f.args, f.channels, f.ranker, build_reranker(f.args, out["data"], name),
+                        f.pop_key)
+        for r in range(3):
+            assert np.array_equal(served.recommend(out["hist"][r]), final[r]), name
 
 
 def test_ranker_reads_no_recall_rank_by_default(runs):
@@ -221,6 +272,9 @@ def test_itemcf_ties_go_to_popular_items_then_lower_ids():
         ["--channels", "sasrec,foo"],
         ["--sweep-n", "a"],
         ["--theta", "2"],
+        ["--cal-lambda", "1.5"],
+        ["--tail-quota", "-0.1"],
+        ["--head-fraction", "1"],
     ],
 )
 def test_bad_flags_exit_2(flags, capsys):

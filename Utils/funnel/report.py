@@ -283,6 +283,20 @@ def tables(path: str | Path) -> None:
             tried = v.get("valid_NDCG@10_by_setting")
             note = ", ".join(f"{k}: {x:.4f}" for k, x in tried.items()) if tried else ""
             print(f"| {name} | {_ms(v, 'NDCG@10', rbsd.get(name, {}))} | {d['diff']:+.4f} ± {d['se']:.4f} | {note} |")
+    rr, rrsd = r.get("rerankers") or {}, r.get("rerankers_sd") or {}
+    if rr:
+        kn = r.get("rerank_knobs") or {}
+        cols = ["NDCG@10", "Recall@10", "ILD@10", "NearDup@10", "C_KL@10", "Tail@10",
+                "Satisfied@10", "Gini@10"]
+        print(
+            f"\n| re-ranker, top 10 of the ranker's top 50 | {' | '.join(cols)} | ms per 1,000 users |\n"
+            + "|---" * (len(cols) + 2) + "|"
+        )
+        for name, v in rr.items():
+            s_ = rrsd.get(name, {})
+            cells = " | ".join(_ms(v, c, s_) for c in cols)
+            print(f"| {name} | {cells} | {v['ms_per_1000_users']:.0f} |")
+        print("(knobs: " + ", ".join(f"{k} {v}" for k, v in kn.items()) + ")")
     ab, absd = r.get("ablation") or {}, r.get("ablation_sd") or {}
     if ab:
         print(

@@ -22,9 +22,9 @@ from .rerank import rerank_lists
 class Funnel:
     """The trained stages behind one call: `recommend(history) -> final k item ids`."""
 
-    def __init__(self, args, channels, ranker, reranker, side, pop_key):
+    def __init__(self, args, channels, ranker, reranker, pop_key):
         self.args, self.channels, self.ranker, self.reranker = args, channels, ranker, reranker
-        self.side, self.pop_key = side, pop_key
+        self.pop_key = pop_key
 
     def recommend(self, history: np.ndarray, timings: dict | None = None) -> np.ndarray:
         """history: (L,) item ids, oldest first (0 = padding). Seen items are never returned."""
@@ -46,7 +46,7 @@ class Funnel:
         t2 = t()
         ranked, scores = rank_lists(self.ranker, h, cands, ranks)
         t3 = t()
-        final = rerank_lists(self.reranker, self.side, ranked, scores, a.rerank_depth)[0]
+        final = rerank_lists(self.reranker, ranked, scores, a.rerank_depth, h)[0]
         t4 = t()
         if timings is not None:
             for key, v in (
@@ -83,7 +83,7 @@ def serve_requests(funnel: Funnel, n: int, hist: np.ndarray, final: np.ndarray, 
     return serving
 
 
-def candidate_sweep(args, lists, ranker, reranker, side, hist, targets) -> dict:
+def candidate_sweep(args, lists, ranker, reranker, hist, targets) -> dict:
     """The candidate-count trade-off: for each N of `--sweep-n`, the first N of each channel's list
     (`lists`, retrieved to the largest N) merged, ranked and re-ranked: {N: ceiling, NDCG@k after
     ranking and re-ranking, ranking seconds per 1,000 users}."""
@@ -94,7 +94,7 @@ def candidate_sweep(args, lists, ranker, reranker, side, hist, targets) -> dict:
         cn = merge(list(ln.values()), args.quota_list, n)
         rn = np.stack([ranks_in(cn, v) for v in ln.values()], -1)
         (rk, rs), t_rank = timed(rank_lists, ranker, hist, cn, rn)
-        fn_ = rerank_lists(reranker, side, rk, rs, min(args.rerank_depth, n))
+        fn_ = rerank_lists(reranker, rk, rs, min(args.rerank_depth, n), hist)
         sweep[str(n)] = {
             "ceiling": float((cn == targets[:, None]).any(1).mean()),
             f"rank/NDCG@{args.k}": float(ndcg_per_user(rk, targets, args.k).mean()),

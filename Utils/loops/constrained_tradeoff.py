@@ -14,8 +14,15 @@ Gini@10 (of the items' exposure: how often each catalogue item is shown in a top
     OMP_NUM_THREADS=1 .venv/bin/python -m Utils.loops.constrained_tradeoff        # synthetic
     OMP_NUM_THREADS=1 .venv/bin/python -m Utils.loops.constrained_tradeoff --replot \
         assets/Constrained/results/tradeoff_synthetic.json
+    OMP_NUM_THREADS=1 .venv/bin/python -m Utils.loops.constrained_tradeoff \
+        --data seqtxt:../shared/data/amazon-beauty/Beauty.txt --seed S          # S = 0, 1, 2
+    .venv/bin/python -m Utils.loops.constrained_tradeoff --summary \
+        assets/Constrained/results/tradeoff_beauty.json assets/Constrained/results/tradeoff_beauty_seed*.json
 
-Writes assets/Constrained/tradeoff_<data>.png and assets/Constrained/results/tradeoff_<data>.json.
+Writes assets/Constrained/tradeoff_<data>.png and assets/Constrained/results/tradeoff_<data>.json
+(seed 0; another seed writes tradeoff_<data>_seed<S>.json and no figure). `--summary` prints each
+quota's mean ± sd over the runs given (the first-stage ranker is what the seed changes) and writes
+tradeoff_<data>_seeds.json.
 """
 
 from __future__ import annotations
@@ -141,6 +148,43 @@ def plot(result: dict, tag: str, k: int = 10, path: Path | None = None) -> Path:
     return path
 
 
+def summarize(paths: list[str]) -> dict:
+    """Mean ± sd over runs of the same sweep with different seeds: per quota, the initial ranking
+    and each algorithm, every metric; printed, and written beside the first run as
+    tradeoff_<data>_seeds.json."""
+    try:
+        runs = [json.loads(Path(p).read_text()) for p in paths]
+    except (OSError, ValueError) as e:
+        raise DataError(f"--summary: {e}; expected tradeoff jsons that this module wrote") from None
+    quotas = [[r["quota"] for r in run["sweep"]] for run in runs]
+    if any(q != quotas[0] for q in quotas) or len({run["data"] for run in runs}) != 1:
+        raise DataError("--summary: the runs differ in data or quotas; expected one sweep per seed")
+    sweep = []
+    for i, q in enumerate(quotas[0]):
+        row = {"quota": q, "feasible": float(np.mean([run["sweep"][i]["feasible"] for run in runs]))}
+        for name in ("initial", *ALGORITHMS):
+            vals = [run["sweep"][i][name] for run in runs]
+            keys = [k for k in vals[0] if k != "seconds"]
+            row[name] = {k: float(np.mean([v[k] for v in vals])) for k in keys}
+            row[name + "_sd"] = {k: float(np.std([v[k] for v in vals], ddof=1)) for k in keys}
+        sweep.append(row)
+    out = {"data": runs[0]["data"], "n_lists": runs[0]["n_lists"], "n": len(runs),
+           "seeds": [run.get("seed", 0) for run in runs], "head_fraction": runs[0]["head_fraction"],
+           "runs": [str(p) for p in paths], "sweep": sweep}
+    print(f"{out['data']}: mean ± sd over {len(runs)} seeds {out['seeds']}")
+    for r in sweep:
+        print(f"q={r['quota']:<5} feasible={r['feasible']:.4f}")
+        for name in ("initial", *ALGORITHMS):
+            m, sd = r[name], r[name + "_sd"]
+            print(f"   {name:<11} " + "  ".join(f"{k}={m[k]:.4f}±{sd[k]:.4f}" for k in m))
+    path = Path(paths[0])
+    tag = path.stem.removeprefix("tradeoff_").split("_seed")[0]
+    dest = path.with_name(f"tradeoff_{tag}_seeds.json")
+    write_json_atomic(dest, out)
+    print(f"wrote {dest}")
+    return out
+
+
 def _print_run(saved: dict) -> None:
     print(f"{saved['data']}, {saved['n_lists']:,} lists, head fraction {saved['head_fraction']}")
     for r in saved["sweep"]:
@@ -155,6 +199,8 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, epochs=3, batch_size=512, lr=3e-3)  # of the first-stage ranker
     p.add_argument("--replot", default=None, help="redraw from a saved tradeoff json and exit")
+    p.add_argument("--summary", nargs="+", default=None, metavar="JSON",
+                   help="mean ± sd over these runs' sweeps (one per seed), printed and saved")
     p.add_argument("--plot", metavar="PATH", default=None,
                    help="where the figure goes (default assets/Constrained/tradeoff_<data>.png)")
     p.add_argument("--candidates", type=positive_int, default=50)
@@ -171,6 +217,9 @@ def main(argv=None):
                 f"{args.candidates}")
     if not 0 < args.head_fraction < 1:
         p.error(f"--head-fraction {args.head_fraction}: expected a number in (0, 1)")
+    if args.summary:
+        summarize(args.summary)
+        return
     if args.replot:
         try:
             saved = json.loads(Path(args.replot).read_text())
@@ -206,9 +255,11 @@ def main(argv=None):
     result = {"data": args.data, "n_lists": U, "head_fraction": args.head_fraction,
               "candidate_tail_share": cand_tail, "catalogue_tail_share": float(item_group[1:].mean()),
               "sweep": sweep}
+    result["seed"] = args.seed
     _print_run(result)
-    png = plot(result, tag, args.k, path=args.plot)
-    out = ROOT / "assets" / "Constrained" / "results" / f"tradeoff_{tag}.json"
+    suffix = "" if args.seed == 0 else f"_seed{args.seed}"
+    png = plot(result, tag, args.k, path=args.plot) if args.seed == 0 or args.plot else "no figure"
+    out = ROOT / "assets" / "Constrained" / "results" / f"tradeoff_{tag}{suffix}.json"
     write_json_atomic(out, {**result, "wall_seconds": time.perf_counter() - t0})
     print(f"wrote {png} and {out} ({time.perf_counter() - t0:.0f} s)")
 
