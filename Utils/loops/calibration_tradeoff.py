@@ -242,6 +242,45 @@ def greedy_check(cal, n_cases: int, seed: int = 0, alpha: float = 0.01) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
+def summarize(paths: list[str], k: int = 10) -> dict:
+    """Mean ± sd over runs of the sweep with different seeds (the first-stage ranker is what the
+    seed changes): the initial ranking and every lambda all runs share; printed, and written beside
+    the first run as tradeoff_<data>_seeds.json."""
+    try:
+        runs = [json.loads(Path(p).read_text()) for p in paths]
+    except (OSError, ValueError) as e:
+        raise DataError(f"--summary: {e}; expected tradeoff jsons that this module wrote") from None
+    if len({run["data"] for run in runs}) != 1:
+        raise DataError("--summary: the runs are on different data; expected one sweep per seed")
+
+    def mean_sd(rows: list[dict]) -> tuple[dict, dict]:
+        keys = [key for key in rows[0] if key not in ("lambda", "seconds")]
+        return ({key: float(np.mean([r[key] for r in rows])) for key in keys},
+                {key: float(np.std([r[key] for r in rows], ddof=1)) for key in keys})
+
+    lams = [r["lambda"] for r in runs[0]["Calibration"]]
+    shared = [lam for lam in lams
+              if all(any(r["lambda"] == lam for r in run["Calibration"]) for run in runs)]
+    out = {"data": runs[0]["data"], "n_lists": runs[0]["n_lists"], "n": len(runs),
+           "seeds": [run.get("seed", 0) for run in runs], "runs": [str(p) for p in paths]}
+    out["initial"], out["initial_sd"] = mean_sd([run["initial"] for run in runs])
+    out["Calibration"] = []
+    print(f"{out['data']}: mean ± sd over {len(runs)} seeds {out['seeds']}")
+    print("initial ranking  " + "  ".join(f"{key}={out['initial'][key]:.4f}±"
+                                         f"{out['initial_sd'][key]:.4f}" for key in out["initial"]))
+    for lam in shared:
+        m, sd = mean_sd([next(r for r in run["Calibration"] if r["lambda"] == lam) for run in runs])
+        out["Calibration"].append({"lambda": lam, **m, "sd": sd})
+        print(f"Calibration lambda={lam:<5} " + "  ".join(f"{key}={m[key]:.4f}±{sd[key]:.4f}"
+                                                          for key in m))
+    path = Path(paths[0])
+    tag = path.stem.removeprefix("tradeoff_").split("_seed")[0]
+    dest = path.with_name(f"tradeoff_{tag}_seeds.json")
+    write_json_atomic(dest, out)
+    print(f"wrote {dest}")
+    return out
+
+
 def _print_run(saved: dict, k: int) -> None:
     print(f"{saved['data']}, {saved['n_lists']:,} lists; initial ranking: "
           + metric_line(saved["initial"]))
@@ -257,6 +296,8 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, epochs=3, batch_size=512, lr=3e-3)  # of the first-stage ranker
     p.add_argument("--replot", default=None, help="redraw from a saved tradeoff json and exit")
+    p.add_argument("--summary", nargs="+", default=None, metavar="JSON",
+                   help="mean ± sd over these runs (one per seed) at the lambdas they share")
     p.add_argument("--plot", metavar="PATH", default=None,
                    help="where the figure goes (default assets/Calibration/tradeoff_<data>.png)")
     p.add_argument("--candidates", type=positive_int, default=50)
@@ -280,6 +321,9 @@ def main(argv=None):
         p.error(f"--alpha {args.alpha}: expected a number in (0, 1] (the paper: 0.01)")
     if args.half_life is not None and not args.half_life > 0:
         p.error(f"--half-life {args.half_life}: expected a positive number of items")
+    if args.summary:
+        summarize(args.summary, args.k)
+        return
     if args.replot:
         try:
             saved = json.loads(Path(args.replot).read_text())
@@ -339,8 +383,10 @@ def main(argv=None):
     result = {"data": args.data, "n_lists": U, "alpha": args.alpha, "half_life": args.half_life,
               "n_categories": n_categories, "similarity": args.similarity, "initial": base,
               **curves}
-    png = plot(result, tag, args.k, path=args.plot)
-    out = ROOT / "assets" / "Calibration" / "results" / f"tradeoff_{tag}.json"
+    result["seed"] = args.seed
+    suffix = "" if args.seed == 0 else f"_seed{args.seed}"
+    png = plot(result, tag, args.k, path=args.plot) if args.seed == 0 or args.plot else "no figure"
+    out = ROOT / "assets" / "Calibration" / "results" / f"tradeoff_{tag}{suffix}.json"
     write_json_atomic(out, {**result, "wall_seconds": time.perf_counter() - t0})
     print(f"wrote {png} and {out} ({time.perf_counter() - t0:.0f} s)")
 

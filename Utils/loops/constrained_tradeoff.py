@@ -8,8 +8,11 @@ Business framing: items are split into the popular head (the `head_fraction` mos
 in training) and the long tail (group 1); the quota q asks every prefix of the top 10 to hold at
 least floor(q k) long-tail items and at most ceil(q k) (p = (1 - q, q)). Per quota and algorithm:
 NDCG@10, Recall@10, Tail@10 (the long-tail share of the top 10), Satisfied@10 (share of lists whose
-every prefix meets the floors), Feasible (share of lists with enough long-tail candidates) and
-Gini@10 (of the items' exposure: how often each catalogue item is shown in a top 10).
+every prefix meets the floors), Feasible (share of lists with enough long-tail candidates),
+Gini@10 (of the items' exposure: how often each catalogue item is shown in a top 10) and
+Exposure@10 (the long tail's mean share of the position-weighted exposure, the note's Eq. (4)).
+Then the amortised exposure re-ranker (`ExposureReranker`): per minimum share m, its bonus is
+fitted on a random half of the lists and the other half is re-ranked and measured.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m Utils.loops.constrained_tradeoff        # synthetic
     OMP_NUM_THREADS=1 .venv/bin/python -m Utils.loops.constrained_tradeoff --replot \
@@ -112,10 +115,50 @@ def list_evaluator(lists: dict, data, con, item_group: np.ndarray, *, k: int):
         shown = np.take_along_axis(lists["items"], np.clip(positions, 0, None), 1)[positions >= 0]
         tail = item_group[shown]
         exposure = np.bincount(shown, minlength=n_items + 1)[1:]
+        share = con.exposure_shares(groups, pos, 2)[:, 1].mean()  # Eq. (4), long tail
         return {**m, f"Tail@{k}": float(tail.mean()), f"Satisfied@{k}": float(min_ok.double().mean()),
-                f"Gini@{k}": gini(exposure)}
+                f"Gini@{k}": gini(exposure), f"Exposure@{k}": float(share)}
 
     return evaluate
+
+
+def exposure_sweep(con, lists: dict, data, item_group: np.ndarray, *, targets, k: int,
+                   seed: int) -> list[dict]:
+    """Amortised exposure (`ExposureReranker`, the note's Eq. (3)-(6)): for each minimum long-tail
+    exposure share m, fit the bonus on a random half of the users' lists (scores and groups only,
+    no labels) and re-rank the other half; that half's metrics before and after, with its mean
+    long-tail exposure share (`Exposure@k`) and the bonus."""
+    U = len(lists["items"])
+    perm = np.random.default_rng(seed).permutation(U)
+    fit_rows, test_rows = perm[: U // 2], perm[U // 2 :]
+    scores = RL.minmax_scores(torch.from_numpy(lists["init_scores"]).double())
+    groups = torch.from_numpy(item_group[lists["items"]])
+    held = {key: lists[key][test_rows] for key in ("items", "labels")}
+    evaluate = list_evaluator(held, data, con, item_group, k=k)
+    g_test, s_test = groups[test_rows], scores[test_rows]
+
+    def with_exposure(positions) -> dict:
+        pos = torch.as_tensor(np.asarray(positions), dtype=torch.long)
+        share = con.exposure_shares(g_test, pos, 2).mean(0)
+        row = evaluate(positions, 0.0)
+        assert abs(row[f"Exposure@{k}"] - float(share[1])) < 1e-9
+        return {key: v for key, v in row.items() if key != f"Satisfied@{k}"}
+
+    initial = with_exposure(initial_positions(len(test_rows), k))
+    out = []
+    for m in targets:
+        model = con.ExposureReranker(max_length=k)
+        t = time.perf_counter()
+        fit = model.fit(scores=scores[fit_rows], groups=groups[fit_rows],
+                        min_share=torch.tensor([0.0, m], dtype=torch.float64))
+        fit_s = time.perf_counter() - t
+        t = time.perf_counter()
+        pos = model(scores=s_test, groups=g_test).numpy()
+        out.append({"min_share": m, "bonus": float(fit.bonus[1]), "met_on_fit": fit.met,
+                    "share_on_fit": float(fit.shares[1]), "initial": initial,
+                    "exposure": {**with_exposure(pos), "seconds": time.perf_counter() - t,
+                                 "fit_seconds": fit_s}})
+    return out
 
 
 def plot(result: dict, tag: str, k: int = 10, path: Path | None = None) -> Path:
@@ -168,13 +211,31 @@ def summarize(paths: list[str]) -> dict:
             row[name] = {k: float(np.mean([v[k] for v in vals])) for k in keys}
             row[name + "_sd"] = {k: float(np.std([v[k] for v in vals], ddof=1)) for k in keys}
         sweep.append(row)
+    exposure = []
+    for i, first in enumerate(runs[0].get("exposure", [])):
+        rows = [run["exposure"][i] for run in runs]
+        row = {"min_share": first["min_share"]}
+        for name in ("initial", "exposure"):
+            keys = [k for k in rows[0][name] if not k.endswith("seconds")]
+            row[name] = {k: float(np.mean([r[name][k] for r in rows])) for k in keys}
+            row[name + "_sd"] = {k: float(np.std([r[name][k] for r in rows], ddof=1))
+                                 for k in keys}
+        row["bonus"] = [r["bonus"] for r in rows]
+        row["met_on_fit"] = all(r["met_on_fit"] for r in rows)
+        exposure.append(row)
     out = {"data": runs[0]["data"], "n_lists": runs[0]["n_lists"], "n": len(runs),
            "seeds": [run.get("seed", 0) for run in runs], "head_fraction": runs[0]["head_fraction"],
-           "runs": [str(p) for p in paths], "sweep": sweep}
+           "runs": [str(p) for p in paths], "sweep": sweep, "exposure": exposure}
     print(f"{out['data']}: mean ± sd over {len(runs)} seeds {out['seeds']}")
     for r in sweep:
         print(f"q={r['quota']:<5} feasible={r['feasible']:.4f}")
         for name in ("initial", *ALGORITHMS):
+            m, sd = r[name], r[name + "_sd"]
+            print(f"   {name:<11} " + "  ".join(f"{k}={m[k]:.4f}±{sd[k]:.4f}" for k in m))
+    for r in exposure:
+        print(f"m={r['min_share']:<5} bonus per seed {[round(b, 4) for b in r['bonus']]}, met on "
+              f"the fitted halves: {r['met_on_fit']}; held-out halves:")
+        for name in ("initial", "exposure"):
             m, sd = r[name], r[name + "_sd"]
             print(f"   {name:<11} " + "  ".join(f"{k}={m[k]:.4f}±{sd[k]:.4f}" for k in m))
     path = Path(paths[0])
@@ -192,6 +253,11 @@ def _print_run(saved: dict) -> None:
               + metric_line(r["initial"]))
         for name in ALGORITHMS:
             print(f"q={r['quota']:<5} {name:<11} " + metric_line(r[name]))
+    for r in saved.get("exposure", []):
+        print(f"m={r['min_share']:<5} bonus={r['bonus']:.4f} share on the fitted half "
+              f"{r['share_on_fit']:.4f} (met {r['met_on_fit']}); held-out half:")
+        print("   initial   " + metric_line(r["initial"]))
+        print("   exposure  " + metric_line(r["exposure"]))
 
 
 def main(argv=None):
@@ -210,6 +276,8 @@ def main(argv=None):
     p.add_argument("--head-fraction", type=float, default=0.1,
                    help="share of the catalogue (most interacted items) that is the head")
     p.add_argument("--quotas", type=fraction_list_arg(), default="0,0.1,0.2,0.3,0.4,0.5,0.6")
+    p.add_argument("--exposure", type=fraction_list_arg(), default="0.1,0.2,0.3",
+                   help="minimum long-tail exposure shares m of the amortised exposure sweep")
     p.add_argument("--chunk", type=positive_int, default=512)
     args = p.parse_args(argv)
     if args.k > args.candidates:
@@ -251,10 +319,12 @@ def main(argv=None):
             row[name] = {**evaluate(pos, q), "seconds": time.perf_counter() - t}
             row["feasible"] = float(feasible.mean())
         sweep.append(row)
+    exposure = exposure_sweep(con, lists, data, item_group, targets=args.exposure, k=args.k,
+                              seed=args.seed)
     tag = "beauty" if "Beauty" in args.data else args.data.split(":")[0]
     result = {"data": args.data, "n_lists": U, "head_fraction": args.head_fraction,
               "candidate_tail_share": cand_tail, "catalogue_tail_share": float(item_group[1:].mean()),
-              "sweep": sweep}
+              "sweep": sweep, "exposure": exposure}
     result["seed"] = args.seed
     _print_run(result)
     suffix = "" if args.seed == 0 else f"_seed{args.seed}"

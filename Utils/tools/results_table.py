@@ -330,6 +330,18 @@ def ledger_rerank(root: Path = ROOT) -> str:
                      + f" | {_link(rel, root)} |")
         if base is None and res.get("baseline"):
             base = (res["baseline"], rel)
+    # the two constraint re-rankers, from their sweeps on the same lists (seed 0 of the first stage)
+    cal = _load(root, "Calibration", "tradeoff_beauty.json")
+    point = cal and next((r for r in cal[0]["Calibration"] if r["lambda"] == 0.5), None)
+    if point:
+        lines.append("| [Calibration](Calibration/README.md), λ = 0.5 | "
+                     + " | ".join(_cells(point, None, keys)) + f" | {_link(cal[1], root)} |")
+    con = _load(root, "Constrained", "tradeoff_beauty.json")
+    point = con and next((r for r in con[0]["sweep"] if r["quota"] == 0.3), None)
+    if point:
+        lines.append("| [Constrained](Constrained/README.md), DetGreedy, long-tail quota 0.3 | "
+                     + " | ".join(_cells(point["det_greedy"], None, keys))
+                     + f" | {_link(con[1], root)} |")
     if base is not None:
         b, rel = base
         lines.append(f"| {b['name']} (stored with the MMR run) | " + " | ".join(_cells(b["metrics"], None, keys))

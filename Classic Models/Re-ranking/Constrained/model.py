@@ -8,7 +8,7 @@ Official code: none (the paper gives the algorithms as pseudocode, Algorithm 1).
 Usage::
 
     import torch
-    from model import ConstrainedReranker
+    from model import ConstrainedReranker, ExposureReranker
     scores = torch.rand(2, 30)  # (B, N) ranker scores
     groups = torch.randint(0, 2, (2, 30))  # (B, N) group id per candidate: 0 = head, 1 = long tail
     shares = torch.tensor([0.7, 0.3])  # (G,) target proportions p (or (B, G), one row per list)
@@ -18,6 +18,9 @@ Usage::
     print(out.feasible.tolist(), out.satisfied.tolist())  # (B,) could it / did it meet the floors
     ConstrainedReranker(max_length=10).save("m.pt")  # its config (no weights)
     reranker = ConstrainedReranker.load("m.pt")  # the same knobs, from this file alone
+    exposure = ExposureReranker(max_length=10)  # the long tail gets >= 30% of the exposure
+    fit = exposure.fit(scores=scores, groups=groups, min_share=torch.tensor([0.0, 0.3]))
+    positions = exposure(scores=scores, groups=groups)  # new lists: s + bonus of the group
 
 This file stands alone: it needs only torch. Copy it into your project as is.
 Two model files in one project: every file of this repo is called model.py, so copy each under its
@@ -43,6 +46,17 @@ Equation numbers are the note's (the paper states the constraints in words and g
 ceil(p_i k) / p_i is the length at which group i would fall below its floor if it got nothing now:
 DetCons serves the most urgent group first; DetRelaxed rounds that length up, so that groups
 falling due at the same position compete on score.
+
+Exposure over users (amortised; the exposure model of Singh & Joachims, KDD 2018): a per-list quota
+binds every list; a provider often needs only its share of the attention across all users.
+    Eq. (3)  v_r = 1 / log2(1 + r)                       exposure of rank r (DCG's discount)
+    Eq. (4)  E_i(b) = sum_r v_r [a(rank r of list b) = i] / sum_r v_r     group i's share in list b
+    Eq. (5)  mean over lists b of E_i(b) >= m_i           for every group i (m_i >= 0, sum <= 1)
+    Eq. (6)  rank list b by s_j + mu_{a_j}, mu_i >= 0     one score bonus per group
+Eq. (6) maximises the Lagrangian of "position-weighted relevance subject to Eq. (5)" for any mu
+(rearrangement inequality); `ExposureReranker.fit` finds the smallest mu meeting Eq. (5) on a batch
+of lists by bisection (a group's mean share only grows with its own bonus), and `forward` applies
+it to new lists: Eq. (5) then holds in expectation over users, not per list.
 
 Notation (shapes):
     B: number of lists in the batch      N: candidates per list
@@ -459,4 +473,207 @@ class ConstrainedReranker(nn.Module):
         """The model `save` wrote, rebuilt from this file alone, in eval mode. A file `save` did not
         write (keys missing, another model's config) raises a ValueError saying what it expected."""
         ckpt, config = _read_checkpoint(cls, ConstrainedConfig, path, map_location)
+        return _load_weights(cls(config), ckpt, path, map_location)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exposure over users (amortised): each group's mean share of the position-weighted exposure
+# --------------------------------------------------------------------------------------------------
+
+
+def exposure_weights(k: int, device=None) -> torch.Tensor:
+    """Eq. (3): v_r = 1 / log2(1 + r), the exposure of rank r = 1..k (DCG's position discount).
+    Returns (k,) float64."""
+    r = torch.arange(1, k + 1, dtype=torch.float64, device=device)
+    return 1.0 / torch.log2(1.0 + r)
+
+
+def exposure_shares(groups: torch.Tensor, positions: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Eq. (4): E_i(b) = sum_r v_r [group of rank r = i] / sum_r v_r over the filled ranks of list b.
+
+    Args:
+        groups: (B, N) int64 group id per candidate, 0..n_groups-1.
+        positions: (B, k) int64 positions into the candidates, -1 = no item.
+        n_groups: G.
+    Returns:
+        (B, G) float64, each row summing to 1 (0 for a list with no item).
+    """
+    B, k = positions.shape
+    v = exposure_weights(k, positions.device).expand(B, k) * (positions >= 0)  # (B, k)
+    picked = groups.gather(1, positions.clamp_min(0))  # (B, k)
+    ids = torch.where(positions >= 0, picked, n_groups)  # empty slots go to column G
+    out = torch.zeros(B, n_groups + 1, dtype=torch.float64, device=positions.device)
+    out.scatter_add_(1, ids, v)  # (B, G + 1)
+    return out[:, :n_groups] / v.sum(1, keepdim=True).clamp_min(1e-12)
+
+
+def boosted_order(scores: torch.Tensor, groups: torch.Tensor, bonus: torch.Tensor,
+                  max_length: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. (6): the top max_length by s_j + mu_{a_j}, ties to the earlier candidate.
+
+    Args:
+        scores: (B, N) float relevance; groups: (B, N) int64; bonus: (G,) mu >= 0.
+        valid: (B, N) bool, False = never picked.
+    Returns:
+        (B, max_length) int64 positions, -1 when a list runs out of valid candidates.
+    """
+    adj = scores.double() + bonus.double().to(scores.device)[groups.clamp(0, len(bonus) - 1)]
+    if valid is not None:
+        adj = adj.masked_fill(~valid, -math.inf)
+    order = torch.argsort(adj, dim=1, descending=True, stable=True)[:, :max_length]  # (B, k)
+    return torch.where(adj.gather(1, order) > -math.inf, order, -1)
+
+
+def fit_exposure_bonus(scores: torch.Tensor, groups: torch.Tensor, min_share: torch.Tensor, *,
+                       max_length: int, valid: torch.Tensor | None = None, rounds: int = 20,
+                       steps: int = 40) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The smallest bonuses mu >= 0 whose boosted order meets Eq. (5) on these lists:
+    mean_b E_i(b) >= m_i for every group i.
+
+    Each group's mean share only grows with its own bonus, so each mu_i is found by bisection
+    (`steps` halvings of [0, score range]) with the others fixed; the groups are swept `rounds`
+    times (raising one group's bonus lowers the others' shares, so a group may need more).
+    Returns (mu (G,) float64, the mean shares reached (G,), met): met is False when a minimum is
+    out of reach even with its group ranked first in every list.
+    """
+    G = min_share.shape[-1]
+    m = min_share.double().to(scores.device)
+    real = scores.double() if valid is None else scores.double()[valid]
+    span = float(real.max() - real.min()) + 1.0 if real.numel() else 1.0  # mu >= span: group first
+    mu = torch.zeros(G, dtype=torch.float64, device=scores.device)
+
+    def mean_share(bonus):
+        return exposure_shares(groups, boosted_order(scores, groups, bonus, max_length, valid),
+                               G).mean(0)
+
+    for _ in range(rounds):
+        changed = False
+        for i in range(G):
+            if bool(mean_share(mu)[i] >= m[i]):
+                continue  # met with the bonuses as they are
+            lo, hi = float(mu[i]), span
+            top = mu.clone()
+            top[i] = hi
+            if bool(mean_share(top)[i] < m[i]):
+                mu[i] = hi  # out of reach: the group first everywhere is the most it can get
+                continue
+            for _ in range(steps):  # invariant: share(lo) < m_i <= share(hi)
+                mid = 0.5 * (lo + hi)
+                mu[i] = mid
+                if bool(mean_share(mu)[i] >= m[i]):
+                    hi = mid
+                else:
+                    lo = mid
+            mu[i] = hi
+            changed = True
+        if not changed:
+            break
+    shares = mean_share(mu)
+    return mu, shares, bool((shares >= m - 1e-12).all())
+
+
+@dataclass
+class ExposureConfig:
+    max_length: int = 10  # k: length of the re-ranked list
+    bonus: tuple = ()  # mu per group (Eq. (6)), in the units of the scores; set by fit()
+    rounds: int = 20  # sweeps over the groups when fitting
+
+
+class ExposureFit(NamedTuple):
+    """What `ExposureReranker.fit` returns."""
+
+    bonus: torch.Tensor  # (G,) mu
+    shares: torch.Tensor  # (G,) mean exposure share of each group on the fitted lists
+    met: bool  # every minimum share reached
+
+
+class ExposureReranker(nn.Module):
+    """Amortised exposure: each group's exposure share, averaged over users, is at least m_i.
+
+    fit(scores, groups, min_share) finds the per-group score bonuses mu on a batch of lists (no
+    labels: scores and groups only, e.g. yesterday's requests); forward() then ranks each list by
+    s_j + mu_{a_j} (Eq. (6)), one sort per list. Scores must be on the scale the bonus was fitted
+    on (e.g. min-max per list). The config passed in is never modified.
+    """
+
+    def __init__(self, config: ExposureConfig | None = None, **overrides) -> None:
+        super().__init__()
+        known = {f.name for f in fields(ExposureConfig)}
+        for name in overrides:
+            if name not in known:
+                raise TypeError(f"unknown ExposureConfig field {name!r}")
+        config = replace(config or ExposureConfig(), **overrides)
+        _check_int("max_length", config.max_length, 1)
+        _check_int("rounds", config.rounds, 1)
+        bonus = tuple(float(b) for b in config.bonus)
+        if any(not math.isfinite(b) or b < 0 for b in bonus):
+            raise ValueError(f"bonus must be finite and >= 0 per group, got {config.bonus!r}")
+        self.config = replace(config, bonus=bonus)
+
+    def _inputs(self, scores, groups, valid, n_groups: int):
+        if scores.dim() != 2 or groups.shape != scores.shape:
+            raise ValueError(f"expected scores (B, N) and groups (B, N), got "
+                             f"{tuple(scores.shape)} and {tuple(groups.shape)}")
+        B, N = scores.shape
+        if N == 0:
+            raise ValueError("the candidate lists are empty (N = 0); expected at least 1 candidate")
+        if self.config.max_length > N:
+            raise ValueError(f"max_length must be in 1..{N} (the list length N), got "
+                             f"{self.config.max_length}: pad with valid=False to reach it")
+        if valid is not None and (valid.shape != (B, N) or valid.dtype != torch.bool):
+            raise ValueError(f"valid must be (B, N) = {(B, N)} bool, got {tuple(valid.shape)} "
+                             f"{valid.dtype}")
+        if not bool(torch.isfinite(scores).all()):
+            where = [int(i) for i in (~torch.isfinite(scores)).nonzero()[0]]
+            raise ValueError(f"scores: list {where[0]} is not finite at scores{where}; expected "
+                             f"{_FINITE_SCORES}")
+        if groups.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise ValueError(f"groups must be an integer tensor (B, N), got {groups.dtype}")
+        bad = (groups < 0) | (groups >= n_groups)
+        if valid is not None:
+            bad &= valid
+        if bool(bad.any()):
+            where = [int(i) for i in bad.nonzero()[0]]
+            raise ValueError(f"groups: id {int(groups[tuple(where)])} at {where} is an unknown "
+                             f"group; expected ids in 0..{n_groups - 1}")
+        return groups.long()
+
+    def fit(self, *, scores: torch.Tensor, groups: torch.Tensor, min_share: torch.Tensor,
+            valid: torch.Tensor | None = None) -> ExposureFit:
+        """Fit mu on these lists so that Eq. (5) holds on them; keeps it in self.config.bonus.
+
+        Args:
+            scores: (B, N) float; groups: (B, N) int64 in 0..G-1; min_share: (G,) m_i >= 0 with
+            sum <= 1; valid: (B, N) bool.
+        """
+        check_proportions(min_share)
+        if min_share.dim() != 1:
+            raise ValueError(f"min_share must be (G,), one share per group, got "
+                             f"{tuple(min_share.shape)}")
+        groups = self._inputs(scores, groups, valid, min_share.shape[0])
+        mu, shares, met = fit_exposure_bonus(scores, groups, min_share,
+                                             max_length=self.config.max_length, valid=valid,
+                                             rounds=self.config.rounds)
+        self.config = replace(self.config, bonus=tuple(float(b) for b in mu))
+        return ExposureFit(mu, shares, met)
+
+    def forward(self, *, scores: torch.Tensor, groups: torch.Tensor,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, max_length) int64 positions by s_j + mu_{a_j}; -1 when a list runs out."""
+        if not self.config.bonus:
+            raise ValueError("no bonus: call fit(...) on a batch of lists first, or pass "
+                             "bonus=(mu_0, ..., mu_{G-1}) in the config")
+        bonus = torch.tensor(self.config.bonus, dtype=torch.float64)
+        groups = self._inputs(scores, groups, valid, len(bonus))
+        return boosted_order(scores, groups, bonus, self.config.max_length, valid)
+
+    def save(self, path: str, *, overwrite: bool = False) -> None:
+        """torch.save {"model", "config", "state_dict"} (the bonus lives in the config); an
+        existing file is kept unless overwrite=True."""
+        _save_checkpoint(self, self.config, path, overwrite)
+
+    @classmethod
+    def load(cls, path: str, map_location="cpu") -> ExposureReranker:
+        """The re-ranker `save` wrote, bonus included, from this file alone."""
+        ckpt, config = _read_checkpoint(cls, ExposureConfig, path, map_location)
         return _load_weights(cls(config), ckpt, path, map_location)
