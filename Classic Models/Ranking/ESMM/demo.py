@@ -96,13 +96,18 @@ def load_world(seed: int):
     return data, split, sets, dims
 
 
-def describe(sets: dict) -> None:
+def describe(sets: dict) -> dict:
+    """Counts and planted CVR of the training impressions; printed, and returned for the json."""
     t = {k: v.numpy() for k, v in sets["train"].tensors.items()}
     c = t["click"] > 0
     print(f"train: {len(c):,} impressions, {int(c.sum()):,} clicks (CTR {c.mean():.3f}), "
           f"{int(t['conversion'].sum()):,} conversions (CVR on clicks {t['conversion'][c].mean():.3f}); "
           f"planted CVR on clicked {t['cvr_truth'][c].mean():.3f}, on non-clicked "
           f"{t['cvr_truth'][~c].mean():.3f}")
+    return {"train_impressions": int(len(c)), "train_clicks": int(c.sum()),
+            "train_conversions": int(t["conversion"].sum()),
+            "train_planted_cvr_clicked": float(t["cvr_truth"][c].mean()),
+            "train_planted_cvr_nonclicked": float(t["cvr_truth"][~c].mean())}
 
 
 # %% [markdown]
@@ -181,14 +186,15 @@ def show(name: str, m: dict) -> None:
 def run_single() -> None:
     saved = read_checkpoint(args.load, demo="ESMM") if args.load else None
     if saved:
-        apply_saved_args(args, saved, names=("seed", "method", "dim", "separate_embeddings", "epochs"))
+        apply_saved_args(args, saved,
+                         names=("seed", "method", "dim", "separate_embeddings", "epochs"))
     data, split, sets, dims = load_world(args.seed)
     check_before_training(args, split, data)
     if saved and list(saved["extra"]["dims"]) != list(dims):
         raise DataError(f"--load {args.load}: saved for field sizes {list(saved['extra']['dims'])}, "
                         f"but {data.name} gives {list(dims)}; expected the --data of the run that "
                         f"saved it ({saved['args'].get('data', '?')})")
-    describe(sets)
+    world = describe(sets)
     methods = [args.method] + (["naive"] if args.method != "naive" else [])
     models, seconds, results = {}, {}, {}
     for method in methods:
@@ -222,7 +228,7 @@ def run_single() -> None:
                                                       "metrics": results["naive"]},
         train_seconds=seconds[args.method], eval_seconds=0.0, epochs=args.epochs,
         params=count_params(main), out=args.out, threads=torch.get_num_threads(),
-        loaded_from=args.load)
+        loaded_from=args.load, world=world)
 
 
 def recommend(model, data, split, raw_user: str, k: int = 10) -> None:
