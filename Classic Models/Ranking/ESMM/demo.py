@@ -3,7 +3,7 @@
 #
 # CPU, synthetic conversion world (impression -> click -> conversion with the conversion truth
 # planted, `Datasets/conversion_ctr.py`): ESMM against the naive CVR model trained on clicked
-# impressions only (the paper's BASE), about 30 s of CPU time with 1 thread:
+# impressions only (the paper's BASE), 5 epochs each, about 75 s with 1 thread:
 #
 #     python "Classic Models/Ranking/ESMM/demo.py" --threads 1
 #
@@ -13,7 +13,7 @@
 #
 # The study behind the note's table: naive, ESMM, ESCM²-IPS and ESCM²-DR on seeds 0-4, every AUC
 # per task, mean ± sd; seed 0's predictions binned against the planted CVR for the figure (about
-# 4 min with 1 thread):
+# 7 min with 1 thread):
 #
 #     python "Classic Models/Ranking/ESMM/demo.py" --study 5 --threads 1 \
 #         --plot assets/ESMM/calibration.png --out assets/ESMM/results/study.json
