@@ -197,6 +197,18 @@ SPECS: dict[str, tuple[str, str, str]] = {
         run = lambda mdl: mdl(*args)
         want = lambda: torch.sigmoid(model(*args))
     """),
+    "ESMM": ("Ranking", "ranking", """
+        cfg = m.ESMMConfig(sparse_vocab_sizes=(5, 7), dim=4, tower_hidden=(8,), method="escm2-dr",
+                           share_embeddings=False)
+        model = m.ESMM(cfg)
+        args, kwargs = (torch.randint(0, 5, (6, 2)),), {}
+        run = lambda mdl: mdl(*args)
+        want = lambda: m.ESMM.probabilities(model(*args))
+        def extra(model, loaded, folder):
+            p = loaded.predict(*args)
+            assert torch.equal(p[:, 2], p[:, 0] * p[:, 1])  # pCTCVR = pCTR x pCVR, Eq. (1)
+            assert loaded.config == model.config and loaded.config.method == "escm2-dr"
+    """),
     "DPP": ("Re-ranking", "rerank", """
         model = m.DPPReranker(theta=0.6, max_length=4, window_size=3, dtype=torch.float32)
         scores, vectors = torch.rand(2, 8), torch.randn(2, 8, 4)
@@ -439,6 +451,7 @@ MAIN_CLASSES = {  # folder -> (main classes, config class)
     "Ranking/DIEN": (("DIEN",), "DIENConfig"),
     "Ranking/MMoE": (("MMoE", "SharedBottom"), "MultiTaskConfig"),
     "Ranking/PLE": (("PLE",), "PLEConfig"),
+    "Ranking/ESMM": (("ESMM",), "ESMMConfig"),
     "Re-ranking/MMR": (("MMRReranker",), "MMRConfig"),
     "Re-ranking/DPP": (("DPPReranker",), "DPPConfig"),
     "Re-ranking/PRM": (("PRM",), "PRMConfig"),
@@ -475,6 +488,7 @@ OVERRIDES = {  # folder -> (config keywords, one override)
     "Ranking/DIEN": ({"item_vocab_sizes": (10, 4)}, {"dim": 8}),
     "Ranking/MMoE": ({"sparse_vocab_sizes": (5, 6), "task_types": ("binary", "binary")}, {"dim": 4}),
     "Ranking/PLE": ({"sparse_vocab_sizes": (5, 6), "task_types": ("binary", "binary")}, {"dim": 4}),
+    "Ranking/ESMM": ({"sparse_vocab_sizes": (5, 6)}, {"dim": 4}),
     "Re-ranking/MMR": ({}, {"lam": 0.3}),
     "Re-ranking/DPP": ({}, {"theta": 0.3}),
     "Re-ranking/PRM": ({"feature_dim": 4}, {"d_model": 8}),
@@ -591,6 +605,7 @@ VOCAB_CASES = {  # folder -> (code building `model`, the embedding row counts th
                      "task_types=('binary', 'binary')))", [11, 13]),
     "Ranking/PLE": ("m.PLE(m.PLEConfig(sparse_vocab_sizes=(11, 13), task_types=('binary', 'binary')))",
                     [11, 13]),
+    "Ranking/ESMM": ("m.ESMM(m.ESMMConfig(sparse_vocab_sizes=(11, 13)))", [11, 13]),
 }
 NO_ID_VOCABULARY = {  # folder -> why VOCAB_CASES has no row for it
     "Recall/TIGER": "its tokens are codebook entries (code_sizes) and hashed user buckets, no padded ids",
