@@ -5,6 +5,7 @@ plain Python, and a brute-force search over every group sequence of a short list
 list meets the prefix floors (Eq. (1)) and ceilings (Eq. (2))."""
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -367,3 +368,25 @@ def test_exposure_bad_inputs_are_one_line_errors_and_save_load_keeps_the_bonus(t
     assert con.ExposureReranker.load(tmp_path / "e.pt").config.bonus == (0.0, 0.1)
     with pytest.raises(FileExistsError):
         model.save(tmp_path / "e.pt")
+
+
+def test_the_seed_summary_is_the_mean_and_sample_sd_of_the_runs_and_refuses_mixed_data(tmp_path):
+    from Datasets import DataError
+    from Utils.loops import constrained_tradeoff as KT
+
+    def run(seed, ndcg, data="d"):
+        point = {"NDCG@10": ndcg, "Tail@10": 0.1, "seconds": 9.0}
+        row = {"quota": 0.3, "feasible": 0.5, "initial": point,
+               **{a: {**point, "NDCG@10": ndcg - 0.01} for a in KT.ALGORITHMS}}
+        path = tmp_path / f"tradeoff_x{'' if seed == 0 else f'_seed{seed}'}.json"
+        path.write_text(json.dumps({"data": data, "n_lists": 4, "head_fraction": 0.1, "seed": seed,
+                                    "sweep": [row]}))
+        return str(path)
+
+    out = KT.summarize([run(0, 0.2), run(1, 0.4)])
+    det = out["sweep"][0]["det_greedy"]
+    assert det["NDCG@10"] == pytest.approx(0.29) and "seconds" not in det
+    assert out["sweep"][0]["det_greedy_sd"]["NDCG@10"] == pytest.approx(0.2 / math.sqrt(2))
+    assert (tmp_path / "tradeoff_x_seeds.json").is_file()
+    with pytest.raises(DataError, match="different data"):
+        KT.summarize([run(0, 0.2), run(2, 0.4, data="other")])

@@ -44,7 +44,15 @@ from Utils.io import (
     write_json_atomic,
 )
 from Utils.loops.rerank_eval import fraction_list_arg, initial_positions, rerank_metrics
-from Utils.loops.rerank_tradeoff import first_stage, metric_line, mmr_positions
+from Utils.loops.rerank_tradeoff import (
+    first_stage,
+    mean_sd,
+    metric_line,
+    mmr_positions,
+    pm_line,
+    read_runs,
+    write_seeds_summary,
+)
 from Utils.training import cpu_setup, set_seed
 
 MODEL_DIR = model_dir("Re-ranking", "Calibration")
@@ -246,18 +254,7 @@ def summarize(paths: list[str], k: int = 10) -> dict:
     """Mean ± sd over runs of the sweep with different seeds (the first-stage ranker is what the
     seed changes): the initial ranking and every lambda all runs share; printed, and written beside
     the first run as tradeoff_<data>_seeds.json."""
-    try:
-        runs = [json.loads(Path(p).read_text()) for p in paths]
-    except (OSError, ValueError) as e:
-        raise DataError(f"--summary: {e}; expected tradeoff jsons that this module wrote") from None
-    if len({run["data"] for run in runs}) != 1:
-        raise DataError("--summary: the runs are on different data; expected one sweep per seed")
-
-    def mean_sd(rows: list[dict]) -> tuple[dict, dict]:
-        keys = [key for key in rows[0] if key not in ("lambda", "seconds")]
-        return ({key: float(np.mean([r[key] for r in rows])) for key in keys},
-                {key: float(np.std([r[key] for r in rows], ddof=1)) for key in keys})
-
+    runs = read_runs(paths)
     lams = [r["lambda"] for r in runs[0]["Calibration"]]
     shared = [lam for lam in lams
               if all(any(r["lambda"] == lam for r in run["Calibration"]) for run in runs)]
@@ -266,18 +263,13 @@ def summarize(paths: list[str], k: int = 10) -> dict:
     out["initial"], out["initial_sd"] = mean_sd([run["initial"] for run in runs])
     out["Calibration"] = []
     print(f"{out['data']}: mean ± sd over {len(runs)} seeds {out['seeds']}")
-    print("initial ranking  " + "  ".join(f"{key}={out['initial'][key]:.4f}±"
-                                         f"{out['initial_sd'][key]:.4f}" for key in out["initial"]))
+    print("initial ranking  " + pm_line(out["initial"], out["initial_sd"]))
     for lam in shared:
-        m, sd = mean_sd([next(r for r in run["Calibration"] if r["lambda"] == lam) for run in runs])
+        m, sd = mean_sd([next(r for r in run["Calibration"] if r["lambda"] == lam) for run in runs],
+                        skip=("lambda", "seconds"))
         out["Calibration"].append({"lambda": lam, **m, "sd": sd})
-        print(f"Calibration lambda={lam:<5} " + "  ".join(f"{key}={m[key]:.4f}±{sd[key]:.4f}"
-                                                          for key in m))
-    path = Path(paths[0])
-    tag = path.stem.removeprefix("tradeoff_").split("_seed")[0]
-    dest = path.with_name(f"tradeoff_{tag}_seeds.json")
-    write_json_atomic(dest, out)
-    print(f"wrote {dest}")
+        print(f"Calibration lambda={lam:<5} " + pm_line(m, sd))
+    write_seeds_summary(paths[0], out)
     return out
 
 

@@ -50,7 +50,14 @@ from Utils.io import (
     write_json_atomic,
 )
 from Utils.loops.rerank_eval import fraction_list_arg, initial_positions, rerank_metrics
-from Utils.loops.rerank_tradeoff import first_stage, metric_line
+from Utils.loops.rerank_tradeoff import (
+    first_stage,
+    mean_sd,
+    metric_line,
+    pm_line,
+    read_runs,
+    write_seeds_summary,
+)
 from Utils.training import cpu_setup, set_seed
 
 MODEL_DIR = model_dir("Re-ranking", "Constrained")
@@ -193,33 +200,24 @@ def plot(result: dict, tag: str, k: int = 10, path: Path | None = None) -> Path:
 
 def summarize(paths: list[str]) -> dict:
     """Mean ± sd over runs of the same sweep with different seeds: per quota, the initial ranking
-    and each algorithm, every metric; printed, and written beside the first run as
-    tradeoff_<data>_seeds.json."""
-    try:
-        runs = [json.loads(Path(p).read_text()) for p in paths]
-    except (OSError, ValueError) as e:
-        raise DataError(f"--summary: {e}; expected tradeoff jsons that this module wrote") from None
+    and each algorithm, every metric; the exposure sweep likewise; printed, and written beside the
+    first run as tradeoff_<data>_seeds.json."""
+    runs = read_runs(paths)
     quotas = [[r["quota"] for r in run["sweep"]] for run in runs]
-    if any(q != quotas[0] for q in quotas) or len({run["data"] for run in runs}) != 1:
-        raise DataError("--summary: the runs differ in data or quotas; expected one sweep per seed")
+    if any(q != quotas[0] for q in quotas):
+        raise DataError("--summary: the runs differ in their quotas; expected one sweep per seed")
     sweep = []
     for i, q in enumerate(quotas[0]):
         row = {"quota": q, "feasible": float(np.mean([run["sweep"][i]["feasible"] for run in runs]))}
         for name in ("initial", *ALGORITHMS):
-            vals = [run["sweep"][i][name] for run in runs]
-            keys = [k for k in vals[0] if k != "seconds"]
-            row[name] = {k: float(np.mean([v[k] for v in vals])) for k in keys}
-            row[name + "_sd"] = {k: float(np.std([v[k] for v in vals], ddof=1)) for k in keys}
+            row[name], row[name + "_sd"] = mean_sd([run["sweep"][i][name] for run in runs])
         sweep.append(row)
     exposure = []
     for i, first in enumerate(runs[0].get("exposure", [])):
         rows = [run["exposure"][i] for run in runs]
         row = {"min_share": first["min_share"]}
         for name in ("initial", "exposure"):
-            keys = [k for k in rows[0][name] if not k.endswith("seconds")]
-            row[name] = {k: float(np.mean([r[name][k] for r in rows])) for k in keys}
-            row[name + "_sd"] = {k: float(np.std([r[name][k] for r in rows], ddof=1))
-                                 for k in keys}
+            row[name], row[name + "_sd"] = mean_sd([r[name] for r in rows])
         row["bonus"] = [r["bonus"] for r in rows]
         row["met_on_fit"] = all(r["met_on_fit"] for r in rows)
         exposure.append(row)
@@ -230,19 +228,13 @@ def summarize(paths: list[str]) -> dict:
     for r in sweep:
         print(f"q={r['quota']:<5} feasible={r['feasible']:.4f}")
         for name in ("initial", *ALGORITHMS):
-            m, sd = r[name], r[name + "_sd"]
-            print(f"   {name:<11} " + "  ".join(f"{k}={m[k]:.4f}±{sd[k]:.4f}" for k in m))
+            print(f"   {name:<11} " + pm_line(r[name], r[name + "_sd"]))
     for r in exposure:
         print(f"m={r['min_share']:<5} bonus per seed {[round(b, 4) for b in r['bonus']]}, met on "
               f"the fitted halves: {r['met_on_fit']}; held-out halves:")
         for name in ("initial", "exposure"):
-            m, sd = r[name], r[name + "_sd"]
-            print(f"   {name:<11} " + "  ".join(f"{k}={m[k]:.4f}±{sd[k]:.4f}" for k in m))
-    path = Path(paths[0])
-    tag = path.stem.removeprefix("tradeoff_").split("_seed")[0]
-    dest = path.with_name(f"tradeoff_{tag}_seeds.json")
-    write_json_atomic(dest, out)
-    print(f"wrote {dest}")
+            print(f"   {name:<11} " + pm_line(r[name], r[name + "_sd"]))
+    write_seeds_summary(paths[0], out)
     return out
 
 

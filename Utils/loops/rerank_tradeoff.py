@@ -46,6 +46,40 @@ def metric_line(metrics: dict) -> str:
     )
 
 
+def read_runs(paths: list[str]) -> list[dict]:
+    """The trade-off jsons of one sweep run with several seeds (`--summary`); a file that cannot be
+    read, or runs on different data, is a one-line DataError."""
+    try:
+        runs = [json.loads(Path(p).read_text()) for p in paths]
+    except (OSError, ValueError) as e:
+        raise DataError(f"--summary: {e}; expected tradeoff jsons that this module wrote") from None
+    if len({run["data"] for run in runs}) != 1:
+        raise DataError("--summary: the runs are on different data; expected one sweep per seed")
+    return runs
+
+
+def mean_sd(rows: list[dict], skip=("seconds",)) -> tuple[dict, dict]:
+    """Mean and sample sd (ddof 1) of every metric the rows share, knobs and timings left out."""
+    keys = [k for k in rows[0] if k not in skip and not k.endswith("seconds")]
+    return ({k: float(np.mean([r[k] for r in rows])) for k in keys},
+            {k: float(np.std([r[k] for r in rows], ddof=1)) for k in keys})
+
+
+def pm_line(m: dict, sd: dict) -> str:
+    """`NDCG@10=0.0250±0.0005  ...` for a mean and its sd."""
+    return "  ".join(f"{k}={m[k]:.4f}±{sd[k]:.4f}" for k in m)
+
+
+def write_seeds_summary(first: str, out: dict) -> Path:
+    """The summary beside the first run: tradeoff_<data>_seeds.json."""
+    path = Path(first)
+    tag = path.stem.removeprefix("tradeoff_").split("_seed")[0]
+    dest = path.with_name(f"tradeoff_{tag}_seeds.json")
+    write_json_atomic(dest, out)
+    print(f"wrote {dest}")
+    return dest
+
+
 def tradeoff_points(result: dict, k: int = 10) -> tuple[dict, dict]:
     """(points, labels) of the figure: NDCG@k against ILD@k per sweep point, plus the initial
     ranking; every DPP point labelled with its theta, every MMR point with its lambda."""
