@@ -59,6 +59,16 @@ SPECS: dict[str, tuple[str, str, str]] = {
         def extra(model, loaded, folder):
             assert torch.equal(loaded.item_counts, model.item_counts)  # sampling counts travel along
     """),
+    "BERT4Rec": ("Recall", "recall", """
+        model = m.BERT4Rec(m.BERT4RecConfig(n_items=30, max_len=6, dim=8, n_blocks=1))
+        first = torch.tensor([[0, 0, 3, 5, 5, 7], [1, 2, 3, 4, 6, 8], [9, 10, 0, 0, 0, 0]])
+        inputs, seen, n_items = {}, first, 30
+        run = lambda mdl: mdl.score(first)
+        score_at = lambda items: model.score(first).gather(1, items)
+        def extra(model, loaded, folder):
+            history, targets = loaded.mask_items(first, generator=torch.Generator().manual_seed(0))
+            assert bool((history == 31).any()) and float(loaded.loss(history, targets)) > 0
+    """),
     "YoutubeDNN": ("Recall", "recall", """
         cfg = m.YoutubeDNNConfig(n_items=30, dim=8, hidden=(16,), bag_sizes={"cat": 5},
                                  user_feature_sizes=(4,), dropout=0.2, final_relu=False)
@@ -439,6 +449,7 @@ MAIN_CLASSES = {  # folder -> (main classes, config class)
     "Recall/SASRec": (("SASRec",), "SASRecConfig"),
     "Recall/HSTU": (("HSTU",), "HSTUConfig"),
     "Recall/GRU4Rec": (("GRU4Rec",), "GRU4RecConfig"),
+    "Recall/BERT4Rec": (("BERT4Rec",), "BERT4RecConfig"),
     "Recall/MIND": (("MIND",), "MINDConfig"),
     "Recall/SDM": (("SDM",), "SDMConfig"),
     "Recall/YoutubeDNN": (("YoutubeDNN",), "YoutubeDNNConfig"),
@@ -553,11 +564,12 @@ def test_no_dim_lists_only_model_folders():
     assert set(NO_DIM) <= set(MAIN_CLASSES)
 
 
-@pytest.mark.parametrize("folder", ["Recall/SASRec", "Recall/HSTU", "Recall/GRU4Rec"])
+@pytest.mark.parametrize("folder", ["Recall/SASRec", "Recall/HSTU", "Recall/GRU4Rec", "Recall/BERT4Rec"])
 def test_sequence_models_loss_takes_history_and_targets_then_keywords(folder):
     """One order across the sequence-recall family: loss(history, targets, *, ...). What differs
     between the files (negatives and log-Q in SASRec, timestamps in HSTU, the carried hidden state and
-    session resets in GRU4Rec) is keyword-only, so a third positional argument cannot mean negatives in
+    session resets in GRU4Rec, the reduction in BERT4Rec, whose targets are the items behind its [MASK]
+    tokens) is keyword-only, so a third positional argument cannot mean negatives in
     one file and timestamps in the other."""
     import inspect
 
@@ -585,6 +597,8 @@ VOCAB_CASES = {  # folder -> (code building `model`, the embedding row counts th
                     "qk_dim=4, v_dim=4))", [6, 38]),
     "Recall/GRU4Rec": ("m.GRU4Rec(m.GRU4RecConfig(n_items=37, dim=8, embedding='onehot'))",
                        [38, 38]),  # the one-hot input matrix and W_y, 37 + 1 rows each
+    "Recall/BERT4Rec": ("m.BERT4Rec(m.BERT4RecConfig(n_items=37, max_len=6, dim=8, n_blocks=1))",
+                        [6, 38]),  # max_len positions, 37 + 1 items ([MASK] has its own vector)
     "Recall/YoutubeDNN": ("m.YoutubeDNN(m.YoutubeDNNConfig(n_items=37, dim=8, hidden=(16,), "
                           "bag_sizes={'cat': 11}, user_feature_sizes=(13,)))", [11, 13, 38, 38]),
     "Recall/MIND": ("m.MIND(m.MINDConfig(n_items=37, dim=8, side_vocab_size=17, user_feature_sizes=(13,), "

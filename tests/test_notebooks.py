@@ -63,7 +63,7 @@ def check_demo(demo: Path, tmp_path: Path) -> None:
 
 
 def test_every_demo_is_listed():
-    assert len(DEMOS) == 22 and all(p.is_file() for p in DEMOS)
+    assert len(DEMOS) == 23 and all(p.is_file() for p in DEMOS)
     assert all((ROOT / f).is_file() for f in FAST)
 
 
