@@ -102,7 +102,9 @@ def fit(
     torch RNGs, CPU and CUDA, that dropout and negative sampling draw from, whether it stopped); it must use the
     snapshot at once (write it), as the tensors are live. fit(..., resume=snapshot) with a fresh model
     and optimiser continues from the next epoch and ends as the uninterrupted run would have, provided
-    batches(epoch) is restored too (a seeded generator's state is the caller's to keep).
+    batches(epoch) is restored too (a seeded generator's state is the caller's to keep). A run that
+    stopped on its time budget goes on when resumed with a larger one (or none); one that stopped
+    early on validation stays stopped.
     """
     hist = History()
     best_state = None
@@ -117,6 +119,10 @@ def fit(
         if resume.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(resume["cuda_rng"])  # dropout on the GPU draws from these
         first, stopped = resume["epoch"] + 1, resume["stopped"]
+        if stopped and not hist.stopped_early and (time_budget is None
+                                                   or hist.train_seconds < time_budget):
+            stopped = False  # it stopped on its time budget, and this run gives it more
+
     sign = 1.0 if higher_is_better else -1.0
     for epoch in range(first, epochs + 1):
         if stopped:

@@ -333,6 +333,27 @@ def test_fit_resumed_from_an_epoch_snapshot_ends_as_the_uninterrupted_run():
     assert len(h.epochs) == 4 and h.epochs == snaps[-1]["history"]["epochs"]
 
 
+def test_a_run_stopped_by_its_time_budget_goes_on_with_a_larger_one():
+    """--time-budget stops a run after the epoch that spends it; resumed with a larger budget it
+    trains on from the next epoch, with a smaller or equal one it stays stopped."""
+    def run(budget, resume=None, snaps=None):
+        torch.manual_seed(0)
+        m = torch.nn.Linear(4, 1)
+        opt = torch.optim.SGD(m.parameters(), lr=0.01)
+        x = torch.ones(2, 4)
+        return fit(m, lambda b: m(b).pow(2).mean(), lambda e: [x], opt, 5, None, progress=False,
+                   time_budget=budget, resume=resume,
+                   on_epoch_end=(lambda s: snaps.append(copy.deepcopy(s))) if snaps is not None
+                   else None)
+
+    snaps = []
+    h = run(1e-9, snaps=snaps)  # any epoch spends the budget: one epoch, then stopped
+    assert len(h.epochs) == 1 and snaps[-1]["stopped"] and not h.stopped_early
+    assert len(run(1e-9, resume=snaps[-1]).epochs) == 1  # the same budget: stays stopped
+    more = run(None, resume=snaps[-1])  # no budget: trains on to the last epoch
+    assert [e["epoch"] for e in more.epochs] == [1, 2, 3, 4, 5]
+
+
 def test_pick_device():
     assert pick_device("auto").type in ("cpu", "cuda")
     if not torch.cuda.is_available():
