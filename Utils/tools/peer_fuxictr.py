@@ -1,4 +1,4 @@
-"""Side-by-side: FuxiCTR 2.3.10's own Wide&Deep, DeepFM, DCN-V2 and AutoInt+ on our Frappe split.
+"""Side-by-side: FuxiCTR 2.3.10's own Wide&Deep, DeepFM, DCN-V2, AutoInt+ and FinalMLP on our Frappe split.
 
 FuxiCTR is the library behind the reczoo BARS numbers our field notes quote. It is a *peer*, not a
 dependency, so it gets a scratch install of its own, never this repo's requirements. Its wheel holds
@@ -68,6 +68,14 @@ BARS = {
                      dnn_hidden_units=[400, 400, 400], dnn_activations="relu", attention_layers=5,
                      num_heads=4, attention_dim=128, net_dropout=0.1, layer_norm=True,
                      use_scale=True, use_wide=False, use_residual=True, embedding_regularizer=0.1),
+    # FinalMLP has its own MLP flags per stream; the gates read the user (stream 1) and the item
+    # (stream 2) embeddings, as in BARS' FinalMLP_frappe_x1 run (test AUC 0.986072).
+    "FinalMLP": dict(expid="FinalMLP_frappe_x1_004_e1ab402f", zoo_class="FinalMLP", embedding_dim=10,
+                     net_regularizer=0, learning_rate=1e-3, embedding_regularizer=0.05,
+                     mlp1_hidden_units=[400], mlp1_hidden_activations="relu", mlp1_dropout=0.4,
+                     mlp1_batch_norm=True, mlp2_hidden_units=[100], mlp2_hidden_activations="relu",
+                     mlp2_dropout=0.4, mlp2_batch_norm=True, use_fs=True, fs_hidden_units=[400],
+                     fs1_context=["user"], fs2_context=["item"], num_heads=5),
 }
 TRAINING = dict(optimizer="adam", loss="binary_crossentropy", task="binary_classification",
                 monitor="AUC", monitor_mode="max", early_stop_patience=2,
@@ -75,7 +83,8 @@ TRAINING = dict(optimizer="adam", loss="binary_crossentropy", task="binary_class
 
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = {"WideDeep": "WideDeep", "DeepFM": "DeepFM", "DCNv2": "DCNv2", "AutoInt+": "AutoInt"}
+OURS = {"WideDeep": "WideDeep", "DeepFM": "DeepFM", "DCNv2": "DCNv2", "AutoInt+": "AutoInt",
+        "FinalMLP": "FinalMLP"}
 
 
 def run_ours(args) -> None:
@@ -252,7 +261,7 @@ def main() -> None:
         print(json.dumps({k: summary[k] for k in ("paired", "speed")}, indent=1))
         return None
     if args.model is None:
-        parser.error("--model is required (WideDeep, DeepFM, DCNv2 or AutoInt+)")
+        parser.error("--model is required (WideDeep, DeepFM, DCNv2, AutoInt+ or FinalMLP)")
     if args.side == "ours":
         return run_ours(args)
     if args.model_zoo is None:
