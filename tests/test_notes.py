@@ -21,8 +21,8 @@ from Utils.tools import seed_summary
 NOTES = nc.note_paths()
 
 
-def test_all_twenty_one_notes_are_found():
-    assert len(NOTES) == 21, [p.parent.name for p in NOTES]
+def test_all_twenty_two_notes_are_found():
+    assert len(NOTES) == 22, [p.parent.name for p in NOTES]
 
 
 @pytest.mark.parametrize("note", NOTES, ids=[p.parent.name for p in NOTES])

@@ -36,6 +36,10 @@ def test_runs_are_paired_by_the_seed_inside_each_file_not_by_file_order(tmp_path
                                                                             (2, 0.97, 0.975)]
     assert out["paired"]["AUC_ours_minus_fuxictr"] == pytest.approx((0.01 - 0.005) / 2)
     assert out["paired"]["ours_AUC_at_least_fuxictr"] == 1
+    # the paired difference's standard error: sd of (0.01, -0.005) over sqrt(2)
+    assert out["paired"]["AUC_ours_minus_fuxictr_se"] == pytest.approx(
+        (((0.01 - 0.0025) ** 2 + (-0.005 - 0.0025) ** 2) / 1) ** 0.5 / 2 ** 0.5)
+    assert out["paired"]["LogLoss_ours_minus_fuxictr"] == pytest.approx(0.0)
     assert out["ours"]["metrics"]["AUC"] == pytest.approx(0.96)
     assert out["fuxictr"]["epochs"] == pytest.approx(19)
     (speed,) = out["speed"]

@@ -152,8 +152,13 @@ def paired_summary(folder: Path) -> dict:
         block["epochs"], block["epochs_sd"] = _mean_sd([float(r["epochs"]) for r in rows])
         out[side] = block
     diff = [ours[s][1]["metrics"]["AUC"] - peer[s][1]["metrics"]["AUC"] for s in seeds]
+    diff_ll = [ours[s][1]["metrics"]["LogLoss"] - peer[s][1]["metrics"]["LogLoss"] for s in seeds]
     out["paired"] = {
         "AUC_ours_minus_fuxictr": _mean_sd(diff)[0], "AUC_ours_minus_fuxictr_sd": _mean_sd(diff)[1],
+        # standard error of the mean paired difference: sd / sqrt(n)
+        "AUC_ours_minus_fuxictr_se": _mean_sd(diff)[1] / len(diff) ** 0.5,
+        "LogLoss_ours_minus_fuxictr": _mean_sd(diff_ll)[0],
+        "LogLoss_ours_minus_fuxictr_se": _mean_sd(diff_ll)[1] / len(diff_ll) ** 0.5,
         "ours_AUC_at_least_fuxictr": sum(d >= 0 for d in diff),
         "per_seed": [{"seed": s, "ours_run": ours[s][0], "fuxictr_run": peer[s][0],
                       "ours_AUC": ours[s][1]["metrics"]["AUC"],
