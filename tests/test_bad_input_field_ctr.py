@@ -49,7 +49,7 @@ CASES = [
     ("cross rank negative", "DCNv2", ["--cross-rank", "-2"], {}, "--cross-rank"),
     ("structure unknown", "DCNv2", ["--structure", "diagonal"], {}, "invalid choice"),
     ("heads that do not divide the streams", "FinalMLP", ["--heads", "3"], {},
-     "num_heads must be >= 1 and divide both stream widths 8 and 100, got 3"),
+     "num_heads must be >= 1 and divide both stream widths 8 and 64, got 3"),
     ("gate context unknown", "FinalMLP", ["--heads", "4", "--gate1-context", "age"], {},
      "--gate1-context age: no field age"),
     ("heads 0", "FinalMLP", ["--heads", "0"], {}, "--heads"),
