@@ -69,3 +69,16 @@ def _no_ray(real_import):
             raise ImportError(f"No module named {name!r}")
         return real_import(name, *args, **kwargs)
     return fake
+
+
+def test_another_set_of_fuxictr_runs_is_paired_only_when_asked(tmp_path):
+    """FuxiCTR run with our batch size (`fuxictr_frappe_batch1024_seed*.json`) sits beside its BARS
+    runs: the default pairing ignores it, `peer_runs` pairs it instead."""
+    _run(tmp_path / "frappe.json", 0.95, config={"seed": 0})
+    (tmp_path / "summary_frappe.json").write_text(json.dumps({"runs": ["frappe.json"]}))
+    _run(tmp_path / "fuxictr_frappe_seed0.json", 0.94, seed=0)
+    _run(tmp_path / "fuxictr_frappe_batch1024_seed0.json", 0.96, seed=0)
+    assert peer.paired_summary(tmp_path)["fuxictr"]["metrics"]["AUC"] == pytest.approx(0.94)
+    other = peer.paired_summary(tmp_path, "fuxictr_frappe_batch1024_seed*.json")
+    assert other["fuxictr"]["runs"] == ["fuxictr_frappe_batch1024_seed0.json"]
+    assert other["paired"]["AUC_ours_minus_fuxictr"] == pytest.approx(-0.01)

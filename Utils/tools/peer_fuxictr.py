@@ -123,11 +123,13 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return mean, var ** 0.5
 
 
-def paired_summary(folder: Path) -> dict:
+def paired_summary(folder: Path, peer_runs: str = "fuxictr_frappe_seed*.json") -> dict:
     """Ours against FuxiCTR on Frappe, paired by seed, from the runs stored in `folder`.
 
     Accuracy: our stored 5-seed runs (the runs `summary_frappe.json` lists; each run's seed is in
-    its config) against `fuxictr_frappe_seed{S}.json`, for every seed with both. Speed: our demo
+    its config) against the FuxiCTR runs matching `peer_runs` (`fuxictr_frappe_seed{S}.json`: its
+    BARS recipe; another pattern pairs another set, e.g. FuxiCTR run with our batch size), for
+    every seed with both. Speed: our demo
     rerun back to back with FuxiCTR (`ours_vs_fuxictr_frappe_seed{S}.json`, CPU seconds of the
     training call per epoch) against the FuxiCTR run of the same seed."""
     ours = {}
@@ -135,7 +137,7 @@ def paired_summary(folder: Path) -> dict:
         run = json.loads((folder / name).read_text())
         ours[int(run["config"]["seed"])] = (name, run)
     peer = {}
-    for path in folder.glob("fuxictr_frappe_seed*.json"):
+    for path in folder.glob(peer_runs):
         run = json.loads(path.read_text())
         peer[int(run["seed"])] = (path.name, run)
     seeds = sorted(set(ours) & set(peer))
@@ -258,9 +260,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fuxictr_work"))
     parser.add_argument("--summarize", type=Path, default=None, metavar="FOLDER",
                         help="no training: pair the stored runs in FOLDER by seed, write --out")
+    parser.add_argument("--peer-runs", default="fuxictr_frappe_seed*.json", metavar="GLOB",
+                        help="with --summarize: the FuxiCTR runs in FOLDER to pair with ours")
     args = parser.parse_args()
     if args.summarize is not None:
-        summary = paired_summary(args.summarize)
+        summary = paired_summary(args.summarize, args.peer_runs)
         if args.out:
             write_json_atomic(args.out, summary)
         print(json.dumps({k: summary[k] for k in ("paired", "speed")}, indent=1))
