@@ -136,11 +136,11 @@ if args.plot_gates:
     ctx = [args.gate1_context or "global", args.gate2_context or "global"]
     print("mean gate per field over the test rows (sd over rows), 1 = unchanged:")
     for s in range(2):
-        cells = "  ".join(f"{n} {g[s, :, f].mean():.2f} ({g[s, :, f].std():.2f})"
+        cells = "  ".join(f"{n} {g[s, :, f].mean():.2f} ({g[s, :, f].std():.3f})"
                           for f, n in enumerate(names))
         print(f"   stream {s + 1} (gate on {ctx[s]}): {cells}")
     plot_heatmap(g.mean(1).numpy(), args.plot_gates, xlabels=names,
                  ylabels=[f"stream {s + 1}: gate on {ctx[s]}" for s in range(2)], annotate=True,
                  title="FinalMLP: mean gate 2·sigmoid(g) per field, test rows", cmap="coolwarm",
-                 colorbar_label="mean gate (1 = field unchanged)")
+                 colorbar_label="mean gate")
     print("wrote", args.plot_gates)
