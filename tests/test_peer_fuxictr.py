@@ -82,3 +82,8 @@ def test_another_set_of_fuxictr_runs_is_paired_only_when_asked(tmp_path):
     other = peer.paired_summary(tmp_path, "fuxictr_frappe_batch1024_seed*.json")
     assert other["fuxictr"]["runs"] == ["fuxictr_frappe_batch1024_seed0.json"]
     assert other["paired"]["AUC_ours_minus_fuxictr"] == pytest.approx(-0.01)
+    (tmp_path / "summary_frappe_other.json").write_text(json.dumps({"runs": ["frappe_other.json"]}))
+    _run(tmp_path / "frappe_other.json", 0.97, config={"seed": 0})
+    third = peer.paired_summary(tmp_path, "fuxictr_frappe_batch1024_seed*.json", "summary_frappe_other.json")
+    assert third["ours"]["runs"] == ["frappe_other.json"]
+    assert third["paired"]["AUC_ours_minus_fuxictr"] == pytest.approx(0.01)

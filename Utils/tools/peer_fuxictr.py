@@ -123,17 +123,18 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return mean, var ** 0.5
 
 
-def paired_summary(folder: Path, peer_runs: str = "fuxictr_frappe_seed*.json") -> dict:
+def paired_summary(folder: Path, peer_runs: str = "fuxictr_frappe_seed*.json",
+                   ours_summary: str = "summary_frappe.json") -> dict:
     """Ours against FuxiCTR on Frappe, paired by seed, from the runs stored in `folder`.
 
     Accuracy: our stored 5-seed runs (the runs `summary_frappe.json` lists; each run's seed is in
     its config) against the FuxiCTR runs matching `peer_runs` (`fuxictr_frappe_seed{S}.json`: its
     BARS recipe; another pattern pairs another set, e.g. FuxiCTR run with our batch size), for
-    every seed with both. Speed: our demo
+    every seed with both. `ours_summary` names another seed summary of ours (an ablation's). Speed: our demo
     rerun back to back with FuxiCTR (`ours_vs_fuxictr_frappe_seed{S}.json`, CPU seconds of the
     training call per epoch) against the FuxiCTR run of the same seed."""
     ours = {}
-    for name in json.loads((folder / "summary_frappe.json").read_text())["runs"]:
+    for name in json.loads((folder / ours_summary).read_text())["runs"]:
         run = json.loads((folder / name).read_text())
         ours[int(run["config"]["seed"])] = (name, run)
     peer = {}
@@ -262,9 +263,11 @@ def main() -> None:
                         help="no training: pair the stored runs in FOLDER by seed, write --out")
     parser.add_argument("--peer-runs", default="fuxictr_frappe_seed*.json", metavar="GLOB",
                         help="with --summarize: the FuxiCTR runs in FOLDER to pair with ours")
+    parser.add_argument("--ours-summary", default="summary_frappe.json", metavar="NAME",
+                        help="with --summarize: the seed summary in FOLDER that lists our runs")
     args = parser.parse_args()
     if args.summarize is not None:
-        summary = paired_summary(args.summarize, args.peer_runs)
+        summary = paired_summary(args.summarize, args.peer_runs, args.ours_summary)
         if args.out:
             write_json_atomic(args.out, summary)
         print(json.dumps({k: summary[k] for k in ("paired", "speed")}, indent=1))

@@ -28,7 +28,7 @@
 import argparse
 
 import Datasets
-from Utils.io import load_model_file, model_dir, positive_int
+from Utils.io import load_model_file, model_dir, positive_float, positive_int
 from Utils.loops.field_ctr_demo import (
     field_ctr_parser,
     hidden_widths,
@@ -49,10 +49,12 @@ finalmlp = load_model_file(model_dir("Ranking", "FinalMLP") / "model.py", "final
 PRESETS = {
     "synthetic": dict(epochs=4, batch_size=512, lr=2e-3, dim=16, hidden="128", hidden2="64",
                       dropout=0.1, batch_norm=False, embedding_l2=0.0, gate_hidden="64",
-                      gate1_context="user", gate2_context="item", heads=4, gates=True),
+                      gate1_context="user", gate2_context="item", heads=4, gates=True,
+                      embed_init_std=1e-2),
     "libfm": dict(epochs=40, batch_size=1024, lr=1e-3, dim=10, hidden="400", hidden2="100",
                   dropout=0.4, batch_norm=True, embedding_l2=0.05, gate_hidden="400",
-                  gate1_context="user", gate2_context="item", heads=5, gates=True),
+                  gate1_context="user", gate2_context="item", heads=5, gates=True,
+                  embed_init_std=1e-2),
 }
 
 # %%
@@ -69,6 +71,8 @@ parser.add_argument("--heads", type=positive_int, default=None,
                     help="fusion heads k; must divide both streams' last widths")
 parser.add_argument("--gates", action=argparse.BooleanOptionalAction, default=None,
                     help="--no-gates: both streams read the plain embedding (DualMLP)")
+parser.add_argument("--embed-init-std", type=positive_float, default=None,
+                    help="standard deviation of the initial embeddings (the official code: 1e-4)")
 parser.add_argument("--plot-gates", default=None, metavar="PATH",
                     help="after training, save each stream's mean gate per field as a heatmap (.png)")
 args = parse_with_presets(parser, PRESETS)
@@ -101,6 +105,7 @@ config = finalmlp.FinalMLPConfig(
     batch_norm=args.batch_norm, use_gates=args.gates, gate_hidden=hidden_widths(args.gate_hidden),
     gate1_fields=context_fields(args.gate1_context, "--gate1-context"),
     gate2_fields=context_fields(args.gate2_context, "--gate2-context"), num_heads=args.heads,
+    embed_init_std=args.embed_init_std,
 )
 model = finalmlp.FinalMLP(config).to(device)
 print(config)
