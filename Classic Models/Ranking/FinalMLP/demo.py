@@ -2,12 +2,12 @@
 # # FinalMLP demo — two MLP streams, each behind its own feature gate, fused by multi-head bilinear
 # fusion, against logistic regression
 #
-# CPU, synthetic default (about 10 s of CPU time, 1 thread):
+# CPU, synthetic default (about 16 s of CPU time with 1 thread; 40-80 s wall on a busy 2-core CPU):
 #
 #     python "Classic Models/Ranking/FinalMLP/demo.py"
 #
 # Frappe (the shared copy has no train file: train on the validation file minus a 10% held-out slice
-# for early stopping, test on the test file; about 20 s of CPU time with 1 thread), with the note's
+# for early stopping, test on the test file; 32-42 s of CPU time with 1 thread), with the note's
 # figure (each stream's gate per field, averaged over the test rows):
 #
 #     python "Classic Models/Ranking/FinalMLP/demo.py" --data libfm:../shared/data/frappe/ \
@@ -74,7 +74,8 @@ parser.add_argument("--gates", action=argparse.BooleanOptionalAction, default=No
 parser.add_argument("--embed-init-std", type=positive_float, default=None,
                     help="standard deviation of the initial embeddings (the official code: 1e-4)")
 parser.add_argument("--plot-gates", default=None, metavar="PATH",
-                    help="after training, save each stream's mean gate per field as a heatmap (.png)")
+                    help="after training, save each stream's mean gate per field as a heatmap "
+                         "(.png)")
 args = parse_with_presets(parser, PRESETS)
 
 # %% [markdown]

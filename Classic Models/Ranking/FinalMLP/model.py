@@ -82,7 +82,8 @@ class FinalMLPConfig:
                 f"every field needs vocabulary size >= 2 (id 0 is padding), got {self.field_dims}"
             )
         if self.dense_dim < 0 or self.dim < 1:
-            raise ValueError(f"dense_dim >= 0 and dim >= 1 expected, got {self.dense_dim}, {self.dim}")
+            raise ValueError(f"dense_dim >= 0 and dim >= 1 expected, got {self.dense_dim}, "
+                             f"{self.dim}")
         for name in ("hidden1", "hidden2"):
             widths = getattr(self, name)
             if len(widths) == 0 or any(h < 1 for h in widths):
@@ -93,7 +94,8 @@ class FinalMLPConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("gate1_fields", "gate2_fields"):
             fields = getattr(self, name)
-            if any(not 0 <= f < len(self.field_dims) for f in fields) or len(set(fields)) < len(fields):
+            in_range = all(0 <= f < len(self.field_dims) for f in fields)
+            if not in_range or len(set(fields)) < len(fields):
                 raise ValueError(f"{name} must be distinct sparse field indices in "
                                  f"0..{len(self.field_dims) - 1}, got {fields}")
         d1, d2, k = self.hidden1[-1], self.hidden2[-1], self.num_heads
@@ -351,7 +353,8 @@ class FinalMLP(nn.Module):
         super().__init__()
         if config is not None and not isinstance(config, FinalMLPConfig):
             raise TypeError(f"expected FinalMLPConfig, got {type(config).__name__}")
-        c = FinalMLPConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)
+        c = (FinalMLPConfig(**overrides) if config is None
+             else dataclasses.replace(config, **overrides))
         self.config = c
         d = (len(c.field_dims) + c.dense_dim) * c.dim  # width of the flat embedding e
         self.embedding = FieldEmbedding(c.field_dims, c.dense_dim, c.dim, c.embed_init_std)
