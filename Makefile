@@ -25,7 +25,7 @@ notebooks: $(STAMP)
 	  "Classic Models/pipeline_demo.py"
 	@ls "Classic Models"/*/*/demo.ipynb "Classic Models/pipeline_demo.ipynb" | wc -l | xargs echo "notebooks written:"
 
-# Executes all 20 demos and the pipeline as notebooks (jupytext -> nbclient, fresh kernel, temp folder).
+# Executes all 23 demos and the pipeline as notebooks (jupytext -> nbclient, fresh kernel, temp folder).
 test-notebooks: $(STAMP)
 	$(PY) -m pytest -q -m notebooks tests/test_notebooks.py
 

@@ -1,4 +1,4 @@
-"""Bad input to the field-CTR demos (Wide&Deep, DeepFM, DCN-V2, AutoInt) and their models: every
+"""Bad input to the field-CTR demos (Wide&Deep, DeepFM, DCN-V2, AutoInt, FinalMLP) and their models: every
 case ends in ONE line `error: <what was wrong, what was expected>` with status 2 — or, for a
 malformed line among good ones, a skip the loader counts and prints — never a traceback, and
 nothing is written to --out or --save.
@@ -23,7 +23,7 @@ from tests.test_field_ctr import TINY, run_demo, write_toy_frappe
 from Utils.demo_io import checkpoint_payload
 
 CONFIGS = {"WideDeep": "WideDeepConfig", "DeepFM": "DeepFMConfig", "DCNv2": "DCNv2Config",
-           "AutoInt": "AutoIntConfig"}
+           "AutoInt": "AutoIntConfig", "FinalMLP": "FinalMLPConfig"}
 
 # One row per case: (id, demo, argv with {data} {dir} {ckpt} placeholders, files to write
 # {name: text}, what the error line must contain).
@@ -48,6 +48,11 @@ CASES = [
     ("experts 0", "DCNv2", ["--experts", "0"], {}, "--experts"),
     ("cross rank negative", "DCNv2", ["--cross-rank", "-2"], {}, "--cross-rank"),
     ("structure unknown", "DCNv2", ["--structure", "diagonal"], {}, "invalid choice"),
+    ("heads that do not divide the streams", "FinalMLP", ["--heads", "3"], {},
+     "num_heads must be >= 1 and divide both stream widths 8 and 64, got 3"),
+    ("gate context unknown", "FinalMLP", ["--heads", "4", "--gate1-context", "age"], {},
+     "--gate1-context age: no field age"),
+    ("heads 0", "FinalMLP", ["--heads", "0"], {}, "--heads"),
     ("heads 0", "AutoInt", ["--heads", "0"], {}, "--heads"),
     ("att dim text", "AutoInt", ["--att-dim", "x"], {}, "--att-dim"),
     ("unknown flag", "DeepFM", ["--frobnicate"], {}, "unrecognized arguments"),
@@ -186,7 +191,10 @@ def test_the_real_command_line_prints_one_line_and_exits_2(tmp_path):
 def ctr_model(demo, **kw):
     """A small model of `demo`: field_dims (11, 6, 4), two dense fields, one hidden layer."""
     M = model_module("Ranking", demo)
-    hidden = {"AutoInt": {"dnn_hidden": (8,)}}.get(demo, {"hidden": (8,)})
+    hidden = {"AutoInt": {"dnn_hidden": (8,)},
+              "FinalMLP": {"hidden1": (8,), "hidden2": (4,), "gate_hidden": (8,),
+                           "gate1_fields": (0,), "gate2_fields": (1,), "num_heads": 2},
+              }.get(demo, {"hidden": (8,)})
     torch.manual_seed(0)
     return getattr(M, demo)(getattr(M, CONFIGS[demo])(field_dims=(11, 6, 4), dense_dim=2,
                                                       **hidden, **kw))

@@ -221,9 +221,9 @@ def test_synthetic_raw_ids_are_the_reviewer_and_item_ids():
 
 
 @pytest.mark.parametrize("name,cls", [("WideDeep", "WideDeep"), ("DeepFM", "DeepFM"), ("DCNv2", "DCNv2"),
-                                      ("AutoInt", "AutoInt")])
+                                      ("AutoInt", "AutoInt"), ("FinalMLP", "FinalMLP")])
 def test_an_out_of_range_id_is_a_clear_error_not_the_next_fields_row(name, cls):
-    """All four field models keep every field in one table (row offsets[f] + id), so id 11 of a field
+    """All five field models keep every field in one table (row offsets[f] + id), so id 11 of a field
     of size 11 would read the next field's padding row: it must fail, naming the field, the id and
     the range, while the largest valid ids and the padding id still work."""
     mod = model_module("Ranking", name)

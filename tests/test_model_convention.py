@@ -159,6 +159,19 @@ SPECS: dict[str, tuple[str, str, str]] = {
         run = lambda mdl: mdl(*args)
         want = lambda: torch.sigmoid(model(*args))
     """),
+    "FinalMLP": ("Ranking", "ranking", """
+        cfg = m.FinalMLPConfig(field_dims=(10, 20, 5), dense_dim=1, dim=4, hidden1=(8,),
+                               hidden2=(4,), gate_hidden=(8,), gate1_fields=(0,),
+                               gate2_fields=(1,), num_heads=2, dropout=0.2, batch_norm=True)
+        model = m.FinalMLP(cfg)
+        args, kwargs = (torch.randint(0, 5, (6, 3)), torch.rand(6, 1)), {}
+        run = lambda mdl: mdl(*args)
+        want = lambda: torch.sigmoid(model(*args))
+        def extra(model, loaded, folder):
+            assert loaded.config == model.config  # tuples of fields and widths back as tuples
+            assert all(torch.equal(a, b) for a, b in zip(loaded.gate_weights(*args),
+                                                         model.eval().gate_weights(*args)))
+    """),
     "DIN": ("Ranking", "ranking", """
         freq = [torch.rand(31) + 1, torch.rand(6) + 1]
         model = m.DIN(item_vocab_sizes=(31, 6), context_vocab_sizes=(4,), dim=4,
@@ -458,6 +471,7 @@ MAIN_CLASSES = {  # folder -> (main classes, config class)
     "Ranking/DeepFM": (("DeepFM",), "DeepFMConfig"),
     "Ranking/DCNv2": (("DCNv2",), "DCNv2Config"),
     "Ranking/AutoInt": (("AutoInt",), "AutoIntConfig"),
+    "Ranking/FinalMLP": (("FinalMLP",), "FinalMLPConfig"),
     "Ranking/DIN": (("DIN",), "DINConfig"),
     "Ranking/DIEN": (("DIEN",), "DIENConfig"),
     "Ranking/MMoE": (("MMoE", "SharedBottom"), "MultiTaskConfig"),
@@ -500,6 +514,7 @@ OVERRIDES = {  # folder -> (config keywords, one override)
     "Ranking/MMoE": ({"sparse_vocab_sizes": (5, 6), "task_types": ("binary", "binary")}, {"dim": 4}),
     "Ranking/PLE": ({"sparse_vocab_sizes": (5, 6), "task_types": ("binary", "binary")}, {"dim": 4}),
     "Ranking/ESMM": ({"sparse_vocab_sizes": (5, 6)}, {"dim": 4}),
+    "Ranking/FinalMLP": ({"field_dims": (5, 6)}, {"dim": 4}),
     "Re-ranking/MMR": ({}, {"lam": 0.3}),
     "Re-ranking/DPP": ({}, {"theta": 0.3}),
     "Re-ranking/PRM": ({"feature_dim": 4}, {"d_model": 8}),
@@ -611,6 +626,9 @@ VOCAB_CASES = {  # folder -> (code building `model`, the embedding row counts th
                          [1, 41, 41]),  # 1: the wide part's cross-product table with no crosses
     "Ranking/DCNv2": ("m.DCNv2(m.DCNv2Config(field_dims=(11, 13, 17), dense_dim=1))", [41]),
     "Ranking/AutoInt": ("m.AutoInt(m.AutoIntConfig(field_dims=(11, 13, 17), dense_dim=1))", [41]),
+    "Ranking/FinalMLP": ("m.FinalMLP(m.FinalMLPConfig(field_dims=(11, 13, 17), dense_dim=1, "
+                         "gate1_fields=(0,), gate2_fields=(1, 2)))",
+                         [11, 30, 41]),  # gate 1's table (user), gate 2's (13 + 17), the main one
     "Ranking/DIN": ("m.DIN(m.DINConfig(item_vocab_sizes=(11, 13), context_vocab_sizes=(17,)))",
                     [11, 13, 17]),
     "Ranking/DIEN": ("m.DIEN(m.DIENConfig(item_vocab_sizes=(11, 13), context_vocab_sizes=(17,)))",

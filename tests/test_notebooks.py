@@ -6,7 +6,7 @@ kernel's own argv (`-f kernel.json`) in place of flags, and a working directory 
 repo: the demo must find its model files through `Utils.io.model_dir` and run its defaults.
 
 The fast suite executes the three quickest demos (measured with `--threads 1` on the synthetic
-default); `pytest -m notebooks tests/test_notebooks.py` executes all 21 demos and the pipeline.
+default); `pytest -m notebooks tests/test_notebooks.py` executes all 23 demos and the pipeline.
 `make notebooks` writes the same notebooks next to each demo for a reader (git-ignored).
 """
 
@@ -63,7 +63,7 @@ def check_demo(demo: Path, tmp_path: Path) -> None:
 
 
 def test_every_demo_is_listed():
-    assert len(DEMOS) == 23 and all(p.is_file() for p in DEMOS)
+    assert len(DEMOS) == 24 and all(p.is_file() for p in DEMOS)
     assert all((ROOT / f).is_file() for f in FAST)
 
 

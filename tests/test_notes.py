@@ -22,7 +22,7 @@ NOTES = nc.note_paths()
 
 
 def test_all_twenty_two_notes_are_found():
-    assert len(NOTES) == 22, [p.parent.name for p in NOTES]
+    assert len(NOTES) == 23, [p.parent.name for p in NOTES]
 
 
 @pytest.mark.parametrize("note", NOTES, ids=[p.parent.name for p in NOTES])

@@ -36,6 +36,10 @@ def test_runs_are_paired_by_the_seed_inside_each_file_not_by_file_order(tmp_path
                                                                             (2, 0.97, 0.975)]
     assert out["paired"]["AUC_ours_minus_fuxictr"] == pytest.approx((0.01 - 0.005) / 2)
     assert out["paired"]["ours_AUC_at_least_fuxictr"] == 1
+    # the paired difference's standard error: sd of (0.01, -0.005) over sqrt(2)
+    assert out["paired"]["AUC_ours_minus_fuxictr_se"] == pytest.approx(
+        (((0.01 - 0.0025) ** 2 + (-0.005 - 0.0025) ** 2) / 1) ** 0.5 / 2 ** 0.5)
+    assert out["paired"]["LogLoss_ours_minus_fuxictr"] == pytest.approx(0.0)
     assert out["ours"]["metrics"]["AUC"] == pytest.approx(0.96)
     assert out["fuxictr"]["epochs"] == pytest.approx(19)
     (speed,) = out["speed"]
@@ -65,3 +69,21 @@ def _no_ray(real_import):
             raise ImportError(f"No module named {name!r}")
         return real_import(name, *args, **kwargs)
     return fake
+
+
+def test_another_set_of_fuxictr_runs_is_paired_only_when_asked(tmp_path):
+    """FuxiCTR run with our batch size (`fuxictr_frappe_batch1024_seed*.json`) sits beside its BARS
+    runs: the default pairing ignores it, `peer_runs` pairs it instead."""
+    _run(tmp_path / "frappe.json", 0.95, config={"seed": 0})
+    (tmp_path / "summary_frappe.json").write_text(json.dumps({"runs": ["frappe.json"]}))
+    _run(tmp_path / "fuxictr_frappe_seed0.json", 0.94, seed=0)
+    _run(tmp_path / "fuxictr_frappe_batch1024_seed0.json", 0.96, seed=0)
+    assert peer.paired_summary(tmp_path)["fuxictr"]["metrics"]["AUC"] == pytest.approx(0.94)
+    other = peer.paired_summary(tmp_path, "fuxictr_frappe_batch1024_seed*.json")
+    assert other["fuxictr"]["runs"] == ["fuxictr_frappe_batch1024_seed0.json"]
+    assert other["paired"]["AUC_ours_minus_fuxictr"] == pytest.approx(-0.01)
+    (tmp_path / "summary_frappe_other.json").write_text(json.dumps({"runs": ["frappe_other.json"]}))
+    _run(tmp_path / "frappe_other.json", 0.97, config={"seed": 0})
+    third = peer.paired_summary(tmp_path, "fuxictr_frappe_batch1024_seed*.json", "summary_frappe_other.json")
+    assert third["ours"]["runs"] == ["frappe_other.json"]
+    assert third["paired"]["AUC_ours_minus_fuxictr"] == pytest.approx(0.01)

@@ -1,4 +1,4 @@
-"""Side-by-side: FuxiCTR 2.3.10's own Wide&Deep, DeepFM, DCN-V2 and AutoInt+ on our Frappe split.
+"""Side-by-side: FuxiCTR 2.3.10's own Wide&Deep, DeepFM, DCN-V2, AutoInt+ and FinalMLP on our Frappe split.
 
 FuxiCTR is the library behind the reczoo BARS numbers our field notes quote. It is a *peer*, not a
 dependency, so it gets a scratch install of its own, never this repo's requirements. Its wheel holds
@@ -68,6 +68,14 @@ BARS = {
                      dnn_hidden_units=[400, 400, 400], dnn_activations="relu", attention_layers=5,
                      num_heads=4, attention_dim=128, net_dropout=0.1, layer_norm=True,
                      use_scale=True, use_wide=False, use_residual=True, embedding_regularizer=0.1),
+    # FinalMLP has its own MLP flags per stream; the gates read the user (stream 1) and the item
+    # (stream 2) embeddings, as in BARS' FinalMLP_frappe_x1 run (test AUC 0.986072).
+    "FinalMLP": dict(expid="FinalMLP_frappe_x1_004_e1ab402f", zoo_class="FinalMLP", embedding_dim=10,
+                     net_regularizer=0, learning_rate=1e-3, embedding_regularizer=0.05,
+                     mlp1_hidden_units=[400], mlp1_hidden_activations="relu", mlp1_dropout=0.4,
+                     mlp1_batch_norm=True, mlp2_hidden_units=[100], mlp2_hidden_activations="relu",
+                     mlp2_dropout=0.4, mlp2_batch_norm=True, use_fs=True, fs_hidden_units=[400],
+                     fs1_context=["user"], fs2_context=["item"], num_heads=5),
 }
 TRAINING = dict(optimizer="adam", loss="binary_crossentropy", task="binary_classification",
                 monitor="AUC", monitor_mode="max", early_stop_patience=2,
@@ -75,7 +83,8 @@ TRAINING = dict(optimizer="adam", loss="binary_crossentropy", task="binary_class
 
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = {"WideDeep": "WideDeep", "DeepFM": "DeepFM", "DCNv2": "DCNv2", "AutoInt+": "AutoInt"}
+OURS = {"WideDeep": "WideDeep", "DeepFM": "DeepFM", "DCNv2": "DCNv2", "AutoInt+": "AutoInt",
+        "FinalMLP": "FinalMLP"}
 
 
 def run_ours(args) -> None:
@@ -114,19 +123,22 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return mean, var ** 0.5
 
 
-def paired_summary(folder: Path) -> dict:
+def paired_summary(folder: Path, peer_runs: str = "fuxictr_frappe_seed*.json",
+                   ours_summary: str = "summary_frappe.json") -> dict:
     """Ours against FuxiCTR on Frappe, paired by seed, from the runs stored in `folder`.
 
     Accuracy: our stored 5-seed runs (the runs `summary_frappe.json` lists; each run's seed is in
-    its config) against `fuxictr_frappe_seed{S}.json`, for every seed with both. Speed: our demo
+    its config) against the FuxiCTR runs matching `peer_runs` (`fuxictr_frappe_seed{S}.json`: its
+    BARS recipe; another pattern pairs another set, e.g. FuxiCTR run with our batch size), for
+    every seed with both. `ours_summary` names another seed summary of ours (an ablation's). Speed: our demo
     rerun back to back with FuxiCTR (`ours_vs_fuxictr_frappe_seed{S}.json`, CPU seconds of the
     training call per epoch) against the FuxiCTR run of the same seed."""
     ours = {}
-    for name in json.loads((folder / "summary_frappe.json").read_text())["runs"]:
+    for name in json.loads((folder / ours_summary).read_text())["runs"]:
         run = json.loads((folder / name).read_text())
         ours[int(run["config"]["seed"])] = (name, run)
     peer = {}
-    for path in folder.glob("fuxictr_frappe_seed*.json"):
+    for path in folder.glob(peer_runs):
         run = json.loads(path.read_text())
         peer[int(run["seed"])] = (path.name, run)
     seeds = sorted(set(ours) & set(peer))
@@ -143,8 +155,13 @@ def paired_summary(folder: Path) -> dict:
         block["epochs"], block["epochs_sd"] = _mean_sd([float(r["epochs"]) for r in rows])
         out[side] = block
     diff = [ours[s][1]["metrics"]["AUC"] - peer[s][1]["metrics"]["AUC"] for s in seeds]
+    diff_ll = [ours[s][1]["metrics"]["LogLoss"] - peer[s][1]["metrics"]["LogLoss"] for s in seeds]
     out["paired"] = {
         "AUC_ours_minus_fuxictr": _mean_sd(diff)[0], "AUC_ours_minus_fuxictr_sd": _mean_sd(diff)[1],
+        # standard error of the mean paired difference: sd / sqrt(n)
+        "AUC_ours_minus_fuxictr_se": _mean_sd(diff)[1] / len(diff) ** 0.5,
+        "LogLoss_ours_minus_fuxictr": _mean_sd(diff_ll)[0],
+        "LogLoss_ours_minus_fuxictr_se": _mean_sd(diff_ll)[1] / len(diff_ll) ** 0.5,
         "ours_AUC_at_least_fuxictr": sum(d >= 0 for d in diff),
         "per_seed": [{"seed": s, "ours_run": ours[s][0], "fuxictr_run": peer[s][0],
                       "ours_AUC": ours[s][1]["metrics"]["AUC"],
@@ -244,15 +261,19 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fuxictr_work"))
     parser.add_argument("--summarize", type=Path, default=None, metavar="FOLDER",
                         help="no training: pair the stored runs in FOLDER by seed, write --out")
+    parser.add_argument("--peer-runs", default="fuxictr_frappe_seed*.json", metavar="GLOB",
+                        help="with --summarize: the FuxiCTR runs in FOLDER to pair with ours")
+    parser.add_argument("--ours-summary", default="summary_frappe.json", metavar="NAME",
+                        help="with --summarize: the seed summary in FOLDER that lists our runs")
     args = parser.parse_args()
     if args.summarize is not None:
-        summary = paired_summary(args.summarize)
+        summary = paired_summary(args.summarize, args.peer_runs, args.ours_summary)
         if args.out:
             write_json_atomic(args.out, summary)
         print(json.dumps({k: summary[k] for k in ("paired", "speed")}, indent=1))
         return None
     if args.model is None:
-        parser.error("--model is required (WideDeep, DeepFM, DCNv2 or AutoInt+)")
+        parser.error("--model is required (WideDeep, DeepFM, DCNv2, AutoInt+ or FinalMLP)")
     if args.side == "ours":
         return run_ours(args)
     if args.model_zoo is None:
