@@ -194,6 +194,9 @@ def our_metrics(gru, split, stage: str, maps, *, last_item_only: bool = False,
             hist = hist[:, -1:]
         return official_scores(gru, hist, to_theirs, cols, split.n_items)
 
+    if users is None:  # every user, in order of history length: a batch steps through its longest
+        offsets = split._full(stage)[0]
+        users = np.argsort(np.diff(offsets), kind="stable")
     return evaluate_full_ranking(score, split, stage, ks=KS, exclude_seen=exclude_seen,
                                  batch_size=512, users=users)
 
