@@ -108,6 +108,7 @@ class History:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     stopped_early: bool = False
+    train_cpu_seconds: float = 0.0  # CPU seconds of this process in the training steps (no validation)
 
     def curve(self, key: str) -> tuple[list[int], list[float]]:
         pts = [(e["epoch"], e[key]) for e in self.epochs if key in e]
@@ -170,7 +171,7 @@ def fit(
         if stopped:
             break
         model.train()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         total, steps = 0.0, 0
         it = batches(epoch)
         nb = n_batches() if callable(n_batches) else n_batches
@@ -193,9 +194,10 @@ def fit(
             steps += 1
             if tqdm and progress and steps % 20 == 0:
                 bar.set_postfix(loss=f"{total / steps:.4f}")
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         hist.train_seconds += dt
-        rec = {"epoch": epoch, "loss": total / max(steps, 1), "train_seconds": dt}
+        hist.train_cpu_seconds += dc
+        rec = {"epoch": epoch, "loss": total / max(steps, 1), "train_seconds": dt, "train_cpu_seconds": dc}
         if evaluate is not None and (epoch % eval_every == 0 or epoch == epochs):
             model.eval()
             t1 = time.perf_counter()

@@ -565,7 +565,9 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
                "train_seconds": history.train_seconds,
                # CPU seconds of this process's fit (training + validation; a resumed run: this piece)
                "fit_cpu_seconds": time.process_time() - cpu_fit,
-               "curve": [{k: v for k, v in e.items() if k in ("epoch", "loss", "NDCG@10", "Recall@10", "wall_seconds")}
+               "train_cpu_seconds": history.train_cpu_seconds,  # the training steps alone
+               "curve": [{k: v for k, v in e.items() if k in ("epoch", "loss", "NDCG@10", "Recall@10", "wall_seconds",
+                                                              "train_seconds", "train_cpu_seconds")}
                          for e in history.epochs]}
     else:  # --load: the saved weights, no training
         history, wall = None, 0.0
@@ -646,6 +648,7 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         protocol_name="refit" if refit else "train-only",
         metrics=test_metrics, baseline={"name": "popularity", "metrics": pop},
         train_seconds=run["train_seconds"], fit_cpu_seconds=run.get("fit_cpu_seconds"),
+        train_cpu_seconds=run.get("train_cpu_seconds"),
         eval_seconds=t_eval.seconds,
         epochs=run["epochs"], params=count_params(model), valid_metrics=valid_best,
         best_epoch=run["best_epoch"], eval_cpu_seconds=eval_cpu, wall_seconds=wall,
