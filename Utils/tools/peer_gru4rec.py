@@ -1,11 +1,14 @@
 """Side-by-side: the official GRU4Rec PyTorch code (hidasib/GRU4Rec_PyTorch_Official) on our split.
 
 The official code is a *peer*, not a dependency: it is never copied into this repository. Put its
-files in a scratch folder and name that folder with `--official-dir` (it needs only torch, numpy and
-pandas, which this repo's environment has):
+files in a scratch folder and name that folder with `--official-dir`. It needs only torch, numpy and
+pandas, but numpy < 2: its default `compatibility_mode` initialisation multiplies a float32 array by a
+numpy float64, which numpy 2 promotes to float64, and `Tensor.set_` then refuses it. So it gets a
+scratch environment (torch first, from the local CPU wheel):
 
     git clone https://github.com/hidasib/GRU4Rec_PyTorch_Official /tmp/g4r_official
-    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python -m Utils.tools.peer_gru4rec \\
+    python3 -m venv /tmp/g4r_venv && /tmp/g4r_venv/bin/pip install torch==2.13.0 "numpy<2" pandas
+    OMP_NUM_THREADS=1 PYTHONPATH=. /tmp/g4r_venv/bin/python -m Utils.tools.peer_gru4rec \\
         --official-dir /tmp/g4r_official --data seqtxt:../shared/data/amazon-beauty/Beauty.txt \\
         --params retailrocket --seed 0 --threads 1 --out FILE.json
 
@@ -357,12 +360,19 @@ def main() -> None:
 
 
 def official_commit(official_dir: str) -> str | None:
-    """The commit of the official code, when the scratch folder says which (a COMMIT file or .git)."""
+    """The commit of the official code, when the scratch folder says which (a git clone, or a COMMIT
+    file beside an exported copy)."""
+    import subprocess
+
     path = Path(official_dir)
-    for name in ("COMMIT", ".git/HEAD"):
-        if (path / name).is_file():
-            return (path / name).read_text().strip()
-    return None
+    if (path / "COMMIT").is_file():
+        return (path / "COMMIT").read_text().strip()
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 if __name__ == "__main__":
