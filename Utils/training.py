@@ -48,6 +48,54 @@ def cpu_setup(threads: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
+class AdagradMomentum(torch.optim.Optimizer):
+    """Adagrad with heavy-ball momentum and sparse rows, as the official GRU4Rec PyTorch code's
+    `IndexedAdagradM` (gru4rec_pytorch.py lines 11-75): acc += g²; m = momentum·m - lr·g / sqrt(acc + eps)
+    (eps under the root); p += m. A sparse gradient touches only its rows: their accumulator,
+    momentum and weights change, every other row stays as it is (momentum included). momentum=0 is
+    Adagrad with eps under the root (torch.optim.Adagrad adds eps after the root)."""
+
+    def __init__(self, params, lr: float = 0.05, momentum: float = 0.0, eps: float = 1e-6):
+        if not lr > 0 or not momentum >= 0 or not eps > 0:
+            raise ValueError(f"expected lr > 0, momentum >= 0, eps > 0; got {lr}, {momentum}, {eps}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, mu, eps = group["lr"], group["momentum"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["acc"] = torch.zeros_like(p)
+                    if mu > 0:
+                        state["mom"] = torch.zeros_like(p)
+                grad = p.grad
+                if grad.is_sparse:
+                    grad = grad.coalesce()
+                    rows, values = grad.indices()[0], grad.values()
+                    acc = state["acc"][rows] + values.pow(2)
+                    state["acc"].index_copy_(0, rows, acc)
+                    step = -lr * values / (acc + eps).sqrt()
+                    if mu > 0:
+                        step = state["mom"][rows].mul_(mu).add_(step)
+                        state["mom"].index_copy_(0, rows, step)
+                    p.index_add_(0, rows, step)
+                else:
+                    state["acc"].add_(grad.pow(2))
+                    step = -lr * grad / (state["acc"] + eps).sqrt()
+                    if mu > 0:
+                        step = state["mom"].mul_(mu).add_(step)
+                    p.add_(step)
+        return loss
+
+
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -60,6 +108,7 @@ class History:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     stopped_early: bool = False
+    train_cpu_seconds: float = 0.0  # CPU seconds of this process in the training steps (no validation)
 
     def curve(self, key: str) -> tuple[list[int], list[float]]:
         pts = [(e["epoch"], e[key]) for e in self.epochs if key in e]
@@ -128,7 +177,7 @@ def fit(
         if stopped:
             break
         model.train()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         total, steps = 0.0, 0
         it = batches(epoch)
         nb = n_batches() if callable(n_batches) else n_batches
@@ -151,9 +200,10 @@ def fit(
             steps += 1
             if tqdm and progress and steps % 20 == 0:
                 bar.set_postfix(loss=f"{total / steps:.4f}")
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         hist.train_seconds += dt
-        rec = {"epoch": epoch, "loss": total / max(steps, 1), "train_seconds": dt}
+        hist.train_cpu_seconds += dc
+        rec = {"epoch": epoch, "loss": total / max(steps, 1), "train_seconds": dt, "train_cpu_seconds": dc}
         if evaluate is not None and (epoch % eval_every == 0 or epoch == epochs):
             model.eval()
             t1 = time.perf_counter()

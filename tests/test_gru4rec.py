@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import model_module, run_demo_in_process
-from Utils.loops.seqrec import session_parallel_batches
+from Utils.loops.seqrec import padded_sequence_batches, session_parallel_batches
+from Utils.training import AdagradMomentum
 
 gru = model_module("Recall", "GRU4Rec")
 
@@ -120,6 +121,57 @@ def test_session_parallel_batches_cover_every_transition_once_and_flag_each_new_
     lengths = (seq != 0).sum(1)
     expected = [(u, k) for u in range(len(seq)) for k in range(int(lengths[u]) - 1)]
     assert sorted(seen) == sorted(expected)  # each next-item transition exactly once; short rows skipped
+
+
+def test_padded_batches_hold_whole_sessions_each_read_from_zero():
+    """The usual third-party batching (the demo's --batching padded): every next-item transition of
+    every session once, a batch cut to its longest session, the state dropped at its first column."""
+    seq = _sessions([5, 2, 1, 7, 3, 0, 4, 2, 6])
+    seen = []
+    for b in padded_sequence_batches(seq, 4, torch.Generator().manual_seed(0)):
+        items, targets, resets, rows = b["items"], b["targets"], b["resets"], b["rows"]
+        assert bool(resets[:, 0].all()) and not bool(resets[:, 1:].any())
+        assert bool((items[:, -1] != 0).all())  # left-padded: every session ends at the last column
+        assert bool((items != 0).sum(1).max() == items.shape[1])  # cut to its longest session
+        for r in range(len(items)):
+            row = seq[int(rows[r, 0])]
+            real = row[row != 0]
+            k = int((items[r] != 0).sum())
+            assert items[r, -k:].tolist() == real[:-1].tolist()
+            assert targets[r, -k:].tolist() == real[1:].tolist() and not bool(targets[r, :-k].any())
+            seen += [(int(rows[r, 0]), j) for j in range(k)]
+    lengths = (seq != 0).sum(1)
+    assert sorted(seen) == [(u, k) for u in range(len(seq)) for k in range(int(lengths[u]) - 1)]
+
+
+def test_adagrad_momentum_is_the_official_indexed_adagrad_m():
+    """Utils.training.AdagradMomentum against IndexedAdagradM's update written out (acc += g²,
+    m = μ m - lr g / sqrt(acc + eps), p += m), dense and sparse: rows a sparse gradient does not touch
+    keep their weights and their momentum."""
+    lr, mu, eps = 0.1, 0.4, 1e-6
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(6, 3, sparse=True)
+    dense = torch.nn.Parameter(torch.randn(3, 2))
+    opt = AdagradMomentum([table.weight, dense], lr=lr, momentum=mu, eps=eps)
+    p_t, p_d = table.weight.detach().clone(), dense.detach().clone()
+    acc_t, acc_d = torch.zeros_like(p_t), torch.zeros_like(p_d)
+    mom_t, mom_d = torch.zeros_like(p_t), torch.zeros_like(p_d)
+    for ids in ([1, 2, 2], [2, 4], [1]):
+        opt.zero_grad()
+        ((table(torch.tensor(ids)) @ dense) ** 2).sum().backward()
+        g_t = table.weight.grad.to_dense()
+        touched = g_t.abs().sum(1) > 0
+        acc_t[touched] += g_t[touched] ** 2
+        mom_t[touched] = mu * mom_t[touched] - lr * g_t[touched] / (acc_t[touched] + eps).sqrt()
+        p_t[touched] += mom_t[touched]
+        acc_d += dense.grad ** 2
+        mom_d = mu * mom_d - lr * dense.grad / (acc_d + eps).sqrt()
+        p_d += mom_d
+        opt.step()
+        assert torch.allclose(table.weight, p_t, atol=1e-6) and torch.allclose(dense, p_d, atol=1e-6)
+    assert bool((opt.state[table.weight]["mom"][[0, 3, 5]] == 0).all())  # never touched
+    with pytest.raises(ValueError, match="momentum"):
+        AdagradMomentum([dense], momentum=-0.1)
 
 
 def test_hidden_state_is_reset_exactly_where_a_new_session_starts():
@@ -445,7 +497,8 @@ def test_demo_save_load_round_trip_gives_identical_metrics_and_vectors(tmp_path)
 @pytest.mark.parametrize("flags, phrase", [
     (["--loss", "mse"], "--loss"), (["--n-sample", "-1"], "--n-sample"), (["--sample-alpha", "2"], "--sample-alpha"),
     (["--dropout", "1.0"], "--dropout"), (["--embed-dropout", "-0.1"], "--embed-dropout"), (["--steps", "0"], "--steps"),
-    (["--bpreg", "-1"], "--bpreg"), (["--batching", "random"], "unrecognized"), (["--ddp"], "unrecognized"),
+    (["--bpreg", "-1"], "--bpreg"), (["--batching", "random"], "--batching"), (["--ddp"], "unrecognized"),
+    (["--momentum", "0.4", "--optimizer", "adam"], "--momentum"), (["--momentum", "1.0"], "--momentum"),
 ])
 def test_demo_bad_flags_are_one_line_errors(tmp_path, flags, phrase):
     code, _, err, _ = _demo(tmp_path, *flags)

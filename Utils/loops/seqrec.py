@@ -408,6 +408,30 @@ def session_parallel_batches(sequences: torch.Tensor, batch_size: int, gen: torc
                "resets": torch.from_numpy(resets), "rows": torch.from_numpy(where)}
 
 
+def padded_sequence_batches(sequences: torch.Tensor, batch_size: int, gen: torch.Generator):
+    """The usual third-party alternative to session-parallel mini-batches: each batch holds
+    `batch_size` whole sessions (the rows of `sequences` (U, L + 1), left-padded, with at least two
+    items, in an order drawn from `gen`), cut to the longest of them; the model reads each one from a
+    zero state and back-propagates through all its steps. Yields the same keys as
+    `session_parallel_batches`: "items" (B, T) the inputs, "targets" (B, T) the next items (0 where
+    the input is padding), "resets" True at the first column (the state carried from the previous
+    batch is dropped there), "rows"."""
+    seq = sequences if isinstance(sequences, torch.Tensor) else torch.as_tensor(np.asarray(sequences))
+    lengths = (seq != 0).sum(1)
+    rows = torch.nonzero(lengths >= 2).flatten()
+    rows = rows[torch.randperm(len(rows), generator=gen)]
+    for s in range(0, len(rows), batch_size):
+        r = rows[s : s + batch_size]
+        width = int(lengths[r].max())
+        chunk = seq[r][:, -width:]  # (B, width): left-padded, the longest row fills it
+        items, targets = chunk[:, :-1], chunk[:, 1:].clone()
+        targets[items == 0] = 0
+        resets = torch.zeros_like(items, dtype=torch.bool)
+        resets[:, 0] = True
+        yield {"items": items, "targets": targets, "resets": resets,
+               "rows": r.unsqueeze(1).expand_as(items)}
+
+
 def session_parallel_steps(sequences: torch.Tensor, batch_size: int, steps: int = 1) -> int:
     """About how many batches `session_parallel_batches` yields per epoch (for a progress bar): the
     next-item targets over the slots, rounded up (a lower bound: slots sit empty at the end)."""
@@ -541,7 +565,9 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
                "train_seconds": history.train_seconds,
                # CPU seconds of this process's fit (training + validation; a resumed run: this piece)
                "fit_cpu_seconds": time.process_time() - cpu_fit,
-               "curve": [{k: v for k, v in e.items() if k in ("epoch", "loss", "NDCG@10", "Recall@10", "wall_seconds")}
+               "train_cpu_seconds": history.train_cpu_seconds,  # the training steps alone
+               "curve": [{k: v for k, v in e.items() if k in ("epoch", "loss", "NDCG@10", "Recall@10", "wall_seconds",
+                                                              "train_seconds", "train_cpu_seconds")}
                          for e in history.epochs]}
     else:  # --load: the saved weights, no training
         history, wall = None, 0.0
@@ -622,6 +648,7 @@ def train_and_report(*, name: str, model: torch.nn.Module, train_step: Callable,
         protocol_name="refit" if refit else "train-only",
         metrics=test_metrics, baseline={"name": "popularity", "metrics": pop},
         train_seconds=run["train_seconds"], fit_cpu_seconds=run.get("fit_cpu_seconds"),
+        train_cpu_seconds=run.get("train_cpu_seconds"),
         eval_seconds=t_eval.seconds,
         epochs=run["epochs"], params=count_params(model), valid_metrics=valid_best,
         best_epoch=run["best_epoch"], eval_cpu_seconds=eval_cpu, wall_seconds=wall,

@@ -39,13 +39,14 @@ from Utils.demo_io import load_weights, read_checkpoint
 from Utils.io import add_common_args, load_model_file, model_dir, positive_int
 from Utils.loops.seqrec import (
     add_seqrec_args,
+    padded_sequence_batches,
     refit_setup,
     session_parallel_batches,
     session_parallel_steps,
     side_inputs_note,
     train_and_report,
 )
-from Utils.training import cpu_setup, pick_device, set_seed
+from Utils.training import AdagradMomentum, cpu_setup, pick_device, set_seed
 
 gru = load_model_file(model_dir("Recall", "GRU4Rec") / "model.py", "gru4rec_model")
 
@@ -78,6 +79,13 @@ parser.add_argument("--steps", type=positive_int, default=1,
                          "through T steps)")
 parser.add_argument("--optimizer", default="adagrad", choices=["adagrad", "adam"],
                     help="adagrad: the official code's (with --lr 0.05); adam")
+parser.add_argument("--momentum", type=float, default=0.0,
+                    help="adagrad: heavy-ball momentum as the official IndexedAdagradM (its paramfiles: "
+                         "0 to 0.4); 0 = torch's Adagrad")
+parser.add_argument("--batching", default="session", choices=["session", "padded"],
+                    help="session: session-parallel mini-batches (the papers'); padded: batches of whole "
+                         "left-padded sessions, each read from zero and back-propagated through (the usual "
+                         "third-party way, for comparison)")
 parser.add_argument("--plot-sessions", default=None, metavar="PATH",
                     help="after training, save the first steps of the session-parallel mini-batches and "
                          "BPR-max's weights over one step's negatives")
@@ -95,6 +103,9 @@ for name in ("sample_alpha", "logq"):
         parser.error(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
 if not args.bpreg >= 0:
     parser.error(f"--bpreg must be >= 0, got {args.bpreg}")
+if not 0.0 <= args.momentum < 1.0 or (args.momentum > 0 and args.optimizer != "adagrad"):
+    parser.error(f"--momentum must be in [0, 1) and goes with --optimizer adagrad, got {args.momentum} "
+                 f"with {args.optimizer}")
 
 cpu_setup(args.threads)
 torch.sparse.check_sparse_tensor_invariants.disable()  # the sparse gradients are torch's own: no checks
@@ -136,8 +147,12 @@ if loaded is not None:
     load_weights(model, loaded["models"]["model"]["state"], args.load)
 else:  # supp_i: extra negatives ∝ supp^alpha, log-Q (the official code counts the training data)
     model.set_item_counts(torch.from_numpy(split.item_counts()))
-optimizer = (torch.optim.Adagrad(model.parameters(), lr=args.lr, eps=1e-6) if args.optimizer == "adagrad"
-             else torch.optim.Adam(model.parameters(), lr=args.lr))
+if args.optimizer == "adam":
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+elif args.momentum > 0:  # the official IndexedAdagradM: momentum, eps under the root, sparse rows
+    optimizer = AdagradMomentum(model.parameters(), lr=args.lr, momentum=args.momentum, eps=1e-6)
+else:
+    optimizer = torch.optim.Adagrad(model.parameters(), lr=args.lr, eps=1e-6)
 gen = torch.Generator().manual_seed(args.seed)
 print(model)
 
@@ -170,6 +185,8 @@ def epoch_batches(epoch: int):
     """One epoch of session-parallel batches; the store of negatives starts afresh each epoch, so a
     run resumed after an epoch (--checkpoint / --resume) draws what the uninterrupted run draws."""
     state["negatives"] = None
+    if args.batching == "padded":
+        return padded_sequence_batches(sequences, args.batch_size, gen)
     return session_parallel_batches(sequences, args.batch_size, gen, steps=args.steps)
 
 
@@ -185,7 +202,8 @@ result = train_and_report(
     gen=gen, args=args, device=device, loaded=loaded,
     user_vector=lambda history, history_ts: model.user_embedding(history),
     batches=epoch_batches,
-    n_batches=session_parallel_steps(sequences, args.batch_size, args.steps),
+    n_batches=(-(-int((lengths >= 2).sum()) // args.batch_size) if args.batching == "padded"
+               else session_parallel_steps(sequences, args.batch_size, args.steps)),
 )
 
 
