@@ -25,7 +25,7 @@
 # requests end to end. The default data is the funnel world (`Datasets/funnel_world.py`): a shop
 # with a planted signal for each stage.
 #
-# CPU command (`make demo` = the first line with `--threads 2 --rank-steps 2`: 88 s wall on an
+# CPU command (`make demo` = the first line with `--threads 2 --rank-steps 2`: 73 s wall on an
 # otherwise idle 2-core machine):
 #
 #     python "Classic Models/pipeline_demo.py"
