@@ -57,7 +57,7 @@ SUMMARY = {"SASRec": "summary_beauty_ledger_ce_random.json", "HSTU": "summary_be
            "FinalMLP": "summary_frappe.json"}
 HEADLINE = {
     "SASRec": "ledger/beauty_sasrec_ce_random_seed0.json", "HSTU": "beauty_ce_t01.json", "TIGER": "beauty.json",
-    "GRU4Rec": "summary_beauty_ledger.json",
+    "GRU4Rec": "summary_beauty_ledger.json", "BERT4Rec": "beauty_seed0_budget4000.json",
     "YoutubeDNN": "beauty.json", "MIND": "beauty.json", "SDM": "beauty_short5.json",
     "WideDeep": "frappe.json", "DeepFM": "frappe.json", "DCNv2": "frappe.json", "AutoInt": "frappe.json",
     "FinalMLP": "frappe.json",
@@ -67,7 +67,7 @@ HEADLINE = {
 
 
 PAGES = {"Protocols", "Scale"}
-ORDER = ["YoutubeDNN", "MIND", "SDM", "GRU4Rec", "HSTU", "TIGER", "SASRec", "WideDeep", "DeepFM", "DCNv2",
+ORDER = ["YoutubeDNN", "MIND", "SDM", "GRU4Rec", "HSTU", "TIGER", "SASRec", "BERT4Rec", "WideDeep", "DeepFM", "DCNv2",
          "AutoInt", "FinalMLP", "DIN", "DIEN", "MMoE", "PLE", "MMR", "DPP", "PRM", "Pipeline"]
 
 
