@@ -134,9 +134,10 @@ def run_two_task(builders: dict[str, Callable[[dict], torch.nn.Module]], show: s
     return results, seconds, lr_metrics
 
 
-def recommend(model: torch.nn.Module, data, split, raw_user: str, device, k: int = 10) -> list[int]:
-    """Score every item the user has not touched before the test step by p(click) x p(next), with
-    the user's last behaviour as context; print the history and the top-k. Returns the item ids."""
+def candidate_impressions(data, split, raw_user: str) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """(history (L,) item ids, candidates (C,) every item the user has not touched before the test
+    step, sparse (C, 7) int64 inputs in the order of `FIELDS`: user, item, category, brand, price
+    bucket, last behaviour item and its category) for one user's --recommend."""
     row = user_row(split, data, raw_user)
     hist_items, _ = split.history("test", 20)
     history = hist_items[row][hist_items[row] > 0]
@@ -149,6 +150,13 @@ def recommend(model: torch.nn.Module, data, split, raw_user: str, device, k: int
         np.full(len(cand), split.users[row]), cand, category[cand], data.item_feature("brand")[cand],
         data.item_feature("price_bucket")[cand], np.full(len(cand), last),
         np.full(len(cand), category[last])], axis=1), dtype=torch.long)  # (C, 7) as FIELDS
+    return history, cand, sparse
+
+
+def recommend(model: torch.nn.Module, data, split, raw_user: str, device, k: int = 10) -> list[int]:
+    """Score every item the user has not touched before the test step by p(click) x p(next), with
+    the user's last behaviour as context; print the history and the top-k. Returns the item ids."""
+    history, cand, sparse = candidate_impressions(data, split, raw_user)
     p = predict(model, TensorDictDataset({"sparse": sparse}), device)
     score = p[:, 0] * p[:, 1]
     order = np.argsort(-score)[:k]

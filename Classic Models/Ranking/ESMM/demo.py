@@ -42,10 +42,10 @@ from Utils.demo_io import (
     read_checkpoint,
     restore,
     show_recommendations,
-    user_row,
 )
 from Utils.io import add_common_args, load_model_file, model_dir, positive_int, print_result
 from Utils.loops.behavior_demo import add_model_io_args, check_before_training, save_models
+from Utils.loops.multitask_demo import candidate_impressions
 from Utils.metrics import auc
 from Utils.training import count_params, cpu_setup, fit, pick_device, set_seed
 
@@ -234,18 +234,8 @@ def run_single() -> None:
 def recommend(model, data, split, raw_user: str, k: int = 10) -> None:
     """Score every item the user has not touched before the test step, with the user's last
     behaviour as context; rank by pCTCVR (expected conversions per impression)."""
-    row = user_row(split, data, raw_user)
-    hist_items, _ = split.history("test", 20)
-    history = hist_items[row][hist_items[row] > 0]
-    o = split.train_offsets
-    seen = np.append(split.train_items[o[row]:o[row + 1]], split.valid_items[row])
-    cand = np.setdiff1d(np.arange(1, split.n_items + 1), seen)  # (C,)
-    category = data.item_feature("category")
-    last = int(history[-1]) if len(history) else 0
-    sparse = np.stack([np.full(len(cand), split.users[row]), cand, category[cand],
-                       data.item_feature("brand")[cand], data.item_feature("price_bucket")[cand],
-                       np.full(len(cand), last), np.full(len(cand), category[last])], axis=1)
-    p = predict(model, TensorDictDataset({"sparse": torch.as_tensor(sparse, dtype=torch.long)}))
+    history, cand, sparse = candidate_impressions(data, split, raw_user)  # (C, 7) as FIELDS
+    p = predict(model, TensorDictDataset({"sparse": sparse}))
     order = np.argsort(-p[:, 2])[:k]
     print(f"\n--recommend {raw_user}: {len(cand):,} candidates ({', '.join(FIELDS)} as inputs), "
           "ranked by pCTCVR = pCTR x pCVR")
