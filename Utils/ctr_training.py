@@ -3,8 +3,13 @@
 
 Wraps `Utils.training.fit` with what the CTR benchmarks (e.g. reczoo BARS) do: Adam, early stopping
 on validation AUC, an optional L2 penalty on the embedding tables only (as an Adam weight decay),
-and one "reduce the learning rate on plateau" phase: when validation AUC stops improving, restart
-from the best state with the learning rate divided by 10 and train until it stops improving again.
+and a learning-rate schedule on plateau, one of two:
+- "restart" (the default): when validation AUC stops improving, restart from the best state with the
+  learning rate divided by 10 and train until it stops improving again;
+- "plateau" (FuxiCTR's `BaseModel.fit`): divide the learning rate by 10 (not below 1e-6) after every
+  evaluation without a gain and go on from the current weights; stop after `patience` such evaluations
+  in a row; the best state is restored at the end.
+FuxiCTR also clips the gradient norm at 10 (`grad_clip`).
 """
 
 from __future__ import annotations
@@ -51,10 +56,14 @@ def ctr_metrics(model: nn.Module, ds, device) -> dict[str, float]:
 def train_ctr_model(model: nn.Module, train, valid, *, epochs: int, batch_size: int, lr: float,
                     device, embedding_l2: float = 0.0, weight_decay: float = 0.0,
                     lr_decay: bool = True, patience: int = 2, seed: int = 0,
+                    schedule: str = "restart", grad_clip: float | None = None,
                     progress: bool = True, desc: str = "train") -> list[History]:
     """Train with Adam on `model.loss`; early stopping on validation AUC; best state restored.
 
-    Returns the History of each phase (one, or two with `lr_decay`)."""
+    schedule: "restart" or "plateau" (module docstring); `lr_decay=False` keeps the learning rate.
+    Returns the History of each phase (one, or two with the "restart" schedule)."""
+    if schedule not in ("restart", "plateau"):
+        raise ValueError(f"schedule={schedule!r}; expected 'restart' or 'plateau'")
     set_seed(seed)
     emb = embedding_parameters(model)
     emb_ids = {id(p) for p in emb}
@@ -73,17 +82,25 @@ def train_ctr_model(model: nn.Module, train, valid, *, epochs: int, batch_size: 
     def batches(_epoch):
         return train.batches(batch_size, generator=gen)
 
+    def divide_on_plateau(snapshot):
+        if snapshot["bad_evals"] > 0:  # this epoch's evaluation brought no gain
+            for g in opt.param_groups:
+                g["lr"] = max(g["lr"] / 10, 1e-6)
+
     nb = train.num_batches(batch_size)
     hist = fit(model, step, batches, opt, epochs, evaluate, metric="AUC", patience=patience,
-               n_batches=nb, progress=progress, desc=desc)
+               grad_clip=grad_clip, n_batches=nb, progress=progress, desc=desc,
+               on_epoch_end=divide_on_plateau if lr_decay and schedule == "plateau" else None)
     phases = [hist]
+    if schedule == "plateau":
+        return phases
     left = epochs - len(hist.epochs)
     if lr_decay and left > 0:
         best_state = copy.deepcopy(model.state_dict())
         for g in opt.param_groups:
             g["lr"] = lr / 10
         phases.append(fit(model, step, batches, opt, left, evaluate, metric="AUC", patience=1,
-                          n_batches=nb, progress=progress, desc=f"{desc} lr/10"))
+                          grad_clip=grad_clip, n_batches=nb, progress=progress, desc=f"{desc} lr/10"))
         if phases[1].best_metric <= hist.best_metric:  # the slower phase never beat phase 1
             model.load_state_dict(best_state)
     return phases

@@ -43,6 +43,8 @@ CASES = [
     ("hidden width 0", "AutoInt", ["--hidden", "64,0"], {}, "layer widths must be >= 1"),
     ("embedding l2 negative", "WideDeep", ["--embedding-l2", "-1"], {}, "--embedding-l2"),
     ("holdout 0", "DeepFM", ["--holdout", "0"], {}, "expected 0 < fraction < 1"),
+    ("lr schedule unknown", "FinalMLP", ["--lr-schedule", "cosine"], {}, "invalid choice: 'cosine'"),
+    ("grad clip 0", "DeepFM", ["--grad-clip", "0"], {}, "expected a finite number > 0"),
     ("holdout 1.2", "DeepFM", ["--holdout", "1.2"], {}, "expected 0 <= p < 1"),
     ("cross layers 0", "DCNv2", ["--cross-layers", "0"], {}, "--cross-layers"),
     ("experts 0", "DCNv2", ["--experts", "0"], {}, "--experts"),

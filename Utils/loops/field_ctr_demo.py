@@ -43,7 +43,7 @@ from ..demo_io import (
     read_checkpoint,
     write_checkpoint,
 )
-from ..io import add_common_args, positive_int, print_result
+from ..io import add_common_args, positive_float, positive_int, print_result
 from ..metrics import auc
 from ..training import count_params, cpu_setup, pick_device, set_seed
 
@@ -106,7 +106,13 @@ def field_ctr_parser(description: str, *, hidden_help: str = "DNN widths, e.g. 4
     parser.add_argument("--embedding-l2", type=non_negative_float, default=None,
                         help="L2 (Adam weight decay) on the embedding tables only")
     parser.add_argument("--no-lr-decay", action="store_true",
-                        help="skip the lr/10 phase on plateau")
+                        help="keep the learning rate: no lr/10 on plateau")
+    parser.add_argument("--lr-schedule", choices=("restart", "plateau"), default=None,
+                        help="restart: on plateau, one more phase from the best state at lr/10; "
+                             "plateau (FuxiCTR's): lr/10 after every epoch without a validation "
+                             "gain, from the current weights")
+    parser.add_argument("--grad-clip", type=positive_float, default=None,
+                        help="clip the gradient norm at this value (FuxiCTR: 10)")
     parser.add_argument("--holdout", type=open_fraction, default=0.1,
                         help="libfm without a train file: share of the validation file held out")
     add_io_args(parser, save="after training, save weights + config + flags + raw id maps here",
@@ -382,7 +388,8 @@ def train_and_report(name: str, model: torch.nn.Module, ctr: FieldCTR, lr_res: d
         phases = train_ctr_model(model, ctr.train, ctr.valid, epochs=args.epochs,
                                  batch_size=args.batch_size, lr=args.lr, device=device,
                                  embedding_l2=args.embedding_l2, lr_decay=not args.no_lr_decay,
-                                 seed=args.seed, desc=desc or name)
+                                 schedule=args.lr_schedule or "restart",
+                                 grad_clip=args.grad_clip, seed=args.seed, desc=desc or name)
         epochs = sum(len(h.epochs) for h in phases)
         valid_auc = max(h.best_metric for h in phases)
     train_seconds = time.perf_counter() - t0
