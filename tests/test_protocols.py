@@ -135,3 +135,24 @@ def test_rectools_driver_hands_rectools_our_split(split):
     assert (frame.groupby("user_id")["datetime"].min() == 1).all()
     # nothing else is handed to RecTools: no test item
     assert len(frame) == len(split.train_items) + split.n_users
+
+
+def test_rectools_driver_ties_a_workdir_to_the_flags_of_its_model():
+    """A SASRec workdir is tied to the flags it was written with (no BERT4Rec flags), so the long
+    resumable runs go on; a BERT4Rec run is tied to its own model flags, so a resume with another
+    mask probability is refused rather than mixed into the same run."""
+    import argparse
+
+    from Utils.tools import peer_rectools as R
+
+    common = dict(data="seqtxt:x", batch_size=128, lr=1e-3, seed=0, device="auto", dim=64,
+                  negatives=256, workdir="/w", time_budget=9000.0, out=None, debug=False,
+                  threads=1, epochs=200, evaluate_only=False, blocks=2, heads=2, dropout=0.5,
+                  mask_prob=0.6, max_len=50)
+    sasrec = R.run_flags(argparse.Namespace(model="sasrec", **common))
+    assert sorted(sasrec) == ["batch_size", "data", "device", "dim", "lr", "negatives", "seed",
+                              "workdir"]
+    bert = R.run_flags(argparse.Namespace(model="bert4rec", **common))
+    assert set(R.BERT_ONLY) <= set(bert) and "time_budget" not in bert
+    other = R.run_flags(argparse.Namespace(model="bert4rec", **{**common, "mask_prob": 0.2}))
+    assert other != bert

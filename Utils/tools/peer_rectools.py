@@ -1,5 +1,12 @@
 """Side-by-side: RecTools' own SASRecModel (the implementation behind eSASRec's SASRec+SS rows) on our split.
 
+`--model bert4rec` trains RecTools' `BERT4RecModel` the same way (same split, trainer, evaluators):
+the reference implementation beside this repo's BERT4Rec. Its defaults are our BERT4Rec's Beauty
+flags (2 blocks, 2 heads, dimension 64, mask probability 0.6, dropout 0.5, batch 256, max length
+50, full softmax over the catalogue — RecTools' `loss="softmax"`); RecTools has one dropout rate
+where ours also has an attention dropout (0.2), and its max length counts the appended [MASK]. The
+eSASRec benchmark has no BERT4Rec configuration, so the trainer is the same as for SASRec.
+
 The eSASRec paper's benchmark (public repository of "eSASRec: Enhancing Transformer-based
 Recommendations in a Modular Fashion", RecSys 2025) trains RecTools' `SASRecModel` with
 `configs/paper/loo/s3_vanilla.yaml` and `src/models/transformers/trainer.py`
@@ -231,11 +238,29 @@ def our_metrics(model, split, ks, fit_frame: pd.DataFrame) -> dict:
     return evaluate_full_ranking(score, split, "test", ks=ks, exclude_seen=True)
 
 
+BERT_ONLY = ("model", "blocks", "heads", "dropout", "mask_prob", "max_len")
+
+
+def run_flags(args) -> dict:
+    """The flags a --workdir is tied to (a resumed run must repeat them). The BERT4Rec flags are
+    left out of a SASRec run's, so a SASRec workdir written before they existed still resumes."""
+    skip = ("time_budget", "out", "debug", "threads", "epochs", "evaluate_only")
+    return {k: v for k, v in vars(args).items()
+            if k not in skip and (args.model == "bert4rec" or k not in BERT_ONLY)}
+
+
 def main() -> None:
     parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]),
                              epochs=MAX_EPOCHS, batch_size=128, lr=1e-3)
+    parser.add_argument("--model", choices=("sasrec", "bert4rec"), default="sasrec",
+                        help="RecTools' SASRecModel (default) or BERT4RecModel")
     parser.add_argument("--dim", type=int, default=64, help="n_factors (their config: 256; README: 64)")
     parser.add_argument("--negatives", type=int, default=256)
+    parser.add_argument("--blocks", type=int, default=2, help="bert4rec: transformer blocks")
+    parser.add_argument("--heads", type=int, default=2, help="bert4rec: attention heads")
+    parser.add_argument("--dropout", type=float, default=0.5, help="bert4rec: dropout rate")
+    parser.add_argument("--mask-prob", type=float, default=0.6, help="bert4rec: Cloze mask probability")
+    parser.add_argument("--max-len", type=int, default=50, help="bert4rec: session_max_len")
     parser.add_argument("--workdir", required=True, help="checkpoints and curve; resumes from here")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="stop after the first epoch past this many wall seconds (all pieces)")
@@ -243,9 +268,12 @@ def main() -> None:
                         help="train no further: test the best checkpoint of the epochs --workdir holds "
                              "(the RESULT says after how many epochs it was stopped)")
     args = parser.parse_args()
+    bert = args.model == "bert4rec"
+    if bert and args.batch_size == 128 and "--batch-size" not in sys.argv:
+        args.batch_size = 256  # our BERT4Rec's Beauty batch
     try:
         from pytorch_lightning import seed_everything
-        from rectools.models import SASRecModel
+        from rectools.models import BERT4RecModel, SASRecModel
     except ImportError as e:
         raise SystemExit(f"RecTools is not importable ({e}); make the scratch environment in this "
                          "module's docstring") from e
@@ -255,8 +283,7 @@ def main() -> None:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     last = workdir / "last.ckpt"
-    flags = {k: v for k, v in vars(args).items() if k not in ("time_budget", "out", "debug",
-                                                              "threads", "epochs", "evaluate_only")}
+    flags = run_flags(args)
     meta_path = workdir / "run.json"
     state = {"curve": [], "resumed": [], "wall_before": 0.0, "cpu_before": 0.0,
              "stopped_by_budget": False}
@@ -287,11 +314,19 @@ def main() -> None:
     done = len(state["curve"])
     get_trainer = make_trainer_factory(workdir, args.time_budget, last if last.exists() else None,
                                        state, max_epochs=done if args.evaluate_only else MAX_EPOCHS)
-    model = SASRecModel(
-        n_factors=args.dim, session_max_len=50, n_blocks=1, n_heads=1, dropout_rate=0.2,
-        loss="sampled_softmax", n_negatives=args.negatives, lr=args.lr, batch_size=args.batch_size,
-        epochs=MAX_EPOCHS, deterministic=True, verbose=1,
-        get_val_mask_func=last_per_user_mask, get_trainer_func=get_trainer,
+    if bert:
+        config = dict(n_factors=args.dim, session_max_len=args.max_len, n_blocks=args.blocks,
+                      n_heads=args.heads, dropout_rate=args.dropout, mask_prob=args.mask_prob,
+                      loss="softmax")
+        model_cls, name = BERT4RecModel, f"BERT4Rec (RecTools {{}}, full softmax, dim {args.dim})"
+    else:
+        config = dict(n_factors=args.dim, session_max_len=50, n_blocks=1, n_heads=1,
+                      dropout_rate=0.2, loss="sampled_softmax", n_negatives=args.negatives)
+        model_cls = SASRecModel
+        name = f"SASRec (RecTools {{}}, sampled softmax, dim {args.dim})"
+    model = model_cls(
+        **config, lr=args.lr, batch_size=args.batch_size, epochs=MAX_EPOCHS, deterministic=True,
+        verbose=1, get_val_mask_func=last_per_user_mask, get_trainer_func=get_trainer,
         recommend_torch_device="cpu",
     )
     from rectools.dataset import Dataset
@@ -310,7 +345,7 @@ def main() -> None:
     cpu = curve[-1]["cpu_seconds"] if curve else float("nan")
     n = len(curve)
     print_result(
-        model=f"SASRec (RecTools {__import__('rectools').__version__}, sampled softmax, dim {args.dim})",
+        model=name.format(__import__("rectools").__version__),
         data=args.data,
         protocol=("train-only (RecTools get_val_mask_func: the validation item is removed from "
                   "training and used for early stopping on validation Recall@10, patience 50, best "
@@ -325,10 +360,8 @@ def main() -> None:
         evaluated_only=args.evaluate_only,
         resumed_after_epochs=state["resumed"], curve=curve, seed=args.seed,
         threads=args.threads or torch.get_num_threads(),
-        config=dict(n_factors=args.dim, session_max_len=50, n_blocks=1, n_heads=1, dropout_rate=0.2,
-                    loss="sampled_softmax", n_negatives=args.negatives, lr=args.lr,
-                    batch_size=args.batch_size, max_epochs=MAX_EPOCHS, patience=PATIENCE,
-                    device="cpu (theirs: gpu)", seed=f"{args.seed} (theirs: 32)"),
+        config=dict(config, lr=args.lr, batch_size=args.batch_size, max_epochs=MAX_EPOCHS,
+                    patience=PATIENCE, device="cpu (theirs: gpu)", seed=f"{args.seed} (theirs: 32)"),
         command="PYTHONPATH=. python -m Utils.tools.peer_rectools " + " ".join(
             sys.argv[1:]),
         out=args.out,
