@@ -334,3 +334,23 @@ def test_rule_scores_are_the_transition_counts_from_the_last_item():
     assert sc[1].tolist() == [dense[2, 1], dense[2, 4], dense[2, 3]]
     # equal counts keep the merged order
     assert order_by(np.array([[7, 8, 9]]), np.array([[0.0, 1.0, 0.0]])).tolist() == [[8, 7, 9]]
+
+
+def test_seed_summary_keeps_the_rerankers_settings_as_set(tmp_path):
+    """summarize_seeds averages measurements, not settings: the runs' re-ranking knobs come back as
+    they were given (0.8, not 0.8000000000000002; the algorithm's name kept), with no sd."""
+    import json
+
+    from Utils.funnel.report import summarize_seeds
+
+    knobs = {"theta": 0.9, "lam": 0.8, "constrained_algorithm": "det_greedy"}
+    paths = []
+    for s, (rank, rec) in enumerate([(0.41, 0.36), (0.42, 0.37), (0.43, 0.35)]):
+        run = {"model": "funnel", "data": f"funnel:{s}", "protocol": "p", "params": 1,
+               "metrics": {"rank/NDCG@10": rank, "recall/NDCG@10": rec},
+               "best_channel": "covis", "rerank_knobs": knobs}
+        paths.append(tmp_path / f"run{s}.json")
+        paths[-1].write_text(json.dumps(run))
+    out = summarize_seeds(tmp_path / "summary.json", paths)
+    assert out["rerank_knobs"] == knobs and "rerank_knobs_sd" not in out
+    assert out["lift_over_seeds"]["diff"] == pytest.approx((0.05 + 0.05 + 0.08) / 3)

@@ -135,6 +135,10 @@ def summarize_seeds(out_path: str | Path, run_paths: list[str | Path]) -> dict:
     out_path = Path(out_path)
     summary = build(out_path, [Path(p) for p in run_paths])
     runs = [json.loads(Path(p).read_text()) for p in run_paths]
+    knobs = [r.get("rerank_knobs") for r in runs]
+    if knobs[0] is not None and all(k == knobs[0] for k in knobs):  # settings, not measurements:
+        summary["rerank_knobs"] = knobs[0]  # the runs' own values (a mean would read 0.8000...2)
+        summary.pop("rerank_knobs_sd", None)
     worlds = list(dict.fromkeys(r["data"] for r in runs))
     if len(worlds) > 1:  # several worlds (funnel:0, funnel:1, ...): name them all, not the first
         summary["data"] = ", ".join(worlds)
