@@ -287,6 +287,18 @@ def test_choices_and_ablation_steps_are_decided_on_validation_never_on_test():
     assert table["up"] == "yes" and table["down"] == "no" and table["combined"] == "–"
 
 
+def test_a_one_seed_candidate_does_not_displace_a_three_seed_headline():
+    """The headline is the best validation among configurations run with three seeds; a one-seed run
+    that lands higher on validation is listed after them as a candidate, not taken as the choice."""
+    configs = [_cfg("sasrec_ce_random"), _cfg("sasrec_ce"), _cfg("sasrec_candidate")]
+    summaries = {"sasrec_ce_random": _summary(0.0713, 0.0564, n=3),
+                 "sasrec_ce": _summary(0.0631, 0.0491, n=3),
+                 "sasrec_candidate": _summary(0.0723, 0.0548, n=1)}
+    rows = [r for r in ledger.choice_table(configs, summaries) if r.startswith("| SASRec")]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| SASRec: sasrec_ce_random", "| SASRec: sasrec_ce", "| SASRec: sasrec_candidate"]
+
+
 def test_partial_writes_the_curve_an_unfinished_run_reached(fake_root):
     """`ledger partial`: an unfinished run's kept state becomes `<out>.partial.json` with its curve and
     best validation so far; a finished run (RESULT json present) gets none."""
