@@ -72,7 +72,7 @@ import Datasets
 from Datasets.BaseDatasets import leave_one_out
 from Utils.atomic import write_json_atomic
 from Utils.evaluation import evaluate_full_ranking
-from Utils.io import add_common_args, print_result
+from Utils.io import add_common_args, positive_int, print_result
 
 RECALL_K = 10  # their trainer.py: RECALL_K = 10; validation on Recall@10
 PATIENCE = 50  # their trainer.py: PATIENCE = 50
@@ -251,16 +251,16 @@ def run_flags(args) -> dict:
 
 def main() -> None:
     parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]),
-                             epochs=MAX_EPOCHS, batch_size=128, lr=1e-3)
+                             epochs=MAX_EPOCHS, batch_size=None, lr=1e-3)
     parser.add_argument("--model", choices=("sasrec", "bert4rec"), default="sasrec",
                         help="RecTools' SASRecModel (default) or BERT4RecModel")
     parser.add_argument("--dim", type=int, default=64, help="n_factors (their config: 256; README: 64)")
     parser.add_argument("--negatives", type=int, default=256)
-    parser.add_argument("--blocks", type=int, default=2, help="bert4rec: transformer blocks")
-    parser.add_argument("--heads", type=int, default=2, help="bert4rec: attention heads")
+    parser.add_argument("--blocks", type=positive_int, default=2, help="bert4rec: transformer blocks")
+    parser.add_argument("--heads", type=positive_int, default=2, help="bert4rec: attention heads")
     parser.add_argument("--dropout", type=float, default=0.5, help="bert4rec: dropout rate")
     parser.add_argument("--mask-prob", type=float, default=0.6, help="bert4rec: Cloze mask probability")
-    parser.add_argument("--max-len", type=int, default=50, help="bert4rec: session_max_len")
+    parser.add_argument("--max-len", type=positive_int, default=50, help="bert4rec: session_max_len")
     parser.add_argument("--workdir", required=True, help="checkpoints and curve; resumes from here")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="stop after the first epoch past this many wall seconds (all pieces)")
@@ -269,8 +269,8 @@ def main() -> None:
                              "(the RESULT says after how many epochs it was stopped)")
     args = parser.parse_args()
     bert = args.model == "bert4rec"
-    if bert and args.batch_size == 128 and "--batch-size" not in sys.argv:
-        args.batch_size = 256  # our BERT4Rec's Beauty batch
+    if args.batch_size is None:  # theirs for SASRec+SS; our BERT4Rec's Beauty batch
+        args.batch_size = 256 if bert else 128
     try:
         from pytorch_lightning import seed_everything
         from rectools.models import BERT4RecModel, SASRecModel
