@@ -29,7 +29,8 @@ def test_config_fails_early_with_clear_messages():
     for bad, word in [({"loss": "mse"}, "loss"), ({"embedding": "bag"}, "embedding"),
                       ({"final_act": "gelu"}, "final_act"), ({"n_sample": -1}, "n_sample"),
                       ({"sample_alpha": 1.5}, "sample_alpha"), ({"bpreg": -1.0}, "bpreg"),
-                      ({"dropout_hidden": 1.0}, "dropout_hidden"), ({"dim": 0}, "dim")]:
+                      ({"dropout_hidden": 1.0}, "dropout_hidden"), ({"dim": 0}, "dim"),
+                      ({"cell": "lstm"}, "cell"), ({"cell": "official", "embedding": "onehot"}, "cell")]:
         with pytest.raises(ValueError, match=word):
             gru.GRU4RecConfig(n_items=10, **bad)
 
@@ -65,6 +66,38 @@ def test_one_step_is_the_papers_gru_written_out(embedding):
     with torch.no_grad():
         _, got = model.encode(items.unsqueeze(1), hidden=h.unsqueeze(0))
     torch.testing.assert_close(got[0], expected)
+
+
+@pytest.mark.parametrize("embedding", ["shared", "separate"])
+def test_official_cell_is_torch_grucell_with_the_reset_gate_after_the_product(embedding):
+    """cell="official" (the official PyTorch code's nn.GRUCell, for comparison): n = tanh(W x + b +
+    r ⊙ (U h + b_hn)), h' = (1 - z) n + z h. On the same weights the paper's Eq. (3), r applied to h
+    before U, gives another state; the official default initialisation (compatibility mode) bounds
+    every weight by σ = sqrt(6 / (in + D)), as the paper cell's."""
+    model = _model(embedding=embedding, cell="official")
+    cell = model.layers[0].cell
+    sigma = math.sqrt(6.0 / (8 + 8))
+    for w in (cell.weight_ih, cell.weight_hh):
+        assert float(w.abs().max()) <= sigma and float(w.abs().max()) > 0.9 * sigma
+    with torch.no_grad():
+        for b in (cell.bias_ih, cell.bias_hh):
+            assert float(b.abs().max()) == 0.0
+            b.add_(torch.randn_like(b) * 0.3)
+    items = torch.tensor([3, 17])
+    h = torch.randn(2, 8)
+    table = model.item_embedding if embedding == "shared" else model.input_embedding
+    x = table.weight[items]
+    i_r, i_z, i_n = (x @ cell.weight_ih.T + cell.bias_ih).chunk(3, -1)
+    h_r, h_z, h_n = (h @ cell.weight_hh.T + cell.bias_hh).chunk(3, -1)
+    r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)  # the reset gate after U h (plus its own bias)
+    expected = (1 - z) * n + z * h
+    with torch.no_grad():
+        _, got = model.encode(items.unsqueeze(1), hidden=h.unsqueeze(0))
+    torch.testing.assert_close(got[0], expected)
+    U_hn = cell.weight_hh[16:].T  # (D, D): the same weights read as Eq. (3)
+    paper = (1 - z) * torch.tanh(i_n + (r * h) @ U_hn + cell.bias_hh[16:]) + z * h
+    assert float((paper - expected).abs().max()) > 1e-3
 
 
 def test_scores_are_the_state_times_the_output_table_plus_bias_and_a_search_reproduces_them():
@@ -266,7 +299,7 @@ def _brute_force(model, history, targets, negatives, hidden=None):
                 else:  # bpr_max with the score regularisation
                     losses.append(-math.log(sum(sj * sig(ri - rj) for sj, rj in zip(s, neg)))
                                   + cfg.bpreg * sum(sj * rj * rj for sj, rj in zip(s, neg)))
-    return sum(losses) / len(losses)
+    return sum(losses), len(losses)
 
 
 CASES = [dict(loss="bpr_max"), dict(loss="bpr_max", bpreg=0.3, final_act="linear"),
@@ -277,7 +310,9 @@ CASES = [dict(loss="bpr_max"), dict(loss="bpr_max", bpreg=0.3, final_act="linear
 @pytest.mark.parametrize("kw", CASES, ids=lambda kw: "-".join(f"{v}" for v in kw.values()))
 def test_losses_equal_their_definitions_computed_by_hand(kw):
     """Two steps of four slots, one slot empty at the second step (it is neither a row nor a negative),
-    three extra negatives per step; the counts make log-Q non-trivial."""
+    three extra negatives per step; the counts make log-Q non-trivial. reduction="slot" (the default,
+    the official `L / batch_size`): the row sum over the 4 x 2 cells, the empty one included;
+    "row": the mean over the 7 rows."""
     model = _model(**kw)
     with torch.no_grad():
         model.item_embedding.weight.mul_(6.0)  # scores of a few units: the activations bend
@@ -288,8 +323,12 @@ def test_losses_equal_their_definitions_computed_by_hand(kw):
     negatives = torch.tensor([[12, 13, 14], [15, 2, 16]])
     hidden = torch.randn(1, 4, 8) * 0.5
     with torch.no_grad():
-        got = model.loss(history, targets, negatives=negatives, hidden=hidden)
-    assert abs(float(got) - _brute_force(model, history, targets, negatives, hidden)) < 1e-4
+        slot = model.loss(history, targets, negatives=negatives, hidden=hidden)
+        row = model.loss(history, targets, negatives=negatives, hidden=hidden, reduction="row")
+    total, rows = _brute_force(model, history, targets, negatives, hidden)
+    assert rows == 7
+    assert abs(float(slot) - total / 8) < 1e-4
+    assert abs(float(row) - total / 7) < 1e-4
 
 
 def test_a_chunk_of_steps_is_the_mean_of_its_one_step_losses():
@@ -430,6 +469,7 @@ BAD = [
     (lambda m: m.set_item_counts(torch.ones(5)), r"N \+ 1 = 31 entries"),
     (lambda m: m.set_item_counts(-torch.ones(31)), r"finite and >= 0"),
     (lambda m: m.set_item_counts(torch.full((31,), float("nan"))), r"finite and >= 0"),
+    (lambda m: m.loss(L([[1]]), L([[2]]), reduction="sum"), r'reduction must be "slot" or "row"'),
     (lambda m: m.recommend(L([[1, 2]]), k=0), r"k must be an integer >= 1"),
     (lambda m: m.recommend(L([[1, 2]]), k=29), r"expected k <= 28"),
 ]

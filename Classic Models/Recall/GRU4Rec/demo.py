@@ -63,6 +63,9 @@ parser.add_argument("--embedding", default="shared", choices=list(gru.EMBEDDINGS
                     help="input vectors: shared with the output table W_y (official constrained_embedding), "
                          "a separate table, or one-hot (the ICLR paper)")
 parser.add_argument("--layers", type=positive_int, default=1, help="stacked GRU layers of --dim units")
+parser.add_argument("--cell", default="paper", choices=list(gru.CELLS),
+                    help="paper: the GRU of Eq. (1)-(4); official: the official PyTorch code's "
+                         "torch.nn.GRUCell and its initialisation (for comparison; not with onehot)")
 parser.add_argument("--final-act", default="elu", choices=list(gru.FINAL_ACTS),
                     help="activation of the scores before a ranking loss (ce reads raw scores)")
 parser.add_argument("--final-act-param", type=float, default=0.5,
@@ -96,6 +99,9 @@ for name, low, high in [("--dropout", 0.0, 1.0), ("--embed-dropout", 0.0, 1.0)]:
     value = getattr(args, name[2:].replace("-", "_"))
     if not low <= value < high:
         parser.error(f"{name} must be in [0, 1), got {value}")
+if args.cell == "official" and args.embedding == "onehot":
+    parser.error("--cell official is torch.nn.GRUCell over item vectors; with --embedding onehot the "
+                 "official code writes Eq. (3) out, which is --cell paper")
 if args.n_sample < 0:
     parser.error(f"--n-sample must be >= 0, got {args.n_sample}")
 for name in ("sample_alpha", "logq"):
@@ -139,7 +145,7 @@ config = gru.GRU4RecConfig(**saved_config) if loaded is not None else gru.GRU4Re
     n_items=split.n_items, dim=args.dim, n_layers=args.layers, embedding=args.embedding,
     loss=args.loss, final_act=args.final_act, final_act_param=args.final_act_param,
     bpreg=args.bpreg, n_sample=args.n_sample, sample_alpha=args.sample_alpha, logq=args.logq,
-    dropout_embed=args.embed_dropout, dropout_hidden=args.dropout,
+    dropout_embed=args.embed_dropout, dropout_hidden=args.dropout, cell=args.cell,
     sparse=args.optimizer == "adagrad",  # Adagrad updates only the item rows a step reads (official)
 )
 model = gru.GRU4Rec(config).to(device)
@@ -176,8 +182,11 @@ def train_step(batch):
     hidden = state["hidden"]
     if hidden is None or hidden.shape[1] != len(items):
         hidden = model.initial_hidden(len(items), device)
+    # session-parallel: the row sum over the slots, empty ones included (the official L / batch_size);
+    # whole padded sessions: the mean over the real targets
     loss, state["hidden"] = model.loss(items, targets, hidden=hidden, resets=resets,
-                                       negatives=next_negatives(items.shape[1]), return_hidden=True)
+                                       negatives=next_negatives(items.shape[1]), return_hidden=True,
+                                       reduction="row" if args.batching == "padded" else "slot")
     return loss
 
 

@@ -73,8 +73,6 @@ NOTE (deviations, each listed in the note's "Deviations" section):
   between real items raises.
 - Empty slots (sessions ran out at the end of an epoch) are padding in a fixed-width batch; their
   columns are left out of the other rows' negatives. The official code shrinks the batch instead.
-- The loss is the mean over rows with a target; the official code divides the row sum by the fixed
-  batch size, which differs only at the few last steps of an epoch when slots are empty.
 - log Σ_j s_j σ(r_i - r_j) is computed as a logsumexp of log s_j + log σ(r_i - r_j); the official
   code adds 1e-24 inside the log instead. They agree unless the sum underflows.
 - Several steps per call (T > 1) back-propagate through the T steps of the chunk; T = 1 is the
@@ -94,6 +92,7 @@ from torch import nn
 LOSSES = ("bpr_max", "top1_max", "ce", "bpr", "top1")
 EMBEDDINGS = ("shared", "separate", "onehot")
 FINAL_ACTS = ("linear", "elu", "tanh", "relu", "leaky")
+CELLS = ("paper", "official")
 
 
 @dataclass
@@ -112,6 +111,8 @@ class GRU4RecConfig:
     logq: float = 0.0  # "ce": weight of the log-Q correction (official logq=0.0; README: 1.0 for ce)
     dropout_embed: float = 0.0  # dropout on the input item vectors (official dropout_p_embed)
     dropout_hidden: float = 0.0  # dropout on each layer's output, kept in its state (dropout_p_hidden)
+    cell: str = "paper"  # "paper": Eq. (1)-(4) written out; "official": the official PyTorch code's
+    #                      torch.nn.GRUCell with its initialisation (shared / separate input only)
     sparse: bool = False  # sparse gradients for the item tables (official: sparse=True): only the rows
     #                       a step reads are updated; needs an optimizer that takes them (Adagrad, SGD)
 
@@ -124,6 +125,11 @@ class GRU4RecConfig:
             raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.cell == "official" and self.embedding == "onehot":
+            raise ValueError('cell="official" (torch.nn.GRUCell) reads item vectors; the official code '
+                             'writes Eq. (3) out for one-hot input, which is cell="paper"')
         if self.final_act not in FINAL_ACTS:
             raise ValueError(f"final_act must be one of {FINAL_ACTS}, got {self.final_act!r}")
         if self.n_sample < 0:
@@ -214,6 +220,28 @@ class GRULayer(nn.Module):
         z = torch.sigmoid(wx_z + uh_z)  # Eq. (2): update gate
         h_hat = torch.tanh(wx_h + (r * h) @ self.hidden_h)  # Eq. (3): candidate, (B, D) @ (D, D)
         return (1 - z) * h + z * h_hat  # Eq. (1)
+
+
+class OfficialGRULayer(nn.Module):
+    """For comparison only: the official PyTorch code's layer for item-vector input, torch.nn.GRUCell
+    (`gru4rec_pytorch.py`, `GRU4RecModel.__init__`). Two differences from Eq. (1)-(4): the reset gate
+    multiplies U h_{t-1} + b_hn after the product, n = tanh(W x + b + r ⊙ (U h + b_hn)), and each gate
+    has two biases. Initialised as the official `fit` does by default (`compatibility_mode=True`,
+    `_reset_weights_to_compatibility_mode`): each gate's (in, D) and (D, D) block from U(-σ, σ),
+    σ = sqrt(6 / (fan_in + D)), as `GRULayer`; biases zero."""
+
+    def __init__(self, *, in_dim: int, dim: int) -> None:
+        super().__init__()
+        self.cell = nn.GRUCell(in_dim, dim)
+        with torch.no_grad():  # torch stores (3D, in): gate blocks are row blocks
+            for w in (self.cell.weight_ih, self.cell.weight_hh):
+                uniform_blocks_(w.T, 3)  # w.T is a (in, 3D) view: three (in, D) column blocks
+            self.cell.bias_ih.zero_()
+            self.cell.bias_hh.zero_()
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """x: (B, in) item vectors; h: (B, D) -> (B, D)."""
+        return self.cell(x, h)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,6 +351,7 @@ class GRU4Rec(nn.Module):
             uniform_blocks_(self.input_embedding.weight.data[1:], 1)
         one_hot = cfg.embedding == "onehot"
         self.layers = nn.ModuleList(
+            OfficialGRULayer(in_dim=D, dim=D) if cfg.cell == "official" else
             GRULayer(in_dim=N if one_hot and i == 0 else D, dim=D, one_hot=one_hot and i == 0)
             for i in range(cfg.n_layers))
         self.embed_dropout = nn.Dropout(cfg.dropout_embed)
@@ -475,6 +504,7 @@ class GRU4Rec(nn.Module):
         resets: torch.Tensor | None = None,
         negatives: torch.Tensor | None = None,
         return_hidden: bool = False,
+        reduction: str = "slot",
     ):
         """The next-item loss of a chunk of session-parallel steps (or of whole sequences).
 
@@ -488,9 +518,16 @@ class GRU4Rec(nn.Module):
                 (none when n_sample = 0). At step t, row b's negatives are the other rows' targets
                 at step t (mini-batch sampling) and these S items.
             return_hidden: also return the hidden state after the chunk (detached).
+            reduction: "slot" (session-parallel batches, the official code's `L / batch_size`): the
+                sum over the rows with a target divided by the B x T cells of the chunk, empty slots
+                included, so the last steps of an epoch, when most slots are empty, take small steps
+                as in the official code; "row": the mean over the rows with a target (whole padded
+                sequences, where padding must not change the loss).
         Returns:
-            the scalar loss averaged over rows with a target, and the hidden state if asked.
+            the scalar loss, and the hidden state if asked.
         """
+        if reduction not in ("slot", "row"):
+            raise ValueError(f'reduction must be "slot" or "row", got {reduction!r}')
         if targets.shape != history.shape:
             raise ValueError(f"targets {tuple(targets.shape)} must match history {tuple(history.shape)}")
         check_ids("targets", targets, 0, self.cfg.n_items)
@@ -525,15 +562,20 @@ class GRU4Rec(nn.Module):
         if self.cfg.loss == "ce" and self.cfg.logq > 0:  # sampling weights: supp_j in-batch, supp_j^alpha extra
             q = self.item_counts[cols]  # (T, B + S)
             q = torch.cat([q[:, :B], q[:, B:].pow(self.cfg.sample_alpha)], dim=1)[step]  # (M, B + S)
-        loss = self.ranking_loss(r, pos, valid[step], q)
+        loss = self.ranking_loss(r, pos, valid[step], q, denominator=B * T if reduction == "slot" else None)
         return (loss, hidden_out.detach()) if return_hidden else loss
 
     def ranking_loss(self, r: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor,
-                     q: torch.Tensor | None = None) -> torch.Tensor:
+                     q: torch.Tensor | None = None, denominator: int | None = None) -> torch.Tensor:
         """The configured loss of M rows of scores r (M, C) whose positive sits in column pos (M,);
         `valid` (M, C) marks the columns that are items (the positive and its negatives); q (M, C)
-        the columns' sampling weights, read by "ce" with logq > 0. Mean over the rows."""
+        the columns' sampling weights, read by "ce" with logq > 0. The mean over the rows, or their
+        sum divided by `denominator` when given."""
         cfg = self.cfg
+
+        def reduce(per_row: torch.Tensor) -> torch.Tensor:  # (M,) -> scalar
+            return per_row.mean() if denominator is None else per_row.sum() / denominator
+
         rows = torch.arange(len(pos), device=r.device)
         is_pos = torch.zeros_like(valid)
         is_pos[rows, pos] = True
@@ -541,7 +583,7 @@ class GRU4Rec(nn.Module):
             if cfg.logq > 0:  # r_j - logq · log q_j (the official code's logq, the positive included)
                 r = r - cfg.logq * torch.log(q.clamp(min=torch.finfo(q.dtype).tiny))
             logits = r.masked_fill(~valid, float("-inf"))  # (M, C)
-            return -F.log_softmax(logits, dim=1)[rows, pos].mean()
+            return reduce(-F.log_softmax(logits, dim=1)[rows, pos])
         negative = valid & ~is_pos  # (M, C) the negatives of each row
         if not bool(negative.any(1).all()):  # a row without a negative has nothing to rank against
             keep = negative.any(1)
@@ -556,14 +598,14 @@ class GRU4Rec(nn.Module):
                 term = -F.logsigmoid(target - a)  # -log σ(r_i - r_j)
             else:
                 term = torch.sigmoid(a - target) + torch.sigmoid(a * a)  # σ(r_j - r_i) + σ(r_j²)
-            return ((term * negative).sum(1) / n_neg).mean()
+            return reduce((term * negative).sum(1) / n_neg)
         # CIKM 2018: s_j, the softmax over the negatives' scores only (the positive gets weight 0)
         log_s = F.log_softmax(a.masked_fill(~negative, float("-inf")), dim=1)  # (M, C)
         s = log_s.exp()  # (M, C), 0 off the negatives
         if cfg.loss == "top1_max":  # Σ_j s_j (σ(r_j - r_i) + σ(r_j²))
-            return (s * (torch.sigmoid(a - target) + torch.sigmoid(a * a))).sum(1).mean()
+            return reduce((s * (torch.sigmoid(a - target) + torch.sigmoid(a * a))).sum(1))
         # BPR-max: -log Σ_j s_j σ(r_i - r_j) + λ Σ_j s_j r_j², the first term as a logsumexp
         log_terms = (log_s + F.logsigmoid(target - a)).masked_fill(~negative, float("-inf"))
         ranking = -torch.logsumexp(log_terms, dim=1)  # (M,)
         regulariser = cfg.bpreg * (s * a * a).sum(1)  # (M,) score regularisation
-        return (ranking + regulariser).mean()
+        return reduce(ranking + regulariser)
