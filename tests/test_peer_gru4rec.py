@@ -85,3 +85,63 @@ def test_scores_read_their_model_as_their_own_evaluation_does(split):
                             users=known)
     for k in (5, 10, 20):
         assert ours[f"Recall@{k}"] == pytest.approx(theirs[f"Recall@{k}"], abs=1e-9)
+
+
+@pytest.mark.skipif(not (OFFICIAL and (Path(OFFICIAL) / "gru4rec_pytorch.py").is_file()),
+                    reason="set GRU4REC_OFFICIAL_DIR to a scratch copy of hidasib/GRU4Rec_PyTorch_Official")
+def test_a_training_step_of_ours_with_the_official_cell_is_their_step():
+    """Their GRU4RecModel + IndexedAdagradM + BPR-max, and ours with cell="official" and the same
+    weights, take the same steps: four full steps (dropout on, the same random masks), then a step of
+    the end of an epoch where 3 of 8 slots are left: their batch shrinks to 3 rows and divides the row
+    sum by 8; ours keeps 8 slots, 5 empty, with reduction="slot"."""
+    from tests.conftest import model_module
+    from Utils.training import AdagradMomentum
+
+    g4r, _ = peer.import_official(OFFICIAL)
+    gru = model_module("Recall", "GRU4Rec")
+    N, D, B, S = 60, 16, 8, 24
+    torch.manual_seed(0)
+    their = g4r.GRU4RecModel(N, [D], 0.5, 0.05, 0, True)
+    ours = gru.GRU4Rec(gru.GRU4RecConfig(n_items=N, dim=D, loss="bpr_max", bpreg=1.95, n_sample=S,
+                                         dropout_embed=0.5, dropout_hidden=0.05, cell="official",
+                                         sparse=True))
+    with torch.no_grad():
+        ours.item_embedding.weight[1:] = their.Wy.weight
+        ours.item_bias[1:] = their.By.weight
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(ours.layers[0].cell, name).copy_(getattr(their.G[0], name))
+    wrap = g4r.GRU4Rec(device=torch.device("cpu"), bpreg=1.95, elu_param=0.5, batch_size=B)
+    opt_t = g4r.IndexedAdagradM(their.parameters(), 0.05, 0.4)
+    opt_o = AdagradMomentum(ours.parameters(), lr=0.05, momentum=0.4, eps=1e-6)
+    H, hidden = [torch.zeros(B, D)], torch.zeros(1, B, D)
+    g = torch.Generator().manual_seed(1)
+    for step in range(5):
+        rows = B if step < 4 else 3
+        x, y = torch.randint(0, N, (rows,), generator=g), torch.randint(0, N, (rows,), generator=g)
+        sample = torch.randint(0, N, (S,), generator=g)
+        training = rows == B  # the shrunk step runs without dropout (the masks' shapes differ)
+        their.train(training)
+        ours.train(training)
+        if rows < B:
+            H[0] = H[0][:rows].detach()
+        H[0] = H[0].detach()
+        their.zero_grad()
+        torch.manual_seed(100 + step)
+        R = their.forward(x, H, torch.cat([y, sample]), training=training)
+        loss_t = wrap.bpr_max_loss_with_elu(R, torch.cat([y, sample]), rows) / B
+        loss_t.backward()
+        opt_t.step()
+        items = torch.zeros(B, 1, dtype=torch.long)
+        targets = torch.zeros(B, 1, dtype=torch.long)
+        items[:rows, 0], targets[:rows, 0] = x + 1, y + 1
+        opt_o.zero_grad()
+        torch.manual_seed(100 + step)
+        loss_o, hidden = ours.loss(items, targets, hidden=hidden, negatives=sample + 1,
+                                   return_hidden=True)
+        loss_o.backward()
+        opt_o.step()
+        assert float(loss_o.detach()) == pytest.approx(float(loss_t.detach()), abs=1e-6)
+        torch.testing.assert_close(ours.item_embedding.weight[1:], their.Wy.weight, atol=1e-6, rtol=0)
+        torch.testing.assert_close(ours.item_bias[1:], their.By.weight, atol=1e-6, rtol=0)
+        torch.testing.assert_close(ours.layers[0].cell.weight_hh, their.G[0].weight_hh, atol=1e-6, rtol=0)
+        torch.testing.assert_close(hidden[0, :rows], H[0], atol=1e-6, rtol=0)
