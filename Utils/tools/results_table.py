@@ -51,13 +51,13 @@ PAPER = {
 # A `summary_*.json` (mean ± sd over seeds, `python -m Utils.tools.seed_summary`) is preferred when it exists.
 # A model folder missing here contributes all of its real-data files.
 SUMMARY = {"SASRec": "summary_beauty_ledger_ce_random_itemdrop.json", "HSTU": "summary_beauty.json",
-           "GRU4Rec": "summary_beauty_ledger.json", "DIN": "summary_beauty.json",
+           "GRU4Rec": "summary_beauty_ledger_rr.json", "DIN": "summary_beauty.json",
            "DIEN": "summary_beauty.json", "WideDeep": "summary_frappe.json", "DeepFM": "summary_frappe.json",
            "DCNv2": "summary_frappe.json", "AutoInt": "summary_frappe.json",
            "FinalMLP": "summary_frappe.json"}
 HEADLINE = {
     "SASRec": "ledger/beauty_sasrec_ce_random_itemdrop_seed0.json", "HSTU": "beauty_ce_t01.json", "TIGER": "beauty.json",
-    "GRU4Rec": "summary_beauty_ledger.json", "BERT4Rec": "beauty_seed0_budget4000.json",
+    "GRU4Rec": "summary_beauty_ledger_rr.json", "BERT4Rec": "beauty_seed0_budget4000.json",
     "YoutubeDNN": "beauty.json", "MIND": "beauty.json", "SDM": "beauty_short5.json",
     "WideDeep": "frappe.json", "DeepFM": "frappe.json", "DCNv2": "frappe.json", "AutoInt": "frappe.json",
     "FinalMLP": "frappe.json",
