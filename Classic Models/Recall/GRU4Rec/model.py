@@ -63,7 +63,9 @@ What the model does (equation numbers as in the papers; see the note's "Maths"):
         "bpr", "top1"  the ICLR 2016 losses: mean over j of -log σ(r_i - r_j), of σ(r_j - r_i) + σ(r_j²)
     The ranking losses read the scores through a final activation (`final_act`: ELU(0.5) by default,
     as the official PyTorch code; linear, tanh, ReLU, leaky ReLU as the Theano code's options); "ce"
-    reads the raw scores (its final activation is the softmax). Serving ranks by the raw scores
+    reads the raw scores (its final activation is the softmax). The loss of a step is the sum of its
+    rows' losses over the B slots, empty ones included (the official `L / batch_size`), so the last
+    steps of an epoch, when sessions run out, stay small. Serving ranks by the raw scores
     h · W_y + b_y: no log-Q and no activation (a monotone activation does not change the order).
 
 NOTE (deviations, each listed in the note's "Deviations" section):
@@ -562,7 +564,8 @@ class GRU4Rec(nn.Module):
         if self.cfg.loss == "ce" and self.cfg.logq > 0:  # sampling weights: supp_j in-batch, supp_j^alpha extra
             q = self.item_counts[cols]  # (T, B + S)
             q = torch.cat([q[:, :B], q[:, B:].pow(self.cfg.sample_alpha)], dim=1)[step]  # (M, B + S)
-        loss = self.ranking_loss(r, pos, valid[step], q, denominator=B * T if reduction == "slot" else None)
+        denominator = B * T if reduction == "slot" else None  # the B x T cells, or the M rows
+        loss = self.ranking_loss(r, pos, valid[step], q, denominator=denominator)
         return (loss, hidden_out.detach()) if return_hidden else loss
 
     def ranking_loss(self, r: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor,
