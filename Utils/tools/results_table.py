@@ -57,7 +57,7 @@ SUMMARY = {"SASRec": "summary_beauty_ledger_ce_random_itemdrop.json", "HSTU": "s
            "FinalMLP": "summary_frappe.json"}
 HEADLINE = {
     "SASRec": "ledger/beauty_sasrec_ce_random_itemdrop_seed0.json", "HSTU": "beauty_ce_t01.json", "TIGER": "beauty.json",
-    "GRU4Rec": "summary_beauty_ledger_rr.json", "BERT4Rec": "beauty_seed0_budget4000.json",
+    "GRU4Rec": "summary_beauty_ledger_rr.json", "BERT4Rec": "beauty_seed0_budget8800.json",
     "YoutubeDNN": "beauty.json", "MIND": "beauty.json", "SDM": "beauty_short5.json",
     "WideDeep": "frappe.json", "DeepFM": "frappe.json", "DCNv2": "frappe.json", "AutoInt": "frappe.json",
     "FinalMLP": "frappe.json",
