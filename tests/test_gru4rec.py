@@ -539,6 +539,7 @@ def test_demo_save_load_round_trip_gives_identical_metrics_and_vectors(tmp_path)
     (["--dropout", "1.0"], "--dropout"), (["--embed-dropout", "-0.1"], "--embed-dropout"), (["--steps", "0"], "--steps"),
     (["--bpreg", "-1"], "--bpreg"), (["--batching", "random"], "--batching"), (["--ddp"], "unrecognized"),
     (["--momentum", "0.4", "--optimizer", "adam"], "--momentum"), (["--momentum", "1.0"], "--momentum"),
+    (["--cell", "official", "--embedding", "onehot"], "--cell official"), (["--cell", "lstm"], "--cell"),
 ])
 def test_demo_bad_flags_are_one_line_errors(tmp_path, flags, phrase):
     code, _, err, _ = _demo(tmp_path, *flags)
